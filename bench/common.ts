@@ -1,0 +1,106 @@
+// Small helpers shared by the benchmark's Node peers (bare responder, dns-packet responder, relay, fallback
+// upstream) and by the harness (bench/run.ts). Nothing here is used by the server itself.
+import dgram from 'node:dgram';
+
+/** The address every benchmark name resolves to (TEST-NET-1). */
+export const BENCH_ADDRESS = [192, 0, 2, 1] as const;
+export const BENCH_TTL = 3600;
+
+/**
+ * Offset just past the (single) question of a DNS message, or -1 when the question is not readable.
+ * Only uncompressed labels are accepted, as in any query.
+ */
+export function questionEnd(msg: Buffer): number {
+  if (msg.length < 12 + 5) return -1;
+  let off = 12;
+  for (;;) {
+    if (off >= msg.length) return -1;
+    const len = msg[off]!;
+    if (len === 0) break;
+    if (len > 63) return -1;
+    off += len + 1;
+  }
+  off += 1 + 4; // root label, QTYPE, QCLASS
+  return off <= msg.length ? off : -1;
+}
+
+/**
+ * A UDP responder that answers every query with the same A record (compression pointer to the question),
+ * patching only the ID and copying the question: a precomputed header + the client's question + a
+ * precomputed answer RR. `flagsHi` is the third header byte (0x81 = QR|RD, 0x85 = QR|AA|RD), `flagsLo` the
+ * fourth (0x80 = RA, 0x00 = none).
+ */
+export function startFixedResponder(port: number, flagsHi: number, flagsLo: number): dgram.Socket {
+  const header = Buffer.from([0, 0, flagsHi, flagsLo, 0, 1, 0, 1, 0, 0, 0, 0]);
+  const rr = Buffer.from([
+    0xc0, 0x0c, // name: pointer to the question
+    0x00, 0x01, 0x00, 0x01, // A IN
+    (BENCH_TTL >>> 24) & 0xff, (BENCH_TTL >>> 16) & 0xff, (BENCH_TTL >>> 8) & 0xff, BENCH_TTL & 0xff,
+    0x00, 0x04, ...BENCH_ADDRESS,
+  ]);
+  const sock = dgram.createSocket('udp4');
+  sock.on('message', (msg, rinfo) => {
+    if (msg.length < 12 || (msg[2]! & 0x80) !== 0) return;
+    const qend = questionEnd(msg);
+    if (qend < 0) return;
+    const out = Buffer.allocUnsafe(qend + rr.length);
+    header.copy(out, 0);
+    out[0] = msg[0]!;
+    out[1] = msg[1]!;
+    msg.copy(out, 12, 12, qend);
+    rr.copy(out, qend);
+    sock.send(out, rinfo.port, rinfo.address);
+  });
+  sock.on('error', (err) => {
+    console.error(`responder on ${port}: ${err.message}`);
+    process.exit(1);
+  });
+  sock.bind(port, '127.0.0.1', () => console.log(`listening udp://127.0.0.1:${port}`));
+  return sock;
+}
+
+/** Encode a plain query (RD=1, no EDNS) for `name`/`qtype`. */
+export function encodeQuery(id: number, name: string, qtype = 1): Buffer {
+  const labels = name.replace(/\.$/, '').split('.').filter((l) => l.length > 0);
+  const parts: Buffer[] = [Buffer.from([id >> 8, id & 0xff, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0])];
+  for (const l of labels) parts.push(Buffer.from([l.length]), Buffer.from(l, 'ascii'));
+  parts.push(Buffer.from([0, qtype >> 8, qtype & 0xff, 0, 1]));
+  return Buffer.concat(parts);
+}
+
+/** Parse `--name value` pairs of a peer script's command line. */
+export function parseArgs(argv: string[]): Map<string, string> {
+  const out = new Map<string, string>();
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (!a.startsWith('--')) continue;
+    const next = argv[i + 1];
+    if (next !== undefined && !next.startsWith('--')) {
+      out.set(a.slice(2), next);
+      i++;
+    } else {
+      out.set(a.slice(2), 'true');
+    }
+  }
+  return out;
+}
+
+export function portArg(args: Map<string, string>, name: string): number {
+  const v = Number(args.get(name));
+  if (!Number.isInteger(v) || v <= 0 || v > 65535) {
+    console.error(`--${name} PORT is required`);
+    process.exit(2);
+  }
+  return v;
+}
+
+/**
+ * Exit cleanly on SIGTERM/SIGINT, and after `--max-seconds` in any case (the harness also runs every peer
+ * under `timeout`): no benchmark process outlives its run.
+ */
+export function exitOnSignalOrDeadline(args: Map<string, string>): void {
+  const max = Number(args.get('max-seconds') ?? '1800');
+  setTimeout(() => process.exit(0), max * 1000).unref();
+  process.on('SIGTERM', () => process.exit(0));
+  process.on('SIGINT', () => process.exit(0));
+}

@@ -1,0 +1,119 @@
+#!/usr/bin/env node
+import * as path from 'node:path';
+import { ConfigError, formatIssue } from '../config/errors';
+import { loadConfigFile } from '../config/load';
+import { configJsonSchema } from '../config/schemaExport';
+import { CodexServer } from '../core/server';
+import { builtinCatalog } from '../plugins/catalog';
+
+const USAGE = `Usage:
+  codexdns [--conf FILE]              run the server (default ./Corefile.yaml)
+  codexdns validate [FILE]            check a configuration; prints every problem, exits 1 on errors
+  codexdns schema                     print the configuration's JSON Schema (for editors)
+  codexdns migrate up|down|status [--conf FILE]
+                                      apply, roll back one step, or list the database migrations
+  codexdns --help | --version`;
+
+function fail(msg: string, code = 1): never {
+  process.stderr.write(msg.endsWith('\n') ? msg : msg + '\n');
+  process.exit(code);
+}
+
+function confArg(args: string[], fallback = 'Corefile.yaml'): string {
+  const i = args.findIndex((a) => a === '--conf' || a === '-c' || a === '-conf');
+  if (i !== -1) {
+    if (!args[i + 1]) fail(`--conf needs a file\n${USAGE}`, 2);
+    return args[i + 1];
+  }
+  const eq = args.find((a) => a.startsWith('--conf='));
+  return eq ? eq.slice('--conf='.length) : fallback;
+}
+
+async function validate(file: string): Promise<number> {
+  try {
+    const cfg = await loadConfigFile(file, builtinCatalog);
+    for (const w of cfg.warnings) process.stdout.write(formatIssue(w) + '\n');
+    process.stdout.write(`${path.relative(process.cwd(), cfg.file) || cfg.file}: OK (${cfg.servers.length} server block${cfg.servers.length === 1 ? '' : 's'}, ${cfg.servers.reduce((n, s) => n + s.plugins.length, 0)} plugins)\n`);
+    return 0;
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      for (const i of err.issues) process.stderr.write(formatIssue(i) + '\n');
+      return 1;
+    }
+    throw err;
+  }
+}
+
+async function migrate(action: string | undefined, file: string): Promise<number> {
+  if (action !== 'up' && action !== 'down' && action !== 'status') fail(`migrate takes up, down or status\n${USAGE}`, 2);
+  const cfg = await loadConfigFile(file, builtinCatalog);
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { openStorage } = require('../storage/open') as typeof import('../storage/open');
+  const storage = await openStorage(cfg.storage as Parameters<typeof openStorage>[0], { baseDir: cfg.dir });
+  try {
+    if (action === 'up') {
+      const done = await storage.migrate.latest();
+      process.stdout.write(done.length ? `applied: ${done.join(', ')}\n` : 'already up to date\n');
+    } else if (action === 'down') {
+      const undone = await storage.migrate.down();
+      process.stdout.write(undone.length ? `rolled back: ${undone.join(', ')}\n` : 'nothing to roll back\n');
+    } else {
+      process.stdout.write(JSON.stringify(await storage.migrate.status(), null, 2) + '\n');
+    }
+  } finally {
+    await storage.close();
+  }
+  return 0;
+}
+
+async function run(file: string): Promise<void> {
+  const server = new CodexServer({ configFile: file });
+  try {
+    await server.start();
+  } catch (err) {
+    if (err instanceof ConfigError) fail(err.issues.map(formatIssue).join('\n'));
+    fail(`codexdns: cannot start: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    server.log.info('stopping', { signal });
+    server.stop().then(() => process.exit(0), (err: unknown) => {
+      server.log.error('error while stopping', { error: err instanceof Error ? err.message : String(err) });
+      process.exit(1);
+    });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => {
+    server.log.info('SIGHUP: reloading the configuration');
+    void server.reload();
+  });
+  // A bug in a plugin must not take the whole resolver down: log it and keep serving.
+  process.on('uncaughtException', (err) => server.log.error('uncaught exception', { error: err.message, stack: err.stack }));
+  process.on('unhandledRejection', (err) => server.log.error('unhandled rejection', { error: err instanceof Error ? err.message : String(err) }));
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv;
+  if (cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    process.stdout.write(USAGE + '\n');
+    return;
+  }
+  if (cmd === '--version' || cmd === '-v') {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    process.stdout.write((require('../../package.json') as { version: string }).version + '\n');
+    return;
+  }
+  if (cmd === 'validate') process.exit(await validate(rest.find((a) => !a.startsWith('-')) ?? confArg(rest)));
+  if (cmd === 'schema') {
+    process.stdout.write(JSON.stringify(configJsonSchema(builtinCatalog), null, 2) + '\n');
+    return;
+  }
+  if (cmd === 'migrate') process.exit(await migrate(rest[0], confArg(rest.slice(1))));
+  if (cmd !== undefined && !cmd.startsWith('-')) fail(`unknown command ${cmd}\n${USAGE}`, 2);
+  await run(confArg(argv));
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => fail(`codexdns: ${err instanceof Error ? err.message : String(err)}`));

@@ -1,0 +1,83 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { AnyPluginDefinition } from '../core/plugin';
+
+/** A custom plugin module resolved from a `use:` entry. */
+export interface LoadedPlugin {
+  readonly definition: AnyPluginDefinition;
+  /** The file it came from (for error messages). */
+  readonly file: string;
+  /** Changes when the file changes: part of the state signature, so an edited plugin starts afresh. */
+  readonly version: string;
+}
+
+let generation = 0;
+
+/**
+ * Loads a plugin named by path (relative to the configuration's folder) or by package name. The module is
+ * loaded afresh when its file changed: CommonJS by dropping it from require's cache, ESM through a new URL
+ * (Node cannot unload an ES module, so each edit of an ESM plugin keeps its old copy in memory: see docs).
+ */
+export async function loadCustomPlugin(spec: string, configDir: string): Promise<LoadedPlugin> {
+  const isPath = spec.startsWith('.') || spec.startsWith('/');
+  let file: string;
+  if (isPath) {
+    file = path.resolve(configDir, spec);
+    if (!fs.existsSync(file)) throw new Error(`${file}: no such file`);
+  } else {
+    try {
+      file = require.resolve(spec, { paths: [configDir, process.cwd()] });
+    } catch {
+      throw new Error(`package ${spec} is not installed (npm install ${spec} next to the configuration)`);
+    }
+  }
+  const stat = fs.statSync(file);
+  const version = `${stat.mtimeMs}-${stat.size}`;
+  const mod = await importFresh(file, version);
+  const definition = pickDefinition(mod);
+  if (!definition) throw new Error(`${file}: exports no plugin definition (export default definePlugin({ name, options, setup }))`);
+  return { definition, file, version };
+}
+
+const loadedVersions = new Map<string, string>();
+
+async function importFresh(file: string, version: string): Promise<unknown> {
+  const esm = file.endsWith('.mjs') || (file.endsWith('.js') && nearestPackageType(file) === 'module');
+  if (!esm) {
+    if (loadedVersions.get(file) !== version) delete require.cache[file];
+    loadedVersions.set(file, version);
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return require(file);
+  }
+  const url = `${pathToFileURL(file).href}?v=${encodeURIComponent(version)}-${loadedVersions.get(file) === version ? 0 : ++generation}`;
+  loadedVersions.set(file, version);
+  return import(url);
+}
+
+function nearestPackageType(file: string): string | undefined {
+  let dir = path.dirname(file);
+  for (;;) {
+    const pkg = path.join(dir, 'package.json');
+    if (fs.existsSync(pkg)) {
+      try {
+        return (JSON.parse(fs.readFileSync(pkg, 'utf8')) as { type?: string }).type;
+      } catch {
+        return undefined;
+      }
+    }
+    const up = path.dirname(dir);
+    if (up === dir) return undefined;
+    dir = up;
+  }
+}
+
+function pickDefinition(mod: unknown): AnyPluginDefinition | undefined {
+  const candidates = [mod, (mod as { default?: unknown })?.default, (mod as { default?: { default?: unknown } })?.default?.default, (mod as { plugin?: unknown })?.plugin];
+  for (const c of candidates) {
+    if (c && typeof c === 'object' && typeof (c as AnyPluginDefinition).setup === 'function' && typeof (c as AnyPluginDefinition).name === 'string') {
+      return c as AnyPluginDefinition;
+    }
+  }
+  return undefined;
+}

@@ -1,0 +1,137 @@
+import Ajv, { type ErrorObject, type ValidateFunction } from 'ajv';
+import type { TSchema } from '@sinclair/typebox';
+import { parseDuration } from './duration';
+import { DURATION_KEYWORD } from './types';
+
+/** A schema violation at a path inside the validated value. */
+export interface SchemaProblem {
+  readonly path: (string | number)[];
+  /** Set when the problem is an unknown key: the position is the key's own. */
+  readonly unknownKey?: string;
+  readonly message: string;
+}
+
+type JsonSchema = Record<string, unknown>;
+
+const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false, coerceTypes: false });
+ajv.addKeyword({ keyword: DURATION_KEYWORD });
+const compiled = new WeakMap<object, { fn: ValidateFunction; schema: JsonSchema }>();
+
+/**
+ * Validates `value` in place against a plugin's (or the core's) schema: fills defaults, converts durations to
+ * milliseconds, and reports every problem with its path. Objects reject unknown keys unless the schema says otherwise.
+ */
+export function validateAgainst(schema: TSchema, value: unknown): SchemaProblem[] {
+  let entry = compiled.get(schema);
+  if (!entry) {
+    const plain = closeObjects(JSON.parse(JSON.stringify(schema)) as JsonSchema);
+    entry = { fn: ajv.compile(plain), schema: plain };
+    compiled.set(schema, entry);
+  }
+  if (entry.fn(value)) {
+    convertDurations(entry.schema, value);
+    return [];
+  }
+  return describe(entry.fn.errors ?? [], entry.schema);
+}
+
+/** A plain JSON Schema of a TypeBox schema with unknown keys closed, for `codexdns schema`. */
+export function toJsonSchema(schema: TSchema): JsonSchema {
+  return closeObjects(JSON.parse(JSON.stringify(schema)) as JsonSchema);
+}
+
+function closeObjects(s: JsonSchema): JsonSchema {
+  if (s.type === 'object' && s.properties && s.additionalProperties === undefined && s.patternProperties === undefined) {
+    s.additionalProperties = false;
+  }
+  for (const key of ['properties', 'patternProperties', '$defs', 'definitions']) {
+    const group = s[key] as Record<string, JsonSchema> | undefined;
+    if (group) for (const v of Object.values(group)) closeObjects(v);
+  }
+  for (const key of ['items', 'additionalProperties', 'not']) {
+    const v = s[key];
+    if (v && typeof v === 'object' && !Array.isArray(v)) closeObjects(v as JsonSchema);
+  }
+  for (const key of ['anyOf', 'oneOf', 'allOf']) {
+    const list = s[key] as JsonSchema[] | undefined;
+    if (list) for (const v of list) closeObjects(v);
+  }
+  return s;
+}
+
+function convertDurations(schema: JsonSchema, value: unknown, parent?: Record<string, unknown> | unknown[], key?: string | number): void {
+  if (schema[DURATION_KEYWORD] === true && parent !== undefined && key !== undefined) {
+    const ms = parseDuration(value);
+    if (ms !== undefined) (parent as Record<string | number, unknown>)[key] = ms;
+    return;
+  }
+  if (Array.isArray(value) && schema.items && typeof schema.items === 'object') {
+    value.forEach((v, i) => convertDurations(schema.items as JsonSchema, v, value, i));
+    return;
+  }
+  if (value && typeof value === 'object' && !Array.isArray(value)) {
+    const obj = value as Record<string, unknown>;
+    const props = (schema.properties ?? {}) as Record<string, JsonSchema>;
+    for (const [k, sub] of Object.entries(props)) if (k in obj) convertDurations(sub, obj[k], obj, k);
+    const extra = schema.additionalProperties;
+    if (extra && typeof extra === 'object') {
+      for (const k of Object.keys(obj)) if (!(k in props)) convertDurations(extra as JsonSchema, obj[k], obj, k);
+    }
+  }
+  for (const alt of [...((schema.anyOf as JsonSchema[]) ?? []), ...((schema.oneOf as JsonSchema[]) ?? [])]) {
+    if (value && typeof value === 'object') convertDurations(alt, value, parent, key);
+  }
+}
+
+function pathOf(instancePath: string): (string | number)[] {
+  if (instancePath === '') return [];
+  return instancePath.slice(1).split('/').map((seg) => {
+    const s = seg.replace(/~1/g, '/').replace(/~0/g, '~');
+    return /^\d+$/.test(s) ? Number(s) : s;
+  });
+}
+
+function schemaAt(root: JsonSchema, schemaPath: string): JsonSchema | undefined {
+  let node: unknown = root;
+  for (const seg of schemaPath.replace(/^#\//, '').split('/')) {
+    if (node === undefined || node === null) return undefined;
+    node = (node as Record<string, unknown>)[seg.replace(/~1/g, '/').replace(/~0/g, '~')];
+  }
+  return node as JsonSchema | undefined;
+}
+
+function describe(errors: ErrorObject[], root: JsonSchema): SchemaProblem[] {
+  const out: SchemaProblem[] = [];
+  const seen = new Set<string>();
+  const durationPaths = new Set<string>();
+  for (const e of errors) {
+    const parentSchemaPath = e.schemaPath.replace(/\/anyOf\/\d+\/.*$/, '').replace(/\/anyOf$/, '');
+    const node = schemaAt(root, parentSchemaPath);
+    if (node && node[DURATION_KEYWORD] === true) durationPaths.add(e.instancePath);
+  }
+  for (const e of errors) {
+    const path = pathOf(e.instancePath);
+    let problem: SchemaProblem;
+    if (durationPaths.has(e.instancePath)) {
+      problem = { path, message: 'must be a duration such as 500ms, 30s, 5m or 24h' };
+    } else if (e.keyword === 'additionalProperties') {
+      const key = String((e.params as { additionalProperty: string }).additionalProperty);
+      problem = { path, unknownKey: key, message: `unknown option ${key}` };
+    } else if (e.keyword === 'required') {
+      problem = { path, message: `missing required option ${(e.params as { missingProperty: string }).missingProperty}` };
+    } else if (e.keyword === 'enum') {
+      problem = { path, message: `must be one of ${((e.params as { allowedValues: unknown[] }).allowedValues).join(', ')}` };
+    } else if (e.keyword === 'anyOf' || e.keyword === 'oneOf') {
+      continue;
+    } else {
+      problem = { path, message: e.message ?? 'invalid value' };
+    }
+    const key = `${path.join('/')}|${problem.unknownKey ?? ''}|${problem.message}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.push(problem);
+  }
+  // anyOf/oneOf failures whose branches produced no specific message still need to be reported once.
+  if (out.length === 0 && errors.length > 0) out.push({ path: pathOf(errors[0].instancePath), message: errors[0].message ?? 'invalid value' });
+  return out;
+}

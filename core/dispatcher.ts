@@ -1,0 +1,155 @@
+import { performance } from 'node:perf_hooks';
+import type { Chain } from './chain';
+import { QueryContext, type ClientInfo } from './context';
+import type { PeerInfo, Reply } from './listeners';
+import type { Logger } from './log';
+import type { WireStats } from './plugin';
+import { RepeatingWarning } from './primitives/rateLimitedLog';
+import { Flag, Rcode } from './wire/constants';
+import { errorReply, writeForClient } from './wire/finalize';
+import { isInZone } from './wire/names';
+import { parseQuery, wireKeyToName, type ParsedQuery } from './wire/query';
+
+/** A server block's chain as reachable from one listen address. */
+export interface Route {
+  readonly zone: string;
+  readonly chain: Chain;
+  readonly server: string;
+  readonly ednsSize: number;
+}
+
+/** Counters of the wire layer, exposed to the metrics plugin. */
+export class WireCounters implements WireStats {
+  udpReceived = 0;
+  tcpReceived = 0;
+  readonly dropped: Record<string, number> = { short: 0, response: 0, shutdown: 0 };
+  formerr = 0;
+  notimp = 0;
+  badvers = 0;
+  refusedZone = 0;
+  tcpConnections = 0;
+  tcpConnectionsRefused = 0;
+  inFlight = 0;
+}
+
+/**
+ * Turns received bytes into chain walks: checks the packet, answers what the core answers itself (FORMERR,
+ * NOTIMP, BADVERS, REFUSED for an unserved zone), picks the block with the longest matching zone and writes
+ * the chain's response in wire format for this client.
+ */
+export class Dispatcher {
+  readonly counters = new WireCounters();
+  /** Routes by listen key, longest zone first; replaced as a whole on reload. */
+  private routes = new Map<string, readonly Route[]>();
+  private accepting = true;
+  private readonly chainFailure: RepeatingWarning;
+  private readonly servedFailure: RepeatingWarning;
+
+  constructor(private readonly log: Logger) {
+    this.chainFailure = new RepeatingWarning({ intervalMs: 10_000, emit: (count) => log.error('failed to write a response', { count }) });
+    this.servedFailure = new RepeatingWarning({ intervalMs: 10_000, emit: (count) => log.error('a served-hook observer threw', { count }) });
+  }
+
+  setRoutes(routes: Map<string, Route[]>): void {
+    for (const list of routes.values()) list.sort((a, b) => b.zone.length - a.zone.length);
+    this.routes = routes;
+  }
+
+  stopAccepting(): void {
+    this.accepting = false;
+  }
+
+  /** The sink a listener bound to `listenKey` feeds. */
+  sinkFor(listenKey: string): {
+    onMessage(raw: Buffer, peer: PeerInfo, transport: 'udp' | 'tcp', reply: Reply, done: () => void): void;
+    onTcpConnection(open: boolean): void;
+    onTcpRefused(): void;
+  } {
+    return {
+      onMessage: (raw, peer, transport, reply, done) => this.dispatch(listenKey, raw, peer, transport, reply, done),
+      onTcpConnection: (open) => {
+        this.counters.tcpConnections += open ? 1 : -1;
+      },
+      onTcpRefused: () => {
+        this.counters.tcpConnectionsRefused++;
+      },
+    };
+  }
+
+  private dispatch(listenKey: string, raw: Buffer, peer: PeerInfo, transport: 'udp' | 'tcp', reply: Reply, done: () => void): void {
+    const c = this.counters;
+    if (transport === 'udp') c.udpReceived++;
+    else c.tcpReceived++;
+    if (!this.accepting) {
+      c.dropped.shutdown++;
+      return done();
+    }
+    const q = parseQuery(raw);
+    if (q.kind === 'drop') {
+      c.dropped[q.reason]++;
+      return done();
+    }
+    if (q.kind === 'formerr') {
+      c.formerr++;
+      reply(errorReply(raw, q.id, q.flags, q.questionEnd, Rcode.FORMERR, 0, false));
+      return done();
+    }
+    const routes = this.routes.get(listenKey);
+    const ourSize = routes?.[0]?.ednsSize ?? 1232;
+    if (q.kind === 'notimp') {
+      c.notimp++;
+      reply(errorReply(raw, q.id, q.flags, q.questionEnd, Rcode.NOTIMP, 0, false));
+      return done();
+    }
+    if (q.edns !== null && q.edns.version > 0) {
+      c.badvers++;
+      reply(errorReply(raw, q.id, q.flags, q.questionEnd, Rcode.BADVERS, ourSize, q.edns.dnssecOk));
+      return done();
+    }
+    const route = routes === undefined ? undefined : pickRoute(routes, q);
+    if (route === undefined) {
+      c.refusedZone++;
+      reply(errorReply(raw, q.id, q.flags, q.questionEnd, Rcode.REFUSED, q.edns !== null ? ourSize : 0, q.edns?.dnssecOk ?? false));
+      return done();
+    }
+    const client: ClientInfo = {
+      address: peer.address,
+      port: peer.port,
+      family: peer.family,
+      transport,
+      localAddress: peer.localAddress,
+      ednsSize: q.edns === null ? 0 : q.edns.udpSize,
+      dnssecOk: q.edns !== null && q.edns.dnssecOk,
+      checkingDisabled: (q.flags & Flag.CD) !== 0,
+    };
+    const chain = route.chain;
+    const ctx = new QueryContext(raw, q, client, route.zone, route.server, performance.now(), chain);
+    c.inFlight++;
+    chain.handle(ctx, (res) => {
+      c.inFlight--;
+      if (!res.dropped) {
+        let out: Buffer;
+        try {
+          out = writeForClient(res, q, raw, { tcp: transport === 'tcp', ourUdpSize: route.ednsSize });
+        } catch {
+          this.chainFailure.hit();
+          out = errorReply(raw, q.id, q.flags, q.questionEnd, Rcode.SERVFAIL, q.edns !== null ? route.ednsSize : 0, false);
+        }
+        reply(out);
+      }
+      done();
+      try {
+        chain.hooks.served.call(ctx, res);
+      } catch {
+        this.servedFailure.hit();
+      }
+    });
+  }
+}
+
+function pickRoute(routes: readonly Route[], q: ParsedQuery): Route | undefined {
+  if (routes.length === 1 && routes[0].zone === '') return routes[0];
+  const name = wireKeyToName(q.wireKey);
+  for (const r of routes) if (isInZone(name, r.zone)) return r;
+  return undefined;
+}

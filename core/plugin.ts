@@ -1,0 +1,128 @@
+import type { Static, TSchema } from '@sinclair/typebox';
+import type { Knex } from 'knex';
+import type { Logger } from './log';
+import type { MetricsFactory } from './metricsRegistry';
+import type { ServerHooks } from './hooks';
+import type { TapTiming } from './timing';
+
+/**
+ * Hooks that plugins publish, by plugin name. Built-in plugins add themselves here by declaration merging,
+ * and a custom plugin can too:
+ * `declare module 'codexdns' { interface PluginHookRegistry { geoblock: { blocked: SyncHook<[string]> } } }`.
+ */
+// eslint-disable-next-line @typescript-eslint/no-empty-interface
+export interface PluginHookRegistry {}
+
+export type PluginRole = 'guard' | 'answers';
+
+/** Facts about the server block a plugin instance belongs to. */
+export interface BlockInfo {
+  /** `block0`, `block1`, … in file order: a metrics label. */
+  readonly name: string;
+  readonly zones: readonly string[];
+  readonly listen: readonly string[];
+  /** The folder of the configuration file: relative paths resolve against it. */
+  readonly configDir: string;
+  readonly configFile: string;
+  /** Local addresses the block's listeners are bound to (after wildcard expansion), once listening. */
+  localAddresses(): readonly string[];
+}
+
+/** Phase one of setup: publish hooks before anyone taps. */
+export interface DeclareApi {
+  readonly block: BlockInfo;
+}
+
+/** Storage for plugins that need it; opened on first use, shared by the process. */
+export interface StorageAccess {
+  /** The whole storage handle (knex writer/reader, migrator, limits); rejects while the database is unreachable. */
+  open(): Promise<import('../storage/open').Storage>;
+  /** The knex instance for writes (and for reads on PostgreSQL). */
+  writer(): Promise<Knex>;
+  /** A separate connection for reads so API reads never wait behind batch writes (SQLite). */
+  reader(): Promise<Knex>;
+  /** Runs a plugin's own migrations from `dir`, kept in a table of its own so removing the plugin never blocks start-up. */
+  migrate(dir: string, plugin: string): Promise<void>;
+  /** The storage's health, for `/health`. */
+  health(): Promise<{ ok: boolean; error?: string; latencyMs: number }>;
+}
+
+/** Timers that are cancelled when the chain that made them shuts down or is replaced. */
+export interface PluginTimers {
+  setTimeout(fn: () => void, ms: number): NodeJS.Timeout;
+  setInterval(fn: () => void, ms: number): NodeJS.Timeout;
+  clear(timer: NodeJS.Timeout): void;
+}
+
+/** Server-wide facts that observability plugins read. */
+export interface ServerIntrospection {
+  /** Per-plugin timing slots of this chain's taps; the metrics plugin binds its observers to them. */
+  tapTimings(): readonly TapTiming[];
+  /** Counters of the wire layer (malformed packets dropped, TCP connections, …). */
+  wireStats(): WireStats;
+  /** True once every DNS listener is up. */
+  ready(): boolean;
+  /** Each plugin's options in this block, by name (read-only), for a plugin that defaults from another's. */
+  pluginOptions(name: string): Readonly<Record<string, unknown>> | undefined;
+}
+
+export interface WireStats {
+  readonly udpReceived: number;
+  readonly tcpReceived: number;
+  readonly dropped: Readonly<Record<string, number>>;
+  readonly formerr: number;
+  readonly tcpConnections: number;
+  readonly tcpConnectionsRefused: number;
+  readonly inFlight: number;
+}
+
+/** What `setup` receives: everything a plugin may use, handed in rather than taken from globals. */
+export interface PluginApi<Own extends object = object> {
+  /** The plugin's name as written in Corefile.yaml. */
+  readonly name: string;
+  /** Position in the chain (0 = first). */
+  readonly index: number;
+  readonly hooks: ServerHooks;
+  /** The hooks this plugin published in `declare`. */
+  readonly own: Own;
+  /** Another plugin's published hooks, or undefined when that plugin is not in this block's chain. */
+  hooksOf<K extends keyof PluginHookRegistry>(plugin: K): PluginHookRegistry[K] | undefined;
+  readonly block: BlockInfo;
+  readonly log: Logger;
+  readonly metrics: MetricsFactory;
+  readonly storage: StorageAccess;
+  readonly timers: PluginTimers;
+  readonly server: ServerIntrospection;
+  /** Resolves a path from the configuration against the configuration file's folder. */
+  resolvePath(p: string): string;
+  /**
+   * Keeps `create()`'s result across reloads while this plugin's options are unchanged: the cache keeps its
+   * entries, clienttrack its queue. `dispose` runs when the state is finally dropped.
+   */
+  retain<T>(key: string, create: () => T, dispose?: (value: T) => void | Promise<void>): T;
+}
+
+/**
+ * A plugin: its name, its option schema (defaults included; the schema is also what `codexdns schema` prints),
+ * an optional first phase that publishes hooks, and `setup`, which taps hooks (webpack's `apply(compiler)`).
+ */
+export interface PluginDefinition<S extends TSchema = TSchema, Own extends object = object> {
+  readonly name: string;
+  readonly description?: string;
+  readonly options: S;
+  /**
+   * What the plugin does in the chain, for `codexdns validate`'s order check: a `guard` (acl, a query rate
+   * limit) listed after a plugin that `answers` (cache) would be skipped for what that plugin answers.
+   */
+  readonly role?: PluginRole | ((options: Static<S>) => PluginRole | undefined);
+  declare?(api: DeclareApi): Own;
+  setup(api: PluginApi<Own>, options: Static<S>): void | Promise<void>;
+}
+
+/** Identity helper that gives a plugin definition its types. */
+export function definePlugin<S extends TSchema, Own extends object = object>(def: PluginDefinition<S, Own>): PluginDefinition<S, Own> {
+  return def;
+}
+
+/** A definition with its types erased, as the loader holds it (`setup` is a method, so this accepts any plugin). */
+export type AnyPluginDefinition = PluginDefinition<TSchema, object>;

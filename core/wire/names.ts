@@ -1,0 +1,102 @@
+import { MAX_LABEL_LEN, MAX_NAME_LEN } from './constants';
+
+/** Why a name could not be read; the reply to such a query is FORMERR. */
+export type NameError = 'truncated' | 'label-too-long' | 'name-too-long' | 'bad-pointer' | 'pointer-loop';
+
+const MAX_POINTER_HOPS = 64;
+
+/**
+ * Returns the offset just past the name that starts at `off`, or a NameError.
+ * Validates label and name lengths and follows pointers (bounded) so a crafted loop cannot stall us.
+ */
+export function skipName(buf: Buffer, off: number): number | NameError {
+  let pos = off;
+  let end = -1;
+  let total = 1;
+  let hops = 0;
+  for (;;) {
+    if (pos >= buf.length) return 'truncated';
+    const len = buf[pos];
+    if (len === 0) return end === -1 ? pos + 1 : end;
+    const kind = len & 0xc0;
+    if (kind === 0xc0) {
+      if (pos + 1 >= buf.length) return 'truncated';
+      const target = ((len & 0x3f) << 8) | buf[pos + 1];
+      if (end === -1) end = pos + 2;
+      if (++hops > MAX_POINTER_HOPS) return 'pointer-loop';
+      if (target >= pos) return target === pos ? 'pointer-loop' : 'bad-pointer';
+      pos = target;
+      continue;
+    }
+    if (kind !== 0) return 'label-too-long';
+    if (len > MAX_LABEL_LEN) return 'label-too-long';
+    total += len + 1;
+    if (total > MAX_NAME_LEN) return 'name-too-long';
+    pos += len + 1;
+  }
+}
+
+/** Reads a (possibly compressed) name as a lower-case dotted string without the trailing dot ('' = root). */
+export function readName(buf: Buffer, off: number): string {
+  const labels: string[] = [];
+  let pos = off;
+  let hops = 0;
+  while (pos < buf.length && hops < MAX_POINTER_HOPS) {
+    const len = buf[pos];
+    if (len === 0) break;
+    if ((len & 0xc0) === 0xc0) {
+      pos = ((len & 0x3f) << 8) | buf[pos + 1];
+      hops++;
+      continue;
+    }
+    labels.push(lowerAscii(buf.toString('latin1', pos + 1, pos + 1 + len)));
+    pos += len + 1;
+  }
+  return labels.join('.');
+}
+
+/** DNS compares names case-insensitively for ASCII only (RFC 4343): never fold bytes above 0x7f. */
+export function lowerAscii(s: string): string {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x80) return foldAsciiOnly(s);
+  }
+  return s.toLowerCase();
+}
+
+function foldAsciiOnly(s: string): string {
+  let out = '';
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    out += c >= 65 && c <= 90 ? String.fromCharCode(c + 32) : s[i];
+  }
+  return out;
+}
+
+/** Encodes a dotted name to uncompressed wire format. Throws on labels over 63 bytes. */
+export function encodeName(name: string): Buffer {
+  const trimmed = name.endsWith('.') ? name.slice(0, -1) : name;
+  if (trimmed === '') return Buffer.from([0]);
+  const labels = trimmed.split('.');
+  const parts: Buffer[] = [];
+  for (const label of labels) {
+    const b = Buffer.from(label, 'latin1');
+    if (b.length === 0 || b.length > MAX_LABEL_LEN) throw new Error(`invalid label in name ${name}`);
+    parts.push(Buffer.from([b.length]), b);
+  }
+  parts.push(Buffer.from([0]));
+  return Buffer.concat(parts);
+}
+
+/** Normalises a zone or domain name to lower case, no trailing dot ('.' → ''). */
+export function normaliseName(name: string): string {
+  const n = lowerAscii(name.trim());
+  return n === '.' ? '' : n.endsWith('.') ? n.slice(0, -1) : n;
+}
+
+/** True when `name` equals `zone` or lies below it (both normalised). */
+export function isInZone(name: string, zone: string): boolean {
+  if (zone === '') return true;
+  if (name.length === zone.length) return name === zone;
+  return name.length > zone.length && name.endsWith(zone) && name.charCodeAt(name.length - zone.length - 1) === 46;
+}

@@ -1,0 +1,16 @@
+/** The public API for plugin authors: `import { definePlugin, Type, Duration } from 'codexdns'`. */
+export { definePlugin } from './core/plugin';
+export type {
+  PluginDefinition, PluginApi, DeclareApi, BlockInfo, PluginHookRegistry, PluginRole, StorageAccess, PluginTimers,
+  ServerIntrospection, WireStats, AnyPluginDefinition,
+} from './core/plugin';
+export type { ServerHooks, LifecycleInfo } from './core/hooks';
+export { QueryContext, type ClientInfo } from './core/context';
+export { DnsResponse, type ExtendedError } from './core/response';
+export type { Logger, LogFields } from './core/log';
+export type { MetricsFactory } from './core/metricsRegistry';
+export type { TapTiming } from './core/timing';
+export { Rcode, RrType, Flag } from './core/wire/constants';
+export { Type, Duration, type Static, type TSchema } from './config/types';
+export { OptionError } from './config/errors';
+export { CodexServer, type ServerOptions } from './core/server';

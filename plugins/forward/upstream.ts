@@ -1,0 +1,334 @@
+/**
+ * One upstream: its address, its health (consecutive failures, down/up, probes) and its pool of reused TCP
+ * connections (pipelined, matched by ID and question, idle-closed, bounded).
+ */
+import * as net from 'node:net';
+import type { Logger } from '../../core/log';
+import { buildProbe, closeTry, mismatch, nextId, questionEndOf, startUdpTry, type RejectReason, type UdpTryOwner } from './exchange';
+import type { ForwardMetrics } from './metrics';
+import { UpstreamMetrics } from './metrics';
+import type * as dgram from 'node:dgram';
+
+// ---------------------------------------------------------------------------------------------- addresses
+
+export interface UpstreamAddress {
+  /** An IP literal as the socket API takes it (IPv6 link-local keeps its `%zone`). */
+  readonly host: string;
+  readonly port: number;
+  readonly family: 4 | 6;
+  /** `1.2.3.4:53` or `[2001:db8::1]:53`: the `to` label of metrics and logs. */
+  readonly label: string;
+}
+
+/**
+ * Parses `IP`, `IP:port`, `IPv6`, `[IPv6]:port` (optionally prefixed `dns://`). Returns an error text when the
+ * value is none of those (host names are refused: resolving them would need the DNS we are).
+ */
+export function parseUpstream(text: string): UpstreamAddress | string {
+  let s = text.trim();
+  if (s.startsWith('dns://')) s = s.slice(6);
+  let host: string;
+  let port = 53;
+  const bracket = /^\[([^\]]+)\](?::(\d{1,5}))?$/.exec(s);
+  if (bracket) {
+    host = bracket[1];
+    if (bracket[2] !== undefined) port = Number(bracket[2]);
+    if (!net.isIPv6(host.split('%')[0])) return `${text}: ${host} is not an IPv6 address`;
+  } else if (net.isIPv6(s.split('%')[0])) {
+    host = s;
+  } else {
+    const m = /^([^:]+)(?::(\d{1,5}))?$/.exec(s);
+    if (!m || !net.isIPv4(m[1])) return `${text}: not an IP address, IP:port, [IPv6]:port or a resolv.conf path (starting with / or .)`;
+    host = m[1];
+    if (m[2] !== undefined) port = Number(m[2]);
+  }
+  if (port < 1 || port > 65535) return `${text}: port ${port} out of range`;
+  const family: 4 | 6 = net.isIPv6(host.split('%')[0]) ? 6 : 4;
+  const bare = host.split('%')[0];
+  if (bare === '0.0.0.0' || bare === '::') return `${text}: a wildcard address is not an upstream`;
+  const canonical = canonicalIp(host, family);
+  return { host, port, family, label: family === 6 ? `[${canonical}]:${port}` : `${canonical}:${port}` };
+}
+
+/** The address as the kernel reports a datagram's source (RFC 5952 form for IPv6). */
+export function canonicalIp(host: string, family: 4 | 6): string {
+  const [addr, zone] = host.split('%');
+  try {
+    const c = new net.SocketAddress({ address: addr, family: family === 6 ? 'ipv6' : 'ipv4' }).address;
+    return zone !== undefined ? `${c}%${zone}` : c;
+  } catch {
+    return host;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------- TCP
+
+/** Who waits on a TCP exchange: its query (ID written by the pool) and where the outcome goes. */
+export interface TcpOwner {
+  readonly query: Buffer;
+  readonly qEnd: number;
+  onTcpReply(reply: Buffer): void;
+  /** The connection failed before our answer came; `reused` when it had answered earlier queries (stale reuse). */
+  onTcpError(err: Error, reused: boolean): void;
+  onTcpIgnored(reason: RejectReason): void;
+}
+
+/** Connections per upstream, and queries pipelined on one before another is opened. */
+export const TCP_MAX_CONNECTIONS = 8;
+export const TCP_PIPELINE_SOFT = 32;
+/** A connection with nothing in flight for this long is closed (CoreDNS's `expire` default). */
+export const TCP_IDLE_MS = 10_000;
+
+export class TcpConnection {
+  readonly pending = new Map<number, TcpOwner>();
+  /** Answers received: a connection that has answered before may have been closed by the upstream since. */
+  answered = 0;
+  closed = false;
+  private readonly sock: net.Socket;
+  private buf: Buffer = Buffer.alloc(0);
+
+  constructor(private readonly pool: TcpPool, host: string, port: number) {
+    const sock = net.connect({ host, port, noDelay: true });
+    this.sock = sock;
+    sock.setTimeout(TCP_IDLE_MS);
+    sock.on('timeout', () => {
+      if (this.pending.size === 0) this.destroy(new Error('idle'));
+      // Still busy (slow answers): re-arm, so the connection closes once it does fall idle.
+      else sock.setTimeout(TCP_IDLE_MS);
+    });
+    sock.on('data', (chunk: Buffer) => this.onData(chunk));
+    sock.on('error', (err) => this.destroy(err));
+    sock.on('close', () => this.destroy(new Error('connection closed by upstream')));
+  }
+
+  /** Writes `owner.query` with a fresh ID unique on this connection. */
+  send(owner: TcpOwner): number {
+    let id = nextId();
+    while (this.pending.has(id)) id = nextId();
+    owner.query.writeUInt16BE(id, 0);
+    this.pending.set(id, owner);
+    const frame = Buffer.allocUnsafe(owner.query.length + 2);
+    frame.writeUInt16BE(owner.query.length, 0);
+    owner.query.copy(frame, 2);
+    this.sock.write(frame);
+    return id;
+  }
+
+  cancel(id: number, owner: TcpOwner): void {
+    if (this.pending.get(id) === owner) this.pending.delete(id);
+  }
+
+  private onData(chunk: Buffer): void {
+    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    while (this.buf.length >= 2) {
+      const len = this.buf.readUInt16BE(0);
+      if (this.buf.length < len + 2) break;
+      const msg = this.buf.subarray(2, len + 2);
+      this.buf = this.buf.subarray(len + 2);
+      this.onMessage(msg);
+      if (this.closed) return;
+    }
+  }
+
+  private onMessage(msg: Buffer): void {
+    if (msg.length < 12) return;
+    const owner = this.pending.get(msg.readUInt16BE(0));
+    if (owner === undefined) {
+      this.pool.ignored('id');
+      return;
+    }
+    const why = mismatch(msg, owner.query, owner.qEnd);
+    if (why !== undefined) {
+      owner.onTcpIgnored(why);
+      return;
+    }
+    this.pending.delete(msg.readUInt16BE(0));
+    this.answered++;
+    // A copy: the answer may be cached, and must not pin the whole read chunk.
+    owner.onTcpReply(Buffer.from(msg));
+  }
+
+  get load(): number {
+    return this.pending.size;
+  }
+
+  destroy(err: Error): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.pool.remove(this);
+    this.sock.destroy();
+    const waiting = [...this.pending.values()];
+    this.pending.clear();
+    const reused = this.answered > 0;
+    for (const o of waiting) o.onTcpError(err, reused);
+  }
+}
+
+/** The reused TCP connections to one upstream. */
+export class TcpPool {
+  private readonly conns: TcpConnection[] = [];
+
+  constructor(private readonly host: string, private readonly port: number, private readonly onIgnored: (reason: string) => void) {}
+
+  /**
+   * Sends on the least-loaded connection, opening another while under the bound when all are busy (or when
+   * `freshConnection` asks for one: the retry after a reused connection turned out stale). Returns the
+   * connection and the ID written into the query.
+   */
+  send(owner: TcpOwner, freshConnection = false): { conn: TcpConnection; id: number } {
+    let best: TcpConnection | undefined;
+    for (const c of this.conns) if (best === undefined || c.load < best.load) best = c;
+    if (this.conns.length < TCP_MAX_CONNECTIONS && (best === undefined || freshConnection || best.load >= TCP_PIPELINE_SOFT)) {
+      best = new TcpConnection(this, this.host, this.port);
+      this.conns.push(best);
+    }
+    const conn = best as TcpConnection;
+    return { conn, id: conn.send(owner) };
+  }
+
+  get size(): number {
+    return this.conns.length;
+  }
+
+  remove(c: TcpConnection): void {
+    const i = this.conns.indexOf(c);
+    if (i !== -1) this.conns.splice(i, 1);
+  }
+
+  ignored(reason: string): void {
+    this.onIgnored(reason);
+  }
+
+  close(): void {
+    for (const c of [...this.conns]) c.destroy(new Error('shutting down'));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------- upstream
+
+export interface HealthOptions {
+  readonly maxFails: number;
+  readonly timeoutMs: number;
+  readonly forceTcp: boolean;
+  readonly ednsSize: number;
+}
+
+/** One upstream server and its health. */
+export class Upstream implements UpstreamAddress {
+  readonly host: string;
+  readonly port: number;
+  readonly family: 4 | 6;
+  readonly label: string;
+  /** The source address its datagrams arrive from ('' for a scoped address: the connected socket checks it). */
+  readonly peerAddress: string;
+  readonly tcp: TcpPool;
+  readonly m: UpstreamMetrics;
+  /** Consecutive failed tries (timeouts, network errors); reset by any answer. */
+  fails = 0;
+  down = false;
+  probing = false;
+
+  constructor(addr: UpstreamAddress, private readonly metrics: ForwardMetrics, private readonly log: Logger) {
+    this.host = addr.host;
+    this.port = addr.port;
+    this.family = addr.family;
+    this.label = addr.label;
+    this.peerAddress = addr.host.includes('%') ? '' : canonicalIp(addr.host, addr.family);
+    this.tcp = new TcpPool(addr.host, addr.port, (reason) => metrics.ignored(reason));
+    this.m = new UpstreamMetrics(metrics, addr.label);
+    this.m.setUp(true);
+  }
+
+  /** A try got no answer (timeout, network error). Returns true when this marks the upstream down. */
+  failed(maxFails: number, why: string): boolean {
+    this.fails++;
+    if (maxFails > 0 && !this.down && this.fails >= maxFails) {
+      this.down = true;
+      this.m.setUp(false);
+      this.log.warn('upstream marked down', { to: this.label, consecutive_failures: this.fails, last_error: why });
+      return true;
+    }
+    return false;
+  }
+
+  /** Any answer (even SERVFAIL) proves the upstream is reachable. */
+  answered(): void {
+    this.fails = 0;
+    if (this.down) {
+      this.down = false;
+      this.m.setUp(true);
+      this.log.info('upstream is back up', { to: this.label });
+    }
+  }
+
+  /**
+   * Probes a down upstream as CoreDNS does: `. IN NS` with RD=1; any reply that matches (whatever its RCODE)
+   * means it is up again. At most one probe at a time.
+   */
+  probe(opts: HealthOptions): void {
+    if (this.probing) return;
+    this.probing = true;
+    new Probe(this, opts).start();
+  }
+
+  close(): void {
+    this.tcp.close();
+  }
+}
+
+class Probe implements UdpTryOwner, TcpOwner {
+  readonly query: Buffer;
+  readonly qEnd: number;
+  private sock: dgram.Socket | null = null;
+  private tcp: { conn: TcpConnection; id: number } | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private done = false;
+
+  constructor(private readonly up: Upstream, private readonly opts: HealthOptions) {
+    this.query = buildProbe(opts.ednsSize);
+    this.qEnd = questionEndOf(this.query);
+  }
+
+  start(): void {
+    this.timer = setTimeout(() => this.finish(false), this.opts.timeoutMs);
+    this.timer.unref();
+    this.up.m.requests.inc();
+    if (this.opts.forceTcp) {
+      this.tcp = this.up.tcp.send(this);
+    } else {
+      this.query.writeUInt16BE(nextId(), 0);
+      this.sock = startUdpTry(this, this.up.family, this.up.host, this.up.peerAddress, this.up.port, this.query, this.qEnd);
+    }
+  }
+
+  private finish(ok: boolean): void {
+    if (this.done) return;
+    this.done = true;
+    if (this.timer !== null) clearTimeout(this.timer);
+    if (this.sock !== null) closeTry(this.sock);
+    if (this.tcp !== null) this.tcp.conn.cancel(this.tcp.id, this);
+    this.up.probing = false;
+    if (ok) this.up.answered();
+    else this.up.m.healthcheckFailures.inc();
+  }
+
+  onUdpReply(): void {
+    // A truncated answer is still an answer: the upstream is alive.
+    this.finish(true);
+  }
+  onUdpError(): void {
+    this.finish(false);
+  }
+  onUdpIgnored(): void {
+    /* keep waiting */
+  }
+  onTcpReply(): void {
+    this.finish(true);
+  }
+  onTcpError(): void {
+    this.finish(false);
+  }
+  onTcpIgnored(): void {
+    /* keep waiting */
+  }
+}

@@ -1,0 +1,470 @@
+// The `clients` table: batched upserts from the tracking plugin, the start-up index load, retention, and
+// the paged list for the API.
+//
+// Writes: one transaction per batch; each batch is one (or a few) multi-row
+//   INSERT … VALUES (…),(…) ON CONFLICT (ip) DO UPDATE SET …
+// statements, so a client seen again adds to its counter instead of failing or being replaced:
+//   query_count   = clients.query_count + excluded.query_count
+//   last_seen     = MAX / GREATEST(clients.last_seen, excluded.last_seen)
+//   first_seen    = MIN / LEAST(…)
+//   hostname, mac, vendor, discovery_method, discovered_at = COALESCE(excluded.x, clients.x)
+//                   (an update that does not carry the field — sent as NULL — keeps the stored value)
+//   discovering, last_error = excluded.x, but only in statements whose updates carry the field
+//                   (discovering is NOT NULL, and last_error: null must clear it, so "absent" cannot be
+//                   encoded as NULL for them).
+// Updates are grouped by which optional fields they carry (statement "shape"): a plain activity update
+// (the vast majority) writes only ip, first_seen, last_seen and query_count. At most 8 shapes, usually 1.
+//
+// Cost on the event loop: node-sqlite3 converts every bound parameter through N-API on the main thread
+// (≈ 0.6 µs each: 2.6 ms per 500-row batch with 9 parameters a row, measured). So the integers — which
+// normalize() has validated as safe integers — are written into the SQL text as literals, and only
+// strings (ip, hostname, mac, vendor, method, error: text from the network) are bound parameters: one
+// parameter per row for an activity update. No string ever reaches the SQL text.
+// The SQL is written by hand (not knex's insert().onConflict().merge()) also because knex builds SQLite
+// multi-row inserts as `SELECT … UNION ALL SELECT …`, which SQLite caps at 500 terms and parses slower.
+
+import type { Knex } from 'knex';
+
+import {
+  DEFAULT_BUSY_RETRY,
+  errorMessage,
+  withBusyRetry,
+  type RetryPolicy,
+  type StorageLogger,
+} from './errors';
+import type { Storage } from './open';
+
+/** One client's activity since the last batch (the caller has already merged repeats in memory). */
+export interface ClientUpdate {
+  ip: string;
+  /** Epoch ms of the latest query in this batch. */
+  lastSeen: number;
+  /** Epoch ms of the earliest query in this batch (the stored value keeps the minimum). */
+  firstSeen: number;
+  /** Queries to ADD to the stored counter. */
+  queries: number;
+  /** Absent or null: keep the stored value. */
+  hostname?: string | null;
+  mac?: string | null;
+  vendor?: string | null;
+  /** Discovery method that found the hostname (dhcp, arp, rdns, netbios, mdns). */
+  method?: string | null;
+  /** Absent: keep (a new row gets false). */
+  discovering?: boolean;
+  discoveredAt?: number | null;
+  /** Absent: keep; null: clear; a string: set. */
+  lastError?: string | null;
+}
+
+export interface ClientRow {
+  ip: string;
+  hostname: string | null;
+  mac: string | null;
+  vendor: string | null;
+  method: string | null;
+  discovering: boolean;
+  firstSeen: number;
+  lastSeen: number;
+  queryCount: number;
+  discoveredAt: number | null;
+  lastError: string | null;
+}
+
+export type ClientSort = 'ip' | 'hostname' | 'last_seen' | 'query_count' | 'first_seen';
+
+export interface ListOptions {
+  offset?: number;
+  /** Default 50, at most 1000. */
+  limit?: number;
+  sort?: ClientSort;
+  order?: 'asc' | 'desc';
+  /** Substring of the ip, hostname or mac (case-insensitive). */
+  search?: string;
+}
+
+export interface ListResult {
+  total: number;
+  rows: ClientRow[];
+}
+
+export interface ClientStoreOptions {
+  /** Retry policy for SQLITE_BUSY / SQLITE_LOCKED (and PostgreSQL deadlocks). Default 5 tries, 10 → 200 ms. */
+  retry?: RetryPolicy;
+  /** Upper bound on rows per INSERT statement (also bounded by the driver's parameter limit). Default 1000. */
+  maxRowsPerStatement?: number;
+  log?: StorageLogger;
+}
+
+export const MAX_LIST_LIMIT = 1000;
+const DEFAULT_LIST_LIMIT = 50;
+
+// Column widths from migrations/000000 (PostgreSQL enforces varchar lengths; one long hostname must not
+// fail a whole batch).
+const MAX_IP = 64;
+const MAX_HOSTNAME = 255;
+const MAX_MAC = 32;
+const MAX_VENDOR = 255;
+const MAX_METHOD = 32;
+const MAX_ERROR = 1000;
+
+const SELECT_COLUMNS = [
+  'ip',
+  'hostname',
+  'mac',
+  'vendor',
+  'discovery_method',
+  'discovering',
+  'first_seen',
+  'last_seen',
+  'query_count',
+  'discovered_at',
+  'last_error',
+] as const;
+
+const SHAPE_INFO = 1; // hostname, mac, vendor, discovery_method, discovered_at
+const SHAPE_DISCOVERING = 2;
+const SHAPE_LAST_ERROR = 4;
+
+const SORT_COLUMNS: Record<ClientSort, string> = {
+  ip: 'ip',
+  hostname: 'hostname',
+  last_seen: 'last_seen',
+  query_count: 'query_count',
+  first_seen: 'first_seen',
+};
+
+type Binding = string | number | boolean | null;
+
+interface Normalized {
+  ip: string;
+  lastSeen: number;
+  firstSeen: number;
+  queries: number;
+  hostname: string | null;
+  mac: string | null;
+  vendor: string | null;
+  method: string | null;
+  discoveredAt: number | null;
+  discovering: boolean | undefined;
+  /** undefined: absent. */
+  lastError: string | null | undefined;
+}
+
+function clip(v: string | null | undefined, max: number): string | null {
+  if (v === undefined || v === null) return null;
+  const s = String(v);
+  return s.length > max ? s.slice(0, max) : s;
+}
+
+/** A non-negative safe integer: the only kind of value written into SQL text as a literal. */
+function safeInt(v: unknown, field: string, ip: string): number {
+  const n = typeof v === 'number' ? Math.floor(v) : NaN;
+  if (!Number.isSafeInteger(n) || n < 0) {
+    throw new TypeError(`storage: client ${ip}: ${field} must be a non-negative integer (got ${String(v)})`);
+  }
+  return n;
+}
+
+function normalize(u: ClientUpdate): Normalized {
+  if (!u || typeof u.ip !== 'string' || u.ip === '' || u.ip.length > MAX_IP) {
+    throw new TypeError(`storage: client update with an invalid ip: ${JSON.stringify(u?.ip)}`);
+  }
+  const queries = safeInt(u.queries, 'queries', u.ip);
+  const lastSeen = safeInt(u.lastSeen, 'lastSeen', u.ip);
+  const firstSeen = u.firstSeen === undefined ? lastSeen : safeInt(u.firstSeen, 'firstSeen', u.ip);
+  return {
+    ip: u.ip,
+    lastSeen,
+    firstSeen: Math.min(firstSeen, lastSeen),
+    queries,
+    hostname: clip(u.hostname, MAX_HOSTNAME),
+    mac: clip(u.mac, MAX_MAC),
+    vendor: clip(u.vendor, MAX_VENDOR),
+    method: clip(u.method, MAX_METHOD),
+    discoveredAt: u.discoveredAt == null ? null : safeInt(u.discoveredAt, 'discoveredAt', u.ip),
+    discovering: u.discovering === undefined ? undefined : Boolean(u.discovering),
+    lastError: u.lastError === undefined ? undefined : clip(u.lastError, MAX_ERROR),
+  };
+}
+
+/** Merge `b` (later) into `a`: the same rules the SQL applies. */
+function mergeInto(a: Normalized, b: Normalized): void {
+  a.queries += b.queries;
+  a.lastSeen = Math.max(a.lastSeen, b.lastSeen);
+  a.firstSeen = Math.min(a.firstSeen, b.firstSeen);
+  a.hostname = b.hostname ?? a.hostname;
+  a.mac = b.mac ?? a.mac;
+  a.vendor = b.vendor ?? a.vendor;
+  a.method = b.method ?? a.method;
+  a.discoveredAt = b.discoveredAt ?? a.discoveredAt;
+  if (b.discovering !== undefined) a.discovering = b.discovering;
+  if (b.lastError !== undefined) a.lastError = b.lastError;
+}
+
+function shapeOf(u: Normalized): number {
+  const info = u.hostname !== null || u.mac !== null || u.vendor !== null || u.method !== null || u.discoveredAt !== null;
+  return (
+    (info ? SHAPE_INFO : 0) |
+    (u.discovering !== undefined ? SHAPE_DISCOVERING : 0) |
+    (u.lastError !== undefined ? SHAPE_LAST_ERROR : 0)
+  );
+}
+
+function columnsFor(shape: number): string[] {
+  const cols = ['ip', 'first_seen', 'last_seen', 'query_count'];
+  if (shape & SHAPE_INFO) cols.push('hostname', 'mac', 'vendor', 'discovery_method', 'discovered_at');
+  if (shape & SHAPE_DISCOVERING) cols.push('discovering');
+  if (shape & SHAPE_LAST_ERROR) cols.push('last_error');
+  return cols;
+}
+
+/** Bound parameters a row of this shape needs (its strings). */
+function paramsPerRow(shape: number): number {
+  return 1 + (shape & SHAPE_INFO ? 4 : 0) + (shape & SHAPE_LAST_ERROR ? 1 : 0);
+}
+
+function escapeLike(s: string): string {
+  return s.replace(/[\\%_]/g, (c) => `\\${c}`);
+}
+
+function toNumber(v: unknown): number {
+  return typeof v === 'number' ? v : Number(v);
+}
+
+export function rowFromDb(r: Record<string, unknown>): ClientRow {
+  const d = r.discovering;
+  return {
+    ip: String(r.ip),
+    hostname: (r.hostname as string | null) ?? null,
+    mac: (r.mac as string | null) ?? null,
+    vendor: (r.vendor as string | null) ?? null,
+    method: (r.discovery_method as string | null) ?? null,
+    discovering: d === true || d === 1 || d === '1' || d === 't' || d === 'true',
+    // PostgreSQL returns BIGINT as a string; epoch ms and counters stay far below 2^53.
+    firstSeen: toNumber(r.first_seen),
+    lastSeen: toNumber(r.last_seen),
+    queryCount: toNumber(r.query_count),
+    discoveredAt: r.discovered_at == null ? null : toNumber(r.discovered_at),
+    lastError: (r.last_error as string | null) ?? null,
+  };
+}
+
+export class ClientStore {
+  readonly storage: Storage;
+  private readonly retry: RetryPolicy;
+  private readonly log: StorageLogger;
+  private readonly maxRows: number;
+  private readonly conflictClause = new Map<number, string>();
+  private readonly isPg: boolean;
+
+  constructor(storage: Storage, opts: ClientStoreOptions = {}) {
+    this.storage = storage;
+    this.retry = opts.retry ?? DEFAULT_BUSY_RETRY;
+    this.log = opts.log ?? storage.log;
+    this.maxRows = Math.max(1, Math.floor(opts.maxRowsPerStatement ?? 1000));
+    this.isPg = storage.client === 'pg';
+  }
+
+  /**
+   * Upsert a batch in one transaction. Repeats of one ip inside the batch are merged first (PostgreSQL
+   * refuses to touch a row twice in one statement). Throws StorageBusyError after the bounded retries,
+   * StorageUnavailableError when the database cannot be reached; in both cases nothing was written.
+   */
+  async writeBatch(updates: readonly ClientUpdate[]): Promise<void> {
+    if (updates.length === 0) return;
+    const merged = new Map<string, Normalized>();
+    for (const u of updates) {
+      const n = normalize(u);
+      const prev = merged.get(n.ip);
+      if (prev) mergeInto(prev, n);
+      else merged.set(n.ip, n);
+    }
+    // Group by statement shape, each group in ip order: a stable lock order (no deadlocks between two
+    // PostgreSQL instances) and sequential index inserts.
+    const groups = new Map<number, Normalized[]>();
+    for (const n of merged.values()) {
+      const shape = shapeOf(n);
+      let g = groups.get(shape);
+      if (!g) groups.set(shape, (g = []));
+      g.push(n);
+    }
+    const statements: Array<{ sql: string; bindings: Binding[] }> = [];
+    for (const [shape, rows] of groups) {
+      rows.sort((a, b) => (a.ip < b.ip ? -1 : a.ip > b.ip ? 1 : 0));
+      const perStatement = Math.max(1, Math.min(this.maxRows, Math.floor(this.storage.maxParams / paramsPerRow(shape))));
+      for (let i = 0; i < rows.length; i += perStatement) {
+        statements.push(this.upsert(shape, rows.slice(i, i + perStatement)));
+      }
+    }
+    await withBusyRetry(
+      'writeBatch',
+      this.retry,
+      () =>
+        this.storage.writer.transaction(async (trx) => {
+          for (const s of statements) await trx.raw(s.sql, s.bindings);
+        }),
+      (attempt, delayMs, err) =>
+        this.log.warn('storage: batch write retry, database busy', { attempt, delayMs, error: errorMessage(err) }),
+    );
+  }
+
+  /** The most recently seen clients, newest first (to build the in-memory index at start-up). */
+  async loadIndex(limit: number): Promise<ClientRow[]> {
+    const n = Math.max(0, Math.floor(limit));
+    if (n === 0) return [];
+    const rows = await withBusyRetry('loadIndex', this.retry, () =>
+      Promise.resolve(
+        this.storage.reader('clients').select(SELECT_COLUMNS).orderBy('last_seen', 'desc').orderBy('ip').limit(n),
+      ),
+    );
+    return (rows as Record<string, unknown>[]).map(rowFromDb);
+  }
+
+  /** One client, or undefined. Read side. */
+  async get(ip: string): Promise<ClientRow | undefined> {
+    const row = await withBusyRetry('get', this.retry, () =>
+      Promise.resolve(this.storage.reader('clients').select(SELECT_COLUMNS).where('ip', ip).first()),
+    );
+    return row ? rowFromDb(row as Record<string, unknown>) : undefined;
+  }
+
+  /** A page of clients for the API, with the total matching `search`. Read side. */
+  async list(opts: ListOptions = {}): Promise<ListResult> {
+    const offset = Math.max(0, Math.floor(Number(opts.offset ?? 0)) || 0);
+    const limit = Math.min(MAX_LIST_LIMIT, Math.max(0, Math.floor(Number(opts.limit ?? DEFAULT_LIST_LIMIT)) || 0));
+    const sort = opts.sort ?? 'last_seen';
+    const column = SORT_COLUMNS[sort];
+    if (!column) throw new TypeError(`storage: cannot sort clients by ${String(sort)}`);
+    const order = opts.order === 'asc' ? 'asc' : opts.order === 'desc' || opts.order === undefined ? 'desc' : null;
+    if (!order) throw new TypeError(`storage: order must be asc or desc (got ${String(opts.order)})`);
+    const search = typeof opts.search === 'string' ? opts.search.trim() : '';
+    const reader = this.storage.reader;
+
+    const filtered = (): Knex.QueryBuilder => {
+      const q = reader('clients');
+      if (search !== '') {
+        const pattern = `%${escapeLike(search)}%`;
+        // SQLite's LIKE ignores ASCII case; PostgreSQL's does not, hence ILIKE there.
+        const like = this.isPg ? 'ilike' : 'like';
+        q.where((w) => {
+          w.whereRaw(`ip ${like} ? escape '\\'`, [pattern])
+            .orWhereRaw(`hostname ${like} ? escape '\\'`, [pattern])
+            .orWhereRaw(`mac ${like} ? escape '\\'`, [pattern]);
+        });
+      }
+      return q;
+    };
+
+    return withBusyRetry('list', this.retry, async () => {
+      const countQ = filtered().count({ n: '*' }).first();
+      const pageQ =
+        limit === 0
+          ? Promise.resolve([])
+          : filtered()
+              .select(SELECT_COLUMNS)
+              // NULLs last in both orders and on both databases; ip breaks ties so pages are stable.
+              .orderByRaw(`(${column} is null) asc, ${column} ${order}${column === 'ip' ? '' : ', ip asc'}`)
+              .limit(limit)
+              .offset(offset);
+      const [count, rows] = await Promise.all([countQ, pageQ]);
+      return {
+        total: toNumber((count as { n?: unknown } | undefined)?.n ?? 0),
+        rows: (rows as Record<string, unknown>[]).map(rowFromDb),
+      };
+    });
+  }
+
+  /** Number of rows (read side). */
+  async count(): Promise<number> {
+    const r = await withBusyRetry('count', this.retry, () =>
+      Promise.resolve(this.storage.reader('clients').count({ n: '*' }).first()),
+    );
+    return toNumber((r as { n?: unknown } | undefined)?.n ?? 0);
+  }
+
+  /**
+   * Delete clients not seen for `olderThanMs` (relative to `now`, wall-clock epoch ms like last_seen).
+   * Returns the number of rows deleted.
+   */
+  prune(olderThanMs: number, chunk = 500, now: number = Date.now()): Promise<number> {
+    if (!Number.isFinite(olderThanMs) || olderThanMs <= 0) {
+      throw new RangeError(`storage: prune age must be a positive number of ms (got ${olderThanMs})`);
+    }
+    return this.pruneBefore(now - olderThanMs, chunk);
+  }
+
+  /**
+   * Delete clients whose last_seen is before `cutoff` (epoch ms), `chunk` rows at a time: each chunk is
+   * its own short transaction and the event loop (and any queued batch write) gets a turn between
+   * chunks, so the database is never held for long.
+   */
+  async pruneBefore(cutoff: number, chunk = 500): Promise<number> {
+    const size = Math.max(1, Math.floor(chunk));
+    let total = 0;
+    for (;;) {
+      const deleted = await withBusyRetry('prune', this.retry, async () => {
+        const w = this.storage.writer;
+        return (await w('clients')
+          .whereIn('ip', w('clients').select('ip').where('last_seen', '<', cutoff).orderBy('last_seen').limit(size))
+          .del()) as number;
+      });
+      total += deleted;
+      if (deleted < size) break;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    if (total > 0) this.log.info('storage: pruned clients', { deleted: total, cutoff });
+    return total;
+  }
+
+  /** One multi-row upsert: integers as literals (validated safe integers), strings as parameters. */
+  private upsert(shape: number, rows: readonly Normalized[]): { sql: string; bindings: Binding[] } {
+    const pg = this.isPg;
+    const info = (shape & SHAPE_INFO) !== 0;
+    const disc = (shape & SHAPE_DISCOVERING) !== 0;
+    const lastErr = (shape & SHAPE_LAST_ERROR) !== 0;
+    const t = pg ? 'true' : '1';
+    const f = pg ? 'false' : '0';
+    const bindings: Binding[] = [];
+    const str = (v: string | null | undefined): string => {
+      if (v === null || v === undefined) return 'null';
+      bindings.push(v);
+      return '?';
+    };
+    const tuples = new Array<string>(rows.length);
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i]!;
+      bindings.push(r.ip);
+      let tuple = `(?,${r.firstSeen},${r.lastSeen},${r.queries}`;
+      if (info) {
+        tuple += `,${str(r.hostname)},${str(r.mac)},${str(r.vendor)},${str(r.method)},${r.discoveredAt ?? 'null'}`;
+      }
+      if (disc) tuple += r.discovering ? `,${t}` : `,${f}`;
+      if (lastErr) tuple += `,${str(r.lastError)}`;
+      tuples[i] = tuple + ')';
+    }
+    const sql = `insert into clients (${columnsFor(shape).join(', ')}) values ${tuples.join(',')} ${this.onConflict(shape)}`;
+    return { sql, bindings };
+  }
+
+  private onConflict(shape: number): string {
+    let clause = this.conflictClause.get(shape);
+    if (clause) return clause;
+    const max = this.isPg ? 'greatest' : 'max';
+    const min = this.isPg ? 'least' : 'min';
+    const sets = [
+      `first_seen = ${min}(clients.first_seen, excluded.first_seen)`,
+      `last_seen = ${max}(clients.last_seen, excluded.last_seen)`,
+      'query_count = clients.query_count + excluded.query_count',
+    ];
+    if (shape & SHAPE_INFO) {
+      for (const c of ['hostname', 'mac', 'vendor', 'discovery_method', 'discovered_at']) {
+        sets.push(`${c} = coalesce(excluded.${c}, clients.${c})`);
+      }
+    }
+    if (shape & SHAPE_DISCOVERING) sets.push('discovering = excluded.discovering');
+    if (shape & SHAPE_LAST_ERROR) sets.push('last_error = excluded.last_error');
+    clause = `on conflict (ip) do update set ${sets.join(', ')}`;
+    this.conflictClause.set(shape, clause);
+    return clause;
+  }
+}

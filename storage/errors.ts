@@ -1,0 +1,219 @@
+// Typed storage errors, error classification and the bounded retry used by every storage operation.
+//
+// Callers (the clienttrack plugin, the API, the CLI) only ever see three kinds of failure from storage:
+//   - StorageBusyError: the database stayed locked (SQLITE_BUSY / SQLITE_LOCKED, a PostgreSQL deadlock or
+//     lock timeout) through every retry. Transient: try again at the next flush.
+//   - StorageUnavailableError: the database cannot be reached or used at all (PostgreSQL down or
+//     unreachable, connection dropped, pool acquire timeout, SQLite file cannot be opened / disk full / I/O
+//     error). Nothing was written (or, for a connection lost during COMMIT on PostgreSQL, the outcome is
+//     unknown). Transient from the caller's point of view: keep the data in memory and retry later.
+//   - anything else: a bug (bad SQL, constraint violation), passed through unchanged.
+
+/** Logger shape accepted by the storage layer (structurally compatible with the core logger). */
+export interface StorageLogger {
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+}
+
+export const noopLogger: StorageLogger = {
+  info() {},
+  warn() {},
+  error() {},
+};
+
+export class StorageError extends Error {
+  /** Driver error code of the underlying failure (SQLITE_BUSY, ECONNREFUSED, 57P01, …), when known. */
+  readonly code: string | undefined;
+  constructor(message: string, options?: { cause?: unknown; code?: string }) {
+    super(message, options?.cause !== undefined ? { cause: options.cause } : undefined);
+    this.name = new.target.name;
+    this.code = options?.code ?? errorCode(options?.cause);
+  }
+}
+
+/** The database stayed locked through every retry. */
+export class StorageBusyError extends StorageError {
+  /** How many times the operation was tried. */
+  readonly attempts: number;
+  constructor(operation: string, attempts: number, cause: unknown) {
+    super(`storage ${operation}: database busy after ${attempts} attempts (${errorMessage(cause)})`, { cause });
+    this.attempts = attempts;
+  }
+}
+
+/** The database cannot be reached or used (PostgreSQL down, connection lost, SQLite file unusable). */
+export class StorageUnavailableError extends StorageError {
+  constructor(operation: string, cause: unknown) {
+    super(`storage ${operation}: database unavailable (${errorMessage(cause)})`, { cause });
+  }
+}
+
+/** Another process holds the migration lock of a migration set (or a stale lock was left behind). */
+export class MigrationLockedError extends StorageError {
+  readonly set: string;
+  constructor(set: string, attempts: number, cause?: unknown) {
+    super(
+      `migrations "${set}": the migration lock is still held after ${attempts} attempts. Another codexdns ` +
+        `instance may be migrating; if none is, a migration was interrupted: release the lock with ` +
+        `\`codexdns migrate unlock\``,
+      { cause },
+    );
+    this.set = set;
+  }
+}
+
+export type ErrorKind = 'busy' | 'unavailable' | 'other';
+
+const SQLITE_BUSY_CODES = new Set(['SQLITE_BUSY', 'SQLITE_LOCKED']);
+const SQLITE_UNAVAILABLE_CODES = new Set([
+  'SQLITE_CANTOPEN',
+  'SQLITE_IOERR',
+  'SQLITE_FULL',
+  'SQLITE_READONLY',
+  'SQLITE_CORRUPT',
+  'SQLITE_NOTADB',
+  'SQLITE_PROTOCOL',
+  'SQLITE_MISUSE', // using a closed database handle
+]);
+const NET_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EHOSTDOWN',
+  'ENETDOWN',
+  'EPIPE',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EADDRNOTAVAIL',
+]);
+// PostgreSQL SQLSTATE: lock conflicts that resolve by retrying.
+const PG_BUSY_CODES = new Set(['40P01' /* deadlock */, '40001' /* serialization */, '55P03' /* lock_not_available */]);
+// PostgreSQL SQLSTATE: server going away / refusing connections.
+const PG_UNAVAILABLE_CODES = new Set([
+  '57P01', // admin_shutdown (also pg_terminate_backend)
+  '57P02', // crash_shutdown
+  '57P03', // cannot_connect_now (starting up, recovery)
+  '53300', // too_many_connections
+  '53100', // disk_full
+  '58030', // io_error
+]);
+const UNAVAILABLE_MESSAGES = [
+  /connection terminated/i,
+  /not queryable/i,
+  /connection ended unexpectedly/i,
+  /timeout acquiring a connection/i,
+  /unable to acquire a connection/i,
+  /pool is probably full/i,
+  /pool (is )?destroyed/i,
+  /database is closed/i,
+  /SQLITE_CANTOPEN/,
+];
+
+export function errorCode(err: unknown): string | undefined {
+  if (err && typeof err === 'object') {
+    const code = (err as { code?: unknown }).code;
+    if (typeof code === 'string' && code !== '') return code;
+    if (typeof code === 'number') return String(code);
+  }
+  return undefined;
+}
+
+export function errorMessage(err: unknown): string {
+  if (err instanceof AggregateError && err.errors.length > 0) return errorMessage(err.errors[0]);
+  if (err instanceof Error) return err.message || err.name;
+  return String(err);
+}
+
+/** Classify a driver / knex error. Looks through `cause` and AggregateError (net.connect to several addresses). */
+export function classifyError(err: unknown, depth = 0): ErrorKind {
+  if (err == null || depth > 4) return 'other';
+  if (err instanceof StorageBusyError) return 'busy';
+  if (err instanceof StorageUnavailableError) return 'unavailable';
+  const code = errorCode(err);
+  if (code !== undefined) {
+    if (SQLITE_BUSY_CODES.has(code) || PG_BUSY_CODES.has(code)) return 'busy';
+    if (SQLITE_UNAVAILABLE_CODES.has(code) || NET_CODES.has(code) || PG_UNAVAILABLE_CODES.has(code)) {
+      return 'unavailable';
+    }
+    if (/^08/.test(code)) return 'unavailable'; // SQLSTATE class 08: connection exception
+  }
+  if (err instanceof Error) {
+    if (err.name === 'KnexTimeoutError') return 'unavailable';
+    if (UNAVAILABLE_MESSAGES.some((re) => re.test(err.message))) return 'unavailable';
+    if (/SQLITE_BUSY|SQLITE_LOCKED|database is locked/.test(err.message)) return 'busy';
+  }
+  if (err instanceof AggregateError) {
+    for (const e of err.errors) {
+      const k = classifyError(e, depth + 1);
+      if (k !== 'other') return k;
+    }
+  }
+  if (err instanceof Error && err.cause !== undefined) return classifyError(err.cause, depth + 1);
+  return 'other';
+}
+
+export interface RetryPolicy {
+  /** Total tries, the first one included. */
+  attempts: number;
+  /** Delay before the 2nd try; doubles each time… */
+  minDelayMs: number;
+  /** …up to this. */
+  maxDelayMs: number;
+}
+
+/** Default for batch writes and reads: 5 tries, 10 ms → 200 ms (≈ 0.3 s of waiting in all, plus busy_timeout). */
+export const DEFAULT_BUSY_RETRY: RetryPolicy = Object.freeze({ attempts: 5, minDelayMs: 10, maxDelayMs: 200 });
+
+export function backoffDelay(policy: RetryPolicy, retry: number): number {
+  const base = Math.min(policy.maxDelayMs, policy.minDelayMs * 2 ** Math.max(0, retry - 1));
+  // "Equal jitter": half fixed, half random, so two processes that collided do not collide again in step.
+  return Math.round(base / 2 + (Math.random() * base) / 2);
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Run `fn`, retrying busy errors with exponential backoff; map the final failure onto the typed errors.
+ * `onRetry` is told about each retry (for a log line or a metric).
+ */
+export async function withBusyRetry<T>(
+  operation: string,
+  policy: RetryPolicy,
+  fn: () => Promise<T>,
+  onRetry?: (attempt: number, delayMs: number, err: unknown) => void,
+): Promise<T> {
+  const attempts = Math.max(1, Math.floor(policy.attempts));
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      const kind = classifyError(err);
+      if (kind === 'unavailable') {
+        throw err instanceof StorageUnavailableError ? err : new StorageUnavailableError(operation, err);
+      }
+      if (kind !== 'busy') throw err;
+      if (attempt >= attempts) {
+        throw err instanceof StorageBusyError ? err : new StorageBusyError(operation, attempt, err);
+      }
+      const delay = backoffDelay(policy, attempt);
+      onRetry?.(attempt, delay, err);
+      await sleep(delay);
+    }
+  }
+}
+
+/** Map an error onto the typed errors without retrying (busy → StorageBusyError after one attempt). */
+export function toStorageError(operation: string, err: unknown): unknown {
+  switch (classifyError(err)) {
+    case 'unavailable':
+      return err instanceof StorageUnavailableError ? err : new StorageUnavailableError(operation, err);
+    case 'busy':
+      return err instanceof StorageBusyError ? err : new StorageBusyError(operation, 1, err);
+    default:
+      return err;
+  }
+}

@@ -1,0 +1,310 @@
+// Opening the database: the knex instances, the SQLite pragmas, health and close.
+//
+// SQLite (default) gets TWO knex instances on the same file:
+//   - `writer`: pool of exactly one connection. SQLite has one writer at a time anyway; one connection
+//     means batches, prunes and migrations queue in order inside the process instead of fighting over the
+//     file lock (which would surface as SQLITE_BUSY).
+//   - `reader`: its own connections (pool 0..2, `PRAGMA query_only`). In WAL mode readers never block the
+//     writer and the writer never blocks readers, so an API page load never waits behind a batch write.
+// PostgreSQL gets one knex with an ordinary pool; `writer` and `reader` are the same instance.
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import knexFactory, { type Knex } from 'knex';
+
+import { errorMessage, noopLogger, toStorageError, type StorageLogger } from './errors';
+import { Migrator, type MigratorOptions } from './migrator';
+
+export type SqliteSynchronous = 'off' | 'normal' | 'full';
+
+/** The top-level `storage:` block of Corefile.yaml. */
+export interface StorageConfig {
+  client: 'sqlite3' | 'pg';
+  /**
+   * SQLite: `{ filename }` or the filename as a string (relative → against the configuration's folder).
+   * PostgreSQL: a connection string or a node-postgres connection object, passed through to knex.
+   */
+  connection: { filename?: string } | string | Record<string, unknown>;
+  /** SQLite `PRAGMA synchronous`; default `normal` (see below). */
+  synchronous?: SqliteSynchronous;
+  /** SQLite `PRAGMA busy_timeout` in ms: how long one statement waits for another process's lock. Default 2000. */
+  busy_timeout_ms?: number;
+  /** PostgreSQL pool size (default 0..10). Ignored for SQLite, whose pools are fixed (writer 1, reader 0..2). */
+  pool?: { min?: number; max?: number };
+  /** PostgreSQL schema search path (knex `searchPath`). */
+  searchPath?: string | string[];
+  /** How long to wait for a pooled connection before failing with StorageUnavailableError. Default 10000. */
+  acquire_timeout_ms?: number;
+}
+
+export interface OpenStorageOptions {
+  /** Folder relative SQLite filenames resolve against (the folder of Corefile.yaml). */
+  baseDir: string;
+  log?: StorageLogger;
+  /** Extra options for the migrator (lock retry bound). */
+  migrator?: Omit<MigratorOptions, 'client' | 'log'>;
+}
+
+export interface StorageHealth {
+  ok: boolean;
+  error?: string;
+  latencyMs: number;
+}
+
+export interface Storage {
+  /** Writes (batches, prune, migrations). SQLite: a single connection. */
+  readonly writer: Knex;
+  /** Reads for the API. SQLite: separate connections; PostgreSQL: the same instance as `writer`. */
+  readonly reader: Knex;
+  readonly client: 'sqlite3' | 'pg';
+  readonly migrate: Migrator;
+  /** Bound parameters allowed in one statement (SQLite 999 or 32766 depending on the build; PostgreSQL 65535). */
+  readonly maxParams: number;
+  /** SQLite: the absolute path of the database file. */
+  readonly filename?: string;
+  readonly log: StorageLogger;
+  /** A `select 1` on the read side, bounded by a timeout; never throws. */
+  health(timeoutMs?: number): Promise<StorageHealth>;
+  /** Close every connection. Idempotent. */
+  close(): Promise<void>;
+}
+
+const SYNC_LEVELS: Record<SqliteSynchronous, string> = { off: 'OFF', normal: 'NORMAL', full: 'FULL' };
+const DEFAULT_BUSY_TIMEOUT_MS = 2000;
+const DEFAULT_ACQUIRE_TIMEOUT_MS = 10_000;
+/** Keep the WAL file from staying huge after a burst: truncate it to this after a checkpoint. */
+const WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024;
+const PG_MAX_PARAMS = 65535;
+
+interface SqliteConnection {
+  all(sql: string, cb: (err: Error | null, rows: Record<string, unknown>[]) => void): void;
+}
+
+function sqliteAll(conn: SqliteConnection, sql: string): Promise<Record<string, unknown>[]> {
+  return new Promise((resolve, reject) => conn.all(sql, (err, rows) => (err ? reject(err) : resolve(rows))));
+}
+
+function knexLog(log: StorageLogger): Knex.Config['log'] {
+  return {
+    warn: (m: unknown) => log.warn(`knex: ${typeof m === 'string' ? m : errorMessage(m)}`),
+    error: (m: unknown) => log.error(`knex: ${typeof m === 'string' ? m : errorMessage(m)}`),
+    deprecate: (method: string, alt: string) => log.warn(`knex: ${method} is deprecated, use ${alt}`),
+    debug: () => {},
+  };
+}
+
+function sqliteFilename(cfg: StorageConfig, baseDir: string): string {
+  const c = cfg.connection;
+  let filename: unknown;
+  if (typeof c === 'string') filename = c;
+  else if (c && typeof c === 'object') filename = (c as { filename?: unknown }).filename;
+  if (typeof filename !== 'string' || filename === '') {
+    throw new TypeError('storage: sqlite3 needs connection.filename (e.g. ./data/codexdns.sqlite)');
+  }
+  if (filename === ':memory:') return filename;
+  return path.resolve(baseDir, filename);
+}
+
+function parseSynchronous(value: unknown): SqliteSynchronous {
+  if (value === undefined) return 'normal';
+  const v = String(value).toLowerCase();
+  if (v === 'off' || v === 'normal' || v === 'full') return v;
+  throw new TypeError(`storage: synchronous must be off, normal or full (got ${String(value)})`);
+}
+
+function nonNegativeInt(value: unknown, name: string, dflt: number): number {
+  if (value === undefined) return dflt;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+    throw new TypeError(`storage: ${name} must be a non-negative number of milliseconds`);
+  }
+  return Math.floor(value);
+}
+
+function compareVersions(a: string, b: string): number {
+  const pa = a.split('.').map(Number);
+  const pb = b.split('.').map(Number);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (d !== 0) return d;
+  }
+  return 0;
+}
+
+export async function openStorage(cfg: StorageConfig, opts: OpenStorageOptions): Promise<Storage> {
+  const log = opts.log ?? noopLogger;
+  if (cfg.client === 'sqlite3') return openSqlite(cfg, opts, log);
+  if (cfg.client === 'pg') return openPg(cfg, opts, log);
+  throw new TypeError(`storage: client must be sqlite3 or pg (got ${String((cfg as { client?: unknown }).client)})`);
+}
+
+async function openSqlite(cfg: StorageConfig, opts: OpenStorageOptions, log: StorageLogger): Promise<Storage> {
+  const filename = sqliteFilename(cfg, opts.baseDir);
+  const memory = filename === ':memory:';
+  const synchronous = parseSynchronous(cfg.synchronous);
+  const busyTimeout = nonNegativeInt(cfg.busy_timeout_ms, 'busy_timeout_ms', DEFAULT_BUSY_TIMEOUT_MS);
+  const acquireTimeout = nonNegativeInt(cfg.acquire_timeout_ms, 'acquire_timeout_ms', DEFAULT_ACQUIRE_TIMEOUT_MS);
+  if (!memory) fs.mkdirSync(path.dirname(filename), { recursive: true });
+
+  // Every connection: busy_timeout first (so the pragmas below wait for another process's lock instead of
+  // failing at once).
+  //
+  // Writer: journal_mode=WAL (persistent in the file) and an EXPLICIT synchronous level, chosen for power
+  // loss on the small boxes this runs on:
+  //   - NORMAL (default): in WAL mode a commit appends to the WAL without an fsync; the WAL is fsynced at
+  //     each checkpoint. A power cut can lose the transactions committed since the last checkpoint, but it
+  //     never corrupts the database (the WAL is checksummed; a torn tail is discarded on recovery). Losing a
+  //     second of client counters is harmless; the in-memory index rebuilds them.
+  //   - FULL: an fsync on every commit. Durable per commit, but with a batch every second that is 86,400
+  //     fsyncs a day, each of which rewrites flash pages: it wears SD cards and eMMC out, for data we do
+  //     not need to be durable to the second.
+  //   - OFF: no fsync even at checkpoints; a power cut can corrupt the file. Only for throwaway databases.
+  const writerPragmas = [
+    `PRAGMA busy_timeout = ${busyTimeout}`,
+    'PRAGMA journal_mode = WAL',
+    `PRAGMA synchronous = ${SYNC_LEVELS[synchronous]}`,
+    `PRAGMA journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`,
+  ];
+  // Reader: query_only makes a stray write through the read side fail loudly instead of taking the lock.
+  const readerPragmas = [`PRAGMA busy_timeout = ${busyTimeout}`, 'PRAGMA query_only = 1'];
+  let journalMode = '';
+
+  const makeKnex = (pragmas: string[], pool: Knex.PoolConfig, isWriter: boolean): Knex =>
+    knexFactory({
+      client: 'sqlite3',
+      connection: { filename },
+      useNullAsDefault: true,
+      acquireConnectionTimeout: acquireTimeout,
+      log: knexLog(log),
+      pool: {
+        ...pool,
+        afterCreate(conn: SqliteConnection, done: (err: Error | null, conn: unknown) => void) {
+          (async () => {
+            for (const sql of pragmas) {
+              const rows = await sqliteAll(conn, sql);
+              if (isWriter && sql.startsWith('PRAGMA journal_mode')) {
+                journalMode = String(rows[0]?.journal_mode ?? '');
+              }
+            }
+          })().then(
+            () => done(null, conn),
+            (err: Error) => done(err, conn),
+          );
+        },
+      },
+    });
+
+  // The writer keeps its connection for the life of the process (min 1): reopening a WAL database costs a
+  // WAL index rebuild, and the connection holds the prepared state.
+  const writer = makeKnex(writerPragmas, { min: 1, max: 1, idleTimeoutMillis: 2 ** 31 - 1 }, true);
+  let reader: Knex;
+  try {
+    // Open now, so a bad path or an unreadable file fails at start-up with a clear message.
+    const [{ v }] = (await writer.raw('select sqlite_version() as v')) as Array<{ v: string }>;
+    if (compareVersions(v, '3.24.0') < 0) {
+      throw new Error(`storage: SQLite ${v} is too old (upserts need 3.24 or later)`);
+    }
+    if (!memory && journalMode.toLowerCase() !== 'wal') {
+      log.warn('storage: SQLite did not switch to WAL mode; readers will wait behind writes', {
+        filename,
+        journal_mode: journalMode,
+      });
+    }
+    // SQLITE_MAX_VARIABLE_NUMBER: 999 before 3.32.0, 32766 since, unless the build says otherwise.
+    let maxParams = compareVersions(v, '3.32.0') >= 0 ? 32766 : 999;
+    const opts2 = (await writer.raw('PRAGMA compile_options')) as Array<{ compile_options: string }>;
+    for (const row of opts2) {
+      const m = /^MAX_VARIABLE_NUMBER=(\d+)$/.exec(row.compile_options);
+      if (m) maxParams = Number(m[1]);
+    }
+    // ':memory:' is one database per connection: the reader has to share the writer's.
+    reader = memory ? writer : makeKnex(readerPragmas, { min: 0, max: 2 }, false);
+    log.info('storage: SQLite opened', { filename, version: v, journal_mode: journalMode, synchronous });
+    return makeStorage({ client: 'sqlite3', writer, reader, maxParams, filename, log, opts });
+  } catch (err) {
+    await writer.destroy().catch(() => {});
+    throw toStorageError('open', err);
+  }
+}
+
+async function openPg(cfg: StorageConfig, opts: OpenStorageOptions, log: StorageLogger): Promise<Storage> {
+  let connection: Knex.Config['connection'] = cfg.connection as Knex.Config['connection'];
+  if (connection && typeof connection === 'object' && !('application_name' in connection)) {
+    connection = { ...(connection as object), application_name: 'codexdns' } as Knex.Config['connection'];
+  }
+  const acquireTimeout = nonNegativeInt(cfg.acquire_timeout_ms, 'acquire_timeout_ms', DEFAULT_ACQUIRE_TIMEOUT_MS);
+  // No connection is made here: a PostgreSQL outage at start-up must not stop the DNS server (DESIGN §7:
+  // /ready is the listeners; storage health is /health). The first query reports the outage as a
+  // StorageUnavailableError; knex's pg client handles 'error' on idle pooled connections (it marks them
+  // disposed and the pool replaces them), so a server restart never surfaces as an uncaught exception.
+  const db = knexFactory({
+    client: 'pg',
+    connection,
+    searchPath: cfg.searchPath,
+    acquireConnectionTimeout: acquireTimeout,
+    log: knexLog(log),
+    pool: { min: cfg.pool?.min ?? 0, max: cfg.pool?.max ?? 10 },
+  });
+  return makeStorage({ client: 'pg', writer: db, reader: db, maxParams: PG_MAX_PARAMS, log, opts });
+}
+
+function makeStorage(p: {
+  client: 'sqlite3' | 'pg';
+  writer: Knex;
+  reader: Knex;
+  maxParams: number;
+  filename?: string;
+  log: StorageLogger;
+  opts: OpenStorageOptions;
+}): Storage {
+  const { client, writer, reader, maxParams, filename, log } = p;
+  const migrate = new Migrator(writer, { ...p.opts.migrator, client, log });
+  let closing: Promise<void> | undefined;
+
+  const storage: Storage = {
+    writer,
+    reader,
+    client,
+    migrate,
+    maxParams,
+    filename,
+    log,
+    async health(timeoutMs = 2000): Promise<StorageHealth> {
+      const t0 = performance.now();
+      if (closing) return { ok: false, error: 'storage closed', latencyMs: 0 };
+      let timer: NodeJS.Timeout | undefined;
+      const query = Promise.resolve(reader.raw('select 1 as ok'));
+      query.catch(() => {}); // a query still running after the timeout must not become an unhandled rejection
+      try {
+        await Promise.race([
+          query,
+          new Promise((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`health check timed out after ${timeoutMs} ms`)), timeoutMs);
+            timer.unref();
+          }),
+        ]);
+        return { ok: true, latencyMs: performance.now() - t0 };
+      } catch (err) {
+        return { ok: false, error: errorMessage(err), latencyMs: performance.now() - t0 };
+      } finally {
+        if (timer) clearTimeout(timer);
+      }
+    },
+    close(): Promise<void> {
+      closing ??= (async () => {
+        if (client === 'sqlite3') {
+          // Let SQLite refresh its query planner statistics on the way out (cheap, recommended on close).
+          await writer.raw('PRAGMA optimize').catch(() => {});
+        }
+        const tasks = [writer.destroy()];
+        if (reader !== writer) tasks.push(reader.destroy());
+        const results = await Promise.allSettled(tasks);
+        for (const r of results) {
+          if (r.status === 'rejected') log.warn('storage: error while closing', { error: errorMessage(r.reason) });
+        }
+      })();
+      return closing;
+    },
+  };
+  return storage;
+}
