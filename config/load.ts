@@ -69,7 +69,8 @@ export async function loadConfigFile(file: string, catalog: PluginCatalog): Prom
   return parseConfig(text, abs, catalog);
 }
 
-function displayName(abs: string): string {
+/** The file as messages name it: relative to the working folder when inside it. */
+export function displayName(abs: string): string {
   const rel = path.relative(process.cwd(), abs);
   return rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : abs;
 }

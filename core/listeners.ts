@@ -46,10 +46,10 @@ export class ListenError extends Error {
   }
 }
 
-function describeBindError(spec: ListenSpec, err: NodeJS.ErrnoException): string {
+export function describeBindError(spec: ListenSpec, err: NodeJS.ErrnoException, stubListener = systemdResolvedStub()): string {
   if (err.code === 'EADDRINUSE') {
     let msg = `${spec.text}: address already in use`;
-    if (spec.port === 53 && systemdResolvedStub()) {
+    if (spec.port === 53 && stubListener) {
       msg += ' — systemd-resolved\'s stub listener holds port 53: set DNSStubListener=no in /etc/systemd/resolved.conf and run `systemctl restart systemd-resolved`';
     }
     return msg;

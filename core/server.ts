@@ -8,7 +8,7 @@ import { MetricsHub } from './metricsRegistry';
 import type { BlockInfo } from './plugin';
 import { LazyStorage } from './storageAccess';
 import { ConfigError, OptionError, formatIssue, type ConfigIssue } from '../config/errors';
-import { loadConfigFile, parseConfig, type CoreConfig, type PluginCatalog, type ServerBlockConfig } from '../config/load';
+import { displayName, loadConfigFile, parseConfig, type CoreConfig, type PluginCatalog, type ServerBlockConfig } from '../config/load';
 import { builtinCatalog } from '../plugins/catalog';
 
 export interface ServerOptions {
@@ -187,7 +187,7 @@ export class CodexServer {
     if (!(err instanceof PluginSetupError)) return err instanceof Error ? err : new Error(String(err));
     const entry = block.plugins[err.index];
     const cause = err.cause;
-    const file = path.relative(process.cwd(), cfg.file) || cfg.file;
+    const file = displayName(cfg.file);
     let issue: ConfigIssue;
     if (cause instanceof OptionError) {
       const segs = cause.option.split('.').flatMap((s) => s.split(/\[(\d+)\]/).filter(Boolean).map((x) => (/^\d+$/.test(x) ? Number(x) : x)));
@@ -256,7 +256,7 @@ export class CodexServer {
         if (err instanceof ListenError) {
           const idx = block.listen.indexOf(l);
           const pos = cfg.positions.of([...block.path, 'listen', idx]);
-          throw new ConfigError([{ file: path.relative(process.cwd(), cfg.file) || cfg.file, line: pos.line, col: pos.col, option: 'listen', message: err.message, severity: 'error' }]);
+          throw new ConfigError([{ file: displayName(cfg.file), line: pos.line, col: pos.col, option: 'listen', message: err.message, severity: 'error' }]);
         }
         throw err;
       }

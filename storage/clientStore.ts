@@ -150,10 +150,18 @@ interface Normalized {
   lastError: string | null | undefined;
 }
 
+/**
+ * Bound a text field to its column and make it storable everywhere: PostgreSQL text cannot hold NUL,
+ * and lone UTF-16 surrogates are not valid UTF-8 (they can come from decoding binary names).
+ */
 function clip(v: string | null | undefined, max: number): string | null {
   if (v === undefined || v === null) return null;
-  const s = String(v);
-  return s.length > max ? s.slice(0, max) : s;
+  let s = String(v);
+  if (s.length > max) s = s.slice(0, max);
+  // eslint-disable-next-line no-control-regex
+  return s.replace(/\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, (c) =>
+    c === '\u0000' ? '' : '\ufffd',
+  );
 }
 
 /** A non-negative safe integer: the only kind of value written into SQL text as a literal. */
@@ -255,6 +263,7 @@ export class ClientStore {
   private readonly log: StorageLogger;
   private readonly maxRows: number;
   private readonly conflictClause = new Map<number, string>();
+  private readonly pgStatement = new Map<number, string>();
   private readonly isPg: boolean;
 
   constructor(storage: Storage, opts: ClientStoreOptions = {}) {
@@ -291,7 +300,8 @@ export class ClientStore {
     const statements: Array<{ sql: string; bindings: Binding[] }> = [];
     for (const [shape, rows] of groups) {
       rows.sort((a, b) => (a.ip < b.ip ? -1 : a.ip > b.ip ? 1 : 0));
-      const perStatement = Math.max(1, Math.min(this.maxRows, Math.floor(this.storage.maxParams / paramsPerRow(shape))));
+      const perParams = this.isPg ? Infinity : Math.floor(this.storage.maxParams / paramsPerRow(shape));
+      const perStatement = Math.max(1, Math.min(this.maxRows, perParams));
       for (let i = 0; i < rows.length; i += perStatement) {
         statements.push(this.upsert(shape, rows.slice(i, i + perStatement)));
       }
@@ -416,14 +426,16 @@ export class ClientStore {
     return total;
   }
 
-  /** One multi-row upsert: integers as literals (validated safe integers), strings as parameters. */
+  /** One multi-row upsert statement for rows of one shape. */
   private upsert(shape: number, rows: readonly Normalized[]): { sql: string; bindings: Binding[] } {
-    const pg = this.isPg;
+    return this.isPg ? this.upsertPg(shape, rows) : this.upsertSqlite(shape, rows);
+  }
+
+  /** SQLite: `VALUES` tuples, integers as literals (validated safe integers), strings as parameters. */
+  private upsertSqlite(shape: number, rows: readonly Normalized[]): { sql: string; bindings: Binding[] } {
     const info = (shape & SHAPE_INFO) !== 0;
     const disc = (shape & SHAPE_DISCOVERING) !== 0;
     const lastErr = (shape & SHAPE_LAST_ERROR) !== 0;
-    const t = pg ? 'true' : '1';
-    const f = pg ? 'false' : '0';
     const bindings: Binding[] = [];
     const str = (v: string | null | undefined): string => {
       if (v === null || v === undefined) return 'null';
@@ -438,12 +450,46 @@ export class ClientStore {
       if (info) {
         tuple += `,${str(r.hostname)},${str(r.mac)},${str(r.vendor)},${str(r.method)},${r.discoveredAt ?? 'null'}`;
       }
-      if (disc) tuple += r.discovering ? `,${t}` : `,${f}`;
+      if (disc) tuple += r.discovering ? ',1' : ',0';
       if (lastErr) tuple += `,${str(r.lastError)}`;
       tuples[i] = tuple + ')';
     }
     const sql = `insert into clients (${columnsFor(shape).join(', ')}) values ${tuples.join(',')} ${this.onConflict(shape)}`;
     return { sql, bindings };
+  }
+
+  /**
+   * PostgreSQL: the rows travel as ONE json parameter, unpacked server-side with json_array_elements.
+   * A 500-row `VALUES ($1,…),(…)` statement is parsed and planned per batch and ran at ≈ 20k rows/s here;
+   * the json form is one small constant statement and runs 2.5–3x faster (measured, like unnest(arrays),
+   * which knex's raw bindings cannot pass as single parameters).
+   */
+  private upsertPg(shape: number, rows: readonly Normalized[]): { sql: string; bindings: Binding[] } {
+    const info = (shape & SHAPE_INFO) !== 0;
+    const disc = (shape & SHAPE_DISCOVERING) !== 0;
+    const lastErr = (shape & SHAPE_LAST_ERROR) !== 0;
+    const data = new Array<unknown[]>(rows.length);
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i]!;
+      const row: unknown[] = [r.ip, r.firstSeen, r.lastSeen, r.queries];
+      if (info) row.push(r.hostname, r.mac, r.vendor, r.method, r.discoveredAt);
+      if (disc) row.push(r.discovering === true);
+      if (lastErr) row.push(r.lastError ?? null);
+      data[i] = row;
+    }
+    let sql = this.pgStatement.get(shape);
+    if (!sql) {
+      const types = ['varchar', 'bigint', 'bigint', 'bigint'];
+      if (info) types.push('varchar', 'varchar', 'varchar', 'varchar', 'bigint');
+      if (disc) types.push('boolean');
+      if (lastErr) types.push('text');
+      const exprs = types.map((t, i) => `(e->>${i})::${t}`);
+      sql =
+        `insert into clients (${columnsFor(shape).join(', ')}) ` +
+        `select ${exprs.join(', ')} from json_array_elements(?::json) as e ${this.onConflict(shape)}`;
+      this.pgStatement.set(shape, sql);
+    }
+    return { sql, bindings: [JSON.stringify(data)] };
   }
 
   private onConflict(shape: number): string {

@@ -6,6 +6,7 @@ import type { CacheStats } from './metrics';
 import type { PrefetchConfig } from './prefetch';
 import type { StaleConfig } from './serveStale';
 import type { CacheStore, PutOutcome } from './store';
+import type { ParsedQuery } from '../../core/wire/query';
 
 export type QueryCallback = (err: Error | null, res?: DnsResponse) => void;
 
@@ -20,7 +21,7 @@ export interface CacheCore {
   /** Back-off after a failed refresh from below (prefetch; serve-stale uses its `recheck`). */
   readonly retryMs: number;
   /** Stores what came from below (never what a plugin above the cache made). */
-  storeFromBelow(key: string, res: DnsResponse, questionEnd: number): PutOutcome;
+  storeFromBelow(q: ParsedQuery, res: DnsResponse): PutOutcome;
   /** Calls the chain's callback once, never letting its exception escape into a promise. */
   deliver(cb: QueryCallback, err: Error | null, res?: DnsResponse): void;
 }

@@ -6,7 +6,7 @@ import type { PrefetchConfig } from './prefetch';
 import type { StaleConfig } from './serveStale';
 import { CacheStore, EntryKind, type StoreListener } from './store';
 
-export { CacheStore, CacheEntry, EntryKind, cacheKey, type StoreLimits, type PutOutcome } from './store';
+export { CacheStore, CacheEntry, EntryKind, cacheKey, variantOf, type StoreLimits, type PutOutcome } from './store';
 export { CacheHandler } from './handler';
 export { CacheStats } from './metrics';
 

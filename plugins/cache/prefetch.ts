@@ -1,4 +1,5 @@
 import type { QueryContext } from '../../core/context';
+import type { DnsResponse } from '../../core/response';
 import { type CacheCore, isFailure } from './common';
 import { type CacheEntry, EntryKind } from './store';
 
@@ -12,31 +13,49 @@ export interface PrefetchConfig {
 }
 
 /**
- * Called on every fresh hit when prefetch is on (CoreDNS's rule): count the hit in the entry's popularity window
- * (the window restarts when its start is older than `within`); when the entry is popular and its remaining
- * lifetime is at most `percentage` of the original, refresh it from below with `ctx.next()`, detached from the
- * client (which already has its answer). One refresh per entry at a time; a failed one is not retried for a while.
+ * Called on every fresh hit when prefetch is on (CoreDNS's rule): counts the hit in the entry's popularity window
+ * (the window restarts when its start is older than `within`) and says whether to refresh the entry now: it is
+ * popular, its remaining lifetime is at most `percentage` of the original, no refresh is in flight for it, and the
+ * last one did not fail recently. A true answer marks the refresh as in flight.
  */
-export function maybePrefetch(core: CacheCore, ctx: QueryContext, key: string, e: CacheEntry, now: number): void {
+export function wantsPrefetch(core: CacheCore, e: CacheEntry, now: number): boolean {
   const cfg = core.prefetch;
-  if (cfg === null) return;
+  if (cfg === null) return false;
   if (now - e.windowStart > cfg.withinMs) {
     e.windowStart = now;
     e.hits = 1;
   } else {
     e.hits++;
   }
-  if (e.refreshing || e.hits < cfg.amount || e.kind === EntryKind.Servfail) return;
+  if (e.refreshing || e.hits < cfg.amount || e.kind === EntryKind.Servfail) return false;
   const left = e.storedAt + e.ttlMs - now;
-  if (left * 100 > e.ttlMs * cfg.percentage) return;
-  if (now - e.failedAt < core.retryMs) return;
+  if (left * 100 > e.ttlMs * cfg.percentage) return false;
+  if (now - e.failedAt < core.retryMs) return false;
   e.refreshing = true;
+  return true;
+}
+
+/**
+ * Refreshes the entry from below with `ctx.next()`, detached from the client (called after the client got its
+ * cached answer). `position` is the cache's place in the chain, taken while its tap ran, so `next()` starts
+ * below the cache whatever happened to the context since. A failure keeps the old entry.
+ */
+export function startPrefetch(core: CacheCore, ctx: QueryContext, position: number, e: CacheEntry): void {
   core.stats.prefetch++;
-  const questionEnd = ctx.query.questionEnd;
-  ctx.next().then(
+  const q = ctx.query;
+  ctx.position = position;
+  let refresh: Promise<DnsResponse>;
+  try {
+    refresh = ctx.next();
+  } catch (err) {
+    e.refreshing = false;
+    e.failedAt = core.clock.now();
+    return;
+  }
+  refresh.then(
     (res) => {
       e.refreshing = false;
-      if (isFailure(res) || core.storeFromBelow(key, res, questionEnd) !== 'stored') e.failedAt = core.clock.now();
+      if (isFailure(res) || core.storeFromBelow(q, res) !== 'stored') e.failedAt = core.clock.now();
     },
     (err: unknown) => {
       e.refreshing = false;

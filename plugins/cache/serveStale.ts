@@ -24,7 +24,7 @@ const STALE_EDE = Object.freeze({ code: EDE_STALE_ANSWER });
  * client the fresh answer if it comes within `client_timeout` and is not a failure, else the stale entry with
  * TTL 30 s and Extended DNS Error 3 (Stale Answer). A late refresh still updates the cache when it lands.
  */
-export function answerExpired(core: CacheCore, ctx: QueryContext, key: string, e: CacheEntry, now: number, cb: QueryCallback): void {
+export function answerExpired(core: CacheCore, ctx: QueryContext, e: CacheEntry, now: number, cb: QueryCallback): void {
   const cfg = core.stale;
   if (cfg === null) return;
   if (now - e.failedAt < cfg.recheckMs) {
@@ -35,7 +35,7 @@ export function answerExpired(core: CacheCore, ctx: QueryContext, key: string, e
   let pending = e.pending;
   const initiator = pending === undefined;
   if (pending === undefined) {
-    pending = refresh(core, ctx, key, e);
+    pending = refresh(core, ctx, e);
     e.pending = pending;
   }
   let done = false;
@@ -54,8 +54,8 @@ export function answerExpired(core: CacheCore, ctx: QueryContext, key: string, e
 }
 
 /** Asks below for a fresh copy; resolves with the response, or null when it failed (and marks the failure). */
-function refresh(core: CacheCore, ctx: QueryContext, key: string, e: CacheEntry): Promise<DnsResponse | null> {
-  const questionEnd = ctx.query.questionEnd;
+function refresh(core: CacheCore, ctx: QueryContext, e: CacheEntry): Promise<DnsResponse | null> {
+  const q = ctx.query;
   return ctx.next().then(
     (res) => {
       e.pending = undefined;
@@ -63,7 +63,7 @@ function refresh(core: CacheCore, ctx: QueryContext, key: string, e: CacheEntry)
         e.failedAt = core.clock.now();
         return null;
       }
-      core.storeFromBelow(key, res, questionEnd);
+      core.storeFromBelow(q, res);
       return res;
     },
     (err: unknown) => {

@@ -1,5 +1,4 @@
 import { type Clock, monotonicClock } from '../../core/clock';
-import { LruMap } from '../../core/primitives/lru';
 import { DnsResponse, type ExtendedError } from '../../core/response';
 import { Flag, Rcode } from '../../core/wire/constants';
 import { type MessageLayout, stripOpt } from '../../core/wire/message';
@@ -39,9 +38,14 @@ export interface StoreListener {
 
 /**
  * One cached response: the wire bytes from below without their OPT record, the layout of those bytes,
- * the TTL each record gets at store time, and monotonic times. Mutable fields belong to prefetch and serve-stale.
+ * the TTL each record gets at store time, and monotonic times. Mutable fields belong to the store's
+ * eviction (`used`, `next`), to prefetch and to serve-stale.
  */
 export class CacheEntry {
+  /** Hit since the evictor last passed (second-chance LRU). */
+  used = false;
+  /** The next entry for the same name (another type, class, DO or CD). */
+  next: CacheEntry | undefined = undefined;
   /** Times the entry was served inside the current popularity window (prefetch). */
   hits = 0;
   windowStart = -Infinity;
@@ -53,6 +57,11 @@ export class CacheEntry {
   pending: Promise<DnsResponse | null> | undefined = undefined;
 
   constructor(
+    /** The lower-cased question name in wire form (the store's map key). */
+    readonly name: string,
+    readonly qtype: number,
+    /** qclass << 2 | CD << 1 | DO: the rest of the key. */
+    readonly variant: number,
     readonly kind: EntryKind,
     readonly wire: Buffer,
     readonly layout: MessageLayout,
@@ -93,35 +102,48 @@ function ttlValue(raw: number): number {
 const FLAG_CD = Flag.CD;
 
 /**
- * The cache key: lower-cased question name (wire form), type, class, and the DO and CD bits, so a DNSSEC-aware
- * client and a plain one, or a validating and a checking-disabled one, never see each other's answers.
+ * The part of the cache key beside the name: class, CD and DO, so a DNSSEC-aware client and a plain one, or a
+ * validating one and a checking-disabled one, never see each other's answers.
  */
+export function variantOf(q: ParsedQuery): number {
+  return (q.qclass << 2) | ((q.flags & FLAG_CD) !== 0 ? 2 : 0) | (q.edns !== null && q.edns.dnssecOk ? 1 : 0);
+}
+
+/** The whole key as one string (for logs and tests): name, type, class, DO, CD. */
 export function cacheKey(q: ParsedQuery): string {
-  const bits = (q.edns !== null && q.edns.dnssecOk ? 1 : 0) | ((q.flags & FLAG_CD) !== 0 ? 2 : 0);
-  return q.wireKey + String.fromCharCode(q.qtype, q.qclass, bits);
+  return `${q.wireKey}/${q.qtype}/${variantOf(q)}`;
 }
 
 /**
- * The cache's entries with LRU eviction and the TTL math (RFC 1035 §7.3, RFC 2308 §5, RFC 8767).
- * Time is read from an injected monotonic clock; the TTLs handed out count down in whole seconds.
+ * The cache's entries with eviction and the TTL math (RFC 1035 §7.3, RFC 2308 §5, RFC 8767).
+ *
+ * Entries are found by the question name's wire key (already a flat string from the query parser, so the lookup
+ * hashes it once and builds no key string), then by type and variant along a short per-name list. Eviction is
+ * second-chance LRU ("CLOCK"): a hit only sets `used`; when the store is over capacity the oldest name is looked
+ * at, moved to the back with its marks cleared if any of its still-servable entries was used, else evicted. A Map re-insert
+ * per hit (strict LRU) costs more than the rest of a hit together, because V8 compacts the table as deleted
+ * slots pile up. Time is read from an injected monotonic clock; TTLs handed out count down in whole seconds.
  */
 export class CacheStore {
   readonly limits: StoreLimits;
   readonly clock: Clock;
   listener: StoreListener | null = null;
-  private readonly map: LruMap<string, CacheEntry>;
+  private readonly names = new Map<string, CacheEntry>();
+  private count = 0;
+  private evicted = 0;
   /** Entries by kind: [success, denial (negative + SERVFAIL)]. */
   private readonly counts = [0, 0];
 
   constructor(limits: StoreLimits, clock: Clock = monotonicClock) {
+    if (!Number.isInteger(limits.capacity) || limits.capacity < 1) throw new RangeError(`capacity must be an integer >= 1, got ${limits.capacity}`);
     if (limits.minTtl > limits.maxTtl) throw new RangeError(`min_ttl (${limits.minTtl}s) is above max_ttl (${limits.maxTtl}s)`);
     this.limits = limits;
     this.clock = clock;
-    this.map = new LruMap(limits.capacity);
   }
 
+  /** Entries held. */
   get size(): number {
-    return this.map.size;
+    return this.count;
   }
 
   /** Entries holding positive answers. */
@@ -134,18 +156,31 @@ export class CacheStore {
     return this.counts[1];
   }
 
+  /** Entries evicted because the store was full. */
   get evictions(): number {
-    return this.map.evictions;
+    return this.evicted;
   }
 
-  /** Reads an entry and marks it recently used (whatever its age: the caller decides fresh / stale / dead). */
-  get(key: string): CacheEntry | undefined {
-    return this.map.get(key);
+  /** The entry for a query, marked used (whatever its age: the caller decides fresh / stale / dead). */
+  get(q: ParsedQuery): CacheEntry | undefined {
+    let e = this.names.get(q.wireKey);
+    if (e === undefined) return undefined;
+    const qtype = q.qtype;
+    const variant = (q.qclass << 2) | ((q.flags & FLAG_CD) !== 0 ? 2 : 0) | (q.edns !== null && q.edns.dnssecOk ? 1 : 0);
+    while (e !== undefined && (e.qtype !== qtype || e.variant !== variant)) e = e.next;
+    if (e !== undefined) e.used = true;
+    return e;
   }
 
-  /** Reads without touching recency. */
-  peek(key: string): CacheEntry | undefined {
-    return this.map.peek(key);
+  /** Reads without marking the entry used. */
+  peek(q: ParsedQuery): CacheEntry | undefined {
+    return this.find(q.wireKey, q.qtype, variantOf(q));
+  }
+
+  private find(name: string, qtype: number, variant: number): CacheEntry | undefined {
+    let e = this.names.get(name);
+    while (e !== undefined && (e.qtype !== qtype || e.variant !== variant)) e = e.next;
+    return e;
   }
 
   isFresh(e: CacheEntry, now: number): boolean {
@@ -162,57 +197,70 @@ export class CacheStore {
     return e.kind === EntryKind.Servfail ? this.isFresh(e, now) : now < e.storedAt + e.ttlMs + this.limits.maxStaleMs;
   }
 
-  delete(key: string): void {
-    const e = this.map.peek(key);
-    if (e === undefined) return;
-    this.map.delete(key);
-    this.counts[e.kind === EntryKind.Success ? 0 : 1]--;
+  /** Removes this entry (if it is still the one stored for its key). */
+  delete(e: CacheEntry): void {
+    const head = this.names.get(e.name);
+    if (head === undefined) return;
+    if (head === e) {
+      if (e.next === undefined) this.names.delete(e.name);
+      else this.names.set(e.name, e.next);
+    } else {
+      let prev = head;
+      while (prev.next !== undefined && prev.next !== e) prev = prev.next;
+      if (prev.next !== e) return;
+      prev.next = e.next;
+    }
+    this.forget(e);
   }
 
   clear(): void {
-    this.map.clear();
+    this.names.clear();
+    this.count = 0;
     this.counts[0] = 0;
     this.counts[1] = 0;
   }
 
+  private forget(e: CacheEntry): void {
+    this.count--;
+    this.counts[e.kind === EntryKind.Success ? 0 : 1]--;
+  }
+
   /**
-   * Stores a response that came from below for the query whose question ends at `questionEnd`, when it may be
-   * cached; says why not otherwise. The bytes are copied (without OPT): the caller keeps `res` for its client.
+   * Stores a response that came from below for query `q`, when it may be cached; says why not otherwise.
+   * The bytes are copied (without OPT): the caller keeps `res` for its client.
    */
-  put(key: string, res: DnsResponse, questionEnd: number, now: number = this.clock.now()): PutOutcome {
+  put(q: ParsedQuery, res: DnsResponse, now: number = this.clock.now()): PutOutcome {
     if (res.dropped) return 'dropped';
     const wire = res.wire;
     const layout = res.layout;
     if (layout === null || wire.readUInt16BE(4) !== 1) return 'malformed';
-    if (layout.questionEnd !== questionEnd) return 'question-mismatch';
+    if (layout.questionEnd !== q.questionEnd) return 'question-mismatch';
     if ((wire.readUInt16BE(2) & Flag.TC) !== 0) return 'truncated';
     const rcode = res.rcode;
     const lim = this.limits;
+    const variant = variantOf(q);
     let kind: EntryKind;
-    let ttl: number;
     let ttlMs: number;
     /** Highest TTL any record may show. */
     let cap: number;
     if (rcode === Rcode.NOERROR && layout.answerCount > 0) {
       kind = EntryKind.Success;
-      ttl = Math.min(Math.max(ttlValue(layout.minTtl), lim.minTtl), lim.maxTtl);
-      ttlMs = ttl * 1000;
+      ttlMs = Math.min(Math.max(ttlValue(layout.minTtl), lim.minTtl), lim.maxTtl) * 1000;
       cap = lim.maxTtl;
     } else if (rcode === Rcode.NOERROR || rcode === Rcode.NXDOMAIN) {
       // NODATA or NXDOMAIN: RFC 2308 §5, min(SOA TTL, SOA MINIMUM); without an SOA it is not cached.
       if (layout.soaNegativeTtl < 0) return 'no-soa';
       kind = EntryKind.Denial;
-      ttl = Math.min(Math.max(ttlValue(layout.soaNegativeTtl), lim.minTtl), lim.denialTtl, lim.maxTtl);
+      const ttl = Math.min(Math.max(ttlValue(layout.soaNegativeTtl), lim.minTtl), lim.denialTtl, lim.maxTtl);
       ttlMs = ttl * 1000;
       cap = ttl;
     } else if (rcode === Rcode.SERVFAIL) {
       if (lim.servfailMs <= 0) return 'servfail-disabled';
-      const existing = this.map.peek(key);
+      const existing = this.find(q.wireKey, q.qtype, variant);
       if (existing !== undefined && existing.kind !== EntryKind.Servfail && this.isUsable(existing, now)) return 'servfail-behind-good-entry';
       kind = EntryKind.Servfail;
       ttlMs = lim.servfailMs;
-      ttl = Math.ceil(ttlMs / 1000);
-      cap = ttl;
+      cap = Math.ceil(ttlMs / 1000);
     } else {
       return 'rcode';
     }
@@ -228,17 +276,74 @@ export class CacheStore {
       base[i] = Math.min(Math.max(t, lim.minTtl), cap);
     }
     const entryLayout: MessageLayout = layout.optStart === -1 ? layout : { ...layout, optStart: -1, optEnd: -1, optTtl: 0 };
-    const entry = new CacheEntry(kind, bytes, entryLayout, base, now, ttlMs, res.authoritative, res.ede);
-    const previous = this.map.peek(key);
-    if (previous !== undefined) this.counts[previous.kind === EntryKind.Success ? 0 : 1]--;
-    this.counts[kind === EntryKind.Success ? 0 : 1]++;
-    const evicted = this.map.set(key, entry);
-    if (evicted !== undefined) {
-      const ek = evicted[1].kind;
-      this.counts[ek === EntryKind.Success ? 0 : 1]--;
-      if (this.listener !== null) this.listener.evicted(ek);
-    }
+    const entry = new CacheEntry(q.wireKey, q.qtype, variant, kind, bytes, entryLayout, base, now, ttlMs, res.authoritative, res.ede);
+    this.insert(entry);
     return 'stored';
+  }
+
+  /** Puts the entry in place of any with the same key, at the back of the eviction order, then evicts if full. */
+  private insert(entry: CacheEntry): void {
+    const name = entry.name;
+    const head = this.names.get(name);
+    let chain: CacheEntry | undefined = entry;
+    if (head !== undefined) {
+      // Keep the name's other entries; drop the one this replaces.
+      let tail = entry;
+      for (let e: CacheEntry | undefined = head; e !== undefined; e = e.next) {
+        if (e.qtype === entry.qtype && e.variant === entry.variant) {
+          this.forget(e);
+          continue;
+        }
+        tail.next = e;
+        tail = e;
+      }
+      tail.next = undefined;
+      chain = entry;
+      this.names.delete(name);
+    }
+    this.names.set(name, chain);
+    this.count++;
+    this.counts[entry.kind === EntryKind.Success ? 0 : 1]++;
+    if (this.count > this.limits.capacity) this.evict(entry);
+  }
+
+  /** Second-chance eviction from the oldest name until within capacity; never evicts `keep` (just stored). */
+  private evict(keep: CacheEntry): void {
+    const names = this.names;
+    const capacity = this.limits.capacity;
+    const now = this.clock.now();
+    while (this.count > capacity) {
+      const oldest = names.entries().next();
+      if (oldest.done === true) return;
+      const [name, head] = oldest.value;
+      let used = false;
+      for (let e: CacheEntry | undefined = head; e !== undefined; e = e.next) {
+        // A used entry gets a second chance, unless it can no longer be served at all.
+        if (e.used && this.isUsable(e, now)) used = true;
+        e.used = false;
+      }
+      names.delete(name);
+      if (used) {
+        names.set(name, head);
+        continue;
+      }
+      let kept: CacheEntry | undefined;
+      for (let e: CacheEntry | undefined = head; e !== undefined; e = e.next) {
+        if (e === keep) {
+          kept = e;
+          continue;
+        }
+        this.forget(e);
+        this.evicted++;
+        if (this.listener !== null) this.listener.evicted(e.kind);
+      }
+      if (kept !== undefined) {
+        kept.next = undefined;
+        names.set(name, kept);
+        // Only the new entry is left and the store is still over capacity: nothing else can go.
+        if (names.size === 1) return;
+      }
+    }
   }
 
   /** Seconds the entry's shortest-lived answer or authority record has left (0 once expired). */
@@ -252,7 +357,8 @@ export class CacheStore {
    * The copy keeps the stored bytes pristine; the core writer then patches ID, question case, OPT and truncation.
    */
   render(e: CacheEntry, now: number): DnsResponse {
-    const elapsed = Math.floor((now - e.storedAt) / 1000);
+    // `now` may be a query's arrival time, a little before an entry stored while the query waited its turn.
+    const elapsed = now > e.storedAt ? Math.floor((now - e.storedAt) / 1000) : 0;
     const src = e.wire;
     const out = Buffer.allocUnsafe(src.length);
     src.copy(out, 0, 0, src.length);
@@ -278,9 +384,9 @@ export class CacheStore {
     return res;
   }
 
-  /** Iterates keys and entries from the least recently used (for dumps and tests). */
-  entries(): IterableIterator<[string, CacheEntry]> {
-    return this.map.entries();
+  /** Every entry, oldest name first (for dumps and tests). */
+  *entries(): IterableIterator<CacheEntry> {
+    for (const head of this.names.values()) for (let e: CacheEntry | undefined = head; e !== undefined; e = e.next) yield e;
   }
 }
 

@@ -42,7 +42,7 @@ export function buildQuery(wireKey: string, qtype: number, qclass: number, check
   out.writeUInt16BE(1, 4);
   out.writeUInt32BE(0, 6);
   out.writeUInt16BE(1, 10);
-  out.latin1Write(wireKey, HEADER_LEN, nameLen);
+  out.write(wireKey, HEADER_LEN, nameLen, 'latin1');
   out.writeUInt16BE(qtype, qEnd - 4);
   out.writeUInt16BE(qclass, qEnd - 2);
   out[qEnd] = 0;
@@ -118,9 +118,9 @@ interface TrySocket extends dgram.Socket {
  * Sends `query` from a new socket bound to a random source port (port 0: the kernel picks it), connect()ed to
  * the upstream so ICMP errors come back as socket errors and the kernel drops datagrams from other sources.
  * Every datagram is still checked (source, ID, question); the socket is closed by `closeTry`.
- * Listeners are shared functions reading their state from the socket: no closure per query.
+ * Listeners are shared functions reading their state from the socket: no closure per query. `peerAddress` is
+ * the source expected in replies ('' when only the connected socket can tell: a scoped IPv6 address).
  */
-/** `peerAddress` is the source expected in replies ('' when only the connected socket can tell: a scoped address). */
 export function startUdpTry(owner: UdpTryOwner, family: 4 | 6, host: string, peerAddress: string, port: number, query: Buffer, qEnd: number): dgram.Socket {
   const sock = dgram.createSocket(family === 6 ? 'udp6' : 'udp4') as TrySocket;
   sock.owner = owner;

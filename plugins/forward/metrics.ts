@@ -3,7 +3,7 @@
  * Label children are bound once per upstream (and per RCODE on first use), never looked up per query.
  */
 import type { Counter, Gauge, Histogram } from 'prom-client';
-import type { MetricsFactory } from '../../core/plugin';
+import type { MetricsFactory } from '../../core/metricsRegistry';
 import { RCODE_NAMES } from '../../core/wire/constants';
 
 /** prom-client's bound children, as far as we use them. */

@@ -226,7 +226,8 @@ export class Upstream implements UpstreamAddress {
   /** Consecutive failed tries (timeouts, network errors); reset by any answer. */
   fails = 0;
   down = false;
-  probing = false;
+  /** The health probe in flight, if any (at most one). */
+  probing: Probe | null = null;
 
   constructor(addr: UpstreamAddress, private readonly metrics: ForwardMetrics, private readonly log: Logger) {
     this.host = addr.host;
@@ -266,12 +267,13 @@ export class Upstream implements UpstreamAddress {
    * means it is up again. At most one probe at a time.
    */
   probe(opts: HealthOptions): void {
-    if (this.probing) return;
-    this.probing = true;
-    new Probe(this, opts).start();
+    if (this.probing !== null) return;
+    this.probing = new Probe(this, opts);
+    this.probing.start();
   }
 
   close(): void {
+    this.probing?.cancel();
     this.tcp.close();
   }
 }
@@ -301,15 +303,20 @@ class Probe implements UdpTryOwner, TcpOwner {
     }
   }
 
-  private finish(ok: boolean): void {
+  /** Stops the probe without a verdict (shutdown). */
+  cancel(): void {
+    this.finish(null);
+  }
+
+  private finish(ok: boolean | null): void {
     if (this.done) return;
     this.done = true;
     if (this.timer !== null) clearTimeout(this.timer);
     if (this.sock !== null) closeTry(this.sock);
     if (this.tcp !== null) this.tcp.conn.cancel(this.tcp.id, this);
-    this.up.probing = false;
-    if (ok) this.up.answered();
-    else this.up.m.healthcheckFailures.inc();
+    this.up.probing = null;
+    if (ok === true) this.up.answered();
+    else if (ok === false) this.up.m.healthcheckFailures.inc();
   }
 
   onUdpReply(): void {

@@ -109,15 +109,16 @@ export function ptrTargets(answers: dnsPacket.Answer[], qname: string): string[]
 }
 
 /**
- * A host name fit to store: trailing dot stripped, 1–253 characters, no whitespace or control characters.
- * Undefined otherwise (the root name `.`, garbage).
+ * A host name fit to store: surrounding whitespace and the trailing dot stripped, 1–253 characters, no
+ * control characters. Inner spaces are kept: DHCP clients send names like `Anna's iPad` (ISC and Kea keep
+ * them), and they are what a person recognises. Undefined otherwise (the root name `.`, garbage).
  */
 export function cleanHostname(name: string | undefined): string | undefined {
   if (typeof name !== 'string') return undefined;
-  const n = stripDot(name.trim());
+  const n = stripDot(name.trim()).trim();
   if (n.length === 0 || n.length > 253) return undefined;
   // eslint-disable-next-line no-control-regex
-  if (/[\s\x00-\x1f\x7f]/.test(n)) return undefined;
+  if (/[\x00-\x1f\x7f]/.test(n)) return undefined;
   return n;
 }
 

@@ -90,6 +90,9 @@ export function udpExchange<T>(opts: ExchangeOptions<T>): Promise<ExchangeResult
     s.on('error', fail);
     s.on('message', (msg, rinfo) => {
       if (done) return;
+      // The connected socket already filters by source; checked again so a platform that does not cannot
+      // let a datagram from elsewhere through.
+      if (rinfo.port !== opts.port || !sameHost(rinfo.address, opts.host)) return;
       let value: T | undefined;
       try {
         value = opts.accept(msg, rinfo);

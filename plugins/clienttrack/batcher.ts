@@ -1,0 +1,390 @@
+import { type Clock, monotonicClock } from '../../core/clock';
+import type { Logger } from '../../core/log';
+import { RepeatingWarning } from '../../core/primitives/rateLimitedLog';
+import type { ClientRow, ClientUpdate } from '../../storage/clientStore';
+import { classifyError, errorMessage } from '../../storage/errors';
+import type { DiscoveryUpdate, WriterMetrics } from './types';
+
+/** What the batcher and the tracker need from the database (ClientStore has it; tests pass a fake). */
+export interface TrackStore {
+  writeBatch(rows: readonly ClientUpdate[]): Promise<void>;
+  loadIndex(limit: number): Promise<ClientRow[]>;
+  pruneBefore(cutoff: number, chunk?: number): Promise<number>;
+}
+
+export interface BatcherOptions {
+  /** Rows per transaction; a write starts as soon as this many rows are pending. */
+  batch: number;
+  /** Pending rows are written at least this often (when there are any). */
+  flushMs: number;
+  /** Most rows (distinct clients) waiting to be written; beyond it new rows are dropped and counted. */
+  maxPending: number;
+  logIntervalMs: number;
+  openStore: () => Promise<TrackStore>;
+  log: Logger;
+  clock?: Clock;
+}
+
+/** Told after every batch attempt (the metrics plugin's histograms). */
+export type BatchObserver = (rows: number, seconds: number, ok: boolean) => void;
+
+/** Merges `older` into `newer` (newer wins where it carries a field). */
+function mergeOlder(newer: ClientUpdate, older: ClientUpdate): void {
+  newer.queries += older.queries;
+  if (older.lastSeen > newer.lastSeen) newer.lastSeen = older.lastSeen;
+  if (older.firstSeen < newer.firstSeen) newer.firstSeen = older.firstSeen;
+  if (newer.hostname == null && older.hostname != null) newer.hostname = older.hostname;
+  if (newer.mac == null && older.mac != null) newer.mac = older.mac;
+  if (newer.vendor == null && older.vendor != null) newer.vendor = older.vendor;
+  if (newer.method == null && older.method != null) newer.method = older.method;
+  if (newer.discoveredAt == null && older.discoveredAt != null) newer.discoveredAt = older.discoveredAt;
+  if (newer.discovering === undefined && older.discovering !== undefined) newer.discovering = older.discovering;
+  if (newer.lastError === undefined && older.lastError !== undefined) newer.lastError = older.lastError;
+}
+
+/**
+ * The write side of tracking: a Map of pending rows (ip → the merged update: queries added, last seen = latest)
+ * that workers merge into in O(1), written in batches of `batch` rows, one transaction each, by one writer at a
+ * time. A batch starts when `batch` rows are pending, or on the `flush` timer for whatever is pending (a quiet
+ * network is written once per `flush` at most, and not at all when nothing happened).
+ *
+ * Faults: a batch that fails (database busy after the store's own retries, or unreachable) is merged back into
+ * the pending rows — nothing is lost while the buffer has room — and the next attempt waits with exponential
+ * backoff. Rows that do not fit (`max_pending`) are dropped and counted, never silently. A batch failing for
+ * any other reason (a bug, a schema problem) would fail again: it is dropped, counted and logged.
+ */
+export class Batcher {
+  readonly batch: number;
+  readonly flushMs: number;
+  readonly maxPending: number;
+  onBatch: BatchObserver | null = null;
+  private readonly openStore: () => Promise<TrackStore>;
+  private readonly log: Logger;
+  private readonly clock: Clock;
+  private readonly failWarning: RepeatingWarning;
+  private readonly dropWarning: RepeatingWarning;
+  private pending = new Map<string, ClientUpdate>();
+  private pendingQueries = 0;
+  private writing: Promise<void> | null = null;
+  private closed = false;
+  private lastFlushAt: number;
+  private retryAt = 0;
+  private lastErrorText: string | null = null;
+  private failuresInARow = 0;
+  private readonly backoffCapMs: number;
+  // Totals since creation.
+  private batches = 0;
+  private failedBatches = 0;
+  private rowsWritten = 0;
+  private queriesWritten = 0;
+  private lastBatchSize = 0;
+  private lastWriteMs = 0;
+  private totalWriteMs = 0;
+  private maxWriteMs = 0;
+  private droppedUpdates = 0;
+  private droppedQueries = 0;
+  pruned = 0;
+
+  constructor(opts: BatcherOptions) {
+    this.batch = opts.batch;
+    this.flushMs = opts.flushMs;
+    this.maxPending = opts.maxPending;
+    this.openStore = opts.openStore;
+    this.log = opts.log;
+    this.clock = opts.clock ?? monotonicClock;
+    this.lastFlushAt = this.clock.now();
+    // Back off up to 10 flush intervals (at most 30 s, at least one interval) while the database is failing.
+    this.backoffCapMs = Math.max(this.flushMs, Math.min(30_000, this.flushMs * 10));
+    this.failWarning = new RepeatingWarning({
+      intervalMs: opts.logIntervalMs,
+      clock: this.clock,
+      emit: (count) =>
+        this.log.warn('storage write failed; pending rows kept for the next attempt', {
+          failures: count,
+          pending: this.pending.size,
+          error: this.lastErrorText,
+        }),
+    });
+    this.dropWarning = new RepeatingWarning({
+      intervalMs: opts.logIntervalMs,
+      clock: this.clock,
+      emit: (count) => this.log.warn('write buffer full, dropping client updates', { dropped: count, pending: this.pending.size, max_pending: this.maxPending }),
+    });
+  }
+
+  get size(): number {
+    return this.pending.size;
+  }
+
+  get queuedQueries(): number {
+    return this.pendingQueries;
+  }
+
+  get isWriting(): boolean {
+    return this.writing !== null;
+  }
+
+  /** A query (or several) from `ip` at wall time `at`; `discovering` is set only when it changes. */
+  addActivity(ip: string, at: number, queries: number, discovering?: boolean): boolean {
+    let u = this.pending.get(ip);
+    if (u === undefined) {
+      if (this.pending.size >= this.maxPending) return this.drop(queries);
+      u = { ip, firstSeen: at, lastSeen: at, queries };
+      if (discovering !== undefined) u.discovering = discovering;
+      this.pending.set(ip, u);
+    } else {
+      u.queries += queries;
+      if (at > u.lastSeen) u.lastSeen = at;
+      else if (at < u.firstSeen) u.firstSeen = at;
+      if (discovering !== undefined) u.discovering = discovering;
+    }
+    this.pendingQueries += queries;
+    if (this.pending.size >= this.batch) this.kick();
+    return true;
+  }
+
+  /** A discovery result; `seen` is the client's last known activity (the row's last_seen must not jump). */
+  addDiscovery(d: DiscoveryUpdate, seen: number, now: number): boolean {
+    let u = this.pending.get(d.ip);
+    if (u === undefined) {
+      if (this.pending.size >= this.maxPending) return this.drop(0);
+      u = { ip: d.ip, firstSeen: seen, lastSeen: seen, queries: 0 };
+      this.pending.set(d.ip, u);
+    }
+    if (d.hostname !== undefined) u.hostname = d.hostname;
+    if (d.mac !== undefined) u.mac = d.mac;
+    if (d.vendor !== undefined) u.vendor = d.vendor;
+    if (d.method !== undefined) u.method = d.method;
+    if (d.done) {
+      u.discovering = false;
+      if (d.error === undefined) {
+        u.discoveredAt = now;
+        u.lastError = null;
+      } else {
+        u.lastError = d.error;
+      }
+    } else {
+      u.discovering = true;
+      if (d.error !== undefined) u.lastError = d.error;
+    }
+    if (this.pending.size >= this.batch) this.kick();
+    return true;
+  }
+
+  /** Starts writing full batches now, unless a write is running or the database is being given time. */
+  kick(): void {
+    if (this.writing !== null || this.closed || this.clock.now() < this.retryAt) return;
+    this.start('full', Infinity);
+  }
+
+  /** The flush timer: writes everything pending once per `flush` interval. */
+  tick(): void {
+    this.failWarning.flush();
+    this.dropWarning.flush();
+    if (this.writing !== null || this.closed || this.pending.size === 0) return;
+    const now = this.clock.now();
+    if (now < this.retryAt) return;
+    if (now - this.lastFlushAt < this.flushMs && this.pending.size < this.batch) return;
+    this.start('all', Infinity);
+  }
+
+  /**
+   * Writes everything pending now (ignoring the backoff), waiting for a running write first; gives up at
+   * `deadline` (monotonic ms). Resolves true when nothing is left pending.
+   */
+  async flushAll(deadline: number): Promise<boolean> {
+    for (let round = 0; round < 1000; round++) {
+      if (this.writing !== null) {
+        const left = deadline - this.clock.now();
+        if (left <= 0) return false;
+        const finished = await raceTimeout(this.writing, left);
+        if (!finished) return false;
+        continue;
+      }
+      if (this.pending.size === 0) return true;
+      if (this.clock.now() >= deadline) return false;
+      const failuresBefore = this.failedBatches;
+      this.start('all', deadline);
+      const finished = await raceTimeout(this.writing ?? Promise.resolve(), Math.max(0, deadline - this.clock.now()));
+      if (!finished) return false;
+      if (this.failedBatches !== failuresBefore) return this.pending.size === 0;
+    }
+    return this.pending.size === 0;
+  }
+
+  /** Stops writing: what is still pending is counted as dropped (the caller has flushed what it could). */
+  close(): { rows: number; queries: number } {
+    this.closed = true;
+    const rows = this.pending.size;
+    const queries = this.pendingQueries;
+    if (rows > 0) {
+      this.droppedUpdates += rows;
+      this.droppedQueries += queries;
+    }
+    this.pending = new Map();
+    this.pendingQueries = 0;
+    return { rows, queries };
+  }
+
+  metrics(): WriterMetrics {
+    const now = this.clock.now();
+    return {
+      pending: this.pending.size,
+      pendingCapacity: this.maxPending,
+      pendingQueries: this.pendingQueries,
+      batch: this.batch,
+      batches: this.batches,
+      failedBatches: this.failedBatches,
+      rowsWritten: this.rowsWritten,
+      queriesWritten: this.queriesWritten,
+      lastBatchSize: this.lastBatchSize,
+      avgBatchSize: this.batches === 0 ? 0 : this.rowsWritten / this.batches,
+      lastWriteMs: this.lastWriteMs,
+      avgWriteMs: this.batches === 0 ? 0 : this.totalWriteMs / this.batches,
+      maxWriteMs: this.maxWriteMs,
+      droppedUpdates: this.droppedUpdates,
+      droppedQueries: this.droppedQueries,
+      storageOk: this.failuresInARow === 0,
+      lastError: this.lastErrorText,
+      consecutiveFailures: this.failuresInARow,
+      retryInMs: Math.max(0, this.retryAt - now),
+      pruned: this.pruned,
+    };
+  }
+
+  private drop(queries: number): false {
+    this.droppedUpdates++;
+    this.droppedQueries += queries;
+    this.dropWarning.hit();
+    return false;
+  }
+
+  private start(mode: 'full' | 'all', deadline: number): void {
+    if (mode === 'all') this.lastFlushAt = this.clock.now();
+    const run = this.run(mode, deadline).catch((err: unknown) => {
+      this.log.error('tracking writer failed unexpectedly', { error: errorMessage(err) });
+    });
+    this.writing = run.finally(() => {
+      this.writing = null;
+      if (this.pending.size >= this.batch) this.kick();
+    });
+  }
+
+  private async run(mode: 'full' | 'all', deadline: number): Promise<void> {
+    let store: TrackStore;
+    try {
+      store = await this.openStore();
+    } catch (err) {
+      this.failed(err, null);
+      return;
+    }
+    for (;;) {
+      const n = this.pending.size;
+      if (n === 0 || this.closed) return;
+      if (mode === 'full' && n < this.batch) return;
+      if (this.clock.now() >= deadline) return;
+      const chunk = this.take(Math.min(this.batch, n));
+      const t0 = this.clock.now();
+      try {
+        await store.writeBatch(chunk);
+      } catch (err) {
+        this.onBatch?.(chunk.length, (this.clock.now() - t0) / 1000, false);
+        this.failed(err, chunk);
+        return;
+      }
+      this.succeeded(chunk, this.clock.now() - t0);
+    }
+  }
+
+  /** The oldest `n` pending rows, removed from the buffer. */
+  private take(n: number): ClientUpdate[] {
+    const out: ClientUpdate[] = [];
+    for (const [ip, u] of this.pending) {
+      this.pending.delete(ip);
+      this.pendingQueries -= u.queries;
+      out.push(u);
+      if (out.length >= n) break;
+    }
+    return out;
+  }
+
+  private succeeded(chunk: ClientUpdate[], ms: number): void {
+    let queries = 0;
+    for (const u of chunk) queries += u.queries;
+    this.batches++;
+    this.rowsWritten += chunk.length;
+    this.queriesWritten += queries;
+    this.lastBatchSize = chunk.length;
+    this.lastWriteMs = ms;
+    this.totalWriteMs += ms;
+    if (ms > this.maxWriteMs) this.maxWriteMs = ms;
+    if (this.failuresInARow > 0) {
+      this.log.info('storage writes recovered', { failed_batches: this.failuresInARow, pending: this.pending.size });
+      this.failuresInARow = 0;
+      this.retryAt = 0;
+    }
+    this.onBatch?.(chunk.length, ms / 1000, true);
+    // Once per batch (not per query); the totals let a reader check what a crash may lose (nothing committed).
+    this.log.debug('batch written', { rows: chunk.length, queries, ms: Math.round(ms * 10) / 10, rows_written: this.rowsWritten, queries_written: this.queriesWritten });
+  }
+
+  private failed(err: unknown, chunk: ClientUpdate[] | null): void {
+    const kind = classifyError(err);
+    this.lastErrorText = errorMessage(err);
+    if (chunk !== null) this.failedBatches++;
+    if (kind === 'other' && chunk !== null) {
+      // Not a database outage: the same rows would fail again and block every later batch.
+      let queries = 0;
+      for (const u of chunk) queries += u.queries;
+      this.droppedUpdates += chunk.length;
+      this.droppedQueries += queries;
+      this.log.error('tracking batch rejected by the database; its rows are dropped', { rows: chunk.length, queries, error: this.lastErrorText });
+      return;
+    }
+    if (chunk !== null) this.requeue(chunk);
+    this.failuresInARow++;
+    const delay = Math.min(this.backoffCapMs, this.flushMs * 2 ** Math.min(16, this.failuresInARow - 1));
+    this.retryAt = this.clock.now() + delay;
+    this.failWarning.hit();
+  }
+
+  /** Puts a failed batch back, merged under what arrived meanwhile (newer values win); counts what does not fit. */
+  private requeue(chunk: ClientUpdate[]): void {
+    for (const old of chunk) {
+      if (this.closed) {
+        this.droppedUpdates++;
+        this.droppedQueries += old.queries;
+        continue;
+      }
+      const newer = this.pending.get(old.ip);
+      if (newer !== undefined) {
+        mergeOlder(newer, old);
+        this.pendingQueries += old.queries;
+      } else if (this.pending.size < this.maxPending) {
+        this.pending.set(old.ip, old);
+        this.pendingQueries += old.queries;
+      } else {
+        this.droppedUpdates++;
+        this.droppedQueries += old.queries;
+        this.dropWarning.hit();
+      }
+    }
+  }
+}
+
+/** Resolves true when `p` settles within `ms`, false otherwise (p keeps running). */
+function raceTimeout(p: Promise<unknown>, ms: number): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    p.then(
+      () => {
+        clearTimeout(timer);
+        resolve(true);
+      },
+      () => {
+        clearTimeout(timer);
+        resolve(true);
+      },
+    );
+  });
+}

@@ -1,0 +1,128 @@
+import { SyncBailHook, SyncHook } from 'tapable';
+import { OptionError } from '../../config/errors';
+import { Duration, Type } from '../../config/types';
+import { definePlugin } from '../../core/plugin';
+import { ClientStore } from '../../storage/clientStore';
+import type { TrackStore } from './batcher';
+import { registerMetrics } from './metrics';
+import { Tracker, type TrackerOptions } from './tracker';
+import type { ClienttrackHooks, DiscoveryUpdate, NewClientEvent, QueueMetrics } from './types';
+
+export type { ClienttrackHooks, DiscoveryUpdate, NewClientEvent, QueueMetrics, WriterMetrics } from './types';
+export { Tracker, type TrackerOptions, type TrackerDeps, type TrackJob, QueryJob, DiscoveryJob } from './tracker';
+export { Batcher, type TrackStore } from './batcher';
+
+declare module '../../core/plugin' {
+  interface PluginHookRegistry {
+    clienttrack: ClienttrackHooks;
+  }
+}
+
+const DAY = 86_400_000;
+
+export const options = Type.Object({
+  workers: Type.Integer({ minimum: 1, default: 100, description: 'Tracking jobs running at once' }),
+  queue: Type.Optional(
+    Type.Integer({ minimum: 1, description: 'Jobs waiting when every worker is busy (default 10000); with `priority`, if given, it must equal high + low' }),
+  ),
+  priority: Type.Optional(
+    Type.Object(
+      {
+        high: Type.Integer({ minimum: 1, default: 5000, description: 'Queue for known clients' }),
+        low: Type.Integer({ minimum: 1, default: 5000, description: 'Queue for clients new or still being discovered' }),
+        low_every: Type.Integer({ minimum: 1, default: 8, description: 'Anti-starvation: one low job after this many high jobs while both wait' }),
+      },
+      { description: 'Split the queue by priority; without it, one FIFO queue' },
+    ),
+  ),
+  batch: Type.Integer({ minimum: 1, maximum: 10000, default: 500, description: 'Rows per write transaction; a write starts when this many are pending' }),
+  flush: Duration(5000, 'Write pending rows at least this often (nothing is written when nothing happened)'),
+  max_clients: Type.Integer({ minimum: 1, default: 50000, description: 'Clients in the in-memory index; the least recently seen are evicted (and counted)' }),
+  max_pending: Type.Integer({ minimum: 1, default: 50000, description: 'Rows (distinct clients) buffered for writing, e.g. while the database is down; beyond it updates are dropped and counted' }),
+  retention: Duration(90 * DAY, 'Delete clients not seen for this long'),
+  prune_interval: Duration(3_600_000, 'How often retention runs'),
+  log_interval: Duration(10_000, 'At most one `queue full` (and other repeating) warning per interval, with the count'),
+  index_wait: Duration(10_000, 'How long jobs wait for the client index to load at start-up before tracking goes on without it'),
+  shutdown_flush: Duration(5000, 'At shutdown, how long queued jobs and pending rows may take to be written'),
+});
+
+export type ClienttrackOptions = typeof options.static;
+
+/** Turns the validated options into the tracker's; throws OptionError for combinations the schema cannot express. */
+export function trackerOptions(o: ClienttrackOptions): TrackerOptions {
+  const priority = o.priority ? { high: o.priority.high, low: o.priority.low, lowEvery: o.priority.low_every } : undefined;
+  if (priority && o.queue !== undefined && o.queue !== priority.high + priority.low) {
+    throw new OptionError('queue', `queue (${o.queue}) must equal priority.high + priority.low (${priority.high + priority.low}), or be left out`);
+  }
+  if (o.flush <= 0) throw new OptionError('flush', 'flush must be longer than 0');
+  if (o.retention <= 0) throw new OptionError('retention', 'retention must be longer than 0');
+  if (o.prune_interval <= 0) throw new OptionError('prune_interval', 'prune_interval must be longer than 0');
+  return {
+    workers: o.workers,
+    queue: priority ? priority.high + priority.low : o.queue ?? 10_000,
+    priority,
+    batch: o.batch,
+    flushMs: o.flush,
+    maxPending: o.max_pending,
+    maxClients: o.max_clients,
+    retentionMs: o.retention,
+    pruneIntervalMs: o.prune_interval,
+    logIntervalMs: o.log_interval,
+    indexWaitMs: o.index_wait,
+    shutdownFlushMs: o.shutdown_flush,
+  };
+}
+
+/** Points the tracker at this chain's hooks: it announces on `newClient`, and serves `applyDiscovery` and `queueMetrics`. */
+export function connectHooks(tracker: Tracker, hooks: ClienttrackHooks): void {
+  tracker.setNewClientHook(hooks.newClient);
+  hooks.applyDiscovery.tap('clienttrack', (update) => tracker.applyDiscovery(update));
+  hooks.queueMetrics.tap('clienttrack', () => tracker.metrics());
+}
+
+/**
+ * Client tracking off the answer path: every served query (from a client the ACL let in) becomes a job on a
+ * bounded worker pool; workers keep an in-memory index of clients and merge updates into rows that are written
+ * in batches. See README.md.
+ */
+export default definePlugin({
+  name: 'clienttrack',
+  description: 'Tracks clients (first/last seen, query count) in the database, off the answer path',
+  options,
+  declare(): ClienttrackHooks {
+    return {
+      newClient: new SyncHook<[NewClientEvent]>(['client']),
+      applyDiscovery: new SyncHook<[DiscoveryUpdate]>(['update']),
+      queueMetrics: new SyncBailHook<[], QueueMetrics>([]),
+    };
+  },
+  setup(api, opts) {
+    const topts = trackerOptions(opts);
+    let store: ClientStore | null = null;
+    const storage = api.storage;
+    const log = api.log;
+    const openStore = async (): Promise<TrackStore> => {
+      if (store !== null) return store;
+      const s = await storage.open();
+      store ??= new ClientStore(s, { log });
+      return store;
+    };
+    const tracker = api.retain(
+      'tracker',
+      () => new Tracker(topts, { openStore, log }),
+      (t) => t.close(),
+    );
+    connectHooks(tracker, api.own);
+    tracker.batcher.onBatch = registerMetrics(api.metrics, () => tracker);
+    tracker.start();
+
+    api.hooks.served.tap('clienttrack', (ctx, res) => {
+      // Only clients the ACL let in: a forged source address must not grow the table.
+      if (ctx.denied !== undefined) return;
+      tracker.track(ctx.client.address, Date.now(), ctx.query.wireKey, ctx.query.qtype, res.dropped ? -1 : res.wire[3] & 0x0f);
+    });
+
+    const tickMs = Math.max(10, Math.min(topts.flushMs, 1000));
+    api.timers.setInterval(() => tracker.tick(), tickMs);
+  },
+});

@@ -1,0 +1,537 @@
+import type { SyncHook } from 'tapable';
+import { type Clock, monotonicClock } from '../../core/clock';
+import type { Logger } from '../../core/log';
+import { FifoQueue, type JobPriority, type JobQueue, PriorityJobQueue } from '../../core/primitives/jobQueue';
+import { LruMap } from '../../core/primitives/lru';
+import { RepeatingWarning } from '../../core/primitives/rateLimitedLog';
+import { WorkerPool } from '../../core/primitives/workerPool';
+import type { ClientRow } from '../../storage/clientStore';
+import { errorMessage } from '../../storage/errors';
+import { Batcher, type TrackStore } from './batcher';
+import type { DiscoveryUpdate, NewClientEvent, QueueMetrics } from './types';
+
+export interface TrackerOptions {
+  /** Jobs running at once. */
+  workers: number;
+  /** Capacity of the FIFO queue (used when `priority` is absent). */
+  queue: number;
+  /** Split the queue: known clients (high) before clients still being discovered (low). */
+  priority?: { high: number; low: number; lowEvery: number };
+  batch: number;
+  flushMs: number;
+  maxPending: number;
+  maxClients: number;
+  retentionMs: number;
+  pruneIntervalMs: number;
+  logIntervalMs: number;
+  /** How long jobs are held while the client index loads before tracking goes on without it. */
+  indexWaitMs: number;
+  shutdownFlushMs: number;
+}
+
+export interface TrackerDeps {
+  openStore: () => Promise<TrackStore>;
+  log: Logger;
+  clock?: Clock;
+  /** Wall-clock epoch ms (rows store wall time). */
+  wallClock?: () => number;
+  /** Told about every job a worker runs, before it runs (tests observe order and concurrency with it). */
+  observe?: (job: TrackJob) => void;
+}
+
+/** One served query to account for. `key` is the question name in wire form (ctx.query.wireKey: no copy). */
+export class QueryJob {
+  readonly kind = 0 as const;
+  constructor(
+    readonly ip: string,
+    readonly at: number,
+    readonly key: string,
+    readonly qtype: number,
+    readonly rcode: number,
+  ) {}
+}
+
+/** A discovery result to store. */
+export class DiscoveryJob {
+  readonly kind = 1 as const;
+  constructor(
+    readonly update: DiscoveryUpdate,
+    readonly at: number,
+  ) {}
+
+  get ip(): string {
+    return this.update.ip;
+  }
+}
+
+export type TrackJob = QueryJob | DiscoveryJob;
+
+/** What the index remembers of a client. */
+class IndexEntry {
+  /** Wall ms of the latest query. */
+  seen: number;
+  discovering = false;
+  /** Known to be in the database or seen as new while the index was loaded (false: seen before it loaded). */
+  verified = true;
+  /** `newClient` was called for it in this process (a row still `discovering` from before a restart was not). */
+  announced = false;
+  constructor(seen: number) {
+    this.seen = seen;
+  }
+}
+
+type State = 'loading' | 'degraded' | 'ready' | 'closed';
+
+const DONE: Promise<void> = Promise.resolve();
+const RATE_WINDOW_MS = 10_000;
+/** The first retention run comes this long after start (then every prune_interval). */
+const FIRST_PRUNE_MS = 60_000;
+const PRUNE_CHUNK = 500;
+
+/**
+ * Client tracking: served queries become jobs on a bounded worker pool (submission is O(1) and never blocks the
+ * answer path; a full queue drops and counts), workers decide new vs known from an in-memory LRU index and merge
+ * the update into the batcher's pending rows; the batcher writes them in batches.
+ */
+export class Tracker {
+  readonly opts: TrackerOptions;
+  readonly pool: WorkerPool<TrackJob>;
+  readonly batcher: Batcher;
+  /** Marks for the Prometheus counters that mirror the totals here (kept with the tracker across reloads). */
+  readonly metricMarks = new Map<string, number>();
+  private readonly queue: JobQueue<TrackJob>;
+  private readonly openStore: () => Promise<TrackStore>;
+  private readonly log: Logger;
+  private readonly clock: Clock;
+  private readonly wall: () => number;
+  private readonly observe: ((job: TrackJob) => void) | undefined;
+  private readonly queueWarning: RepeatingWarning;
+  private readonly loadWarning: RepeatingWarning;
+  private readonly announceWarning: RepeatingWarning;
+  private readonly jobWarning: RepeatingWarning;
+  private index: LruMap<string, IndexEntry>;
+  private newClient: SyncHook<[NewClientEvent]> | null = null;
+  private state: State = 'loading';
+  private loading = false;
+  private loadStartedAt: number;
+  private nextLoadAt = 0;
+  private loadFailures = 0;
+  private pruning = false;
+  private nextPruneAt: number;
+  private closing: Promise<void> | null = null;
+  private lastDroppedIp = '';
+  // Totals since creation.
+  private evictions = 0;
+  private newClients = 0;
+  private discoveringCount = 0;
+  private queriesSubmitted = 0;
+  private queriesDropped = 0;
+
+  constructor(opts: TrackerOptions, deps: TrackerDeps) {
+    this.opts = opts;
+    this.openStore = deps.openStore;
+    this.log = deps.log;
+    this.clock = deps.clock ?? monotonicClock;
+    this.wall = deps.wallClock ?? Date.now;
+    this.observe = deps.observe;
+    this.queue = opts.priority
+      ? new PriorityJobQueue<TrackJob>({ high: opts.priority.high, low: opts.priority.low, lowEvery: opts.priority.lowEvery })
+      : new FifoQueue<TrackJob>(opts.queue);
+    this.pool = new WorkerPool<TrackJob>({
+      name: 'clienttrack',
+      workers: opts.workers,
+      queue: this.queue,
+      clock: this.clock,
+      run: (job) => {
+        this.process(job);
+        return DONE;
+      },
+      onError: (err, job) => {
+        this.jobWarning.hit();
+        this.lastJobError = `${job.ip}: ${errorMessage(err)}`;
+      },
+    });
+    this.index = new LruMap<string, IndexEntry>(opts.maxClients);
+    this.batcher = new Batcher({
+      batch: opts.batch,
+      flushMs: opts.flushMs,
+      maxPending: opts.maxPending,
+      logIntervalMs: opts.logIntervalMs,
+      openStore: this.openStore,
+      log: this.log,
+      clock: this.clock,
+    });
+    const every = opts.logIntervalMs;
+    this.queueWarning = new RepeatingWarning({
+      intervalMs: every,
+      clock: this.clock,
+      emit: (count) => this.log.warn(`queue full, dropping update for ${this.lastDroppedIp}`, { dropped: count }),
+    });
+    this.loadWarning = new RepeatingWarning({
+      intervalMs: every,
+      clock: this.clock,
+      emit: (count) => this.log.warn('cannot load the client index from the database; retrying', { attempts: count, error: this.lastLoadError }),
+    });
+    this.announceWarning = new RepeatingWarning({
+      intervalMs: every,
+      clock: this.clock,
+      emit: (count) => this.log.warn('a newClient observer threw', { count, error: this.lastAnnounceError }),
+    });
+    this.jobWarning = new RepeatingWarning({
+      intervalMs: every,
+      clock: this.clock,
+      emit: (count) => this.log.error('tracking jobs failed', { count, error: this.lastJobError }),
+    });
+    this.loadStartedAt = this.clock.now();
+    this.nextPruneAt = this.clock.now() + Math.min(opts.pruneIntervalMs, FIRST_PRUNE_MS);
+    // Hold the jobs until the index is loaded, so no known client looks new.
+    this.pool.pause();
+  }
+
+  private lastLoadError = '';
+  private lastAnnounceError = '';
+  private lastJobError = '';
+
+  /** The current chain's `newClient` hook (the tracker outlives a reload; the hooks do not). */
+  setNewClientHook(hook: SyncHook<[NewClientEvent]>): void {
+    this.newClient = hook;
+  }
+
+  get indexLoaded(): boolean {
+    return this.state === 'ready';
+  }
+
+  get isClosed(): boolean {
+    return this.closing !== null;
+  }
+
+  /** Starts loading the index (once). */
+  start(): void {
+    if (this.state !== 'loading' || this.loading) return;
+    this.loadStartedAt = this.clock.now();
+    void this.tryLoad();
+  }
+
+  /** The `served` path: O(1), never blocks, never throws. */
+  track(ip: string, at: number, key: string, qtype: number, rcode: number): void {
+    this.queriesSubmitted++;
+    let priority: JobPriority = 'high';
+    if (this.opts.priority !== undefined) {
+      const e = this.index.peek(ip);
+      // While the index loads, an unknown client is most likely a known one not loaded yet.
+      if (e === undefined ? this.state !== 'loading' : e.discovering) priority = 'low';
+    }
+    if (!this.pool.submit(new QueryJob(ip, at, key, qtype, rcode), priority)) {
+      this.queriesDropped++;
+      this.lastDroppedIp = ip;
+      this.queueWarning.hit();
+    }
+  }
+
+  /** A discovery result (the `applyDiscovery` hook): queued at high priority, written with the next batch. */
+  applyDiscovery(update: DiscoveryUpdate): void {
+    if (update === null || typeof update !== 'object' || typeof update.ip !== 'string' || update.ip === '') {
+      this.log.warn('applyDiscovery: ignoring an update without an ip');
+      return;
+    }
+    if (!this.pool.submit(new DiscoveryJob(update, this.wall()), 'high')) {
+      this.lastDroppedIp = update.ip;
+      this.queueWarning.hit();
+    }
+  }
+
+  /** Whether the index holds `ip`, and its state (tests, API). */
+  client(ip: string): { seen: number; discovering: boolean } | undefined {
+    const e = this.index.peek(ip);
+    return e === undefined ? undefined : { seen: e.seen, discovering: e.discovering };
+  }
+
+  /** The timer: flush when due, retry the index load, prune, report repeated warnings. */
+  tick(): void {
+    if (this.closing !== null) return;
+    const now = this.clock.now();
+    if (this.state === 'loading' || this.state === 'degraded') {
+      if (!this.loading && now >= this.nextLoadAt) void this.tryLoad();
+      if (this.state === 'loading' && now - this.loadStartedAt >= this.opts.indexWaitMs) this.enterDegraded();
+    }
+    if (this.state === 'ready' && now >= this.nextPruneAt) {
+      this.nextPruneAt = now + this.opts.pruneIntervalMs;
+      void this.prune();
+    }
+    this.batcher.tick();
+    this.queueWarning.flush();
+    this.announceWarning.flush();
+    this.jobWarning.flush();
+  }
+
+  /** Deletes clients not seen for `retention`, in chunks; forgets them in the index too. */
+  async prune(): Promise<number> {
+    if (this.pruning || this.closing !== null) return 0;
+    this.pruning = true;
+    try {
+      const store = await this.openStore();
+      const cutoff = this.wall() - this.opts.retentionMs;
+      const deleted = await store.pruneBefore(cutoff, PRUNE_CHUNK);
+      this.batcher.pruned += deleted;
+      // The index is in last-seen order (every query moves its client to the newest end).
+      for (const [ip, e] of this.index) {
+        if (e.seen >= cutoff) break;
+        this.index.delete(ip);
+        if (e.discovering) this.discoveringCount--;
+      }
+      return deleted;
+    } catch (err) {
+      this.log.warn('retention: pruning old clients failed; will retry', { error: errorMessage(err) });
+      return 0;
+    } finally {
+      this.pruning = false;
+    }
+  }
+
+  metrics(): QueueMetrics {
+    const s = this.pool.stats();
+    const prio = this.opts.priority;
+    return {
+      priority: prio !== undefined,
+      workers: s.workers,
+      busy: s.busy,
+      depth: { high: s.queuedHigh, low: s.queuedLow, total: s.queued },
+      capacity: prio ? { high: prio.high, low: prio.low, total: prio.high + prio.low } : { high: this.opts.queue, low: 0, total: this.opts.queue },
+      submitted: s.submitted,
+      processed: s.processed,
+      failed: s.failed,
+      dropped: s.dropped,
+      droppedHigh: s.droppedHigh,
+      droppedLow: s.droppedLow,
+      queued: s.queued,
+      inFlight: s.busy,
+      enqueuedHigh: s.enqueuedHigh,
+      enqueuedLow: s.enqueuedLow,
+      ratePerSecond: this.pool.rate(RATE_WINDOW_MS),
+      rateWindowSeconds: RATE_WINDOW_MS / 1000,
+      writer: this.batcher.metrics(),
+      clients: {
+        indexed: this.index.size,
+        capacity: this.opts.maxClients,
+        evicted: this.evictions,
+        new: this.newClients,
+        discovering: this.discoveringCount,
+        indexLoaded: this.state === 'ready',
+      },
+    };
+  }
+
+  /** Queries handed to `track`, and those the full queue refused (for accounting: sent = stored + dropped). */
+  queryTotals(): { submitted: number; dropped: number } {
+    return { submitted: this.queriesSubmitted, dropped: this.queriesDropped };
+  }
+
+  /**
+   * Stops taking jobs, runs what is queued, writes what is pending — all within `shutdown_flush` — and counts
+   * what could not be written. Idempotent.
+   */
+  close(timeoutMs = this.opts.shutdownFlushMs): Promise<void> {
+    this.closing ??= this.doClose(timeoutMs);
+    return this.closing;
+  }
+
+  private async doClose(timeoutMs: number): Promise<void> {
+    const deadline = this.clock.now() + timeoutMs;
+    this.pool.close();
+    // Still waiting for the index: run the held jobs without it rather than lose them.
+    if (this.state === 'loading') this.enterDegraded();
+    const drained = await this.pool.drain(Math.max(0, deadline - this.clock.now()));
+    const flushed = await this.batcher.flushAll(deadline);
+    const lost = this.batcher.close();
+    this.state = 'closed';
+    this.queueWarning.flush();
+    const m = this.metrics();
+    if (!drained || !flushed || lost.rows > 0) {
+      this.log.warn('shutdown: some client updates could not be written in time', {
+        queued_jobs: m.queued + m.busy,
+        rows: lost.rows,
+        queries: lost.queries,
+        error: m.writer.lastError,
+      });
+    }
+    this.log.info('tracking stopped', {
+      submitted: m.submitted,
+      processed: m.processed,
+      failed: m.failed,
+      dropped: m.dropped,
+      queued: m.queued + m.busy,
+      queries: this.queriesSubmitted,
+      queries_dropped: this.queriesDropped,
+      batches: m.writer.batches,
+      failed_batches: m.writer.failedBatches,
+      rows_written: m.writer.rowsWritten,
+      queries_written: m.writer.queriesWritten,
+      dropped_updates: m.writer.droppedUpdates,
+      dropped_queries: m.writer.droppedQueries,
+      clients: m.clients.indexed,
+      new_clients: m.clients.new,
+      evicted: m.clients.evicted,
+    });
+  }
+
+  private process(job: TrackJob): void {
+    this.observe?.(job);
+    if (job.kind === 0) this.processQuery(job);
+    else this.processDiscovery(job);
+  }
+
+  private announcing(): boolean {
+    return this.newClient !== null && this.newClient.isUsed();
+  }
+
+  private announce(ip: string, seenAt: number): void {
+    try {
+      (this.newClient as SyncHook<[NewClientEvent]>).call({ ip, seenAt });
+    } catch (err) {
+      this.lastAnnounceError = errorMessage(err);
+      this.announceWarning.hit();
+    }
+  }
+
+  private processQuery(job: QueryJob): void {
+    const ip = job.ip;
+    const at = job.at;
+    let e = this.index.get(ip);
+    if (e === undefined) {
+      e = new IndexEntry(at);
+      let announce = false;
+      if (this.state === 'ready') {
+        this.newClients++;
+        announce = this.announcing();
+        if (announce) {
+          e.discovering = true;
+          e.announced = true;
+          this.discoveringCount++;
+        }
+      } else {
+        // Seen before the index loaded: new or known is decided when it loads (see installIndex).
+        e.verified = false;
+      }
+      this.remember(ip, e);
+      this.batcher.addActivity(ip, at, 1, announce ? true : undefined);
+      if (announce) this.announce(ip, at);
+      return;
+    }
+    if (at > e.seen) e.seen = at;
+    if (e.discovering && !e.announced && this.state === 'ready') {
+      // Its discovery had not finished when the previous process stopped (the row says discovering): ask
+      // again — or, with no discovery in the chain any more, stop saying it is being discovered.
+      if (this.announcing()) {
+        e.announced = true;
+        this.batcher.addActivity(ip, at, 1);
+        this.announce(ip, at);
+        return;
+      }
+      e.discovering = false;
+      this.discoveringCount--;
+      this.batcher.addActivity(ip, at, 1, false);
+      return;
+    }
+    this.batcher.addActivity(ip, at, 1);
+  }
+
+  private processDiscovery(job: DiscoveryJob): void {
+    const u = job.update;
+    const e = this.index.peek(u.ip);
+    if (e !== undefined) {
+      const discovering = !u.done;
+      if (e.discovering !== discovering) {
+        this.discoveringCount += discovering ? 1 : -1;
+        e.discovering = discovering;
+      }
+      e.announced = true;
+    }
+    this.batcher.addDiscovery(u, e?.seen ?? job.at, job.at);
+  }
+
+  private remember(ip: string, e: IndexEntry): void {
+    const out = this.index.set(ip, e);
+    if (out !== undefined) {
+      this.evictions++;
+      if (out[1].discovering) this.discoveringCount--;
+    }
+  }
+
+  private enterDegraded(): void {
+    if (this.state !== 'loading') return;
+    this.state = 'degraded';
+    this.log.warn('client index not loaded (database unavailable): tracking without it until it loads; clients seen meanwhile are sorted into new and known then', {
+      waited_ms: Math.round(this.clock.now() - this.loadStartedAt),
+    });
+    this.pool.resume();
+  }
+
+  private async tryLoad(): Promise<void> {
+    if (this.loading || this.closing !== null) return;
+    if (this.state !== 'loading' && this.state !== 'degraded') return;
+    this.loading = true;
+    const t0 = this.clock.now();
+    try {
+      const store = await this.openStore();
+      const rows = await store.loadIndex(this.opts.maxClients);
+      if (this.closing !== null) return;
+      this.installIndex(rows);
+      const wasDegraded = this.state === 'degraded';
+      this.state = 'ready';
+      this.pool.resume();
+      this.log.info('client index loaded', { clients: rows.length, ms: Math.round(this.clock.now() - t0), ...(wasDegraded ? { after_outage: true } : {}) });
+    } catch (err) {
+      this.loadFailures++;
+      this.lastLoadError = errorMessage(err);
+      this.loadWarning.hit();
+      const delay = Math.min(30_000, 500 * 2 ** Math.min(6, this.loadFailures - 1));
+      this.nextLoadAt = this.clock.now() + delay;
+      if (this.state === 'loading' && this.clock.now() - this.loadStartedAt >= this.opts.indexWaitMs) this.enterDegraded();
+    } finally {
+      this.loading = false;
+    }
+  }
+
+  /**
+   * Builds the index from the database's most recent clients (oldest first, so LRU order is last-seen order),
+   * then replays the clients seen while it was loading: those the database knows are known; the others are new
+   * (announced now).
+   */
+  private installIndex(rows: readonly ClientRow[]): void {
+    const live = this.index;
+    const next = new LruMap<string, IndexEntry>(this.opts.maxClients);
+    let byIp: Map<string, ClientRow> | undefined;
+    if (live.size > 0) byIp = new Map(rows.map((r) => [r.ip, r]));
+    for (let i = rows.length - 1; i >= 0; i--) {
+      const r = rows[i];
+      if (live.has(r.ip)) continue;
+      const e = new IndexEntry(r.lastSeen);
+      e.discovering = r.discovering;
+      if (next.set(r.ip, e) !== undefined) this.evictions++;
+    }
+    this.index = next;
+    const announceNow: Array<[string, number]> = [];
+    for (const [ip, e] of live) {
+      if (!e.verified) {
+        const row = byIp?.get(ip);
+        e.verified = true;
+        if (row !== undefined) {
+          if (row.discovering && !e.discovering) e.discovering = true;
+        } else {
+          this.newClients++;
+          if (this.announcing()) {
+            e.discovering = true;
+            e.announced = true;
+            this.batcher.addActivity(ip, e.seen, 0, true);
+            announceNow.push([ip, e.seen]);
+          }
+        }
+      }
+      if (next.set(ip, e) !== undefined) this.evictions++;
+    }
+    let discovering = 0;
+    for (const e of next.values()) if (e.discovering) discovering++;
+    this.discoveringCount = discovering;
+    for (const [ip, seen] of announceNow) this.announce(ip, seen);
+  }
+}

@@ -1,0 +1,119 @@
+import type { SyncBailHook, SyncHook } from 'tapable';
+
+/** Told to the `newClient` hook when a client is seen for the first time (the discovery plugin taps it). */
+export interface NewClientEvent {
+  readonly ip: string;
+  /** Wall-clock epoch milliseconds of the query that revealed the client. */
+  readonly seenAt: number;
+}
+
+/**
+ * A discovery result (or progress report) for one client, handed to clienttrack's `applyDiscovery` hook.
+ * It travels through the tracking queue (high priority) and the same batched writer as every other update:
+ * there is one writer of the `clients` table.
+ */
+export interface DiscoveryUpdate {
+  readonly ip: string;
+  readonly hostname?: string;
+  readonly mac?: string;
+  readonly vendor?: string;
+  /** The method that found the hostname: dhcp, arp, rdns, netbios, mdns. */
+  readonly method?: string;
+  /** Why the attempt failed (stored in `last_error`); absent on success. */
+  readonly error?: string;
+  /**
+   * true: discovery of this client is over (success or final failure): `discovering` becomes false, and
+   * `discovered_at` is set on success. false: still discovering (deferred, will retry): `discovering` stays
+   * true and only the fields given (and `error`) are stored.
+   */
+  readonly done: boolean;
+}
+
+/** The tracking queue and writer, as numbers (for the metrics plugin, the API and the dashboard). */
+export interface QueueMetrics {
+  /** Whether the queue is split by priority (`priority:` option) or one FIFO. */
+  readonly priority: boolean;
+  readonly workers: number;
+  /** Jobs running now (in flight). */
+  readonly busy: number;
+  readonly depth: { readonly high: number; readonly low: number; readonly total: number };
+  readonly capacity: { readonly high: number; readonly low: number; readonly total: number };
+  /** Always: submitted = processed + failed + dropped + queued + inFlight. */
+  readonly submitted: number;
+  readonly processed: number;
+  readonly failed: number;
+  readonly dropped: number;
+  readonly droppedHigh: number;
+  readonly droppedLow: number;
+  readonly queued: number;
+  readonly inFlight: number;
+  /** Jobs that had to wait in the queue, by class (jobs handed straight to an idle worker are not counted). */
+  readonly enqueuedHigh: number;
+  readonly enqueuedLow: number;
+  /** Jobs finished per second over the last `rateWindowSeconds`. */
+  readonly ratePerSecond: number;
+  readonly rateWindowSeconds: number;
+  /** The write side: pending rows (one per client) and the batches written. */
+  readonly writer: WriterMetrics;
+  readonly clients: {
+    /** Clients in the in-memory index. */
+    readonly indexed: number;
+    readonly capacity: number;
+    /** Clients pushed out of the index because it was full (`max_clients`). */
+    readonly evicted: number;
+    /** Clients seen for the first time since start. */
+    readonly new: number;
+    /** Indexed clients whose discovery has not finished. */
+    readonly discovering: number;
+    /** The index has been loaded from the database (until then jobs wait, up to `index_wait`). */
+    readonly indexLoaded: boolean;
+  };
+}
+
+export interface WriterMetrics {
+  /** Rows (distinct clients) waiting for the next batch; bounded by `max_pending`. */
+  readonly pending: number;
+  readonly pendingCapacity: number;
+  /** Queries merged into the pending rows (what their query_count will add). */
+  readonly pendingQueries: number;
+  /** The configured batch size. */
+  readonly batch: number;
+  readonly batches: number;
+  readonly failedBatches: number;
+  readonly rowsWritten: number;
+  /** Queries carried by the rows written (the sum of what was added to query_count). */
+  readonly queriesWritten: number;
+  readonly lastBatchSize: number;
+  readonly avgBatchSize: number;
+  readonly lastWriteMs: number;
+  readonly avgWriteMs: number;
+  readonly maxWriteMs: number;
+  /**
+   * Updates (and the queries they carried) discarded: the pending buffer was full while the database was
+   * failing, a batch was rejected as invalid, or shutdown ran out of time.
+   */
+  readonly droppedUpdates: number;
+  readonly droppedQueries: number;
+  /** Whether the last write succeeded, and the last error when it did not. */
+  readonly storageOk: boolean;
+  readonly lastError: string | null;
+  readonly consecutiveFailures: number;
+  /** Milliseconds until the next write attempt after a failure (0 when not backing off). */
+  readonly retryInMs: number;
+  /** Clients removed by retention since start. */
+  readonly pruned: number;
+}
+
+/** The hooks clienttrack publishes (`api.hooksOf('clienttrack')`). */
+export interface ClienttrackHooks {
+  /**
+   * A client was seen for the first time. Called from a tracking worker (never on the answer path), at most
+   * once per new client; the client's row is written with `discovering = true` only because something tapped
+   * this hook. Taps must be O(1): enqueue, do not probe here.
+   */
+  readonly newClient: SyncHook<[NewClientEvent]>;
+  /** Call it to report a discovery result; clienttrack taps it and queues the update at high priority. */
+  readonly applyDiscovery: SyncHook<[DiscoveryUpdate]>;
+  /** Call it (`.call()`) for a snapshot of the queue and writer numbers; clienttrack taps it. */
+  readonly queueMetrics: SyncBailHook<[], QueueMetrics>;
+}

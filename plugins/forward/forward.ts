@@ -1,0 +1,400 @@
+/**
+ * The forwarding engine of one `forward` instance: identical questions in flight merged into one upstream
+ * exchange, failover in policy order within a deadline, health accounting, `max_concurrent`.
+ *
+ * Per query the hot path allocates the merge key, one Flight (shared by every identical query), the upstream
+ * query bytes, one socket and one timer; listeners and timer callbacks are shared functions that find their
+ * state on the socket or in the timer's argument — no closures per query.
+ */
+import type * as dgram from 'node:dgram';
+import { performance } from 'node:perf_hooks';
+import type { QueryContext } from '../../core/context';
+import type { Logger } from '../../core/log';
+import { RepeatingWarning } from '../../core/primitives/rateLimitedLog';
+import { DnsResponse } from '../../core/response';
+import { Rcode } from '../../core/wire/constants';
+import { layoutOf, type MessageLayout } from '../../core/wire/message';
+import { buildQuery, closeTry, isTruncated, nextId, questionEndOf, startUdpTry, type RejectReason, type UdpTryOwner } from './exchange';
+import type { ForwardMetrics } from './metrics';
+import type { Policy } from './policy';
+import type { HealthOptions, TcpConnection, TcpOwner, Upstream } from './upstream';
+
+/** RFC 8914 code 22. */
+export const EDE_NO_REACHABLE_AUTHORITY = 22;
+
+export type ForwardFailure = 'all_down' | 'timeout' | 'shutdown';
+
+/**
+ * What the client sees when forward fails as a whole: SERVFAIL with Extended DNS Error 22 and why.
+ * forward answers its failures rather than rejecting: a cache above sees a SERVFAIL through `ctx.next()`,
+ * which it treats as a failure (serve-stale, never replacing a good entry), and the chain does not log a
+ * warning per failed query while an upstream is down (the state change is logged once, by the upstream).
+ */
+export const FAILURE_EDE: Readonly<Record<ForwardFailure, { readonly code: number; readonly text: string }>> = {
+  all_down: { code: EDE_NO_REACHABLE_AUTHORITY, text: 'every upstream is down' },
+  timeout: { code: EDE_NO_REACHABLE_AUTHORITY, text: 'no upstream answered in time' },
+  shutdown: { code: EDE_NO_REACHABLE_AUTHORITY, text: 'shutting down' },
+};
+
+export interface ForwarderOptions extends HealthOptions {
+  readonly deadlineMs: number;
+  readonly maxConcurrent: number;
+  readonly healthCheckMs: number;
+}
+
+/** A set of upstreams with the policy that orders them (`to`, and `private`). */
+export class UpstreamGroup {
+  /** Monotonic time of the last recovery trial sent while every upstream was down. */
+  lastTrial = -Infinity;
+  constructor(readonly upstreams: readonly Upstream[], readonly policy: Policy) {}
+
+  allDown(): boolean {
+    for (const u of this.upstreams) if (!u.down) return false;
+    return true;
+  }
+
+  close(): void {
+    for (const u of this.upstreams) u.close();
+  }
+}
+
+export type Callback = (err: Error | null, res?: DnsResponse) => void;
+
+export class Forwarder {
+  /** Client queries waiting for an upstream answer (merged ones included). */
+  inFlight = 0;
+  readonly flights = new Map<string, Flight>();
+  private readonly refusedWarning: RepeatingWarning;
+  private closed = false;
+
+  constructor(readonly block: string, readonly opts: ForwarderOptions, readonly metrics: ForwardMetrics, readonly log: Logger) {
+    this.refusedWarning = new RepeatingWarning({
+      intervalMs: 10_000,
+      emit: (count) => log.warn('max_concurrent reached: queries refused', { max_concurrent: opts.maxConcurrent, refused: count }),
+    });
+  }
+
+  /** Answers `ctx` from `group` through `cb`: the upstream's answer, REFUSED beyond max_concurrent, or SERVFAIL + EDE 22. */
+  forward(ctx: QueryContext, group: UpstreamGroup, cb: Callback): void {
+    if (this.closed) {
+      cb(null, ctx.reply(Rcode.SERVFAIL, FAILURE_EDE.shutdown));
+      return;
+    }
+    if (this.inFlight >= this.opts.maxConcurrent) {
+      this.metrics.maxConcurrentRejects.inc();
+      this.refusedWarning.hit();
+      cb(null, ctx.reply(Rcode.REFUSED));
+      return;
+    }
+    const q = ctx.query;
+    const client = ctx.client;
+    const bits = (client.dnssecOk ? 1 : 0) | (client.checkingDisabled ? 2 : 0);
+    const key = q.wireKey + String.fromCharCode(q.qtype, q.qclass, bits);
+    const existing = this.flights.get(key);
+    if (existing !== undefined) {
+      existing.join(cb);
+      this.inFlight++;
+      this.metrics.merged.inc();
+      return;
+    }
+    let trial = false;
+    if (group.allDown()) {
+      // Every upstream is down: SERVFAIL at once instead of waiting for the deadline; but let one query through
+      // per health_check interval to a random upstream (as CoreDNS does), so recovery is seen even if probes fail.
+      this.metrics.healthcheckBroken.inc();
+      const now = performance.now();
+      if (now - group.lastTrial < this.opts.healthCheckMs) {
+        cb(null, ctx.reply(Rcode.SERVFAIL, FAILURE_EDE.all_down));
+        return;
+      }
+      group.lastTrial = now;
+      trial = true;
+    }
+    const query = buildQuery(q.wireKey, q.qtype, q.qclass, client.checkingDisabled, client.dnssecOk, this.opts.ednsSize);
+    const flight = new Flight(this, key, query, group, ctx, cb, trial);
+    this.flights.set(key, flight);
+    this.inFlight++;
+    flight.start();
+  }
+
+  /** Probes the down upstreams of `groups` (called every health_check). */
+  healthTick(groups: readonly UpstreamGroup[]): void {
+    if (this.opts.maxFails === 0) return;
+    for (const g of groups) for (const u of g.upstreams) if (u.down) u.probe(this.opts);
+  }
+
+  /** Fails whatever is still in flight (after the chain drained) and accepts nothing more. */
+  close(): void {
+    this.closed = true;
+    for (const f of [...this.flights.values()]) f.abort();
+    this.flights.clear();
+  }
+
+  settle(flight: Flight): void {
+    if (this.flights.get(flight.key) === flight) this.flights.delete(flight.key);
+    this.inFlight -= flight.waiters;
+  }
+}
+
+function onTryTimer(f: Flight): void {
+  f.onTimeout();
+}
+
+/**
+ * One upstream exchange on behalf of every identical client query in flight. Tries upstreams in policy order,
+ * UDP first (TCP when truncated or `force_tcp`), until an answer other than SERVFAIL, the deadline, or no
+ * upstream left to try.
+ */
+export class Flight implements UdpTryOwner, TcpOwner {
+  readonly qEnd: number;
+  waiters = 1;
+  private readonly first: Callback;
+  private more: Callback[] | null = null;
+  private readonly order: readonly number[];
+  private pos = 0;
+  private triedThisPass = 0;
+  /**
+   * Upstreams not worth another pass: those that answered SERVFAIL (asking again gives the same) and those that
+   * failed at once with a network error (port unreachable: retrying would spin until the deadline). Only
+   * timeouts are retried in a later pass, a lost datagram being the one failure a retry can cure.
+   */
+  private skipMask = 0;
+  private current: Upstream | null = null;
+  private currentIndex = 0;
+  private sock: dgram.Socket | null = null;
+  private tcpConn: TcpConnection | null = null;
+  private tcpId = 0;
+  private staleRetried = false;
+  private timer: NodeJS.Timeout | null = null;
+  private sentAt = 0;
+  private readonly deadlineAt: number;
+  private servfail: Buffer | null = null;
+  private servfailLayout: MessageLayout | null = null;
+  private done = false;
+
+  constructor(
+    private readonly fwd: Forwarder,
+    readonly key: string,
+    readonly query: Buffer,
+    private readonly group: UpstreamGroup,
+    /** The first client's context: failure replies are built from it. */
+    private readonly ctx: QueryContext,
+    cb: Callback,
+    private readonly trial: boolean,
+  ) {
+    this.qEnd = questionEndOf(query);
+    this.first = cb;
+    this.deadlineAt = performance.now() + fwd.opts.deadlineMs;
+    const n = group.upstreams.length;
+    // A recovery trial (every upstream down) is a single try to a random upstream.
+    this.order = trial ? [Math.floor(Math.random() * n)] : group.policy.order(n);
+  }
+
+  join(cb: Callback): void {
+    if (this.more === null) this.more = [cb];
+    else this.more.push(cb);
+    this.waiters++;
+  }
+
+  start(): void {
+    this.tryNext();
+  }
+
+  private tryNext(): void {
+    const ups = this.group.upstreams;
+    const order = this.order;
+    for (;;) {
+      if (this.done) return;
+      if (performance.now() >= this.deadlineAt) return this.fail('timeout');
+      if (this.pos >= order.length) {
+        // End of a pass: another pass only if this one tried something (timeouts may clear; SERVFAILs won't).
+        if (this.triedThisPass === 0 || this.trial) return this.fail(this.group.allDown() ? 'all_down' : 'timeout');
+        this.pos = 0;
+        this.triedThisPass = 0;
+      }
+      const i = order[this.pos++];
+      const up = ups[i];
+      if ((this.skipMask & (1 << i)) !== 0) continue;
+      if (up.down && !this.trial) continue;
+      this.triedThisPass++;
+      this.currentIndex = i;
+      this.send(up);
+      return;
+    }
+  }
+
+  private send(up: Upstream): void {
+    this.current = up;
+    this.staleRetried = false;
+    this.armTimer();
+    if (this.fwd.opts.forceTcp) {
+      this.sendTcp(false);
+      return;
+    }
+    up.m.requests.inc();
+    this.query.writeUInt16BE(nextId(), 0);
+    this.sentAt = performance.now();
+    this.sock = startUdpTry(this, up.family, up.host, up.peerAddress, up.port, this.query, this.qEnd);
+  }
+
+  private armTimer(): void {
+    const left = this.deadlineAt - performance.now();
+    const ms = Math.max(1, Math.min(this.fwd.opts.timeoutMs, left));
+    this.timer = setTimeout(onTryTimer, ms, this);
+  }
+
+  private sendTcp(fresh: boolean): void {
+    const up = this.current as Upstream;
+    up.m.requests.inc();
+    this.sentAt = performance.now();
+    const { conn, id } = up.tcp.send(this, fresh);
+    this.tcpConn = conn;
+    this.tcpId = id;
+  }
+
+  /** Stops the current try: its timer, its socket, its place on a TCP connection. */
+  private endTry(): void {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    if (this.sock !== null) {
+      closeTry(this.sock);
+      this.sock = null;
+    }
+    if (this.tcpConn !== null) {
+      this.tcpConn.cancel(this.tcpId, this);
+      this.tcpConn = null;
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------- outcomes
+
+  onUdpReply(reply: Buffer): void {
+    const up = this.current as Upstream;
+    if (isTruncated(reply)) {
+      // The same upstream, over TCP, with a fresh try timer.
+      this.endTry();
+      up.m.truncated.inc();
+      this.armTimer();
+      this.sendTcp(false);
+      return;
+    }
+    this.endTry();
+    this.accept(up, reply);
+  }
+
+  onTcpReply(reply: Buffer): void {
+    this.tcpConn = null;
+    this.endTry();
+    this.accept(this.current as Upstream, reply);
+  }
+
+  private accept(up: Upstream, reply: Buffer): void {
+    const layout = layoutOf(reply);
+    up.answered();
+    if (layout === null) {
+      // ID and question matched but the records do not parse: not an answer we can pass on; try the next.
+      this.fwd.metrics.ignored('malformed');
+      this.tryNext();
+      return;
+    }
+    const rcode = (layout.optStart !== -1 ? (layout.optTtl >>> 24) << 4 : 0) | (reply[3] & 0x0f);
+    up.m.observe(rcode, (performance.now() - this.sentAt) / 1000);
+    if (rcode === Rcode.SERVFAIL) {
+      this.servfail = reply;
+      this.servfailLayout = layout;
+      this.skipMask |= 1 << this.currentIndex;
+      this.tryNext();
+      return;
+    }
+    this.succeed(reply, layout);
+  }
+
+  onUdpError(err: Error): void {
+    this.endTry();
+    this.failedTry(err);
+  }
+
+  onTcpError(err: Error, reused: boolean): void {
+    this.tcpConn = null;
+    if (reused && !this.staleRetried && !this.done) {
+      // A reused connection the upstream had closed meanwhile: once more on a new one, no health penalty.
+      this.staleRetried = true;
+      this.sendTcp(true);
+      return;
+    }
+    this.endTry();
+    this.failedTry(err);
+  }
+
+  onTimeout(): void {
+    this.timer = null;
+    this.endTry();
+    this.failedTry(null);
+  }
+
+  private failedTry(err: Error | null): void {
+    const up = this.current as Upstream;
+    if (err !== null) this.skipMask |= 1 << this.currentIndex;
+    // The moment the last upstream goes down starts the wait before the first recovery trial.
+    if (up.failed(this.fwd.opts.maxFails, err === null ? 'timeout' : ((err as NodeJS.ErrnoException).code ?? err.message))) this.group.lastTrial = performance.now();
+    this.tryNext();
+  }
+
+  onUdpIgnored(reason: RejectReason | 'source'): void {
+    this.fwd.metrics.ignored(reason);
+  }
+
+  onTcpIgnored(reason: RejectReason): void {
+    this.fwd.metrics.ignored(reason);
+  }
+
+  // ------------------------------------------------------------------------------------------- settling
+
+  private succeed(reply: Buffer, layout: MessageLayout): void {
+    this.done = true;
+    this.fwd.settle(this);
+    this.deliver(reply, layout);
+  }
+
+  /** Total failure; an upstream's SERVFAIL, when one came, is passed on as the answer instead. */
+  private fail(why: ForwardFailure): void {
+    if (this.servfail !== null) return this.succeed(this.servfail, this.servfailLayout as MessageLayout);
+    this.done = true;
+    this.fwd.settle(this);
+    this.deliverFailure(why);
+  }
+
+  abort(): void {
+    if (this.done) return;
+    this.endTry();
+    this.done = true;
+    this.fwd.inFlight -= this.waiters;
+    this.deliverFailure('shutdown');
+  }
+
+  private deliverFailure(why: ForwardFailure): void {
+    const base = this.ctx.reply(Rcode.SERVFAIL, FAILURE_EDE[why]);
+    this.deliver(base.wire, base.layout as MessageLayout, FAILURE_EDE[why]);
+  }
+
+  private deliver(reply: Buffer, layout: MessageLayout, ede?: { code: number; text: string }): void {
+    this.call(this.first, reply, layout, ede);
+    const more = this.more;
+    if (more !== null) for (let i = 0; i < more.length; i++) this.call(more[i], reply, layout, ede);
+  }
+
+  private call(cb: Callback, reply: Buffer, layout: MessageLayout, ede: { code: number; text: string } | undefined): void {
+    try {
+      // Each waiter its own DnsResponse over the same bytes (responses are never written in place); the
+      // writer gives each client its own ID, question case and OPT.
+      const res = DnsResponse.fromWire(reply, layout);
+      if (ede !== undefined) res.ede = ede;
+      cb(null, res);
+    } catch (e) {
+      // One waiter's failure downstream must not keep the answer from the others.
+      this.fwd.log.error('delivering a forwarded answer failed', { error: e instanceof Error ? e.message : String(e) });
+    }
+  }
+}
