@@ -13,7 +13,9 @@
 // BENCH_ONLY=bare,packet,relay,relay-fresh,dnsmasq,unbound,codexdns (default: all but relay-fresh),
 // BENCH_UPSTREAM=nsd|node (default nsd, falling back to node), BENCH_PIN=0 (no taskset),
 // BENCH_CODEXDNS_NODE_FLAGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"), BENCH_CODEXDNS_CLI (another
-// build's dist/cli/codexdns.js), BENCH_REPEAT (default 1: runs per set, the best QPS is kept), BENCH_KEEP_TMP=1.
+// build's dist/cli/codexdns.js), BENCH_REPEAT (default 1: runs per set, the best QPS is kept), BENCH_KEEP_TMP=1,
+// BENCH_QUIET_WAIT=SECONDS (shared machines: before each run wait, at most that long, until other processes use
+// < 10% of a CPU, and measure a disturbed run again, up to twice).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
@@ -44,6 +46,7 @@ const SECONDS = envInt('BENCH_SECONDS', 10, 1, 120);
 const CLIENTS = envInt('BENCH_CLIENTS', 10, 1, 100);
 const OUTSTANDING = envInt('BENCH_OUTSTANDING', 200, 1, 10000);
 const REPEAT = envInt('BENCH_REPEAT', 1, 1, 10);
+const QUIET_WAIT_S = envInt('BENCH_QUIET_WAIT', 0, 0, 3600);
 const BUSY_PCT = 10; // other processes using more than this % of a CPU during a run make it unreliable
 const QUERY_TIMEOUT_S = 1; // dnsperf -t: a query unanswered this long counts as lost
 const HIT_NAMES = 1000;
@@ -476,6 +479,35 @@ function selfTicks(): number {
 
 let upstreamPid = -1;
 
+/**
+ * Wait (at most BENCH_QUIET_WAIT seconds) until processes outside the benchmark use less than BUSY_PCT of a
+ * CPU over one second. For shared machines; returns the last figure.
+ */
+async function waitQuiet(m: Managed): Promise<number> {
+  const deadline = Date.now() + QUIET_WAIT_S * 1000;
+  let announced = false;
+  for (;;) {
+    const ours = (): number => cpuTicks(m.pid) + (upstreamPid > 0 ? cpuTicks(upstreamPid) : 0) + selfTicks();
+    const t0 = process.hrtime.bigint();
+    const b0 = machineTicks().busy;
+    const o0 = ours();
+    await sleep(1000);
+    const o1 = ours();
+    const b1 = machineTicks().busy;
+    const elapsedS = Number(process.hrtime.bigint() - t0) / 1e9;
+    const pct = Math.max(0, ((b1 - b0 - (o1 - o0)) * 100) / (CLK_TCK * elapsedS));
+    if (pct < BUSY_PCT) return pct;
+    if (Date.now() > deadline || stopping) {
+      console.log(`  machine still busy (${pct.toFixed(0)}% of a CPU used by other processes): measuring anyway`);
+      return pct;
+    }
+    if (!announced) {
+      console.log(`  waiting for other processes to quiet down (${pct.toFixed(0)}% of a CPU)…`);
+      announced = true;
+    }
+  }
+}
+
 async function measure(m: Managed, port: number, file: string): Promise<RunResult> {
   const t0 = process.hrtime.bigint();
   const mach0 = machineTicks();
@@ -759,14 +791,19 @@ async function main(): Promise<void> {
   const hitsFile = path.join(tmp, 'hits.txt');
   const runTag = Date.now().toString(36);
   await writeLines(hitsFile, HIT_NAMES, (i) => `h${i}.bench.test A\n`);
-  // One file of unique names per repetition: a peer never sees a miss name twice (each peer is a fresh
-  // process, so peers can share the files).
-  const missFiles: string[] = [];
-  for (let rep = 0; rep < REPEAT; rep++) {
-    const f = path.join(tmp, `misses-${rep}.txt`);
-    await writeLines(f, MISS_LINES, (i) => `m${runTag}${rep > 0 ? `r${rep}` : ''}-${i}.bench.test A\n`);
-    missFiles.push(f);
-  }
+  // Files of unique names: the k-th miss run of any peer reads file k, so a peer never sees a miss name twice
+  // (each peer is a fresh process, so peers can share the files). Generated when first needed.
+  const missFiles = new Map<number, string>();
+  const missFile = async (k: number): Promise<string> => {
+    let f = missFiles.get(k);
+    if (f === undefined) {
+      f = path.join(tmp, `misses-${k}.txt`);
+      await writeLines(f, MISS_LINES, (i) => `m${runTag}${k > 0 ? `r${k}` : ''}-${i}.bench.test A\n`);
+      missFiles.set(k, f);
+    }
+    return f;
+  };
+  await missFile(0);
 
   const upstream = await startUpstream(tmp);
   upstreamPid = upstream.proc.pid;
@@ -802,16 +839,28 @@ async function main(): Promise<void> {
       }
       // Warm-up: one pass over the hit set (fills the caches, wakes the JIT).
       await dnsperf(port, hitsFile, { passes: 1 });
+      let missRuns = 0;
       for (const set of def.sets) {
         for (let rep = 0; rep < REPEAT; rep++) {
-          const r = await measure(proc, port, set === 'hits' ? hitsFile : missFiles[rep]!);
-          (row.all ??= []).push({ set, ...r });
-          const best = row[set];
-          if (best === undefined || r.qps > best.qps) row[set] = r;
-          console.log(`[${def.label}] ${set}: ${r.qps.toFixed(0)} QPS, ${r.cpuUsPerQuery?.toFixed(1) ?? '?'} µs/query, ` +
-            `server CPU ${r.serverCpuPct.toFixed(0)}%, lost ${r.lostPct.toFixed(2)}%, ` +
-            `avg latency ${r.avgLatencyMs?.toFixed(2) ?? '?'} ms, ${r.rcodes}` +
-            (r.otherCpuPct >= BUSY_PCT ? ` — other processes used ${r.otherCpuPct.toFixed(0)}% of a CPU meanwhile` : ''));
+          for (let attempt = 0; ; attempt++) {
+            if (QUIET_WAIT_S > 0) await waitQuiet(proc);
+            const file = set === 'hits' ? hitsFile : await missFile(missRuns++);
+            const r = await measure(proc, port, file);
+            (row.all ??= []).push({ set, ...r });
+            console.log(`[${def.label}] ${set}: ${r.qps.toFixed(0)} QPS, ${r.cpuUsPerQuery?.toFixed(1) ?? '?'} µs/query, ` +
+              `server CPU ${r.serverCpuPct.toFixed(0)}%, lost ${r.lostPct.toFixed(2)}%, ` +
+              `avg latency ${r.avgLatencyMs?.toFixed(2) ?? '?'} ms, ${r.rcodes}` +
+              (r.otherCpuPct >= BUSY_PCT ? ` — other processes used ${r.otherCpuPct.toFixed(0)}% of a CPU meanwhile` : ''));
+            const disturbed = r.otherCpuPct >= BUSY_PCT;
+            const best = row[set];
+            // Keep the best undisturbed run; a disturbed one only while nothing better exists.
+            const bestDisturbed = best !== undefined && best.otherCpuPct >= BUSY_PCT;
+            if (best === undefined || (bestDisturbed && !disturbed) || (bestDisturbed === disturbed && r.qps > best.qps)) {
+              row[set] = r;
+            }
+            if (!disturbed || QUIET_WAIT_S === 0 || attempt >= 2) break;
+            console.log(`[${def.label}] ${set}: disturbed by other processes, measuring again`);
+          }
         }
       }
       row.peakRssKiB = peakRssKiB(proc.pid);

@@ -65,12 +65,18 @@ export class Forwarder {
   inFlight = 0;
   readonly flights = new Map<string, Flight>();
   private readonly refusedWarning: RepeatingWarning;
+  private readonly localWarning: RepeatingWarning;
+  private lastLocalError = '';
   private closed = false;
 
   constructor(readonly block: string, readonly opts: ForwarderOptions, readonly metrics: ForwardMetrics, readonly log: Logger) {
     this.refusedWarning = new RepeatingWarning({
       intervalMs: 10_000,
       emit: (count) => log.warn('max_concurrent reached: queries refused', { max_concurrent: opts.maxConcurrent, refused: count }),
+    });
+    this.localWarning = new RepeatingWarning({
+      intervalMs: 10_000,
+      emit: (count) => log.warn('cannot open a socket to an upstream (raise the open-files limit or lower max_concurrent)', { error: this.lastLocalError, count }),
     });
   }
 
@@ -130,11 +136,19 @@ export class Forwarder {
     this.flights.clear();
   }
 
+  localError(code: string): void {
+    this.lastLocalError = code;
+    this.localWarning.hit();
+  }
+
   settle(flight: Flight): void {
     if (this.flights.get(flight.key) === flight) this.flights.delete(flight.key);
     this.inFlight -= flight.waiters;
   }
 }
+
+/** Socket errors that say this machine ran short, not that the upstream failed. */
+const LOCAL_ERRORS = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM', 'EADDRINUSE', 'EADDRNOTAVAIL']);
 
 function onTryTimer(f: Flight): void {
   f.onTimeout();
@@ -336,7 +350,16 @@ export class Flight implements UdpTryOwner, TcpOwner {
 
   private failedTry(err: Error | null): void {
     const up = this.current as Upstream;
-    if (err !== null) this.skipMask |= 1 << this.currentIndex;
+    if (err !== null) {
+      this.skipMask |= 1 << this.currentIndex;
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== undefined && LOCAL_ERRORS.has(code)) {
+        // Our own shortage (no file descriptors, no buffers), not the upstream's fault: no health penalty.
+        this.fwd.localError(code);
+        this.tryNext();
+        return;
+      }
+    }
     // The moment the last upstream goes down starts the wait before the first recovery trial.
     if (up.failed(this.fwd.opts.maxFails, err === null ? 'timeout' : ((err as NodeJS.ErrnoException).code ?? err.message))) this.group.lastTrial = performance.now();
     this.tryNext();
