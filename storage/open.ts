@@ -85,10 +85,18 @@ function sqliteAll(conn: SqliteConnection, sql: string): Promise<Record<string, 
   return new Promise((resolve, reject) => conn.all(sql, (err, rows) => (err ? reject(err) : resolve(rows))));
 }
 
+// knex's own advice when a migration lock is taken names its CLI; the Migrator retries and, past its
+// bound, throws MigrationLockedError naming `codexdns migrate unlock`. Drop those two lines.
+const KNEX_LOCK_NOISE = /^(Can't take lock to run migrations|If you are sure migrations are not running)/;
+
 function knexLog(log: StorageLogger): Knex.Config['log'] {
+  const text = (m: unknown) => (typeof m === 'string' ? m : errorMessage(m));
   return {
-    warn: (m: unknown) => log.warn(`knex: ${typeof m === 'string' ? m : errorMessage(m)}`),
-    error: (m: unknown) => log.error(`knex: ${typeof m === 'string' ? m : errorMessage(m)}`),
+    warn: (m: unknown) => {
+      const t = text(m);
+      if (!KNEX_LOCK_NOISE.test(t)) log.warn(`knex: ${t}`);
+    },
+    error: (m: unknown) => log.error(`knex: ${text(m)}`),
     deprecate: (method: string, alt: string) => log.warn(`knex: ${method} is deprecated, use ${alt}`),
     debug: () => {},
   };
@@ -104,6 +112,34 @@ function sqliteFilename(cfg: StorageConfig, baseDir: string): string {
   }
   if (filename === ':memory:') return filename;
   return path.resolve(baseDir, filename);
+}
+
+/**
+ * `mkdir -p`, one level at a time. (Node 20's fs.mkdirSync(…, { recursive: true }) loops forever on some
+ * pseudo-filesystems, e.g. a path under /proc: a typo in the storage path must fail, not hang start-up.)
+ */
+function mkdirp(dir: string): void {
+  const missing: string[] = [];
+  let d = dir;
+  for (;;) {
+    try {
+      if (!fs.statSync(d).isDirectory()) throw new Error(`storage: ${d} is not a directory`);
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      missing.push(d);
+      const parent = path.dirname(d);
+      if (parent === d) break;
+      d = parent;
+    }
+  }
+  for (const m of missing.reverse()) {
+    try {
+      fs.mkdirSync(m);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+  }
 }
 
 function parseSynchronous(value: unknown): SqliteSynchronous {
@@ -144,7 +180,7 @@ async function openSqlite(cfg: StorageConfig, opts: OpenStorageOptions, log: Sto
   const synchronous = parseSynchronous(cfg.synchronous);
   const busyTimeout = nonNegativeInt(cfg.busy_timeout_ms, 'busy_timeout_ms', DEFAULT_BUSY_TIMEOUT_MS);
   const acquireTimeout = nonNegativeInt(cfg.acquire_timeout_ms, 'acquire_timeout_ms', DEFAULT_ACQUIRE_TIMEOUT_MS);
-  if (!memory) fs.mkdirSync(path.dirname(filename), { recursive: true });
+  if (!memory) mkdirp(path.dirname(filename));
 
   // Every connection: busy_timeout first (so the pragmas below wait for another process's lock instead of
   // failing at once).

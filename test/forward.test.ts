@@ -238,7 +238,7 @@ describe('forward: failure and failover', () => {
       const took = Date.now() - t0;
       assert.equal(a.rcode, 'SERVFAIL');
       assert.equal(edeOf(a), 22, 'Extended DNS Error 22: No Reachable Authority');
-      assert.ok(took >= 350 && took < 1000, `answered after ${took} ms`);
+      assert.ok(took >= 350 && took < 1500, `answered after ${took} ms`);
       assert.ok(r.ups[0].count.udp >= 2, 'retried within the deadline');
     } finally {
       await done(r);
@@ -306,7 +306,7 @@ describe('forward: failure and failover', () => {
 
 describe('forward: health', () => {
   test('max_fails consecutive failures mark an upstream down; it is skipped, probed, and used again once it answers', async () => {
-    const r = await rig(2, (a) => `{ to: [${a[0]}, ${a[1]}], policy: sequential, timeout: 100ms, max_fails: 2, health_check: 100ms }`);
+    const r = await rig(2, (a) => `{ to: [${a[0]}, ${a[1]}], policy: sequential, timeout: 400ms, max_fails: 2, health_check: 100ms }`);
     try {
       const [first, second] = r.ups;
       first.mode = 'silent';
@@ -318,16 +318,17 @@ describe('forward: health', () => {
       first.reset();
       const t0 = Date.now();
       const a = await r.s.query('h3.example', 'A');
-      assert.ok(Date.now() - t0 < 90, 'the down upstream is not waited for');
+      assert.ok(Date.now() - t0 < 300, 'the down upstream is not waited for');
       assert.deepEqual(dataOf(a), ['192.0.2.1']);
-      await sleep(350);
+      // Probes time out after `timeout` (400 ms) like any try.
+      await sleep(650);
       // Probes are `. NS` queries; the down upstream got some, and no client query.
       assert.ok(first.received.length >= 1, 'probed');
       assert.ok(first.received.every((q) => q.name === '.' && q.type === 'NS'), first.received.map((q) => `${q.name} ${q.type}`).join(','));
       assert.ok((await metric(r.s, 'codexdns_forward_healthcheck_failures_total', { to: first.address })) >= 1);
       // It comes back: the next probe sees it, and sequential order uses it again.
       first.mode = 'answer';
-      await sleep(300);
+      await sleep(800);
       assert.ok(r.s.logs.some((l) => /upstream is back up/.test(l)), 'recovery logged');
       assert.equal(await metric(r.s, 'codexdns_forward_upstream_up', { to: first.address }), 1);
       const before = second.total;
@@ -340,7 +341,7 @@ describe('forward: health', () => {
   });
 
   test('with every upstream down the client gets SERVFAIL at once, and one trial per interval notices recovery', async () => {
-    const r = await rig(1, (a) => `{ to: [${a[0]}], timeout: 200ms, deadline: 1s, max_fails: 1, health_check: 300ms }`);
+    const r = await rig(1, (a) => `{ to: [${a[0]}], timeout: 300ms, deadline: 1s, max_fails: 1, health_check: 1500ms }`);
     try {
       const up = r.ups[0];
       up.mode = 'silent';
@@ -352,10 +353,10 @@ describe('forward: health', () => {
         assert.equal(a.rcode, 'SERVFAIL');
         assert.equal(edeOf(a), 22, 'Extended DNS Error 22: No Reachable Authority');
       }
-      assert.ok(Date.now() - t0 < 150, `prompt: ${Date.now() - t0} ms for 5 queries`);
+      assert.ok(Date.now() - t0 < 250, `prompt: ${Date.now() - t0} ms for 5 queries`);
       assert.ok((await metric(r.s, 'codexdns_forward_healthcheck_broken_total')) >= 5);
       up.mode = 'answer';
-      await sleep(700);
+      await sleep(1700);
       const back = await r.s.query('d9.example', 'A');
       assert.deepEqual(dataOf(back), ['192.0.2.1']);
     } finally {
@@ -364,7 +365,7 @@ describe('forward: health', () => {
   });
 
   test('upstream health survives a reload with unchanged options', async () => {
-    const r = await rig(1, (a) => `{ to: [${a[0]}], timeout: 100ms, deadline: 300ms, max_fails: 1, health_check: 10s }`);
+    const r = await rig(1, (a) => `{ to: [${a[0]}], timeout: 500ms, deadline: 1s, max_fails: 1, health_check: 10s }`);
     try {
       r.ups[0].mode = 'silent';
       assert.equal((await r.s.query('r1.example', 'A')).rcode, 'SERVFAIL');
@@ -373,7 +374,7 @@ describe('forward: health', () => {
       r.ups[0].reset();
       const t0 = Date.now();
       assert.equal((await r.s.query('r2.example', 'A')).rcode, 'SERVFAIL');
-      assert.ok(Date.now() - t0 < 90, 'still known down: answered at once');
+      assert.ok(Date.now() - t0 < 300, 'still known down: answered at once');
       assert.equal(r.ups[0].total, 0);
     } finally {
       await done(r);

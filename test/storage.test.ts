@@ -544,10 +544,16 @@ if (CHILD_DIR) {
           ),
           TypeError,
         );
-        await assert.rejects(
-          openStorage({ client: 'sqlite3', connection: '/proc/nope/x.sqlite' }, { baseDir: dir }),
-          (err: unknown) => err instanceof Error,
-        );
+        // Unusable paths fail at open, quickly: a file where a folder should be, a folder as the database,
+        // a folder that cannot be created.
+        fs.writeFileSync(path.join(dir, 'plain-file'), '');
+        for (const bad of ['plain-file/db.sqlite', 'deep', '/proc/nope/x.sqlite']) {
+          await assert.rejects(
+            openStorage({ client: 'sqlite3', connection: bad, acquire_timeout_ms: 2000 }, { baseDir: dir, log: quiet }),
+            (err: unknown) => err instanceof Error,
+            bad,
+          );
+        }
       } finally {
         fs.rmSync(dir, { recursive: true, force: true });
       }
@@ -756,13 +762,31 @@ if (CHILD_DIR) {
               assert.equal((await store.get('10.0.0.1'))?.queryCount, 2, 'pool replaced the dead connections');
 
               // A connection killed in the middle of a query: that query fails as unavailable, no crash.
-              const slow = Promise.resolve(s.reader.raw('select pg_sleep(5)'));
+              // (the outcome is captured at once: the rejection arrives while we are busy killing)
+              const slow = Promise.resolve(s.reader.raw('select pg_sleep(5)')).then(
+                () => new Error('pg_sleep survived pg_terminate_backend'),
+                (err: unknown) => err,
+              );
               await sleep(300);
               await kill();
-              await assert.rejects(slow, (err: unknown) => {
-                assert.equal(classifyError(err), 'unavailable', String(err));
-                return true;
-              });
+              const err = await slow;
+              assert.equal(classifyError(err), 'unavailable', String(err));
+              // …and through the store, a batch waiting on a row lock when its connection is killed fails
+              // as StorageUnavailableError (nothing written), and the next one goes through.
+              const holder = await env.open(); // application_name 'codexdns': not killed
+              const trx = await holder.writer.transaction();
+              await trx('clients').where('ip', '10.0.0.1').update({ vendor: 'held' });
+              const blocked = store.writeBatch([upd('10.0.0.1', { queries: 100 })]).then(
+                () => null,
+                (e: unknown) => e,
+              );
+              await sleep(300);
+              await kill();
+              const blockedErr = await blocked;
+              assert.ok(blockedErr instanceof StorageUnavailableError, String(blockedErr));
+              await trx.rollback();
+              await store.writeBatch([upd('10.0.0.1')]);
+              assert.equal((await store.get('10.0.0.1'))?.queryCount, 3, 'the killed batch wrote nothing');
               assert.equal((await s.health()).ok, true);
             } finally {
               await admin.close();

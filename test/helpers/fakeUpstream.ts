@@ -171,32 +171,45 @@ export class FakeUpstream {
     else fn();
   }
 
-  /** The answer to `packet`, echoing its ID and question (its letter case kept, as real servers do). */
+  /**
+   * The answer to `packet`, built as a real server writes it: the ID and the question bytes echoed exactly
+   * (letter case kept), answer owners compressed to a pointer at the question (so a client sees its own case
+   * there too), and an OPT record when the query had one.
+   */
   private reply(raw: Buffer, packet: dnsPacket.Packet, truncated: boolean, forged: boolean, otherName?: string): Buffer {
     const q = packet.questions?.[0] ?? { name: '', type: 'A' as const, class: 'IN' as const };
-    const question = otherName ? { ...q, name: otherName } : q;
-    const lower = q.name.toLowerCase();
     let rcode = 0;
-    let answers: dnsPacket.Answer[] = [];
+    let addrs: string[] = [];
     if (this.mode === 'servfail') rcode = 2;
     else if (this.mode === 'refused') rcode = 5;
     else {
-      const addrs = this.answers.get(lower) ?? (this.defaultA === null ? null : [this.defaultA]);
-      if (addrs === null) rcode = 3;
-      else if (q.type === 'A') answers = addrs.map((a) => ({ name: q.name, type: 'A' as const, class: 'IN' as const, ttl: this.ttl, data: forged ? FakeUpstream.FORGED_A : a }));
+      const found = this.answers.get(q.name.toLowerCase()) ?? (this.defaultA === null ? null : [this.defaultA]);
+      if (found === null) rcode = 3;
+      else if (q.type === 'A') addrs = found.map((a) => (forged ? FakeUpstream.FORGED_A : a));
     }
+    if (truncated) addrs = [];
+    const question = otherName
+      ? dnsPacket.encode({ type: 'query', id: 0, questions: [{ ...q, name: otherName }] }).subarray(12)
+      : raw.subarray(12, 12 + questionLength(raw));
     const edns = (packet.additionals ?? []).some((r) => r.type === 'OPT');
-    const out = dnsPacket.encode({
-      type: 'response',
-      id: packet.id,
-      flags: dnsPacket.RECURSION_AVAILABLE | ((packet.flags ?? 0) & dnsPacket.RECURSION_DESIRED) | (truncated ? dnsPacket.TRUNCATED_RESPONSE : 0) | rcode,
-      questions: [question],
-      answers: truncated ? [] : answers,
-      additionals: edns ? [{ type: 'OPT', name: '.', udpPayloadSize: 1232, flags: 0, options: [] } as unknown as dnsPacket.Answer] : [],
-    } as dnsPacket.Packet);
-    // Echo the question bytes exactly as received.
-    if (!otherName) raw.copy(out, 12, 12, 12 + questionLength(raw));
-    return out;
+    const header = Buffer.alloc(12);
+    header.writeUInt16BE(packet.id ?? 0, 0);
+    header.writeUInt16BE(0x8000 | 0x0080 | ((packet.flags ?? 0) & 0x0100) | (truncated ? 0x0200 : 0) | rcode, 2);
+    header.writeUInt16BE(1, 4);
+    header.writeUInt16BE(addrs.length, 6);
+    header.writeUInt16BE(edns ? 1 : 0, 10);
+    const records = addrs.map((a) => {
+      const rr = Buffer.alloc(16);
+      rr.writeUInt16BE(0xc00c, 0);
+      rr.writeUInt16BE(1, 2);
+      rr.writeUInt16BE(1, 4);
+      rr.writeUInt32BE(this.ttl, 6);
+      rr.writeUInt16BE(4, 10);
+      a.split('.').forEach((octet, i) => (rr[12 + i] = Number(octet)));
+      return rr;
+    });
+    const opt = Buffer.from([0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+    return Buffer.concat([header, question, ...records, ...(edns ? [opt] : [])]);
   }
 }
 

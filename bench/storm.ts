@@ -1,0 +1,525 @@
+// Storm benchmark (issue 3 point 11, DESIGN §8): a storm of new clients against codexdns with client tracking,
+// and the same load with `clienttrack` removed from the chain.
+//
+//   npx tsc -p tsconfig.json && node dist/bench/storm.js
+//
+// Load: STORM_RATE (default 1,000) new clients per second for STORM_SECONDS (default 60), each from its own
+// source address in 127.0.0.0/8 (every such address is local on Linux: each is a different client) sending
+// 3 queries one second apart; plus steady traffic from 10 known clients (20 queries/s each) that were seen
+// before the storm. 20 % of the names are unique (cache misses, forwarded), the rest come from a pool of 2,000.
+// Server chain: acl → cache → clienttrack → stormdiscovery (bench/stormDiscovery.ts: a stand-in for the
+// discovery plugin, 2.5 s per client on its own pool) → forward to a local fake upstream (bench/upstream.ts).
+// The baseline run drops clienttrack and the stand-in, nothing else.
+//
+// Reported per run: answered %, latency p50/p99/p99.9 for known and for new clients, the ratio to the
+// baseline, tracking drops, database rows vs distinct clients, total query_count vs queries sent, peak RSS,
+// server CPU time. Results go to bench/results/storm.json and stdout.
+//
+// Bounds: only 127.0.0.0/8; the storm stops after STORM_SECONDS (at most 120) and STORM_RATE (at most 5,000);
+// every child runs under `timeout`, and is killed at the end, on error and on Ctrl-C. STORM_PIN=0: no taskset
+// (by default the generator and the upstream run on CPU 0, the server alone on CPU 1).
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import dgram from 'node:dgram';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { encodeQuery } from './common';
+import { openStorage } from '../storage/open';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const CLI = path.join(ROOT, 'dist', 'cli', 'codexdns.js');
+const UPSTREAM = path.join(ROOT, 'dist', 'bench', 'upstream.js');
+const STANDIN = path.join(ROOT, 'dist', 'bench', 'stormDiscovery.js');
+const RESULTS = path.join(ROOT, 'bench', 'results', 'storm.json');
+
+function envNum(name: string, def: number, min: number, max: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return def;
+  const v = Number(raw);
+  if (!Number.isFinite(v) || v < min || v > max) {
+    console.error(`${name}=${raw}: expected a number from ${min} to ${max}`);
+    process.exit(2);
+  }
+  return v;
+}
+
+const SECONDS = envNum('STORM_SECONDS', 60, 1, 120);
+const RATE = envNum('STORM_RATE', 1000, 1, 5000);
+const KNOWN = 10;
+const KNOWN_QPS = 20; // per known client
+const NEW_QUERIES = 3; // per new client, one second apart
+const QUERY_TIMEOUT_MS = 2000; // unanswered after this: lost
+const POOL_NAMES = 2000;
+const UNIQUE_SHARE = 0.2;
+const DELAY_MS = envNum('STORM_DISCOVERY_MS', 2500, 0, 10_000);
+const PIN = process.env.STORM_PIN !== '0' && findBinary('taskset') !== null && os.cpus().length >= 2;
+const ONLY = (process.env.STORM_ONLY ?? 'tracking,baseline').split(',').map((s) => s.trim());
+const LIFETIME_S = Math.ceil(SECONDS + 180);
+
+function findBinary(name: string): string | null {
+  for (const dir of (process.env.PATH ?? '').split(':')) {
+    const p = path.join(dir, name);
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      return p;
+    } catch {
+      // next
+    }
+  }
+  return null;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+// ---------------------------------------------------------------------------------------------- processes
+
+const children = new Set<ChildProcess>();
+
+function start(cmd: string[], cpu: number | null, onStderr?: (s: string) => void): { child: ChildProcess; pid: () => number } {
+  const argv = ['timeout', '-s', 'KILL', String(LIFETIME_S)];
+  if (cpu !== null && PIN) argv.push('taskset', '-c', String(cpu));
+  argv.push(...cmd);
+  // `timeout` forks the command: the server's own pid is the child of `timeout` (taskset execs).
+  const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  child.stdout?.on('data', () => undefined);
+  child.stderr?.on('data', (d: Buffer) => onStderr?.(d.toString()));
+  return { child, pid: () => childPidOf(child.pid!) };
+}
+
+function childPidOf(pid: number): number {
+  try {
+    const kids = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
+    return kids.length > 0 ? Number(kids[0]) : pid;
+  } catch {
+    return pid;
+  }
+}
+
+function killAll(): void {
+  for (const c of children) c.kill('SIGKILL');
+}
+process.on('SIGINT', () => {
+  killAll();
+  process.exit(130);
+});
+process.on('exit', killAll);
+
+function freeUdpPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = dgram.createSocket('udp4');
+    s.once('error', reject);
+    s.bind(0, '127.0.0.1', () => {
+      const p = s.address().port;
+      // Check TCP too: the server listens on both.
+      const t = net.createServer();
+      t.once('error', () => s.close(() => resolve(freeUdpPort())));
+      t.listen(p, '127.0.0.1', () => t.close(() => s.close(() => resolve(p))));
+    });
+  });
+}
+
+function readStatus(pid: number): { rss: number; hwm: number } {
+  try {
+    const text = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0);
+    return { rss: kb('VmRSS') * 1024, hwm: kb('VmHWM') * 1024 };
+  } catch {
+    return { rss: 0, hwm: 0 };
+  }
+}
+
+function cpuSeconds(pid: number): number {
+  try {
+    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(rest[11]) + Number(rest[12]); // utime, stime
+    return ticks / 100; // USER_HZ
+  } catch {
+    return 0;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------- load
+
+/** 127.a.b.c for new client i: a from 2 up, c in 1..250 (no .0 / .255 hosts). */
+function newClientAddress(i: number): string {
+  const c = 1 + (i % 250);
+  const b = Math.floor(i / 250) % 256;
+  const a = 2 + Math.floor(i / (250 * 256));
+  if (a > 254) throw new Error('too many clients for 127.0.0.0/8');
+  return `127.${a}.${b}.${c}`;
+}
+
+class Samples {
+  private buf = new Float64Array(1 << 16);
+  n = 0;
+  add(v: number): void {
+    if (this.n === this.buf.length) {
+      const b = new Float64Array(this.buf.length * 2);
+      b.set(this.buf);
+      this.buf = b;
+    }
+    this.buf[this.n++] = v;
+  }
+  percentiles(): { p50: number; p99: number; p999: number; max: number } {
+    const a = this.buf.slice(0, this.n).sort();
+    const at = (q: number): number => (a.length === 0 ? NaN : a[Math.min(a.length - 1, Math.floor(q * a.length))]);
+    return { p50: at(0.5), p99: at(0.99), p999: at(0.999), max: a.length ? a[a.length - 1] : NaN };
+  }
+  merge(o: Samples): Samples {
+    const m = new Samples();
+    for (let i = 0; i < this.n; i++) m.add(this.buf[i]);
+    for (let i = 0; i < o.n; i++) m.add(o.buf[i]);
+    return m;
+  }
+}
+
+interface Client {
+  sock: dgram.Socket;
+  pending: Map<number, number>;
+  known: boolean;
+  nextId: number;
+  ready: boolean;
+  queue: Buffer[];
+}
+
+class Generator {
+  readonly lat = { known: new Samples(), new: new Samples() };
+  readonly sent = { known: 0, new: 0 };
+  readonly answered = { known: 0, new: 0 };
+  readonly lost = { known: 0, new: 0 };
+  readonly live = new Set<Client>();
+  newClients = 0;
+  private uniqueSeq = 0;
+
+  constructor(private readonly port: number) {}
+
+  name(): string {
+    if (Math.random() < UNIQUE_SHARE) return `u${this.uniqueSeq++}.${process.pid}.storm.test`;
+    return `n${Math.floor(Math.random() * POOL_NAMES)}.storm.test`;
+  }
+
+  open(address: string, known: boolean): Client {
+    const sock = dgram.createSocket('udp4');
+    const c: Client = { sock, pending: new Map(), known, nextId: Math.floor(Math.random() * 60000), ready: false, queue: [] };
+    sock.on('message', (msg) => {
+      if (msg.length < 2) return;
+      const id = msg.readUInt16BE(0);
+      const t0 = c.pending.get(id);
+      if (t0 === undefined) return;
+      c.pending.delete(id);
+      const ms = performance.now() - t0;
+      if (c.known) {
+        this.answered.known++;
+        this.lat.known.add(ms);
+      } else {
+        this.answered.new++;
+        this.lat.new.add(ms);
+      }
+    });
+    sock.on('error', (err) => console.error(`socket ${address}: ${err.message}`));
+    sock.bind({ address, port: 0 }, () => {
+      c.ready = true;
+      for (const q of c.queue) this.transmit(c, q);
+      c.queue = [];
+    });
+    this.live.add(c);
+    return c;
+  }
+
+  send(c: Client, name = this.name()): void {
+    const id = (c.nextId = (c.nextId + 1) & 0xffff);
+    const q = encodeQuery(id, name);
+    if (c.known) this.sent.known++;
+    else this.sent.new++;
+    if (c.ready) this.transmit(c, q);
+    else c.queue.push(q);
+  }
+
+  private transmit(c: Client, q: Buffer): void {
+    c.pending.set(q.readUInt16BE(0), performance.now());
+    c.sock.send(q, this.port, '127.0.0.1');
+  }
+
+  /** Counts queries unanswered for QUERY_TIMEOUT_MS as lost. */
+  sweep(): void {
+    const limit = performance.now() - QUERY_TIMEOUT_MS;
+    for (const c of this.live) {
+      for (const [id, t0] of c.pending) {
+        if (t0 > limit) continue;
+        c.pending.delete(id);
+        if (c.known) this.lost.known++;
+        else this.lost.new++;
+      }
+    }
+  }
+
+  close(c: Client): void {
+    for (const [, t0] of c.pending) {
+      void t0;
+      if (c.known) this.lost.known++;
+      else this.lost.new++;
+    }
+    c.pending.clear();
+    this.live.delete(c);
+    c.sock.close();
+  }
+}
+
+interface RunResult {
+  run: 'tracking' | 'baseline';
+  seconds: number;
+  rate: number;
+  sent: { known: number; new: number; total: number };
+  answered: { known: number; new: number; total: number; pct: number };
+  latencyMs: { known: ReturnType<Samples['percentiles']>; new: ReturnType<Samples['percentiles']>; all: ReturnType<Samples['percentiles']> };
+  distinctClients: number;
+  peakRssMB: number;
+  serverCpuSeconds: number;
+  generatorLoopDelayP99Ms: number;
+  tracking?: {
+    stopped: Record<string, string>;
+    standin: Record<string, string>;
+    dbRows: number;
+    dbQueryCount: number;
+    dbDiscovering: number;
+    dbDiscovered: number;
+    queriesSentToServer: number;
+  };
+}
+
+function parseFields(line: string | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (!line) return out;
+  for (const m of line.matchAll(/ (\w+)=("[^"]*"|\S+)/g)) out[m[1]] = m[2];
+  return out;
+}
+
+async function run(kind: 'tracking' | 'baseline', upstreamPort: number): Promise<RunResult> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `codexdns-storm-${kind}-`));
+  const port = await freeUdpPort();
+  const db = path.join(dir, 'clients.sqlite');
+  const tracking = kind === 'tracking';
+  const conf = `servers:
+  - listen: [udp://127.0.0.1:${port}, tcp://127.0.0.1:${port}]
+    zones: ["."]
+    plugins:
+      - acl: { allow: [127.0.0.0/8] }
+      - cache: { capacity: 10000 }
+${tracking ? `      - clienttrack: { workers: 100, queue: 10000, priority: { high: 5000, low: 5000 } }
+      - use: ${JSON.stringify(STANDIN)}
+        options: { delay: ${DELAY_MS}ms }
+` : ''}      - forward: { to: ["127.0.0.1:${upstreamPort}"] }
+storage: { client: sqlite3, connection: { filename: ${JSON.stringify(db)} } }
+reload: { watch: false }
+`;
+  fs.writeFileSync(path.join(dir, 'Corefile.yaml'), conf);
+  let stderr = '';
+  const server = start([process.execPath, CLI, '--conf', path.join(dir, 'Corefile.yaml')], 1, (s) => (stderr += s));
+  const t0 = Date.now();
+  while (!/codexdns started/.test(stderr)) {
+    if (Date.now() - t0 > 20_000 || server.child.exitCode !== null) throw new Error(`${kind}: server did not start:\n${stderr}`);
+    await sleep(50);
+  }
+  const pid = server.pid();
+  const gen = new Generator(port);
+
+  // Warm-up: the known clients are seen (and become known) before the storm, and the name pool gets cached.
+  const known = Array.from({ length: KNOWN }, (_, i) => gen.open(`127.1.0.${i + 1}`, true));
+  for (let k = 0; k < POOL_NAMES; k++) {
+    gen.send(known[k % KNOWN], `n${k}.storm.test`);
+    if (k % 200 === 199) await sleep(50);
+  }
+  await sleep(1500);
+  gen.sweep();
+  // Discard the warm-up figures.
+  gen.sent.known = gen.answered.known = gen.lost.known = 0;
+  (gen.lat as { known: Samples }).known = new Samples();
+
+  let peakRss = readStatus(pid).rss;
+  const rssTimer = setInterval(() => (peakRss = Math.max(peakRss, readStatus(pid).rss)), 250);
+  const cpu0 = cpuSeconds(pid);
+  const loop = monitorEventLoopDelay({ resolution: 10 });
+  loop.enable();
+
+  // The storm: a 5 ms scheduler loop.
+  const follow: Array<{ at: number; c: Client; left: number }> = [];
+  let fi = 0;
+  const start0 = performance.now();
+  const end = start0 + SECONDS * 1000;
+  const knownNext = known.map((_, i) => start0 + (i * 1000) / (KNOWN * KNOWN_QPS));
+  let lastSweep = start0;
+  for (;;) {
+    const now = performance.now();
+    if (now < end) {
+      const target = Math.floor(((now - start0) / 1000) * RATE);
+      while (gen.newClients < target) {
+        const c = gen.open(newClientAddress(gen.newClients++), false);
+        gen.send(c);
+        follow.push({ at: now + 1000, c, left: NEW_QUERIES - 1 });
+      }
+      for (let i = 0; i < KNOWN; i++) {
+        while (knownNext[i] <= now) {
+          gen.send(known[i]);
+          knownNext[i] += 1000 / KNOWN_QPS;
+        }
+      }
+    }
+    while (fi < follow.length && follow[fi].at <= now) {
+      const f = follow[fi++];
+      if (f.left > 0) {
+        gen.send(f.c);
+        f.left--;
+        follow.push({ at: f.at + (f.left > 0 ? 1000 : QUERY_TIMEOUT_MS + 100), c: f.c, left: f.left });
+      } else {
+        gen.close(f.c);
+      }
+    }
+    if (fi > 100_000) {
+      follow.splice(0, fi);
+      fi = 0;
+    }
+    if (now - lastSweep >= 100) {
+      gen.sweep();
+      lastSweep = now;
+    }
+    if (now >= end && fi >= follow.length) break;
+    await sleep(5);
+  }
+  gen.sweep();
+  for (const c of [...gen.live]) if (!c.known) gen.close(c);
+  await sleep(QUERY_TIMEOUT_MS + 100);
+  gen.sweep();
+  for (const c of known) gen.close(c);
+  loop.disable();
+  clearInterval(rssTimer);
+  const cpu = cpuSeconds(pid) - cpu0;
+  const hwm = readStatus(pid).hwm;
+  peakRss = Math.max(peakRss, hwm);
+
+  // Stop the server: it flushes the tracking queue and logs its totals.
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    server.child.kill('SIGTERM');
+  }
+  const exitT0 = Date.now();
+  while (server.child.exitCode === null && server.child.signalCode === null) {
+    if (Date.now() - exitT0 > 30_000) {
+      server.child.kill('SIGKILL');
+      break;
+    }
+    await sleep(50);
+  }
+
+  const sentTotal = gen.sent.known + gen.sent.new;
+  const answeredTotal = gen.answered.known + gen.answered.new;
+  const result: RunResult = {
+    run: kind,
+    seconds: SECONDS,
+    rate: RATE,
+    sent: { known: gen.sent.known, new: gen.sent.new, total: sentTotal },
+    answered: { known: gen.answered.known, new: gen.answered.new, total: answeredTotal, pct: (100 * answeredTotal) / sentTotal },
+    latencyMs: { known: gen.lat.known.percentiles(), new: gen.lat.new.percentiles(), all: gen.lat.known.merge(gen.lat.new).percentiles() },
+    distinctClients: KNOWN + gen.newClients,
+    peakRssMB: peakRss / 1048576,
+    serverCpuSeconds: cpu,
+    generatorLoopDelayP99Ms: loop.percentile(99) / 1e6,
+  };
+  if (tracking) {
+    const stopped = parseFields(stderr.split('\n').find((l) => /tracking stopped/.test(l)));
+    const standin = parseFields(stderr.split('\n').find((l) => /stand-in discovery stopped/.test(l)));
+    const s = await openStorage({ client: 'sqlite3', connection: { filename: db } }, { baseDir: dir });
+    try {
+      const [r] = (await s.reader('clients').count({ n: '*' }).sum({ q: 'query_count' })) as Array<{ n: number; q: number }>;
+      const [d] = (await s.reader('clients').where('discovering', 1).count({ n: '*' })) as Array<{ n: number }>;
+      const [h] = (await s.reader('clients').whereNotNull('hostname').count({ n: '*' })) as Array<{ n: number }>;
+      result.tracking = {
+        stopped,
+        standin,
+        dbRows: Number(r.n),
+        dbQueryCount: Number(r.q),
+        dbDiscovering: Number(d.n),
+        dbDiscovered: Number(h.n),
+        // The warm-up queries count too (they reached the server from the known clients).
+        queriesSentToServer: sentTotal + POOL_NAMES,
+      };
+    } finally {
+      await s.close();
+    }
+  }
+  if (!/codexdns stopped/.test(stderr)) console.error(`${kind}: the server did not log a clean stop:\n${stderr.slice(-3000)}`);
+  if (process.env.STORM_KEEP_TMP !== '1') fs.rmSync(dir, { recursive: true, force: true });
+  return result;
+}
+
+function fmt(n: number, d = 2): string {
+  return Number.isFinite(n) ? n.toFixed(d) : '—';
+}
+
+async function main(): Promise<void> {
+  for (const f of [CLI, UPSTREAM, STANDIN]) if (!fs.existsSync(f)) throw new Error(`${f} missing: run npx tsc -p tsconfig.json first`);
+  if (PIN) spawnSync('taskset', ['-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });
+  const upstreamPort = await freeUdpPort();
+  let upErr = '';
+  start([process.execPath, UPSTREAM, '--port', String(upstreamPort), '--max-seconds', String(LIFETIME_S * 2)], 0, (s) => (upErr += s));
+  await sleep(300);
+  if (upErr) throw new Error(`upstream: ${upErr}`);
+  const results: RunResult[] = [];
+  for (const kind of ['tracking', 'baseline'] as const) {
+    if (!ONLY.includes(kind)) continue;
+    console.error(`storm: ${kind} run, ${RATE} new clients/s for ${SECONDS} s …`);
+    results.push(await run(kind, upstreamPort));
+  }
+  killAll();
+  const tr = results.find((r) => r.run === 'tracking');
+  const base = results.find((r) => r.run === 'baseline');
+  const out = {
+    date: new Date().toISOString(),
+    machine: `${os.cpus().length} × ${os.cpus()[0]?.model ?? '?'}, Node ${process.version}`,
+    pinning: PIN ? 'generator + upstream on CPU 0, server alone on CPU 1' : 'none',
+    results,
+    ratio:
+      tr && base
+        ? {
+            p99All: tr.latencyMs.all.p99 / base.latencyMs.all.p99,
+            p99Known: tr.latencyMs.known.p99 / base.latencyMs.known.p99,
+            p99New: tr.latencyMs.new.p99 / base.latencyMs.new.p99,
+            p50All: tr.latencyMs.all.p50 / base.latencyMs.all.p50,
+          }
+        : undefined,
+  };
+  fs.mkdirSync(path.dirname(RESULTS), { recursive: true });
+  fs.writeFileSync(RESULTS, JSON.stringify(out, null, 2) + '\n');
+  const lines = [
+    `| run | sent | answered | p50 known | p99 known | p50 new | p99 new | p99 all | p99.9 all | peak RSS | server CPU |`,
+    `|---|---|---|---|---|---|---|---|---|---|---|`,
+  ];
+  for (const r of results) {
+    lines.push(
+      `| ${r.run} | ${r.sent.total} | ${fmt(r.answered.pct, 3)} % | ${fmt(r.latencyMs.known.p50)} ms | ${fmt(r.latencyMs.known.p99)} ms | ${fmt(r.latencyMs.new.p50)} ms | ${fmt(r.latencyMs.new.p99)} ms | ${fmt(r.latencyMs.all.p99)} ms | ${fmt(r.latencyMs.all.p999)} ms | ${fmt(r.peakRssMB, 1)} MB | ${fmt(r.serverCpuSeconds, 1)} s |`,
+    );
+  }
+  if (out.ratio) lines.push('', `p99 ratio tracking / baseline: all ${fmt(out.ratio.p99All)}, known ${fmt(out.ratio.p99Known)}, new ${fmt(out.ratio.p99New)}`);
+  if (tr?.tracking) {
+    const t = tr.tracking;
+    lines.push(
+      '',
+      `tracking: jobs dropped ${t.stopped.dropped ?? '?'}, failed ${t.stopped.failed ?? '?'}, writer dropped ${t.stopped.dropped_queries ?? '?'} queries; ` +
+        `batches ${t.stopped.batches ?? '?'} (failed ${t.stopped.failed_batches ?? '?'}); evicted from the index ${t.stopped.evicted ?? '?'}`,
+      `database: ${t.dbRows} rows for ${tr.distinctClients} distinct clients; query_count total ${t.dbQueryCount} for ${t.queriesSentToServer} queries sent (warm-up included); ` +
+        `${t.dbDiscovering} still discovering, ${t.dbDiscovered} discovered (stand-in: ${t.standin.completed ?? '?'} completed, ${t.standin.dropped ?? '?'} not queued)`,
+    );
+  }
+  console.log(lines.join('\n'));
+}
+
+main().catch((err) => {
+  console.error(err instanceof Error ? err.stack : err);
+  killAll();
+  process.exit(1);
+});
