@@ -453,6 +453,9 @@ reload: { watch: false }
     }
   }
   if (!/codexdns stopped/.test(stderr)) console.error(`${kind}: the server did not log a clean stop:\n${stderr.slice(-3000)}`);
+  fs.writeFileSync(path.join(dir, 'server.log'), stderr);
+  const warnings = stderr.split('\n').filter((l) => / (WARN|ERROR) /.test(l));
+  if (warnings.length > 0) console.error(`${kind}: ${warnings.length} warning lines from the server, e.g.\n${warnings.slice(0, 5).join('\n')}`);
   if (process.env.STORM_KEEP_TMP !== '1') fs.rmSync(dir, { recursive: true, force: true });
   return result;
 }

@@ -13,6 +13,7 @@ import type { TapTiming } from './timing';
 import { Rcode } from './wire/constants';
 import { RetainedState } from './retained';
 import { TimerSet } from './timers';
+import { RepeatingWarning } from './primitives/rateLimitedLog';
 
 /** One plugin entry of a server block, validated. */
 export interface ChainEntry {
@@ -67,11 +68,17 @@ export class Chain implements ChainRunner {
   readonly retained: RetainedState;
   private registering: { name: string; index: number } | null = null;
   private readonly log: Logger;
+  /** A failing plugin can fail every query: say so once per interval, with the count, not once per query. */
+  private readonly queryFailures: RepeatingWarning;
+  private readonly responseFailures: RepeatingWarning;
+  private lastFailure = '';
 
   constructor(block: BlockInfo, entries: readonly ChainEntry[], private readonly services: ChainServices, previous?: RetainedState) {
     this.block = block;
     this.entries = entries;
     this.log = services.log;
+    this.queryFailures = new RepeatingWarning({ intervalMs: 10_000, emit: (count) => this.log.warn('queries failed in the chain (answered SERVFAIL)', { count, last: this.lastFailure }) });
+    this.responseFailures = new RepeatingWarning({ intervalMs: 10_000, emit: (count) => this.log.warn('response hook failed (the unmodified response was sent)', { count, last: this.lastFailure }) });
     this.retained = new RetainedState(previous);
     this.hooks.query.intercept({ register: (tap) => this.wrapQueryTap(tap) });
     this.hooks.response.intercept({ register: (tap) => this.wrapTimedTap(tap, 'response') });
@@ -260,7 +267,9 @@ export class Chain implements ChainRunner {
     this.hooks.query.callAsync(ctx, (err, res) => {
       let answer = res;
       if (err) {
-        this.log.warn('query failed in the chain', { error: err instanceof Error ? err.message : String(err), plugin: ctx.position >= 0 ? this.entries[ctx.position]?.name : undefined });
+        const plugin = ctx.position >= 0 ? this.entries[ctx.position]?.name : undefined;
+        this.lastFailure = `${plugin ?? 'chain'}: ${err instanceof Error ? err.message : String(err)}`;
+        this.queryFailures.hit();
         answer = ctx.reply(Rcode.SERVFAIL);
       } else if (answer === undefined) {
         answer = ctx.reply(Rcode.SERVFAIL);
@@ -268,7 +277,10 @@ export class Chain implements ChainRunner {
       const first = answer;
       this.hooks.response.callAsync(first, ctx, (err2, final) => {
         this.inFlight--;
-        if (err2) this.log.warn('response hook failed', { error: err2 instanceof Error ? err2.message : String(err2) });
+        if (err2) {
+          this.lastFailure = err2 instanceof Error ? err2.message : String(err2);
+          this.responseFailures.hit();
+        }
         done(err2 || final === undefined ? first : final);
       });
     });

@@ -171,13 +171,17 @@ export class Migrator {
     return set;
   }
 
-  /** Apply every pending migration of every set (core first). Returns the names applied. */
-  latest(): Promise<string[]> {
+  /**
+   * Apply every pending migration of every set (core first), or of one set when `setName` is given.
+   * Returns the names applied (a plugin's prefixed `plugin:` when all sets run).
+   */
+  latest(setName?: string): Promise<string[]> {
     return this.serialize(async () => {
       const applied: string[] = [];
-      for (const set of this.setList) {
+      const sets = setName === undefined ? this.setList : [this.getSet(setName)];
+      for (const set of sets) {
         const [, log] = (await this.run(set, 'latest', (m, cfg) => m.latest(cfg))) as [number, string[]];
-        for (const name of log) applied.push(set.name === CORE_SET ? name : `${set.name}:${name}`);
+        for (const name of log) applied.push(set.name === CORE_SET || setName !== undefined ? name : `${set.name}:${name}`);
       }
       if (applied.length > 0) this.log.info('storage: migrations applied', { migrations: applied });
       return applied;

@@ -13,7 +13,14 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import knexFactory, { type Knex } from 'knex';
 
-import { errorMessage, noopLogger, toStorageError, type StorageLogger } from './errors';
+import {
+  errorMessage,
+  noopLogger,
+  toStorageError,
+  withBusyRetry,
+  type RetryPolicy,
+  type StorageLogger,
+} from './errors';
 import { Migrator, type MigratorOptions } from './migrator';
 
 export type SqliteSynchronous = 'off' | 'normal' | 'full';
@@ -64,7 +71,7 @@ export interface Storage {
   /** SQLite: the absolute path of the database file. */
   readonly filename?: string;
   readonly log: StorageLogger;
-  /** A `select 1` on the read side, bounded by a timeout; never throws. */
+  /** A trivial read on the read side, bounded by a timeout; never throws. */
   health(timeoutMs?: number): Promise<StorageHealth>;
   /** Close every connection. Idempotent. */
   close(): Promise<void>;
@@ -76,6 +83,7 @@ const DEFAULT_ACQUIRE_TIMEOUT_MS = 10_000;
 /** Keep the WAL file from staying huge after a burst: truncate it to this after a checkpoint. */
 const WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024;
 const PG_MAX_PARAMS = 65535;
+const OPEN_RETRY: RetryPolicy = { attempts: 10, minDelayMs: 20, maxDelayMs: 500 };
 
 interface SqliteConnection {
   all(sql: string, cb: (err: Error | null, rows: Record<string, unknown>[]) => void): void;
@@ -235,8 +243,12 @@ async function openSqlite(cfg: StorageConfig, opts: OpenStorageOptions, log: Sto
   const writer = makeKnex(writerPragmas, { min: 1, max: 1, idleTimeoutMillis: 2 ** 31 - 1 }, true);
   let reader: Knex;
   try {
-    // Open now, so a bad path or an unreadable file fails at start-up with a clear message.
-    const [{ v }] = (await writer.raw('select sqlite_version() as v')) as Array<{ v: string }>;
+    // Open now, so a bad path or an unreadable file fails at start-up with a clear message. Switching a
+    // new file to WAL needs an exclusive lock for which SQLite does not always call the busy handler
+    // (several processes creating the database at once get SQLITE_BUSY at once): retry that.
+    const [{ v }] = (await withBusyRetry('open', OPEN_RETRY, async () =>
+      writer.raw('select sqlite_version() as v'),
+    )) as Array<{ v: string }>;
     if (compareVersions(v, '3.24.0') < 0) {
       throw new Error(`storage: SQLite ${v} is too old (upserts need 3.24 or later)`);
     }
@@ -309,7 +321,8 @@ function makeStorage(p: {
       const t0 = performance.now();
       if (closing) return { ok: false, error: 'storage closed', latencyMs: 0 };
       let timer: NodeJS.Timeout | undefined;
-      const query = Promise.resolve(reader.raw('select 1 as ok'));
+      // SQLite: reading the schema cookie touches the file header (`select 1` would not); never blocked in WAL.
+      const query = Promise.resolve(reader.raw(client === 'sqlite3' ? 'PRAGMA schema_version' : 'select 1 as ok'));
       query.catch(() => {}); // a query still running after the timeout must not become an unhandled rejection
       try {
         await Promise.race([

@@ -28,7 +28,7 @@ async function waitForAnswer(port: number, name: string, ms = 5000): Promise<str
   const until = Date.now() + ms;
   for (;;) {
     try {
-      return (await query(name, 'A', { port, timeoutMs: 300 })).rcode;
+      return (await query(name, 'A', { port, timeoutMs: 1000 })).rcode;
     } catch (err) {
       if (Date.now() > until) throw err;
       await new Promise((r) => setTimeout(r, 50));
@@ -87,6 +87,28 @@ describe('codexdns CLI', () => {
       assert.match(log, /reload failed; the previous configuration keeps serving.*Corefile\.yaml:3:\d+ plugin broken: unknown plugin/);
       assert.equal((await query('a.example', 'A', { port })).rcode, 'REFUSED');
       child.kill('SIGTERM');
+      assert.equal(await done, 0);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  });
+
+  test('SIGTERM lets a query in flight finish before exiting 0', async () => {
+    const port = await freePort();
+    const file = tmpConfig(`servers:\n  - listen: [udp://127.0.0.1:${port}]\n    plugins:\n      - use: ./slow.js\nreload: { watch: false }\n`);
+    fs.writeFileSync(path.join(path.dirname(file), 'slow.js'), `
+      const { DnsResponse } = require(${JSON.stringify(path.resolve(__dirname, '..', 'core', 'response.js'))});
+      module.exports = { name: 'slow', options: { type: 'object', properties: {} }, setup(api) {
+        api.hooks.query.tapPromise('slow', (ctx) => new Promise((r) => setTimeout(() => r(ctx.reply(3)), 400)));
+      } };`);
+    const child = spawn(process.execPath, [CLI, '--conf', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const done = exited(child);
+    try {
+      assert.equal(await waitForAnswer(port, 'warmup.example'), 'NXDOMAIN');
+      const pending = query('inflight.example', 'A', { port, timeoutMs: 3000 });
+      await new Promise((r) => setTimeout(r, 100));
+      child.kill('SIGTERM');
+      assert.equal((await pending).rcode, 'NXDOMAIN');
       assert.equal(await done, 0);
     } finally {
       if (child.exitCode === null) child.kill('SIGKILL');

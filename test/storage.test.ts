@@ -411,6 +411,34 @@ function commonTests(backend: Backend): void {
       assert.deepEqual(await short.latest(), []);
     }));
 
+  const concurrencyVariants: Array<[string, Partial<StorageConfig>]> =
+    backend.name === 'pg'
+      ? [
+          ['advisory lock', {}],
+          ['pool of 1: no advisory lock, knex lock and retries only', { pool: { min: 0, max: 1 } }],
+        ]
+      : [['one file', {}]];
+  for (const [variant, extra] of concurrencyVariants) {
+    test(`three instances migrating a fresh database concurrently all succeed (${variant})`, async () => {
+      for (let round = 0; round < 3; round++) {
+        await withEnv(backend, async (env) => {
+          const all = await Promise.all([env.open(extra), env.open(extra), env.open(extra)]);
+          const results = await Promise.all(all.map((s) => s.migrate.latest()));
+          assert.deepEqual(
+            results.flat().sort(),
+            ['000000_create_clients.js', '000001_add_discovering_field.js'],
+            'each migration applied exactly once',
+          );
+          const names = (await all[0]!.reader('knex_migrations').orderBy('id').pluck('name')) as string[];
+          assert.deepEqual(names, ['000000_create_clients.js', '000001_add_discovering_field.js']);
+          const locks = (await all[0]!.reader('knex_migrations_lock').select('*')) as unknown[];
+          assert.equal(locks.length, 1, 'one lock row');
+          for (const s of all) assert.deepEqual((await s.migrate.status()).pending, []);
+        });
+      }
+    });
+  }
+
   test('plugin migrations: own table, and removing the plugin never blocks start-up', () =>
     withEnv(backend, async (env) => {
       const dir = tmpDir();
@@ -450,6 +478,9 @@ exports.down = (knex) => knex.schema.dropTable('geo_cache');
         assert.deepEqual(await s.migrate.down('geoblock'), ['000000_geo_cache.js']);
         assert.equal(await s.writer.schema.hasTable('geo_cache'), false);
         assert.deepEqual(await s.migrate.up('geoblock'), ['000000_geo_cache.js']);
+        await s.migrate.down('geoblock');
+        assert.deepEqual(await s.migrate.latest('geoblock'), ['000000_geo_cache.js'], 'latest of one set');
+        await assert.rejects(s.migrate.latest('nope'), /unknown migration set/);
         await s.close();
 
         // The plugin is removed from Corefile.yaml (and its files are gone): start-up still migrates.
@@ -691,28 +722,6 @@ if (CHILD_DIR) {
     { skip: PG_URL ? false : 'set CODEXDNS_TEST_PG=postgres://user@127.0.0.1:5432/db to run the PostgreSQL tests' },
     () => {
       commonTests(pgBackend);
-
-      for (const variant of ['advisory lock', 'pool of 1: knex lock and retries only'] as const) {
-        test(`two instances migrating concurrently both succeed (${variant})`, async () => {
-          for (let round = 0; round < 3; round++) {
-            await withEnv(pgBackend, async (env) => {
-              const extra: Partial<StorageConfig> = variant === 'advisory lock' ? {} : { pool: { min: 0, max: 1 } };
-              const [a, b] = await Promise.all([env.open(extra), env.open(extra)]);
-              const results = await Promise.all([a!.migrate.latest(), b!.migrate.latest()]);
-              assert.deepEqual(
-                results.flat().sort(),
-                ['000000_create_clients.js', '000001_add_discovering_field.js'],
-                'each migration applied exactly once',
-              );
-              const names = (await a!.reader('knex_migrations').orderBy('id').pluck('name')) as string[];
-              assert.deepEqual(names, ['000000_create_clients.js', '000001_add_discovering_field.js']);
-              const locks = (await a!.reader('knex_migrations_lock').select('*')) as unknown[];
-              assert.equal(locks.length, 1, 'one lock row');
-              assert.deepEqual((await b!.migrate.status()).pending, []);
-            });
-          }
-        });
-      }
 
       test('PostgreSQL down (closed port): StorageUnavailableError, health false, no crash', () =>
         noCrash(async () => {

@@ -7,6 +7,8 @@ import { exchangeRaw, query, type Answer, type QueryOptions } from './client';
 
 export { buildQuery, exchangeRaw, query } from './client';
 export type { Answer, QueryOptions } from './client';
+export { startFakeUpstream } from './fakeUpstream';
+export type { FakeUpstream, FakeUpstreamOptions, FakeQuery, NameRecords, RecordMap, RecordData, RcodeName } from './fakeUpstream';
 
 export interface TestServer {
   readonly server: CodexServer;
