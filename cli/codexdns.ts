@@ -10,8 +10,8 @@ const USAGE = `Usage:
   codexdns [--conf FILE]              run the server (default ./Corefile.yaml)
   codexdns validate [FILE]            check a configuration; prints every problem, exits 1 on errors
   codexdns schema                     print the configuration's JSON Schema (for editors)
-  codexdns migrate up|down|status [--conf FILE]
-                                      apply, roll back one step, or list the database migrations
+  codexdns migrate up|down|status|unlock [--conf FILE]
+                                      apply, roll back one step, list, or clear a stale migration lock
   codexdns --help | --version`;
 
 function fail(msg: string, code = 1): never {
@@ -45,7 +45,7 @@ async function validate(file: string): Promise<number> {
 }
 
 async function migrate(action: string | undefined, file: string): Promise<number> {
-  if (action !== 'up' && action !== 'down' && action !== 'status') fail(`migrate takes up, down or status\n${USAGE}`, 2);
+  if (action !== 'up' && action !== 'down' && action !== 'status' && action !== 'unlock') fail(`migrate takes up, down, status or unlock\n${USAGE}`, 2);
   const cfg = await loadConfigFile(file, builtinCatalog);
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { openStorage } = require('../storage/open') as typeof import('../storage/open');
@@ -57,6 +57,9 @@ async function migrate(action: string | undefined, file: string): Promise<number
     } else if (action === 'down') {
       const undone = await storage.migrate.down();
       process.stdout.write(undone.length ? `rolled back: ${undone.join(', ')}\n` : 'nothing to roll back\n');
+    } else if (action === 'unlock') {
+      await storage.migrate.unlock();
+      process.stdout.write('migration lock cleared\n');
     } else {
       process.stdout.write(JSON.stringify(await storage.migrate.status(), null, 2) + '\n');
     }

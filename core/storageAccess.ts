@@ -53,7 +53,7 @@ export class LazyStorage implements StorageAccess {
       storage.migrate.addPlugin(plugin, dir);
       this.pluginDirs.set(plugin, dir);
     }
-    await storage.migrate.up(plugin);
+    await storage.migrate.latest(plugin);
   }
 
   async health(): Promise<{ ok: boolean; error?: string; latencyMs: number }> {
