@@ -41,18 +41,32 @@ export async function loadCustomPlugin(spec: string, configDir: string): Promise
 }
 
 const loadedVersions = new Map<string, string>();
+/** The URL each ES module plugin was last imported under, with its version: reused while the file is unchanged. */
+const esmUrls = new Map<string, { version: string; url: string }>();
 
 async function importFresh(file: string, version: string): Promise<unknown> {
   const esm = file.endsWith('.mjs') || (file.endsWith('.js') && nearestPackageType(file) === 'module');
   if (!esm) {
-    if (loadedVersions.get(file) !== version) delete require.cache[file];
+    if (loadedVersions.get(file) !== version) {
+      const old = require.cache[file];
+      delete require.cache[file];
+      // require() also lists every module it loads in module.children: drop the old copy there too, or it
+      // stays reachable (and in memory) for the life of the process.
+      if (old) {
+        const i = module.children.indexOf(old);
+        if (i !== -1) module.children.splice(i, 1);
+      }
+    }
     loadedVersions.set(file, version);
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     return require(file);
   }
-  const url = `${pathToFileURL(file).href}?v=${encodeURIComponent(version)}-${loadedVersions.get(file) === version ? 0 : ++generation}`;
-  loadedVersions.set(file, version);
-  return import(url);
+  let entry = esmUrls.get(file);
+  if (entry === undefined || entry.version !== version) {
+    entry = { version, url: `${pathToFileURL(file).href}?v=${encodeURIComponent(version)}-${++generation}` };
+    esmUrls.set(file, entry);
+  }
+  return import(entry.url);
 }
 
 function nearestPackageType(file: string): string | undefined {

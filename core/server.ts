@@ -188,14 +188,15 @@ export class CodexServer {
     const entry = block.plugins[err.index];
     const cause = err.cause;
     const file = displayName(cfg.file);
+    const plugin = entry.source === 'builtin' ? entry.name : `${entry.name} (${entry.source})`;
     let issue: ConfigIssue;
     if (cause instanceof OptionError) {
       const segs = cause.option.split('.').flatMap((s) => s.split(/\[(\d+)\]/).filter(Boolean).map((x) => (/^\d+$/.test(x) ? Number(x) : x)));
       const pos = cfg.positions.of([...entry.optionsPath, ...segs]);
-      issue = { file, line: pos.line, col: pos.col, plugin: entry.name, option: cause.option, message: cause.message, severity: 'error' };
+      issue = { file, line: pos.line, col: pos.col, plugin, option: cause.option, message: cause.message, severity: 'error' };
     } else {
       const pos = cfg.positions.of(entry.path);
-      issue = { file, line: pos.line, col: pos.col, plugin: entry.name, message: cause instanceof Error ? cause.message : String(cause), severity: 'error' };
+      issue = { file, line: pos.line, col: pos.col, plugin, message: cause instanceof Error ? cause.message : String(cause), severity: 'error' };
     }
     return new ConfigError([issue]);
   }

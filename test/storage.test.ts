@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import sqlite3 from 'sqlite3';
 
 import {
@@ -804,8 +804,4 @@ if (CHILD_DIR) {
         ));
     },
   );
-
-  after(() => {
-    // nothing global to clean: every test removes its own temp dir / schema
-  });
 }

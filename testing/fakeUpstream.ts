@@ -204,7 +204,7 @@ class Upstream implements FakeUpstream {
     this.sockets.add(sock);
     sock.on('close', () => this.sockets.delete(sock));
     sock.on('error', () => undefined);
-    let buf = Buffer.alloc(0);
+    let buf: Buffer = Buffer.alloc(0);
     sock.on('data', (d: Buffer) => {
       buf = buf.length === 0 ? d : Buffer.concat([buf, d]);
       while (buf.length >= 2 && buf.length >= buf.readUInt16BE(0) + 2) {
