@@ -71,6 +71,10 @@ export interface WireStats {
   readonly tcpReceived: number;
   readonly dropped: Readonly<Record<string, number>>;
   readonly formerr: number;
+  readonly notimp: number;
+  readonly badvers: number;
+  /** Queries for a zone no block serves (answered REFUSED by the core). */
+  readonly refusedZone: number;
   readonly tcpConnections: number;
   readonly tcpConnectionsRefused: number;
   readonly inFlight: number;

@@ -248,14 +248,14 @@ export class ClientReader {
   }
 
   /** The most active clients, for the dashboard. */
-  async top(views: readonly BlockView[], n: number): Promise<{ enabled: boolean; clients: ClientJson[]; error?: string }> {
+  async top(views: readonly BlockView[], n: number): Promise<{ enabled: boolean; total: number | null; clients: ClientJson[]; error?: string }> {
     try {
       const store = await this.store_(views);
-      if (store === null) return { enabled: false, clients: [] };
+      if (store === null) return { enabled: false, total: null, clients: [] };
       const r = await withTimeout(store.list({ limit: n, sort: 'query_count', order: 'desc' }), STORAGE_TIMEOUT_MS, 'listing clients');
-      return { enabled: true, clients: r.rows.map(clientJson) };
+      return { enabled: true, total: r.total, clients: r.rows.map(clientJson) };
     } catch (err) {
-      return { enabled: true, clients: [], error: errorText(err) };
+      return { enabled: true, total: null, clients: [], error: errorText(err) };
     }
   }
 }

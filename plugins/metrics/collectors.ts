@@ -133,9 +133,9 @@ export class FastHistogram extends FastMetric<HistogramChild> {
       let acc = 0;
       for (let i = 0; i < this.buckets.length; i++) {
         acc += c.counts[i];
-        values.push({ metricName: bucketName, value: acc, labels: { ...c.labels, le: this.buckets[i] } });
+        values.push({ metricName: bucketName, value: acc, labels: { le: this.buckets[i], ...c.labels } });
       }
-      values.push({ metricName: bucketName, value: c.count, labels: { ...c.labels, le: '+Inf' } });
+      values.push({ metricName: bucketName, value: c.count, labels: { le: '+Inf', ...c.labels } });
       values.push({ metricName: `${this.name}_sum`, value: c.sum, labels: { ...c.labels } });
       values.push({ metricName: `${this.name}_count`, value: c.count, labels: { ...c.labels } });
     }

@@ -64,6 +64,8 @@ export interface HostSettings {
 }
 
 const COOKIE = 'codexdns_session';
+/** Served without the token: the login page's style sheet and the icon (nothing about the server). */
+const PUBLIC_PATHS = new Set(['/app.css', '/favicon.ico']);
 const SESSION_MS = 30 * 86_400_000;
 const MAX_BODY = 4096;
 const MAX_STREAMS = 16;
@@ -82,7 +84,6 @@ const ASSET_FILES: Record<string, { file: string; type: string; vendor?: boolean
   '/': { file: 'index.html', type: 'text/html; charset=utf-8' },
   '/app.js': { file: 'app.js', type: 'text/javascript; charset=utf-8' },
   '/app.css': { file: 'app.css', type: 'text/css; charset=utf-8' },
-  '/login': { file: 'login.html', type: 'text/html; charset=utf-8' },
   '/vendor/uPlot.iife.min.js': { file: 'uplot/dist/uPlot.iife.min.js', type: 'text/javascript; charset=utf-8', vendor: true },
   '/vendor/uPlot.min.css': { file: 'uplot/dist/uPlot.min.css', type: 'text/css; charset=utf-8', vendor: true },
 };
@@ -216,6 +217,7 @@ export class MetricsHost {
         this.server.on('error', (err) => this.log.warn('metrics HTTP server error', { error: err.message }));
         this.log.info('metrics listening', { url: `http://${this.listen.host.includes(':') ? `[${this.listen.host}]` : this.listen.host}:${this.port}/` });
         this.schedule();
+        void this.tick(); // the baseline: the first sample then comes one interval later
         resolve();
       });
     });
@@ -298,7 +300,7 @@ export class MetricsHost {
         res.setHeader('Allow', 'GET, HEAD');
         return this.json(res, 405, { error: 'method not allowed' });
       }
-      if (!this.authorized(req)) {
+      if (!PUBLIC_PATHS.has(p) && !this.authorized(req)) {
         if (p === '/' && /text\/html/.test(req.headers.accept ?? '')) return this.redirect(res, '/login');
         res.setHeader('WWW-Authenticate', 'Bearer realm="codexdns"');
         return this.json(res, 401, { error: 'authentication required: send Authorization: Bearer TOKEN, or log in at /login' });
@@ -351,7 +353,7 @@ export class MetricsHost {
             }
             return this.json(res, 200, await this.clients.one(views, ip));
           }
-          if (p in ASSET_FILES && p !== '/login') return this.asset(req, res, p, method);
+          if (p in ASSET_FILES) return this.asset(req, res, p, method);
           return this.json(res, 404, { error: 'not found' });
       }
     } catch (err) {
@@ -486,7 +488,7 @@ export class MetricsHost {
   private async login(req: http.IncomingMessage, res: http.ServerResponse, method: string): Promise<void> {
     const token = this.settings.token;
     if (token === undefined) return this.redirect(res, '/');
-    if (method === 'GET' || method === 'HEAD') return this.asset(req, res, '/login', method);
+    if (method === 'GET' || method === 'HEAD') return this.loginPage(res, 200);
     if (method !== 'POST') {
       res.setHeader('Allow', 'GET, POST');
       return this.json(res, 405, { error: 'method not allowed' });
@@ -507,14 +509,19 @@ export class MetricsHost {
     const given = new URLSearchParams(body).get('token') ?? '';
     if (!sameSecret(given, token)) {
       this.log.warn('dashboard login failed', { from: req.socket.remoteAddress });
-      res.setHeader('Location', '/login?failed=1');
-      res.writeHead(303, { 'Content-Length': 0 });
-      return void res.end();
+      return this.loginPage(res, 401, 'That is not the token.');
     }
     this.loginTokens = Math.min(10, this.loginTokens + 1);
     const issued = Date.now();
     res.setHeader('Set-Cookie', `${COOKIE}=${issued}.${this.sessionMac(issued, token)}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${SESSION_MS / 1000}`);
     this.redirect(res, '/');
+  }
+
+  private loginPage(res: http.ServerResponse, status: number, error?: string): void {
+    this.securityPolicy(res);
+    const body = LOGIN_PAGE.replace('<!--error-->', error ? `<p class="error" role="alert">${error}</p>` : '');
+    res.writeHead(status, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Length': Buffer.byteLength(body) });
+    res.end(body);
   }
 
   private logout(res: http.ServerResponse, method: string): void {
@@ -536,6 +543,28 @@ export class MetricsHost {
     return true;
   }
 }
+
+const LOGIN_PAGE = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>codexdns — log in</title>
+<link rel="stylesheet" href="/app.css">
+</head>
+<body class="login">
+<main>
+<h1>codexdns</h1>
+<form method="post" action="/login">
+<label for="token">Token (the <code>token</code> of the metrics plugin in Corefile.yaml)</label>
+<input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
+<button type="submit">Log in</button>
+</form>
+<!--error-->
+</main>
+</body>
+</html>
+`;
 
 /** Constant-time comparison of two secrets of any length. */
 function sameSecret(a: string, b: string): boolean {

@@ -81,28 +81,36 @@ export function coreMetrics(registry: Registry): CoreMetrics {
   };
 }
 
+/** What one kind of query (zone, transport, family, type) updates: bound once, then reached by one index. */
+interface RequestSlot {
+  readonly requests: CounterChild;
+  readonly duration: HistogramChild;
+  readonly size: HistogramChild;
+}
+
+/** What one kind of response (zone, transport, RCODE, plugin) updates. */
+interface ResponseSlot {
+  readonly responses: CounterChild;
+  readonly size: HistogramChild;
+}
+
 /** One block's recorder: `onServed` is the `served` tap. */
 export class RequestRecorder {
   private readonly zoneIndex = new Map<string, number>();
   private readonly zoneLabels: string[];
   private readonly pluginIndex = new Map<string, number>();
   private readonly pluginLabels: string[] = [];
+  private lastPlugin = '';
+  private lastPluginIndex = 0;
   // Dense arrays, allocated once at their full (small) size: an index is computed per query, never a key.
-  private readonly req: (CounterChild | undefined)[];
-  private readonly res: (CounterChild | undefined)[];
-  private readonly dur: (HistogramChild | undefined)[];
-  private readonly reqSize: (HistogramChild | undefined)[];
-  private readonly resSize: (HistogramChild | undefined)[];
+  private readonly req: (RequestSlot | undefined)[];
+  private readonly res: (ResponseSlot | undefined)[];
 
   constructor(private readonly m: CoreMetrics, readonly server: string, zones: readonly string[], plugins: readonly string[]) {
     this.zoneLabels = zones.length > 0 ? zones.map(zoneLabel) : ['.'];
     const nz = this.zoneLabels.length;
-    const slots = <T>(n: number): (T | undefined)[] => new Array<T | undefined>(n).fill(undefined);
-    this.req = slots(nz * 4 * N_TYPES);
-    this.res = slots(nz * N_RCODES * MAX_PLUGINS);
-    this.dur = slots(nz * N_TYPES);
-    this.reqSize = slots(nz * 2);
-    this.resSize = slots(nz * 2);
+    this.req = new Array<RequestSlot | undefined>(nz * 4 * N_TYPES).fill(undefined);
+    this.res = new Array<ResponseSlot | undefined>(nz * 2 * N_RCODES * MAX_PLUGINS).fill(undefined);
     zones.forEach((z, i) => this.zoneIndex.set(z, i));
     this.plugin('');
     for (const p of plugins) this.plugin(p);
@@ -118,54 +126,54 @@ export class RequestRecorder {
     return i;
   }
 
+  private requestSlot(key: number, zi: number, tcp: number, fam: number, ts: number): RequestSlot {
+    const zone = this.zoneLabels[zi];
+    const proto = tcp ? 'tcp' : 'udp';
+    const slot: RequestSlot = {
+      requests: this.m.requests.child([this.server, zone, proto, fam ? '2' : '1', TYPE_NAMES[ts]]),
+      duration: this.m.duration.child([this.server, zone, TYPE_NAMES[ts]]),
+      size: this.m.requestSize.child([this.server, zone, proto]),
+    };
+    this.req[key] = slot;
+    return slot;
+  }
+
+  private responseSlot(key: number, zi: number, tcp: number, rcode: number, pi: number): ResponseSlot {
+    const zone = this.zoneLabels[zi];
+    const slot: ResponseSlot = {
+      responses: this.m.responses.child([this.server, zone, RCODE_LABELS[rcode], this.pluginLabels[pi]]),
+      size: this.m.responseSize.child([this.server, zone, tcp ? 'tcp' : 'udp']),
+    };
+    this.res[key] = slot;
+    return slot;
+  }
+
   readonly onServed = (ctx: QueryContext, res: DnsResponse): void => {
     const zi = this.zoneLabels.length === 1 ? 0 : (this.zoneIndex.get(ctx.zone) ?? 0);
     const client = ctx.client;
     const tcp = client.transport === 'tcp' ? 1 : 0;
-    const fam = client.family === 6 ? 1 : 0;
     const ts = TYPE_SLOT[ctx.query.qtype];
-
-    const rk = ((zi * 2 + tcp) * 2 + fam) * N_TYPES + ts;
-    let rc = this.req[rk];
-    if (rc === undefined) {
-      rc = this.m.requests.child([this.server, this.zoneLabels[zi], tcp ? 'tcp' : 'udp', fam ? '2' : '1', TYPE_NAMES[ts]]);
-      this.req[rk] = rc;
-    }
-    rc.value++;
-
-    const dk = zi * N_TYPES + ts;
-    let dc = this.dur[dk];
-    if (dc === undefined) {
-      dc = this.m.duration.child([this.server, this.zoneLabels[zi], TYPE_NAMES[ts]]);
-      this.dur[dk] = dc;
-    }
-    dc.observe((performance.now() - ctx.startedAt) / 1000);
-
-    const sk = zi * 2 + tcp;
-    let qs = this.reqSize[sk];
-    if (qs === undefined) {
-      qs = this.m.requestSize.child([this.server, this.zoneLabels[zi], tcp ? 'tcp' : 'udp']);
-      this.reqSize[sk] = qs;
-    }
-    qs.observe(ctx.raw.length);
+    const rk = ((zi * 2 + tcp) * 2 + (client.family === 6 ? 1 : 0)) * N_TYPES + ts;
+    const q = this.req[rk] ?? this.requestSlot(rk, zi, tcp, client.family === 6 ? 1 : 0, ts);
+    q.requests.value++;
+    q.duration.observe((performance.now() - ctx.startedAt) / 1000);
+    q.size.observe(ctx.raw.length);
 
     if (res.dropped) return;
     const wire = res.wire;
     const rcode = wire.length > 3 ? wire[3] & 0x0f : 2;
-    const pi = this.pluginIndex.get(res.plugin) ?? this.plugin(res.plugin);
-    const ok = (zi * N_RCODES + rcode) * MAX_PLUGINS + pi;
-    let oc = this.res[ok];
-    if (oc === undefined) {
-      oc = this.m.responses.child([this.server, this.zoneLabels[zi], RCODE_LABELS[rcode], this.pluginLabels[pi]]);
-      this.res[ok] = oc;
+    // Most responses in a row come from the same plugin (the cache, on a busy box): skip the map then.
+    const name = res.plugin;
+    let pi = this.lastPluginIndex;
+    if (name !== this.lastPlugin) {
+      pi = this.pluginIndex.get(name) ?? this.plugin(name);
+      this.lastPlugin = name;
+      this.lastPluginIndex = pi;
     }
-    oc.value++;
-    let as = this.resSize[sk];
-    if (as === undefined) {
-      as = this.m.responseSize.child([this.server, this.zoneLabels[zi], tcp ? 'tcp' : 'udp']);
-      this.resSize[sk] = as;
-    }
-    as.observe(wire.length);
+    const ok = ((zi * 2 + tcp) * N_RCODES + rcode) * MAX_PLUGINS + pi;
+    const a = this.res[ok] ?? this.responseSlot(ok, zi, tcp, rcode, pi);
+    a.responses.value++;
+    a.size.observe(wire.length);
   };
 
   /** Points each tap's timing slot at its histogram child: once per chain, at startup. */

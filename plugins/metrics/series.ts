@@ -4,6 +4,7 @@
  * server-sent events.
  */
 import type { Registry } from 'prom-client';
+import type { QueueMetrics } from '../clienttrack/types';
 import type { BlockView } from './api';
 import type { CoreMetrics } from './requestMetrics';
 import { registrySum, type BreakerStateName } from './sources';
@@ -87,7 +88,7 @@ export class Sampler {
     let breaker: Sample['breaker'] = null;
     let forwardsEnabled = false;
     for (const v of views) {
-      const q = queue === null ? v.sources.queue() : null;
+      const q: QueueMetrics | null = queue === null ? v.sources.queue() : null;
       if (q !== null) {
         queue = { high: q.depth.high, low: q.depth.low };
         processingRate = q.ratePerSecond;

@@ -1,0 +1,203 @@
+/**
+ * `metrics`: Prometheus `/metrics` (CoreDNS's request metrics under `codexdns_`, per-plugin tap times, the Node
+ * process metrics), a JSON API for the tracking queue, discovery, running tasks, clients, health and readiness,
+ * and a live dashboard — on one HTTP listener (`listen`, loopback by default). See README.md.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { collectDefaultMetrics, type Registry } from 'prom-client';
+import { OptionError } from '../../config/errors';
+import { Duration, Type } from '../../config/types';
+import { definePlugin, type PluginApi, type WireStats } from '../../core/plugin';
+import type { BlockView } from './api';
+import { acquireHost, parseHttpListen, type HostLease, type HostSettings } from './http';
+import { RequestRecorder, coreMetrics } from './requestMetrics';
+import { BlockSources } from './sources';
+
+export { httpListeners, parseHttpListen, isLoopbackAddress, dashboardDir } from './http';
+export { MONITORED_TYPES, RequestRecorder, coreMetrics, zoneLabel } from './requestMetrics';
+export { FastCounter, FastHistogram, TIME_BUCKETS, SIZE_BUCKETS, TAP_BUCKETS } from './collectors';
+export type { Sample } from './series';
+export { normaliseBreakers, discoverySnapshot, type DiscoverySnapshot, type BreakerStateName } from './sources';
+
+export const DEFAULT_LISTEN = '127.0.0.1:9153';
+
+export const MetricsOptions = Type.Object({
+  listen: Type.String({ default: DEFAULT_LISTEN, description: 'HTTP address (HOST:PORT; IPv6 in brackets) for /metrics, the API and the dashboard. Not a loopback address: `token` is required.' }),
+  token: Type.Optional(
+    Type.String({ minLength: 16, description: 'Secret required on every request: `Authorization: Bearer TOKEN`, or the session cookie the dashboard login sets. At least 16 characters.' }),
+  ),
+  hosts: Type.Array(Type.String({ minLength: 1 }), {
+    default: [],
+    description: 'Names a browser may use to reach the dashboard (its Host header), besides the listen address (and localhost on loopback, the local addresses on a wildcard)',
+  }),
+  interval: Duration(1000, 'Dashboard update interval (100ms to 2s)'),
+  plugin_timing: Type.Boolean({ default: true, description: 'Measure the time spent in each plugin (codexdns_plugin_duration_seconds)' }),
+  process_metrics: Type.Boolean({ default: true, description: "Export prom-client's Node process metrics (process_*, nodejs_*)" }),
+});
+
+interface RetainedLease {
+  readonly ready: Promise<HostLease>;
+}
+
+export const metricsPlugin = definePlugin({
+  name: 'metrics',
+  description: 'Prometheus /metrics, a JSON API (queue, discovery, tasks, clients, health, ready) and a live dashboard',
+  options: MetricsOptions,
+  async setup(api, o) {
+    const listen = parseHttpListen(o.listen);
+    if (typeof listen === 'string') throw new OptionError('listen', listen);
+    if (!listen.loopback && o.token === undefined) {
+      throw new OptionError('token', `listen ${o.listen} is not a loopback address: set a token (at least 16 characters), or listen on 127.0.0.1`);
+    }
+    if (o.interval < 100 || o.interval > 2000) throw new OptionError('interval', 'must be from 100ms to 2s');
+    const registry = api.metrics.registry;
+    const core = coreMetrics(registry);
+    registerServerMetrics(api);
+    if (o.process_metrics) enableProcessMetrics(registry);
+
+    const recorder = new RequestRecorder(core, api.block.name, api.block.zones, []);
+    api.hooks.served.tap('metrics', recorder.onServed);
+    const sources = new BlockSources(api);
+    sources.tapDiscovered();
+
+    const settings: HostSettings = { token: o.token, hosts: o.hosts, intervalMs: o.interval };
+    // The listener outlives a reload: the same lease is handed to the new chain while the options are unchanged,
+    // and a changed option takes a new lease on the same listener (acquireHost shares it by address).
+    const retained = api.retain<RetainedLease>(
+      `http:${listen.key}|${o.token === undefined ? '-' : 'token'}`,
+      () => {
+        const ready = acquireHost(registry, core, listen, settings, api.log);
+        ready.catch(() => undefined);
+        return { ready };
+      },
+      (l) => l.ready.then((lease) => lease.release(), () => undefined),
+    );
+    let lease: HostLease;
+    try {
+      lease = await retained.ready;
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      throw new OptionError('listen', `cannot listen on ${o.listen}: ${e.code ?? ''}${e.code ? ' ' : ''}${e.message}`);
+    }
+    const view: BlockView = { block: api.block.name, api, sources, recorder };
+    api.hooks.startup.tapPromise('metrics', async () => {
+      if (o.plugin_timing) recorder.bindTapTimings(api.server.tapTimings());
+      lease.host.attach(view, settings, api.log);
+    });
+    api.hooks.shutdown.tapPromise('metrics', async () => {
+      lease.host.detach(view);
+    });
+  },
+});
+
+export default metricsPlugin;
+
+// ------------------------------------------------------------------------------------ server metrics
+
+interface WireSource {
+  wire: () => WireStats;
+  readonly marks: Map<string, number>;
+}
+
+const wireSources = new WeakMap<Registry, WireSource>();
+
+/**
+ * Metrics of the wire layer (what never reaches a chain: malformed packets, the core's own answers) and build
+ * information: registered once per process, read from the dispatcher's counters when scraped.
+ */
+function registerServerMetrics(api: PluginApi): void {
+  const registry = api.metrics.registry;
+  const existing = wireSources.get(registry);
+  if (existing !== undefined) {
+    existing.wire = api.server.wireStats;
+    return;
+  }
+  const src: WireSource = { wire: api.server.wireStats, marks: new Map() };
+  wireSources.set(registry, src);
+  const f = api.metrics;
+  /** Brings a counter's series up to a monotonic total kept elsewhere. */
+  const mirror = (c: { inc(labels: Record<string, string>, v: number): void; inc(v: number): void }, key: string, value: number, labels?: Record<string, string>): void => {
+    const last = src.marks.get(key) ?? 0;
+    const d = Math.max(0, value - last);
+    src.marks.set(key, value);
+    if (labels) c.inc(labels, d);
+    else c.inc(d);
+  };
+  const received = f.counter({
+    subsystem: 'dns',
+    name: 'packets_received_total',
+    help: 'DNS messages received by the listeners (before any check), by transport.',
+    labelNames: ['proto'] as const,
+    collect() {
+      const w = src.wire();
+      mirror(received, 'udp', w.udpReceived, { proto: 'udp' });
+      mirror(received, 'tcp', w.tcpReceived, { proto: 'tcp' });
+    },
+  });
+  const dropped = f.counter({
+    subsystem: 'dns',
+    name: 'packets_dropped_total',
+    help: 'DNS messages dropped unanswered by the wire layer, by reason (short, response, shutdown).',
+    labelNames: ['reason'] as const,
+    collect() {
+      for (const [reason, n] of Object.entries(src.wire().dropped)) mirror(dropped, `drop:${reason}`, n, { reason });
+    },
+  });
+  const formerr = f.counter({
+    subsystem: 'dns',
+    name: 'formerr_total',
+    help: 'Malformed queries answered FORMERR by the core (they never reach a chain).',
+    collect() {
+      mirror(formerr, 'formerr', src.wire().formerr);
+    },
+  });
+  const refused = f.counter({
+    subsystem: 'dns',
+    name: 'tcp_connections_refused_total',
+    help: 'TCP connections closed at once because the connection limit was reached.',
+    collect() {
+      mirror(refused, 'tcpRefused', src.wire().tcpConnectionsRefused);
+    },
+  });
+  f.gauge({
+    subsystem: 'dns',
+    name: 'tcp_connections',
+    help: 'Open DNS TCP connections.',
+    collect() {
+      this.set(src.wire().tcpConnections);
+    },
+  });
+  f.gauge({
+    subsystem: 'dns',
+    name: 'inflight_queries',
+    help: 'Queries being handled by a chain now.',
+    collect() {
+      this.set(src.wire().inFlight);
+    },
+  });
+  const info = f.gauge({ subsystem: 'build', name: 'info', help: 'Always 1; the labels tell the codexdns and Node.js versions.', labelNames: ['version', 'nodejs'] as const });
+  info.set({ version: packageVersion(), nodejs: process.version }, 1);
+}
+
+const processMetrics = new WeakSet<Registry>();
+
+/** prom-client's default metrics (process_*, nodejs_*), unprefixed as CoreDNS exports go_* and process_*. */
+function enableProcessMetrics(registry: Registry): void {
+  if (processMetrics.has(registry)) return;
+  processMetrics.add(registry);
+  if (registry.getSingleMetric('process_cpu_seconds_total') !== undefined) return;
+  collectDefaultMetrics({ register: registry });
+}
+
+function packageVersion(): string {
+  for (const p of [path.resolve(__dirname, '..', '..', '..', 'package.json'), path.resolve(__dirname, '..', '..', 'package.json')]) {
+    try {
+      const pkg = JSON.parse(fs.readFileSync(p, 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'codexdns' && pkg.version) return pkg.version;
+    } catch {
+      // next
+    }
+  }
+  return 'unknown';
+}
