@@ -7,9 +7,10 @@
 // source address in 127.0.0.0/8 (every such address is local on Linux: each is a different client) sending
 // 3 queries one second apart; plus steady traffic from 10 known clients (20 queries/s each) that were seen
 // before the storm. 20 % of the names are unique (cache misses, forwarded), the rest come from a pool of 2,000.
-// Server chain: acl → cache → clienttrack → stormdiscovery (bench/stormDiscovery.ts: a stand-in for the
-// discovery plugin, 2.5 s per client on its own pool) → forward to a local fake upstream (bench/upstream.ts).
-// The baseline run drops clienttrack and the stand-in, nothing else.
+// Server chain: stormprobe (bench/stormProbe.ts: the server's event-loop delay, stalls and memory, logged at
+// shutdown) → acl → cache → clienttrack → stormdiscovery (bench/stormDiscovery.ts: a stand-in for the discovery
+// plugin, 2.5 s per client on its own pool) → forward to a local fake upstream (bench/upstream.ts). The baseline
+// run drops clienttrack and the stand-in, nothing else.
 //
 // Reported per run: answered %, latency p50/p99/p99.9 for known and for new clients, the ratio to the
 // baseline, tracking drops, database rows vs distinct clients, total query_count vs queries sent, peak RSS,
@@ -17,7 +18,9 @@
 //
 // Bounds: only 127.0.0.0/8; the storm stops after STORM_SECONDS (at most 120) and STORM_RATE (at most 5,000);
 // every child runs under `timeout`, and is killed at the end, on error and on Ctrl-C. STORM_PIN=0: no taskset
-// (by default the generator and the upstream run on CPU 0, the server alone on CPU 1).
+// (by default the generator and the upstream run on CPU 0, the server alone on CPU 1). STORM_ONLY=tracking or
+// baseline runs one of the two; STORM_CLI runs another build's dist/cli/codexdns.js; STORM_NODE_FLAGS adds flags to the server's node (e.g. --cpu-prof);
+// STORM_KEEP_TMP=1 keeps each run's folder (Corefile, database, server.log).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
@@ -29,9 +32,10 @@ import { encodeQuery } from './common';
 import { openStorage } from '../storage/open';
 
 const ROOT = path.resolve(__dirname, '..', '..');
-const CLI = path.join(ROOT, 'dist', 'cli', 'codexdns.js');
+const CLI = path.resolve(process.env.STORM_CLI ?? path.join(ROOT, 'dist', 'cli', 'codexdns.js'));
 const UPSTREAM = path.join(ROOT, 'dist', 'bench', 'upstream.js');
 const STANDIN = path.join(ROOT, 'dist', 'bench', 'stormDiscovery.js');
+const PROBE = path.join(ROOT, 'dist', 'bench', 'stormProbe.js');
 const RESULTS = path.join(ROOT, 'bench', 'results', 'storm.json');
 
 function envNum(name: string, def: number, min: number, max: number): number {
@@ -141,6 +145,20 @@ function cpuSeconds(pid: number): number {
   } catch {
     return 0;
   }
+}
+
+/** Datagrams the kernel dropped on the server's UDP socket (receive buffer full), from /proc/net/udp. */
+function udpDrops(port: number): number {
+  try {
+    const hex = port.toString(16).toUpperCase().padStart(4, '0');
+    for (const line of fs.readFileSync('/proc/net/udp', 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f[1] === `0100007F:${hex}`) return Number(f[f.length - 1]);
+    }
+  } catch {
+    // not Linux
+  }
+  return NaN;
 }
 
 // ---------------------------------------------------------------------------------------------- load
@@ -281,6 +299,9 @@ interface RunResult {
   peakRssMB: number;
   serverCpuSeconds: number;
   generatorLoopDelayP99Ms: number;
+  /** The server's own event loop during the run (bench/stormProbe.ts), and UDP drops on its socket. */
+  server: Record<string, string>;
+  serverSocketDrops: number;
   tracking?: {
     stopped: Record<string, string>;
     standin: Record<string, string>;
@@ -308,6 +329,7 @@ async function run(kind: 'tracking' | 'baseline', upstreamPort: number): Promise
   - listen: [udp://127.0.0.1:${port}, tcp://127.0.0.1:${port}]
     zones: ["."]
     plugins:
+      - use: ${JSON.stringify(PROBE)}
       - acl: { allow: [127.0.0.0/8] }
       - cache: { capacity: 10000 }
 ${tracking ? `      - clienttrack: { workers: 100, queue: 10000, priority: { high: 5000, low: 5000 } }
@@ -319,7 +341,8 @@ reload: { watch: false }
 `;
   fs.writeFileSync(path.join(dir, 'Corefile.yaml'), conf);
   let stderr = '';
-  const server = start([process.execPath, CLI, '--conf', path.join(dir, 'Corefile.yaml')], 1, (s) => (stderr += s));
+  const flags = (process.env.STORM_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+  const server = start([process.execPath, ...flags, CLI, '--conf', path.join(dir, 'Corefile.yaml')], 1, (s) => (stderr += s));
   const t0 = Date.now();
   while (!/codexdns started/.test(stderr)) {
     if (Date.now() - t0 > 20_000 || server.child.exitCode !== null) throw new Error(`${kind}: server did not start:\n${stderr}`);
@@ -334,7 +357,13 @@ reload: { watch: false }
     gen.send(known[k % KNOWN], `n${k}.storm.test`);
     if (k % 200 === 199) await sleep(50);
   }
-  await sleep(1500);
+  await sleep(1000);
+  // Every warm-up answer in (or timed out) before the counters are reset.
+  const warmT0 = Date.now();
+  while (known.some((c) => c.pending.size > 0) && Date.now() - warmT0 < QUERY_TIMEOUT_MS + 500) {
+    gen.sweep();
+    await sleep(20);
+  }
   gen.sweep();
   // Discard the warm-up figures.
   gen.sent.known = gen.answered.known = gen.lost.known = 0;
@@ -398,6 +427,7 @@ reload: { watch: false }
   loop.disable();
   clearInterval(rssTimer);
   const cpu = cpuSeconds(pid) - cpu0;
+  const socketDrops = udpDrops(port);
   const hwm = readStatus(pid).hwm;
   peakRss = Math.max(peakRss, hwm);
 
@@ -429,6 +459,8 @@ reload: { watch: false }
     peakRssMB: peakRss / 1048576,
     serverCpuSeconds: cpu,
     generatorLoopDelayP99Ms: loop.percentile(99) / 1e6,
+    server: parseFields(stderr.split('\n').find((l) => /storm probe/.test(l))),
+    serverSocketDrops: socketDrops,
   };
   if (tracking) {
     const stopped = parseFields(stderr.split('\n').find((l) => /tracking stopped/.test(l)));
@@ -499,12 +531,12 @@ async function main(): Promise<void> {
   fs.mkdirSync(path.dirname(RESULTS), { recursive: true });
   fs.writeFileSync(RESULTS, JSON.stringify(out, null, 2) + '\n');
   const lines = [
-    `| run | sent | answered | p50 known | p99 known | p50 new | p99 new | p99 all | p99.9 all | peak RSS | server CPU |`,
-    `|---|---|---|---|---|---|---|---|---|---|---|`,
+    `| run | sent | answered | p50 known | p99 known | p50 new | p99 new | p99 all | p99.9 all | peak RSS | server CPU | server loop p99 / max | socket drops | generator loop p99 |`,
+    `|---|---|---|---|---|---|---|---|---|---|---|---|---|---|`,
   ];
   for (const r of results) {
     lines.push(
-      `| ${r.run} | ${r.sent.total} | ${fmt(r.answered.pct, 3)} % | ${fmt(r.latencyMs.known.p50)} ms | ${fmt(r.latencyMs.known.p99)} ms | ${fmt(r.latencyMs.new.p50)} ms | ${fmt(r.latencyMs.new.p99)} ms | ${fmt(r.latencyMs.all.p99)} ms | ${fmt(r.latencyMs.all.p999)} ms | ${fmt(r.peakRssMB, 1)} MB | ${fmt(r.serverCpuSeconds, 1)} s |`,
+      `| ${r.run} | ${r.sent.total} | ${fmt(r.answered.pct, 3)} % | ${fmt(r.latencyMs.known.p50)} ms | ${fmt(r.latencyMs.known.p99)} ms | ${fmt(r.latencyMs.new.p50)} ms | ${fmt(r.latencyMs.new.p99)} ms | ${fmt(r.latencyMs.all.p99)} ms | ${fmt(r.latencyMs.all.p999)} ms | ${fmt(r.peakRssMB, 1)} MB | ${fmt(r.serverCpuSeconds, 1)} s | ${r.server.loop_p99_ms ?? '?'} / ${r.server.loop_max_ms ?? '?'} ms | ${r.serverSocketDrops} | ${fmt(r.generatorLoopDelayP99Ms, 1)} ms |`,
     );
   }
   if (out.ratio) lines.push('', `p99 ratio tracking / baseline: all ${fmt(out.ratio.p99All)}, known ${fmt(out.ratio.p99Known)}, new ${fmt(out.ratio.p99New)}`);
@@ -521,7 +553,7 @@ async function main(): Promise<void> {
   console.log(lines.join('\n'));
 }
 
-main().catch((err) => {
+main().then(() => process.exit(0), (err: unknown) => {
   console.error(err instanceof Error ? err.stack : err);
   killAll();
   process.exit(1);

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import * as path from 'node:path';
 import { ConfigError, formatIssue } from '../config/errors';
-import { loadConfigFile } from '../config/load';
+import { loadConfigFile, storageOptions } from '../config/load';
 import { configJsonSchema } from '../config/schemaExport';
 import { CodexServer } from '../core/server';
 import { builtinCatalog } from '../plugins/catalog';
@@ -49,7 +49,7 @@ async function migrate(action: string | undefined, file: string): Promise<number
   const cfg = await loadConfigFile(file, builtinCatalog);
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { openStorage } = require('../storage/open') as typeof import('../storage/open');
-  const storage = await openStorage(cfg.storage as Parameters<typeof openStorage>[0], { baseDir: cfg.dir });
+  const storage = await openStorage(storageOptions(cfg.storage), { baseDir: cfg.dir });
   try {
     if (action === 'up') {
       const done = await storage.migrate.latest();

@@ -19,6 +19,8 @@ export const StorageSchema = Type.Object({
   synchronous: Type.Union([Type.Literal('off'), Type.Literal('normal'), Type.Literal('full')], { default: 'normal', description: 'SQLite synchronous level (NORMAL: WAL stays consistent on power loss)' }),
   busy_timeout: Duration(5_000, 'How long SQLite waits on a locked database before retrying'),
   pool: Type.Optional(Type.Object({ min: Type.Optional(Type.Integer({ minimum: 0 })), max: Type.Optional(Type.Integer({ minimum: 1 })) })),
+  schema: Type.Optional(Type.String({ description: 'PostgreSQL schema (search path) holding the tables' })),
+  acquire_timeout: Duration(10_000, 'How long to wait for a pooled connection before counting the database unavailable'),
 }, { default: {} });
 
 export const LogSchema = Type.Object({

@@ -15,6 +15,19 @@ import { validateAgainst, type SchemaProblem } from './validate';
 
 export type StorageConfig = Static<typeof StorageSchema>;
 
+/** The `storage:` block as the storage layer takes it (durations in ms under their own names). */
+export function storageOptions(cfg: StorageConfig): import('../storage/open').StorageConfig {
+  return {
+    client: cfg.client,
+    connection: cfg.connection,
+    synchronous: cfg.synchronous,
+    busy_timeout_ms: cfg.busy_timeout,
+    acquire_timeout_ms: cfg.acquire_timeout,
+    ...(cfg.pool ? { pool: cfg.pool } : {}),
+    ...(cfg.schema ? { searchPath: cfg.schema } : {}),
+  };
+}
+
 /** One plugin of a chain, validated, with what is needed to point at it in the file. */
 export interface PluginEntryConfig {
   readonly name: string;

@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import type { StorageConfig } from '../config/load';
+import { storageOptions, type StorageConfig } from '../config/load';
 import type { Logger } from './log';
 import type { StorageAccess } from './plugin';
 import type { Storage } from '../storage/open';
@@ -22,7 +22,7 @@ export class LazyStorage implements StorageAccess {
       this.opening = (async () => {
         // eslint-disable-next-line @typescript-eslint/no-require-imports
         const { openStorage } = require('../storage/open') as typeof import('../storage/open');
-        const storage = await openStorage(this.cfg as Parameters<typeof openStorage>[0], { baseDir: this.baseDir, log: this.log });
+        const storage = await openStorage(storageOptions(this.cfg), { baseDir: this.baseDir, log: this.log });
         try {
           await storage.migrate.latest();
         } catch (err) {

@@ -384,7 +384,8 @@ describe('clienttrack: the tracker', () => {
     const store = new FakeStore();
     const { t } = makeTracker({ maxClients: 3 }, store);
     await ready(t);
-    for (const ip of ['a', 'b', 'c', 'a', 'd', 'e']) t.track(ip, 1, '', 1, 0);
+    // 10 s apart: a known client moves to the newest end of the LRU at most every 10 s.
+    ['a', 'b', 'c', 'a', 'd', 'e'].forEach((ip, i) => t.track(ip, 1 + i * 10_000, '', 1, 0));
     await idle(t);
     const m = t.metrics();
     assert.equal(m.clients.indexed, 3);
@@ -765,6 +766,35 @@ function serverTests(makeDb: () => Promise<Db>): void {
 
 describe('clienttrack: server on SQLite', () => {
   serverTests(sqliteDb);
+
+  test('a reload that changes the options: the new tracker takes over the index, the old one flushes its rows', async () => {
+    const db = await sqliteDb();
+    const c = corefile(db, { discover: true, clienttrack: '{ flush: 1h }' });
+    const s = await startServer(c.text, { catalog });
+    try {
+      await s.query('a.example', 'A', { from: '127.0.13.1' });
+      await s.query('a.example', 'A', { from: '127.0.13.1' });
+      await waitFor('announced', () => probes.get(c.probe)!.events.length === 1);
+      await waitFor('processed', () => metricsOf(c.probe).processed === 2);
+      assert.equal(metricsOf(c.probe).writer.rowsWritten, 0, 'nothing written yet (flush: 1h)');
+      const changed = corefile(db, { discover: true, clienttrack: '{ flush: 100ms }', probe: c.probe });
+      assert.deepEqual(await s.reload(changed.text), { ok: true });
+      const after = probes.get(c.probe)!;
+      await s.query('b.example', 'A', { from: '127.0.13.1' });
+      await s.query('b.example', 'A', { from: '127.0.13.2' });
+      await waitFor('announced', () => after.events.length === 1);
+      assert.deepEqual(after.events.map((e) => e.ip), ['127.0.13.2'], '127.0.13.1 is still known');
+      await settle(c.probe, 2);
+      await s.stop();
+      await withStore(db, async (store) => {
+        assert.equal((await store.get('127.0.13.1'))?.queryCount, 3, 'the old tracker flushed its 2, the new one wrote 1');
+        assert.equal((await store.get('127.0.13.2'))?.queryCount, 1);
+      });
+    } finally {
+      await s.stop();
+      await db.cleanup();
+    }
+  });
 
   test('the queue metrics hook and the Prometheus metrics agree; the identity holds', async () => {
     const db = await sqliteDb();

@@ -53,7 +53,14 @@ export class LruMap<K, V> implements Iterable<[K, V]> {
     }
     this.map.set(key, value);
     if (this.map.size <= this.capacity) return undefined;
-    const oldest = this.map.entries().next();
+    // A fresh iterator would walk over every slot deleted at the front of the Map (until V8 rehashes it):
+    // ~10 µs per eviction at 50,000 entries. One live iterator, kept, always sits at the oldest entry instead,
+    // because everything it passed was evicted and a refreshed entry is re-inserted behind it.
+    let oldest = this.evictCursor?.next();
+    if (oldest === undefined || oldest.done === true) {
+      this.evictCursor = this.map.entries();
+      oldest = this.evictCursor.next();
+    }
     if (oldest.done === true) return undefined;
     const [oldKey, oldValue] = oldest.value;
     this.map.delete(oldKey);
@@ -61,11 +68,14 @@ export class LruMap<K, V> implements Iterable<[K, V]> {
     return [oldKey, oldValue];
   }
 
+  private evictCursor: IterableIterator<[K, V]> | undefined;
+
   delete(key: K): boolean {
     return this.map.delete(key);
   }
 
   clear(): void {
+    this.evictCursor = undefined;
     this.map.clear();
   }
 

@@ -65,6 +65,13 @@ export class Batcher {
   private readonly dropWarning: RepeatingWarning;
   private pending = new Map<string, ClientUpdate>();
   private pendingQueries = 0;
+  // The rows a running write took (the whole pending Map, swapped out at once: O(1), and no iteration over the
+  // holes that deleting from the front of a big Map leaves), written `batch` rows at a time.
+  private taking: IterableIterator<ClientUpdate> | null = null;
+  private takingRows = 0;
+  private takingQueries = 0;
+  /** The batch being written now. */
+  private inFlightRows = 0;
   private writing: Promise<void> | null = null;
   private closed = false;
   private lastFlushAt: number;
@@ -112,12 +119,18 @@ export class Batcher {
     });
   }
 
+  /** Rows waiting to be written (including those a running write has taken but not written yet). */
   get size(): number {
-    return this.pending.size;
+    return this.pending.size + this.takingRows;
   }
 
   get queuedQueries(): number {
-    return this.pendingQueries;
+    return this.pendingQueries + this.takingQueries;
+  }
+
+  /** Rows held in memory: waiting, taken, and in the batch being written; `max_pending` bounds it. */
+  private get buffered(): number {
+    return this.pending.size + this.takingRows + this.inFlightRows;
   }
 
   get isWriting(): boolean {
@@ -128,7 +141,7 @@ export class Batcher {
   addActivity(ip: string, at: number, queries: number, discovering?: boolean): boolean {
     let u = this.pending.get(ip);
     if (u === undefined) {
-      if (this.pending.size >= this.maxPending) return this.drop(queries);
+      if (this.buffered >= this.maxPending) return this.drop(queries);
       u = { ip, firstSeen: at, lastSeen: at, queries };
       if (discovering !== undefined) u.discovering = discovering;
       this.pending.set(ip, u);
@@ -147,7 +160,7 @@ export class Batcher {
   addDiscovery(d: DiscoveryUpdate, seen: number, now: number): boolean {
     let u = this.pending.get(d.ip);
     if (u === undefined) {
-      if (this.pending.size >= this.maxPending) return this.drop(0);
+      if (this.buffered >= this.maxPending) return this.drop(0);
       u = { ip: d.ip, firstSeen: seen, lastSeen: seen, queries: 0 };
       this.pending.set(d.ip, u);
     }
@@ -201,37 +214,40 @@ export class Batcher {
         if (!finished) return false;
         continue;
       }
-      if (this.pending.size === 0) return true;
+      if (this.size === 0) return true;
       if (this.clock.now() >= deadline) return false;
       const failuresBefore = this.failedBatches;
       this.start('all', deadline);
       const finished = await raceTimeout(this.writing ?? Promise.resolve(), Math.max(0, deadline - this.clock.now()));
       if (!finished) return false;
-      if (this.failedBatches !== failuresBefore) return this.pending.size === 0;
+      if (this.failedBatches !== failuresBefore) return this.size === 0;
     }
-    return this.pending.size === 0;
+    return this.size === 0;
   }
 
   /** Stops writing: what is still pending is counted as dropped (the caller has flushed what it could). */
   close(): { rows: number; queries: number } {
     this.closed = true;
-    const rows = this.pending.size;
-    const queries = this.pendingQueries;
+    const rows = this.size;
+    const queries = this.queuedQueries;
     if (rows > 0) {
       this.droppedUpdates += rows;
       this.droppedQueries += queries;
     }
     this.pending = new Map();
     this.pendingQueries = 0;
+    this.taking = null;
+    this.takingRows = 0;
+    this.takingQueries = 0;
     return { rows, queries };
   }
 
   metrics(): WriterMetrics {
     const now = this.clock.now();
     return {
-      pending: this.pending.size,
+      pending: this.size,
       pendingCapacity: this.maxPending,
-      pendingQueries: this.pendingQueries,
+      pendingQueries: this.queuedQueries,
       batch: this.batch,
       batches: this.batches,
       failedBatches: this.failedBatches,
@@ -279,33 +295,71 @@ export class Batcher {
       return;
     }
     for (;;) {
-      const n = this.pending.size;
-      if (n === 0 || this.closed) return;
-      if (mode === 'full' && n < this.batch) return;
-      if (this.clock.now() >= deadline) return;
-      const chunk = this.take(Math.min(this.batch, n));
+      if (this.closed) return;
+      if (this.taking === null) {
+        const n = this.pending.size;
+        if (n === 0) return;
+        if (mode === 'full' && n < this.batch) return;
+        if (this.clock.now() >= deadline) return;
+        this.taking = this.pending.values();
+        this.takingRows = n;
+        this.takingQueries = this.pendingQueries;
+        this.pending = new Map();
+        this.pendingQueries = 0;
+      }
+      const chunk = this.next(this.batch);
+      if (chunk.length === 0) {
+        this.taking = null;
+        continue;
+      }
       const t0 = this.clock.now();
+      this.inFlightRows = chunk.length;
       try {
         await store.writeBatch(chunk);
       } catch (err) {
+        this.inFlightRows = 0;
         this.onBatch?.(chunk.length, (this.clock.now() - t0) / 1000, false);
         this.failed(err, chunk);
         return;
       }
+      this.inFlightRows = 0;
       this.succeeded(chunk, this.clock.now() - t0);
+      if (this.clock.now() >= deadline) {
+        this.giveBack();
+        return;
+      }
     }
   }
 
-  /** The oldest `n` pending rows, removed from the buffer. */
-  private take(n: number): ClientUpdate[] {
+  /** Up to `n` of the rows taken by the running write. */
+  private next(n: number): ClientUpdate[] {
     const out: ClientUpdate[] = [];
-    for (const [ip, u] of this.pending) {
-      this.pending.delete(ip);
-      this.pendingQueries -= u.queries;
-      out.push(u);
-      if (out.length >= n) break;
+    if (this.taking === null) return out;
+    let queries = 0;
+    while (out.length < n) {
+      const r = this.taking.next();
+      if (r.done === true) {
+        this.taking = null;
+        break;
+      }
+      out.push(r.value);
+      queries += r.value.queries;
+    }
+    this.takingRows -= out.length;
+    this.takingQueries -= queries;
+    if (this.taking === null) {
+      this.takingRows = 0;
+      this.takingQueries = 0;
     }
     return out;
+  }
+
+  /** The taken rows not written yet go back to the pending ones (a write stopped early). */
+  private giveBack(): void {
+    if (this.taking === null) return;
+    const rest = this.next(Number.MAX_SAFE_INTEGER);
+    this.taking = null;
+    this.requeue(rest);
   }
 
   private succeeded(chunk: ClientUpdate[], ms: number): void {
@@ -332,6 +386,8 @@ export class Batcher {
     const kind = classifyError(err);
     this.lastErrorText = errorMessage(err);
     if (chunk !== null) this.failedBatches++;
+    // The rows this write took but did not reach go back too (not failed, not counted as such).
+    this.giveBack();
     if (kind === 'other' && chunk !== null) {
       // Not a database outage: the same rows would fail again and block every later batch.
       let queries = 0;

@@ -20,6 +20,10 @@ declare module '../../core/plugin' {
 
 const DAY = 86_400_000;
 
+/** The tracker of each server block (configuration file + block), for the successor built by a reload. */
+const live = new Map<string, Tracker>();
+const predecessor = new WeakMap<Tracker, Tracker>();
+
 export const options = Type.Object({
   workers: Type.Integer({ minimum: 1, default: 100, description: 'Tracking jobs running at once' }),
   queue: Type.Optional(
@@ -107,10 +111,30 @@ export default definePlugin({
       store ??= new ClientStore(s, { log });
       return store;
     };
+    const key = `${api.block.configFile}#${api.block.name}`;
     const tracker = api.retain(
       'tracker',
-      () => new Tracker(topts, { openStore, log }),
-      (t) => t.close(),
+      () => {
+        const t = new Tracker(topts, { openStore, log });
+        // Options changed on reload: start from the previous tracker's index instead of the database, which
+        // does not have the rows the previous tracker still holds.
+        const prev = live.get(key);
+        if (prev !== undefined && !prev.isClosed) {
+          t.adoptIndex(prev);
+          predecessor.set(t, prev);
+        }
+        live.set(key, t);
+        return t;
+      },
+      (t) => {
+        if (live.get(key) === t) {
+          // A reload that failed after this tracker was built: the previous one is still serving.
+          const prev = predecessor.get(t);
+          if (prev !== undefined && !prev.isClosed) live.set(key, prev);
+          else live.delete(key);
+        }
+        return t.close();
+      },
     );
     connectHooks(tracker, api.own);
     tracker.batcher.onBatch = registerMetrics(api.metrics, () => tracker);

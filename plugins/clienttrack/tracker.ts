@@ -70,6 +70,8 @@ export type TrackJob = QueryJob | DiscoveryJob;
 class IndexEntry {
   /** Wall ms of the latest query. */
   seen: number;
+  /** Wall ms when it was last moved to the newest end of the LRU (see REFRESH_MS). */
+  touched: number;
   discovering = false;
   /** Known to be in the database or seen as new while the index was loaded (false: seen before it loaded). */
   verified = true;
@@ -77,6 +79,7 @@ class IndexEntry {
   announced = false;
   constructor(seen: number) {
     this.seen = seen;
+    this.touched = seen;
   }
 }
 
@@ -87,6 +90,12 @@ const RATE_WINDOW_MS = 10_000;
 /** The first retention run comes this long after start (then every prune_interval). */
 const FIRST_PRUNE_MS = 60_000;
 const PRUNE_CHUNK = 500;
+/**
+ * A known client is moved to the newest end of the LRU at most this often: eviction order is then exact to 10 s,
+ * and a busy client costs one Map lookup per query instead of a delete + insert in a table of up to
+ * `max_clients` entries.
+ */
+const REFRESH_MS = 10_000;
 
 /**
  * Client tracking: served queries become jobs on a bounded worker pool (submission is O(1) and never blocks the
@@ -120,6 +129,9 @@ export class Tracker {
   private nextPruneAt: number;
   private closing: Promise<void> | null = null;
   private lastDroppedIp = '';
+  private lastLoadError = '';
+  private lastAnnounceError = '';
+  private lastJobError = '';
   // Totals since creation.
   private evictions = 0;
   private newClients = 0;
@@ -147,8 +159,8 @@ export class Tracker {
         return DONE;
       },
       onError: (err, job) => {
-        this.jobWarning.hit();
         this.lastJobError = `${job.ip}: ${errorMessage(err)}`;
+        this.jobWarning.hit();
       },
     });
     this.index = new LruMap<string, IndexEntry>(opts.maxClients);
@@ -188,10 +200,6 @@ export class Tracker {
     this.pool.pause();
   }
 
-  private lastLoadError = '';
-  private lastAnnounceError = '';
-  private lastJobError = '';
-
   /** The current chain's `newClient` hook (the tracker outlives a reload; the hooks do not). */
   setNewClientHook(hook: SyncHook<[NewClientEvent]>): void {
     this.newClient = hook;
@@ -203,6 +211,25 @@ export class Tracker {
 
   get isClosed(): boolean {
     return this.closing !== null;
+  }
+
+  /**
+   * Takes over the index of the tracker this one replaces (a reload that changed clienttrack's options), so
+   * clients whose rows the predecessor has not written yet do not look new. The predecessor flushes its own
+   * pending rows when it is disposed.
+   */
+  adoptIndex(prev: Tracker): void {
+    if (this.state !== 'loading' || prev.state !== 'ready') return;
+    for (const [ip, e] of prev.index) {
+      const copy = new IndexEntry(e.seen);
+      copy.discovering = e.discovering;
+      copy.announced = e.announced;
+      this.remember(ip, copy);
+      if (copy.discovering) this.discoveringCount++;
+    }
+    this.state = 'ready';
+    this.pool.resume();
+    this.log.info('client index taken over from the previous configuration', { clients: this.index.size });
   }
 
   /** Starts loading the index (once). */
@@ -273,7 +300,7 @@ export class Tracker {
       const cutoff = this.wall() - this.opts.retentionMs;
       const deleted = await store.pruneBefore(cutoff, PRUNE_CHUNK);
       this.batcher.pruned += deleted;
-      // The index is in last-seen order (every query moves its client to the newest end).
+      // The index is in last-seen order, to within REFRESH_MS (a query moves its client to the newest end).
       for (const [ip, e] of this.index) {
         if (e.seen >= cutoff) break;
         this.index.delete(ip);
@@ -396,7 +423,7 @@ export class Tracker {
   private processQuery(job: QueryJob): void {
     const ip = job.ip;
     const at = job.at;
-    let e = this.index.get(ip);
+    let e = this.index.peek(ip);
     if (e === undefined) {
       e = new IndexEntry(at);
       let announce = false;
@@ -418,6 +445,10 @@ export class Tracker {
       return;
     }
     if (at > e.seen) e.seen = at;
+    if (at - e.touched >= REFRESH_MS) {
+      this.index.get(ip);
+      e.touched = at;
+    }
     if (e.discovering && !e.announced && this.state === 'ready') {
       // Its discovery had not finished when the previous process stopped (the row says discovering): ask
       // again — or, with no discovery in the chain any more, stop saying it is being discovered.
