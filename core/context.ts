@@ -39,6 +39,9 @@ export class QueryContext {
   readonly startedAt: number;
   /** Set by a policy plugin (acl) to say this client is not one of ours: tracking skips it. */
   denied: string | undefined;
+  /** Size and header flags of the bytes actually written (after truncation for this client); set before `served`. */
+  replySize: number | undefined;
+  replyFlags: number | undefined;
   /** Index of the plugin whose `query` tap is running; maintained by the chain for `next()`. */
   position = -1;
   private decoded: dnsPacket.Packet | undefined;

@@ -135,6 +135,8 @@ export class Dispatcher {
           this.chainFailure.hit();
           out = errorReply(raw, q.id, q.flags, q.questionEnd, Rcode.SERVFAIL, q.edns !== null ? route.ednsSize : 0, false);
         }
+        ctx.replySize = out.length;
+        ctx.replyFlags = out.readUInt16BE(2);
         reply(out);
       }
       done();
