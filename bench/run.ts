@@ -1,10 +1,11 @@
 // codexdns benchmark harness (DESIGN §8, issue 2 point 10). `npm run bench` builds and runs it.
 //
 // One run: a local authoritative upstream for bench.test. (Debian's nsd, or bench/upstream.ts when nsd cannot
-// run), then, one after another, each peer on its own 127.0.0.1 high port forwarding "." to that upstream:
-// the bare Node responder, Node + dns-packet, the Node bare relay, dnsmasq, unbound (1 thread) and codexdns.
-// Each is loaded by dnsperf with a cache-hit set (1,000 names replayed after a warm-up pass) and a cache-miss
-// set (unique names). dnsperf and the upstream run on CPU 0, the server under test alone on CPU 1.
+// run), then every peer, each on its own 127.0.0.1 high port forwarding "." to that upstream: the bare Node
+// responder, Node + dns-packet, the Node bare relay, dnsmasq, unbound (1 thread) and codexdns. They are
+// loaded one at a time by dnsperf with a cache-hit set (1,000 names replayed after a warm-up pass) and a
+// cache-miss set (unique names), in rounds. dnsperf and the upstream run on CPU 0, the server under test
+// alone on CPU 1. bench/README.md explains the method and holds the results.
 //
 // Traffic goes only to 127.0.0.1; no peer has any upstream but ours; every load is bounded by dnsperf's -l
 // and by a kill timer; every process runs under `timeout` and is stopped at the end, on error and on Ctrl-C.
@@ -13,7 +14,7 @@
 // BENCH_ONLY=bare,packet,relay,relay-fresh,dnsmasq,unbound,codexdns (default: all but relay-fresh),
 // BENCH_UPSTREAM=nsd|node (default nsd, falling back to node), BENCH_PIN=0 (no taskset),
 // BENCH_CODEXDNS_NODE_FLAGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"), BENCH_CODEXDNS_CLI (another
-// build's dist/cli/codexdns.js), BENCH_REPEAT (default 1: runs per set, the best QPS is kept), BENCH_KEEP_TMP=1,
+// build's dist/cli/codexdns.js), BENCH_REPEAT (default 2: rounds, the best QPS of each row is kept), BENCH_KEEP_TMP=1,
 // BENCH_QUIET_WAIT=SECONDS (shared machines: before each run wait, at most that long, until other processes use
 // < 10% of a CPU, and measure a disturbed run again, up to twice).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -45,15 +46,16 @@ function envInt(name: string, def: number, min: number, max: number): number {
 const SECONDS = envInt('BENCH_SECONDS', 10, 1, 120);
 const CLIENTS = envInt('BENCH_CLIENTS', 10, 1, 100);
 const OUTSTANDING = envInt('BENCH_OUTSTANDING', 200, 1, 10000);
-const REPEAT = envInt('BENCH_REPEAT', 1, 1, 10);
+const REPEAT = envInt('BENCH_REPEAT', 2, 1, 10);
 const QUIET_WAIT_S = envInt('BENCH_QUIET_WAIT', 0, 0, 3600);
 const BUSY_PCT = 10; // other processes using more than this % of a CPU during a run make it unreliable
 const QUERY_TIMEOUT_S = 1; // dnsperf -t: a query unanswered this long counts as lost
 const HIT_NAMES = 1000;
 const MISS_LINES = Math.max(1_500_000, SECONDS * 150_000); // unique names: never looped at < 150k QPS
-const LIFETIME_S = 600 + SECONDS * 60; // `timeout` bound on every process we start
 const READY_MS = 20_000;
 const ALL_ROWS = ['bare', 'packet', 'relay', 'relay-fresh', 'dnsmasq', 'unbound', 'codexdns'] as const;
+// `timeout` bound on every process we start: the longest the whole run can take, plus a margin.
+const LIFETIME_S = 600 + ALL_ROWS.length * 2 * REPEAT * (QUIET_WAIT_S > 0 ? 3 : 1) * (QUIET_WAIT_S + SECONDS + 15);
 type RowId = (typeof ALL_ROWS)[number];
 const DEFAULT_ROWS: RowId[] = ['bare', 'packet', 'relay', 'dnsmasq', 'unbound', 'codexdns'];
 
@@ -477,22 +479,26 @@ function selfTicks(): number {
   return cpuTicks(process.pid) - childrenOf(process.pid).reduce((a, p) => a + cpuTicks(p), 0);
 }
 
-let upstreamPid = -1;
+/** CPU ticks of everything the benchmark runs: this harness, dnsperf (reaped), every server and the upstream. */
+function benchTicks(): number {
+  let sum = selfTicks();
+  for (const m of live) if (m.pid > 0) sum += cpuTicks(m.pid);
+  return sum;
+}
 
 /**
  * Wait (at most BENCH_QUIET_WAIT seconds) until processes outside the benchmark use less than BUSY_PCT of a
  * CPU over one second. For shared machines; returns the last figure.
  */
-async function waitQuiet(m: Managed): Promise<number> {
+async function waitQuiet(): Promise<number> {
   const deadline = Date.now() + QUIET_WAIT_S * 1000;
   let announced = false;
   for (;;) {
-    const ours = (): number => cpuTicks(m.pid) + (upstreamPid > 0 ? cpuTicks(upstreamPid) : 0) + selfTicks();
     const t0 = process.hrtime.bigint();
     const b0 = machineTicks().busy;
-    const o0 = ours();
+    const o0 = benchTicks();
     await sleep(1000);
-    const o1 = ours();
+    const o1 = benchTicks();
     const b1 = machineTicks().busy;
     const elapsedS = Number(process.hrtime.bigint() - t0) / 1e9;
     const pct = Math.max(0, ((b1 - b0 - (o1 - o0)) * 100) / (CLK_TCK * elapsedS));
@@ -511,20 +517,18 @@ async function waitQuiet(m: Managed): Promise<number> {
 async function measure(m: Managed, port: number, file: string): Promise<RunResult> {
   const t0 = process.hrtime.bigint();
   const mach0 = machineTicks();
-  const self0 = selfTicks();
-  const up0 = upstreamPid > 0 ? cpuTicks(upstreamPid) : 0;
+  const ours0 = benchTicks();
   const before = cpuTicks(m.pid);
   const perf = await dnsperf(port, file, { seconds: SECONDS });
   const after = cpuTicks(m.pid);
-  const up1 = upstreamPid > 0 ? cpuTicks(upstreamPid) : 0;
-  const self1 = selfTicks();
+  const ours1 = benchTicks();
   const mach1 = machineTicks();
   const elapsedS = Number(process.hrtime.bigint() - t0) / 1e9;
   if (m.exited) throw new Error(`${m.name} exited during the run (${m.exitNote})\n${m.output.trim()}`);
   const cpuUs = ((after - before) * 1e6) / CLK_TCK;
   // CPU used meanwhile by processes that are not part of the benchmark (other work on the machine): in % of
   // one CPU. Anything above a few % makes the run unreliable.
-  const foreign = mach1.busy - mach0.busy - (after - before) - (up1 - up0) - (self1 - self0);
+  const foreign = mach1.busy - mach0.busy - (ours1 - ours0);
   const pct = (ticks: number): number => Math.max(0, (ticks * 100) / (CLK_TCK * elapsedS));
   return {
     ...perf,
@@ -737,11 +741,20 @@ function report(rows: Row[], defs: PeerDef[]): { markdown: string; ratios: Recor
   const cx = by('codexdns');
   const hitRatio = ratio(cx?.hits, by('bare')?.hits);
   const missRatio = ratio(cx?.misses, by('unbound')?.misses);
-  const verdict = (r: number | null, target: number): string =>
-    r === null ? 'not measured' : `${r.toFixed(2)} (target ≥ ${target.toFixed(2)}: ${r >= target ? 'met' : 'MISSED'})`;
+  // CPU-cost ratio: the other's µs/query ÷ codexdns's, i.e. the QPS ratio both would reach with one CPU each
+  // saturated. Steadier than QPS when the machine is shared or a run did not saturate the server.
+  const costRatio = (a: RunResult | undefined, b: RunResult | undefined): number | null =>
+    a?.cpuUsPerQuery != null && b?.cpuUsPerQuery != null && a.cpuUsPerQuery > 0 ? b.cpuUsPerQuery / a.cpuUsPerQuery : null;
+  const hitCost = costRatio(cx?.hits, by('bare')?.hits);
+  const missCost = costRatio(cx?.misses, by('unbound')?.misses);
+  const verdict = (r: number | null, cost: number | null, target: number): string =>
+    r === null
+      ? 'not measured'
+      : `${r.toFixed(2)} (target ≥ ${target.toFixed(2)}: ${r >= target ? 'met' : 'MISSED'}); ` +
+        `by CPU µs/query: ${cost === null ? '?' : cost.toFixed(2)}`;
   lines.push('');
-  lines.push(`- codexdns cache hits vs bare Node responder: ${verdict(hitRatio, 0.8)}`);
-  lines.push(`- codexdns cache misses vs unbound (1 thread): ${verdict(missRatio, 1.0)}`);
+  lines.push(`- codexdns cache hits QPS ÷ bare Node responder's: ${verdict(hitRatio, hitCost, 0.8)}`);
+  lines.push(`- codexdns cache misses QPS ÷ unbound's (1 thread): ${verdict(missRatio, missCost, 1.0)}`);
   const others: string[] = [];
   if (cx !== undefined && cx.skipped === undefined) {
     for (const r of rows) {
@@ -753,7 +766,10 @@ function report(rows: Row[], defs: PeerDef[]): { markdown: string; ratios: Recor
     }
   }
   if (others.length > 0) lines.push(`- codexdns QPS ÷ each peer's: ${others.join('; ')}`);
-  return { markdown: lines.join('\n'), ratios: { hitsVsBare: hitRatio, missesVsUnbound: missRatio } };
+  return {
+    markdown: lines.join('\n'),
+    ratios: { hitsVsBare: hitRatio, missesVsUnbound: missRatio, hitsVsBareByCpu: hitCost, missesVsUnboundByCpu: missCost },
+  };
 }
 
 // -------------------------------------------------------------------------------------------------- main
@@ -806,10 +822,27 @@ async function main(): Promise<void> {
   await missFile(0);
 
   const upstream = await startUpstream(tmp);
-  upstreamPid = upstream.proc.pid;
   console.log(`upstream: ${upstream.kind} on 127.0.0.1:${upstream.port}`);
 
+  // Start every selected peer (each idles on CPU 1 while another is loaded), then load them in turn: all the
+  // hit runs, then all the miss runs, BENCH_REPEAT rounds. Interleaving spreads any drift of the machine over
+  // every peer instead of favouring the ones measured first.
+  interface Active {
+    def: PeerDef;
+    row: Row;
+    proc: Managed;
+    port: number;
+    missRuns: number;
+  }
   const rows: Row[] = [];
+  const active: Active[] = [];
+  const retire = async (a: Active, err: unknown): Promise<void> => {
+    a.row.error = (err as Error).message;
+    console.log(`[${a.def.label}] error: ${a.row.error}`);
+    if (!a.proc.exited) a.row.peakRssKiB = peakRssKiB(a.proc.pid);
+    active.splice(active.indexOf(a), 1);
+    await stopProcess(a.proc);
+  };
   for (const def of defs.filter((d) => rowsWanted.includes(d.id))) {
     if (stopping) return;
     const row: Row = { id: def.id, label: def.label, version: def.version };
@@ -830,49 +863,62 @@ async function main(): Promise<void> {
       try {
         await waitReady(port, proc);
       } catch (err) {
-        if (def.id === 'codexdns') {
-          row.skipped = `did not start: ${(err as Error).message.split('\n')[0]}`;
-          console.log(`[${def.label}] skipped: ${(err as Error).message}`);
-          continue;
-        }
-        throw err;
+        if (def.id !== 'codexdns') throw err;
+        row.skipped = `did not start: ${(err as Error).message.split('\n')[0]}`;
+        console.log(`[${def.label}] skipped: ${(err as Error).message}`);
+        await stopProcess(proc);
+        continue;
       }
       // Warm-up: one pass over the hit set (fills the caches, wakes the JIT).
       await dnsperf(port, hitsFile, { passes: 1 });
-      let missRuns = 0;
-      for (const set of def.sets) {
-        for (let rep = 0; rep < REPEAT; rep++) {
+      active.push({ def, row, proc, port, missRuns: 0 });
+      console.log(`[${def.label}] ready on 127.0.0.1:${port}`);
+    } catch (err) {
+      row.error = (err as Error).message;
+      console.log(`[${def.label}] error: ${row.error}`);
+      if (proc !== null) await stopProcess(proc);
+    }
+  }
+
+  for (let rep = 0; rep < REPEAT; rep++) {
+    for (const set of ['hits', 'misses'] as const) {
+      // The pairs behind the two targets run back to back (bare responder then codexdns for hits, unbound then
+      // codexdns for misses), so that a drift of the machine affects both sides alike.
+      const partner: RowId = set === 'hits' ? 'bare' : 'unbound';
+      const rank = (a: Active): number => (a.def.id === 'codexdns' ? 2 : a.def.id === partner ? 1 : 0);
+      const order = [...active].sort((x, y) => rank(x) - rank(y)); // stable: otherwise the table's order
+      for (const a of order) {
+        if (!a.def.sets.includes(set) || !active.includes(a)) continue;
+        if (stopping) return;
+        try {
           for (let attempt = 0; ; attempt++) {
-            if (QUIET_WAIT_S > 0) await waitQuiet(proc);
-            const file = set === 'hits' ? hitsFile : await missFile(missRuns++);
-            const r = await measure(proc, port, file);
-            (row.all ??= []).push({ set, ...r });
-            console.log(`[${def.label}] ${set}: ${r.qps.toFixed(0)} QPS, ${r.cpuUsPerQuery?.toFixed(1) ?? '?'} µs/query, ` +
+            if (QUIET_WAIT_S > 0) await waitQuiet();
+            const file = set === 'hits' ? hitsFile : await missFile(a.missRuns++);
+            const r = await measure(a.proc, a.port, file);
+            (a.row.all ??= []).push({ set, ...r });
+            console.log(`[${a.def.label}] ${set}: ${r.qps.toFixed(0)} QPS, ${r.cpuUsPerQuery?.toFixed(1) ?? '?'} µs/query, ` +
               `server CPU ${r.serverCpuPct.toFixed(0)}%, lost ${r.lostPct.toFixed(2)}%, ` +
               `avg latency ${r.avgLatencyMs?.toFixed(2) ?? '?'} ms, ${r.rcodes}` +
               (r.otherCpuPct >= BUSY_PCT ? ` — other processes used ${r.otherCpuPct.toFixed(0)}% of a CPU meanwhile` : ''));
             const disturbed = r.otherCpuPct >= BUSY_PCT;
-            const best = row[set];
+            const best = a.row[set];
             // Keep the best undisturbed run; a disturbed one only while nothing better exists.
             const bestDisturbed = best !== undefined && best.otherCpuPct >= BUSY_PCT;
             if (best === undefined || (bestDisturbed && !disturbed) || (bestDisturbed === disturbed && r.qps > best.qps)) {
-              row[set] = r;
+              a.row[set] = r;
             }
             if (!disturbed || QUIET_WAIT_S === 0 || attempt >= 2) break;
-            console.log(`[${def.label}] ${set}: disturbed by other processes, measuring again`);
+            console.log(`[${a.def.label}] ${set}: disturbed by other processes, measuring again`);
           }
+        } catch (err) {
+          await retire(a, err);
         }
       }
-      row.peakRssKiB = peakRssKiB(proc.pid);
-    } catch (err) {
-      row.error = (err as Error).message;
-      console.log(`[${def.label}] error: ${row.error}`);
-    } finally {
-      if (proc !== null) {
-        if (row.peakRssKiB === undefined && !proc.exited) row.peakRssKiB = peakRssKiB(proc.pid);
-        await stopProcess(proc);
-      }
     }
+  }
+  for (const a of active.splice(0)) {
+    a.row.peakRssKiB = peakRssKiB(a.proc.pid);
+    await stopProcess(a.proc);
   }
   await stopProcess(upstream.proc);
 
@@ -880,7 +926,7 @@ async function main(): Promise<void> {
   const date = new Date().toISOString();
   console.log(`\n## Results (${date.slice(0, 10)})\n`);
   console.log(`Upstream: ${upstream.kind}. dnsperf ${tools.dnsperf ?? '?'}: -c ${CLIENTS} -q ${OUTSTANDING} -l ${SECONDS}; ` +
-    `hits = ${HIT_NAMES} names replayed after one warm-up pass, misses = unique names. ` +
+    `hits = ${HIT_NAMES} names replayed after one warm-up pass, misses = unique names; best of ${REPEAT} round(s). ` +
     `${machine.cpus} CPUs, Node ${machine.node}, pinning: ${machine.pinning}.\n`);
   console.log(markdown);
   console.log(`\n(total ${((Date.now() - started) / 1000).toFixed(0)} s)`);

@@ -1,0 +1,770 @@
+// Storm with discovery (issue 4 point 7): the storm of bench/storm.ts (same load, same generator), with the real
+// discovery plugin in the chain — rdns against a PTR upstream whose answers take 2.5 s, discovery timeout 3 s,
+// guarded by `breaker` and `ratelimit` (discovery 10/s, burst 20) — against the same load with tracking off.
+//
+//   npx tsc -p tsconfig.json && node dist/bench/storm-discovery.js
+//
+// Runs (STORMD_ONLY, default `discovery,baseline,drain`):
+//   discovery — acl → breaker → ratelimit → cache → clienttrack (priority) → discovery → forward. After the
+//               storm the server keeps running for STORMD_DRAIN_SECONDS (default 60) so the backlog's drain
+//               rate can be measured; then it is stopped and the backlog accounted for (database rows still
+//               `discovering` = what the engine still held: nothing dropped).
+//   baseline  — the same chain without breaker, ratelimit, clienttrack and discovery (tracking off).
+//   drain     — a small storm (STORMD_DRAIN_RATE, default 50 new clients/s for 10 s) run until the backlog is
+//               empty, to show it drains completely at the limiter's rate.
+// Load (as bench/storm.ts): STORM_RATE (default 1,000) new clients/s for STORM_SECONDS (default 60), each from
+// its own 127.x.y.z address sending 3 queries one second apart, plus 10 known clients at 20 queries/s; 20 % of
+// the names unique (forwarded), the rest from a pool of 2,000. The PTR upstream runs in this process and records
+// when each PTR question arrives: one per discovery job, so its arrival rate is the discovery rate.
+//
+// Bounds: only 127.0.0.0/8, high ports; STORM_SECONDS ≤ 120, STORM_RATE ≤ 5,000; every child runs under
+// `timeout` and is killed at the end, on error and on Ctrl-C. STORM_PIN=0: no taskset (default: generator and
+// upstreams on CPU 0, the server alone on CPU 1). Results: bench/results/storm-discovery.json and stdout.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import dgram from 'node:dgram';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import * as dnsPacket from 'dns-packet';
+import { encodeQuery } from './common';
+import { openStorage } from '../storage/open';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const CLI = path.join(ROOT, 'dist', 'cli', 'codexdns.js');
+const UPSTREAM = path.join(ROOT, 'dist', 'bench', 'upstream.js');
+const PROBE = path.join(ROOT, 'dist', 'bench', 'stormProbe.js');
+const RESULTS = path.join(ROOT, 'bench', 'results', 'storm-discovery.json');
+
+function envNum(name: string, def: number, min: number, max: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return def;
+  const v = Number(raw);
+  if (!Number.isFinite(v) || v < min || v > max) {
+    console.error(`${name}=${raw}: expected a number from ${min} to ${max}`);
+    process.exit(2);
+  }
+  return v;
+}
+
+const SECONDS = envNum('STORM_SECONDS', 60, 1, 120);
+const RATE = envNum('STORM_RATE', 1000, 1, 5000);
+const PTR_DELAY_MS = envNum('STORMD_PTR_MS', 2500, 0, 10_000);
+const DRAIN_SECONDS = envNum('STORMD_DRAIN_SECONDS', 60, 0, 600);
+const DRAIN_RATE = envNum('STORMD_DRAIN_RATE', 50, 1, 1000);
+const DRAIN_STORM_SECONDS = 10;
+const WORKERS = envNum('STORMD_WORKERS', 30, 1, 1000);
+const LIMIT = envNum('STORMD_LIMIT', 10, 1, 1000);
+const KNOWN = 10;
+const KNOWN_QPS = 20;
+const NEW_QUERIES = 3;
+const QUERY_TIMEOUT_MS = 2000;
+const POOL_NAMES = 2000;
+const UNIQUE_SHARE = 0.2;
+const PIN = process.env.STORM_PIN !== '0' && findBinary('taskset') !== null && os.cpus().length >= 2;
+const ONLY = (process.env.STORMD_ONLY ?? 'discovery,baseline,drain').split(',').map((s) => s.trim());
+const LIFETIME_S = Math.ceil(SECONDS + DRAIN_SECONDS + 600);
+
+function findBinary(name: string): string | null {
+  for (const dir of (process.env.PATH ?? '').split(':')) {
+    const p = path.join(dir, name);
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      return p;
+    } catch {
+      // next
+    }
+  }
+  return null;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+// ---------------------------------------------------------------------------------------------- processes
+
+const children = new Set<ChildProcess>();
+
+function start(cmd: string[], cpu: number | null, onStderr?: (s: string) => void): { child: ChildProcess; pid: () => number } {
+  const argv = ['timeout', '-s', 'KILL', String(LIFETIME_S)];
+  if (cpu !== null && PIN) argv.push('taskset', '-c', String(cpu));
+  argv.push(...cmd);
+  const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  child.stdout?.on('data', () => undefined);
+  child.stderr?.on('data', (d: Buffer) => onStderr?.(d.toString()));
+  return { child, pid: () => childPidOf(child.pid!) };
+}
+
+function childPidOf(pid: number): number {
+  try {
+    const kids = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
+    return kids.length > 0 ? Number(kids[0]) : pid;
+  } catch {
+    return pid;
+  }
+}
+
+function killAll(): void {
+  for (const c of children) {
+    // `timeout` does not pass a SIGKILL on: kill the command it runs, then `timeout` itself.
+    const inner = childPidOf(c.pid!);
+    if (inner !== c.pid) {
+      try {
+        process.kill(inner, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    c.kill('SIGKILL');
+  }
+}
+process.on('SIGINT', () => {
+  killAll();
+  process.exit(130);
+});
+process.on('exit', killAll);
+
+function freeUdpPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = dgram.createSocket('udp4');
+    s.once('error', reject);
+    s.bind(0, '127.0.0.1', () => {
+      const p = s.address().port;
+      const t = net.createServer();
+      t.once('error', () => s.close(() => resolve(freeUdpPort())));
+      t.listen(p, '127.0.0.1', () => t.close(() => s.close(() => resolve(p))));
+    });
+  });
+}
+
+function readStatus(pid: number): { rss: number; hwm: number } {
+  try {
+    const text = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0);
+    return { rss: kb('VmRSS') * 1024, hwm: kb('VmHWM') * 1024 };
+  } catch {
+    return { rss: 0, hwm: 0 };
+  }
+}
+
+function cpuSeconds(pid: number): number {
+  try {
+    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+    return (Number(rest[11]) + Number(rest[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------- PTR upstream
+
+/**
+ * The PTR resolver: this same file run as `--ptr-upstream DELAY_MS`, in a process of its own (on CPU 0 with the
+ * generator, but with its own event loop: a generator busy opening 1,000 sockets a second must not delay a
+ * 2.5 s answer past discovery's 3 s timeout). It answers every PTR question after DELAY_MS, prints
+ * `port N` once and then `count N` (questions so far) every 100 ms.
+ */
+function ptrUpstreamMain(delayMs: number, maxSeconds: number): void {
+  const sock = dgram.createSocket('udp4');
+  let count = 0;
+  let printed = -1;
+  let maxLate = 0;
+  sock.on('message', (msg, rinfo) => {
+    let q: dnsPacket.DecodedPacket;
+    try {
+      q = dnsPacket.decode(msg);
+    } catch {
+      return;
+    }
+    const question = q.questions?.[0];
+    if (!question || question.type !== 'PTR') return;
+    count++;
+    const name = question.name;
+    const host = `c-${name.split('.').slice(0, 4).reverse().join('-')}.storm`;
+    const received = performance.now();
+    setTimeout(() => {
+      const late = performance.now() - received - delayMs;
+      if (late > maxLate) maxLate = late;
+      sock.send(
+        dnsPacket.encode({ type: 'response', id: q.id, flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE, questions: [question], answers: [{ type: 'PTR', name, class: 'IN', ttl: 300, data: host }] }),
+        rinfo.port,
+        rinfo.address,
+      );
+    }, delayMs);
+  });
+  sock.bind(0, '127.0.0.1', () => {
+    process.stdout.write(`port ${sock.address().port}\n`);
+    setInterval(() => {
+      if (count !== printed) process.stdout.write(`count ${count}\nlate ${Math.round(maxLate)}\n`);
+      printed = count;
+    }, 100);
+  });
+  setTimeout(() => process.exit(0), maxSeconds * 1000).unref();
+  process.on('SIGTERM', () => process.exit(0));
+}
+
+/** The parent's view of the PTR resolver: its port, and its question count over time. */
+class SlowPtrUpstream {
+  /** (performance.now(), questions so far) as reported. */
+  private readonly samples: Array<[number, number]> = [[0, 0]];
+  /** The latest any answer left after its `delayMs` (this resolver's own lateness). */
+  maxLateMs = 0;
+  private constructor(readonly port: number, private readonly child: ChildProcess) {}
+
+  static async start(delayMs: number): Promise<SlowPtrUpstream> {
+    let out = '';
+    let port = 0;
+    let self: SlowPtrUpstream | null = null;
+    // Niced up: the resolver under test must answer at `delayMs`, even with the generator saturating CPU 0.
+    const proc = start(['nice', '-n', '-10', process.execPath, __filename, '--ptr-upstream', String(delayMs), String(LIFETIME_S)], 0);
+    proc.child.stdout?.removeAllListeners('data');
+    proc.child.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+      let nl: number;
+      while ((nl = out.indexOf('\n')) >= 0) {
+        const line = out.slice(0, nl);
+        out = out.slice(nl + 1);
+        const [k, v] = line.split(' ');
+        if (k === 'port') port = Number(v);
+        else if (k === 'count' && self !== null) self.samples.push([performance.now(), Number(v)]);
+        else if (k === 'late' && self !== null) self.maxLateMs = Number(v);
+      }
+    });
+    const t0 = Date.now();
+    while (port === 0) {
+      if (Date.now() - t0 > 10_000) throw new Error('the PTR upstream did not start');
+      await sleep(20);
+    }
+    self = new SlowPtrUpstream(port, proc.child);
+    return self;
+  }
+
+  /** Questions received by `t` (within the 100 ms reporting period). */
+  countAt(t: number): number {
+    let n = 0;
+    for (const [at, c] of this.samples) {
+      if (at > t) break;
+      n = c;
+    }
+    return n;
+  }
+
+  /** Questions that arrived in [from, to) (performance.now() times). */
+  between(from: number, to: number): number {
+    return this.countAt(to) - this.countAt(from);
+  }
+
+  close(): void {
+    const inner = childPidOf(this.child.pid!);
+    try {
+      if (inner !== this.child.pid) process.kill(inner, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+    this.child.kill('SIGKILL');
+  }
+}
+
+// ---------------------------------------------------------------------------------------------- load (as bench/storm.ts)
+
+function newClientAddress(i: number, base = 2): string {
+  const c = 1 + (i % 250);
+  const b = Math.floor(i / 250) % 256;
+  const a = base + Math.floor(i / (250 * 256));
+  if (a > 254) throw new Error('too many clients for 127.0.0.0/8');
+  return `127.${a}.${b}.${c}`;
+}
+
+class Samples {
+  private buf = new Float64Array(1 << 16);
+  n = 0;
+  add(v: number): void {
+    if (this.n === this.buf.length) {
+      const b = new Float64Array(this.buf.length * 2);
+      b.set(this.buf);
+      this.buf = b;
+    }
+    this.buf[this.n++] = v;
+  }
+  percentiles(): { p50: number; p99: number; p999: number; max: number } {
+    const a = this.buf.slice(0, this.n).sort();
+    const at = (q: number): number => (a.length === 0 ? NaN : a[Math.min(a.length - 1, Math.floor(q * a.length))]);
+    return { p50: at(0.5), p99: at(0.99), p999: at(0.999), max: a.length ? a[a.length - 1] : NaN };
+  }
+  merge(o: Samples): Samples {
+    const m = new Samples();
+    for (let i = 0; i < this.n; i++) m.add(this.buf[i]);
+    for (let i = 0; i < o.n; i++) m.add(o.buf[i]);
+    return m;
+  }
+}
+
+interface Client {
+  sock: dgram.Socket;
+  pending: Map<number, number>;
+  known: boolean;
+  nextId: number;
+  ready: boolean;
+  queue: Buffer[];
+}
+
+class Generator {
+  readonly lat = { known: new Samples(), new: new Samples() };
+  readonly sent = { known: 0, new: 0 };
+  readonly answered = { known: 0, new: 0 };
+  readonly lost = { known: 0, new: 0 };
+  readonly live = new Set<Client>();
+  newClients = 0;
+  private uniqueSeq = 0;
+
+  constructor(private readonly port: number) {}
+
+  name(): string {
+    if (Math.random() < UNIQUE_SHARE) return `u${this.uniqueSeq++}.${process.pid}.storm.test`;
+    return `n${Math.floor(Math.random() * POOL_NAMES)}.storm.test`;
+  }
+
+  open(address: string, known: boolean): Client {
+    const sock = dgram.createSocket('udp4');
+    const c: Client = { sock, pending: new Map(), known, nextId: Math.floor(Math.random() * 60000), ready: false, queue: [] };
+    sock.on('message', (msg) => {
+      if (msg.length < 2) return;
+      const id = msg.readUInt16BE(0);
+      const t0 = c.pending.get(id);
+      if (t0 === undefined) return;
+      c.pending.delete(id);
+      const ms = performance.now() - t0;
+      if (c.known) {
+        this.answered.known++;
+        this.lat.known.add(ms);
+      } else {
+        this.answered.new++;
+        this.lat.new.add(ms);
+      }
+    });
+    sock.on('error', (err) => console.error(`socket ${address}: ${err.message}`));
+    sock.bind({ address, port: 0 }, () => {
+      c.ready = true;
+      for (const q of c.queue) this.transmit(c, q);
+      c.queue = [];
+    });
+    this.live.add(c);
+    return c;
+  }
+
+  send(c: Client, name = this.name()): void {
+    const id = (c.nextId = (c.nextId + 1) & 0xffff);
+    const q = encodeQuery(id, name);
+    if (c.known) this.sent.known++;
+    else this.sent.new++;
+    if (c.ready) this.transmit(c, q);
+    else c.queue.push(q);
+  }
+
+  private transmit(c: Client, q: Buffer): void {
+    c.pending.set(q.readUInt16BE(0), performance.now());
+    c.sock.send(q, this.port, '127.0.0.1');
+  }
+
+  sweep(): void {
+    const limit = performance.now() - QUERY_TIMEOUT_MS;
+    for (const c of this.live) {
+      for (const [id, t0] of c.pending) {
+        if (t0 > limit) continue;
+        c.pending.delete(id);
+        if (c.known) this.lost.known++;
+        else this.lost.new++;
+      }
+    }
+  }
+
+  close(c: Client): void {
+    if (c.known) this.lost.known += c.pending.size;
+    else this.lost.new += c.pending.size;
+    c.pending.clear();
+    this.live.delete(c);
+    c.sock.close();
+  }
+}
+
+function parseFields(line: string | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (!line) return out;
+  for (const m of line.matchAll(/ (\w+)=("[^"]*"|\S+)/g)) out[m[1]] = m[2];
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------- one run
+
+type Kind = 'discovery' | 'baseline' | 'drain';
+
+interface DrainSample {
+  /** Seconds after the end of the storm. */
+  t: number;
+  /** Rows saying `discovering` (the database lags the engine by at most one flush, 5 s). */
+  discovering: number;
+  /** Rows with a hostname. */
+  named: number;
+  /** PTR questions (discovery jobs started) so far. */
+  jobs: number;
+}
+
+interface RunResult {
+  run: Kind;
+  seconds: number;
+  rate: number;
+  sent: { known: number; new: number; total: number };
+  answered: { known: number; new: number; total: number; pct: number };
+  latencyMs: { known: ReturnType<Samples['percentiles']>; new: ReturnType<Samples['percentiles']>; all: ReturnType<Samples['percentiles']> };
+  distinctClients: number;
+  peakRssMB: number;
+  serverCpuSeconds: number;
+  generatorLoopDelayP99Ms: number;
+  server: Record<string, string>;
+  discovery?: {
+    /** Discovery jobs started per second during the storm (PTR questions ÷ storm seconds), and per 10 s window. */
+    stormRate: number;
+    stormWindows: number[];
+    drain: DrainSample[];
+    /** Backlog drain rate after the storm, rows per second (database) and jobs per second (PTR questions). */
+    drainRowsPerSecond: number | null;
+    drainJobsPerSecond: number | null;
+    stopped: Record<string, string>;
+    tracking: Record<string, string>;
+    dbRows: number;
+    dbDiscovering: number;
+    dbNamed: number;
+    /** last_error of the rows, counted (a failed attempt stores its error while the client stays discovering). */
+    dbErrors: Record<string, number>;
+    /** The breaker's state changes, as logged. */
+    breaker: string[];
+    /** How late the PTR resolver itself answered at worst (beyond its 2.5 s), ms. */
+    ptrMaxLateMs: number;
+    /** Seconds until nothing was discovering (drain run only). */
+    drainedAfterSeconds?: number | null;
+  };
+}
+
+async function dbCounts(db: string, dir: string): Promise<{ rows: number; discovering: number; named: number }> {
+  const s = await openStorage({ client: 'sqlite3', connection: { filename: db } }, { baseDir: dir });
+  try {
+    const [r] = (await s.reader('clients').count({ n: '*' })) as Array<{ n: number }>;
+    const [d] = (await s.reader('clients').where('discovering', 1).count({ n: '*' })) as Array<{ n: number }>;
+    const [h] = (await s.reader('clients').whereNotNull('hostname').count({ n: '*' })) as Array<{ n: number }>;
+    return { rows: Number(r.n), discovering: Number(d.n), named: Number(h.n) };
+  } catch {
+    return { rows: 0, discovering: 0, named: 0 };
+  } finally {
+    await s.close();
+  }
+}
+
+async function dbErrors(db: string, dir: string): Promise<Record<string, number>> {
+  const s = await openStorage({ client: 'sqlite3', connection: { filename: db } }, { baseDir: dir });
+  try {
+    const rows = (await s.reader('clients').select('last_error').count({ n: '*' }).whereNotNull('last_error').groupBy('last_error')) as Array<{ last_error: string; n: number }>;
+    // Group by the error's shape (the port differs per run).
+    const out: Record<string, number> = {};
+    for (const r of rows) {
+      const key = r.last_error.replace(/127\.0\.0\.1:\d+/g, 'RESOLVER');
+      out[key] = (out[key] ?? 0) + Number(r.n);
+    }
+    return out;
+  } catch {
+    return {};
+  } finally {
+    await s.close();
+  }
+}
+
+async function run(kind: Kind, upstreamPort: number, ptr: SlowPtrUpstream | null): Promise<RunResult> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `codexdns-stormd-${kind}-`));
+  const port = await freeUdpPort();
+  const db = path.join(dir, 'clients.sqlite');
+  const withDiscovery = kind !== 'baseline';
+  const seconds = kind === 'drain' ? DRAIN_STORM_SECONDS : SECONDS;
+  const rate = kind === 'drain' ? DRAIN_RATE : RATE;
+  const probe = fs.existsSync(PROBE) ? `      - use: ${JSON.stringify(PROBE)}\n` : '';
+  const conf = `servers:
+  - listen: [udp://127.0.0.1:${port}, tcp://127.0.0.1:${port}]
+    zones: ["."]
+    plugins:
+${probe}      - acl: { allow: [127.0.0.0/8] }
+${withDiscovery ? `      - breaker: { discovery: { failures: 5, reset: 30s } }
+      - ratelimit: { discovery: { rate: ${LIMIT}, burst: ${2 * LIMIT} } }
+` : ''}      - cache: { capacity: 10000 }
+${withDiscovery ? `      - clienttrack: { workers: 100, queue: 10000, priority: { high: 5000, low: 5000 } }
+      - discovery: { methods: [rdns], workers: ${WORKERS}, timeout: 3s, rdns: { resolvers: ["127.0.0.1:${ptr!.port}"] } }
+` : ''}      - forward: { to: ["127.0.0.1:${upstreamPort}"] }
+storage: { client: sqlite3, connection: { filename: ${JSON.stringify(db)} } }
+reload: { watch: false }
+`;
+  fs.writeFileSync(path.join(dir, 'Corefile.yaml'), conf);
+  let stderr = '';
+  const nodeFlags = (process.env.STORMD_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+  let stdout = '';
+  const server = start([process.execPath, ...nodeFlags, CLI, '--conf', path.join(dir, 'Corefile.yaml')], 1, (s) => (stderr += s));
+  server.child.stdout?.on('data', (d: Buffer) => {
+    if (nodeFlags.length > 0) stdout += d.toString();
+  });
+  const t0 = Date.now();
+  while (!/codexdns started/.test(stderr)) {
+    if (Date.now() - t0 > 20_000 || server.child.exitCode !== null) throw new Error(`${kind}: server did not start:\n${stderr}`);
+    await sleep(50);
+  }
+  const pid = server.pid();
+  const gen = new Generator(port);
+
+  const known = Array.from({ length: KNOWN }, (_, i) => gen.open(`127.1.0.${i + 1}`, true));
+  for (let k = 0; k < POOL_NAMES; k++) {
+    gen.send(known[k % KNOWN], `n${k}.storm.test`);
+    if (k % 200 === 199) await sleep(50);
+  }
+  // The known clients' own discoveries (10) finish before the storm.
+  await sleep(withDiscovery ? PTR_DELAY_MS + 1500 : 1500);
+  gen.sweep();
+  gen.sent.known = gen.answered.known = gen.lost.known = 0;
+  (gen.lat as { known: Samples }).known = new Samples();
+
+  let peakRss = readStatus(pid).rss;
+  const rssTimer = setInterval(() => (peakRss = Math.max(peakRss, readStatus(pid).rss)), 250);
+  const cpu0 = cpuSeconds(pid);
+  const loop = monitorEventLoopDelay({ resolution: 10 });
+  loop.enable();
+
+  const follow: Array<{ at: number; c: Client; left: number }> = [];
+  let fi = 0;
+  const start0 = performance.now();
+  const end = start0 + seconds * 1000;
+  const knownNext = known.map((_, i) => start0 + (i * 1000) / (KNOWN * KNOWN_QPS));
+  let lastSweep = start0;
+  for (;;) {
+    const now = performance.now();
+    if (now < end) {
+      const target = Math.floor(((now - start0) / 1000) * rate);
+      while (gen.newClients < target) {
+        const c = gen.open(newClientAddress(gen.newClients++, kind === 'drain' ? 100 : 2), false);
+        gen.send(c);
+        follow.push({ at: now + 1000, c, left: NEW_QUERIES - 1 });
+      }
+      for (let i = 0; i < KNOWN; i++) {
+        while (knownNext[i] <= now) {
+          gen.send(known[i]);
+          knownNext[i] += 1000 / KNOWN_QPS;
+        }
+      }
+    }
+    while (fi < follow.length && follow[fi].at <= now) {
+      const f = follow[fi++];
+      if (f.left > 0) {
+        gen.send(f.c);
+        f.left--;
+        follow.push({ at: f.at + (f.left > 0 ? 1000 : QUERY_TIMEOUT_MS + 100), c: f.c, left: f.left });
+      } else {
+        gen.close(f.c);
+      }
+    }
+    if (fi > 100_000) {
+      follow.splice(0, fi);
+      fi = 0;
+    }
+    if (now - lastSweep >= 100) {
+      gen.sweep();
+      lastSweep = now;
+    }
+    if (now >= end && fi >= follow.length) break;
+    await sleep(5);
+  }
+  gen.sweep();
+  for (const c of [...gen.live]) if (!c.known) gen.close(c);
+  await sleep(QUERY_TIMEOUT_MS + 100);
+  gen.sweep();
+  for (const c of known) gen.close(c);
+  loop.disable();
+  const stormEnd = performance.now();
+  const cpu = cpuSeconds(pid) - cpu0;
+
+  const result: RunResult = {
+    run: kind,
+    seconds,
+    rate,
+    sent: { known: gen.sent.known, new: gen.sent.new, total: gen.sent.known + gen.sent.new },
+    answered: {
+      known: gen.answered.known,
+      new: gen.answered.new,
+      total: gen.answered.known + gen.answered.new,
+      pct: (100 * (gen.answered.known + gen.answered.new)) / (gen.sent.known + gen.sent.new),
+    },
+    latencyMs: { known: gen.lat.known.percentiles(), new: gen.lat.new.percentiles(), all: gen.lat.known.merge(gen.lat.new).percentiles() },
+    distinctClients: KNOWN + gen.newClients,
+    peakRssMB: 0,
+    serverCpuSeconds: cpu,
+    generatorLoopDelayP99Ms: loop.percentile(99) / 1e6,
+    server: {},
+  };
+
+  if (withDiscovery && ptr !== null) {
+    // The discovery rate during the storm: PTR questions (one per job) per second, overall and per 10 s window.
+    const windows: number[] = [];
+    for (let w = start0; w + 10_000 <= start0 + seconds * 1000 + 1; w += 10_000) windows.push(ptr.between(w, w + 10_000) / 10);
+    const stormRate = ptr.between(start0, start0 + seconds * 1000) / seconds;
+    // Then the backlog drains: sample the database (after one flush) and the PTR questions.
+    const drain: DrainSample[] = [];
+    const sample = async (): Promise<DrainSample> => {
+      const c = await dbCounts(db, dir);
+      return { t: Math.round((performance.now() - stormEnd) / 100) / 10, discovering: c.discovering, named: c.named, jobs: ptr.countAt(Infinity) - ptr.countAt(start0) };
+    };
+    await sleep(6000);
+    drain.push(await sample());
+    let drainedAfter: number | null = null;
+    const drainFor = kind === 'drain' ? 300 : DRAIN_SECONDS;
+    const drainUntil = performance.now() + drainFor * 1000;
+    while (performance.now() < drainUntil) {
+      await sleep(kind === 'drain' ? 5000 : 10_000);
+      const s = await sample();
+      drain.push(s);
+      if (kind === 'drain' && s.discovering === 0) {
+        drainedAfter = s.t;
+        break;
+      }
+    }
+    peakRss = Math.max(peakRss, readStatus(pid).hwm);
+    clearInterval(rssTimer);
+    // The drain rate while there was a backlog: up to the last sample that still had one (the next may be 0).
+    const first = drain[0];
+    const lastBusy = drain.findIndex((x) => x.discovering === 0);
+    const last = lastBusy > 0 ? drain[lastBusy - 1] : drain[drain.length - 1];
+    const span = last.t - first.t;
+    result.discovery = {
+      stormRate,
+      stormWindows: windows,
+      drain,
+      drainRowsPerSecond: span > 0 ? (first.discovering - last.discovering) / span : null,
+      drainJobsPerSecond: span > 0 ? (last.jobs - first.jobs) / span : null,
+      stopped: {},
+      tracking: {},
+      dbRows: 0,
+      dbDiscovering: 0,
+      dbNamed: 0,
+      dbErrors: {},
+      breaker: [],
+      ptrMaxLateMs: ptr.maxLateMs,
+      ...(kind === 'drain' ? { drainedAfterSeconds: drainedAfter } : {}),
+    };
+  } else {
+    clearInterval(rssTimer);
+    peakRss = Math.max(peakRss, readStatus(pid).hwm);
+  }
+  result.peakRssMB = peakRss / 1048576;
+
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    server.child.kill('SIGTERM');
+  }
+  const exitT0 = Date.now();
+  while (server.child.exitCode === null && server.child.signalCode === null) {
+    if (Date.now() - exitT0 > 30_000) {
+      server.child.kill('SIGKILL');
+      break;
+    }
+    await sleep(50);
+  }
+  result.server = parseFields(stderr.split('\n').find((l) => /storm probe/.test(l)));
+  if (result.discovery) {
+    result.discovery.stopped = parseFields(stderr.split('\n').find((l) => /discovery stopped/.test(l)));
+    result.discovery.tracking = parseFields(stderr.split('\n').find((l) => /tracking stopped/.test(l)));
+    const c = await dbCounts(db, dir);
+    result.discovery.dbErrors = await dbErrors(db, dir);
+    result.discovery.breaker = stderr.split('\n').filter((l) => /breaker \w+: /.test(l)).map((l) => l.replace(/^\S+ \S+ \[breaker\] /, '').replace(/ method=.*$/, '').replace(/^(\S+)/, (m) => m) + ` at ${l.slice(11, 23)}`);
+    result.discovery.dbRows = c.rows;
+    result.discovery.dbDiscovering = c.discovering;
+    result.discovery.dbNamed = c.named;
+  }
+  if (!/codexdns stopped/.test(stderr)) console.error(`${kind}: the server did not log a clean stop:\n${stderr.slice(-3000)}`);
+  fs.writeFileSync(path.join(dir, 'server.log'), stderr);
+  if (stdout !== '') fs.writeFileSync(path.join(dir, 'server.stdout'), stdout);
+  const warnings = stderr.split('\n').filter((l) => / (WARN|ERROR) /.test(l));
+  if (warnings.length > 0) console.error(`${kind}: ${warnings.length} warning lines from the server, e.g.\n${warnings.slice(0, 5).join('\n')}`);
+  if (process.env.STORM_KEEP_TMP !== '1') fs.rmSync(dir, { recursive: true, force: true });
+  else console.error(`${kind}: kept ${dir}`);
+  return result;
+}
+
+function fmt(n: number | null | undefined, d = 2): string {
+  return n !== null && n !== undefined && Number.isFinite(n) ? n.toFixed(d) : '—';
+}
+
+async function main(): Promise<void> {
+  for (const f of [CLI, UPSTREAM]) if (!fs.existsSync(f)) throw new Error(`${f} missing: run npx tsc -p tsconfig.json first`);
+  if (PIN) spawnSync('taskset', ['-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });
+  const upstreamPort = await freeUdpPort();
+  let upErr = '';
+  start([process.execPath, UPSTREAM, '--port', String(upstreamPort), '--max-seconds', String(LIFETIME_S * 2)], 0, (s) => (upErr += s));
+  await sleep(300);
+  if (upErr) throw new Error(`upstream: ${upErr}`);
+  const results: RunResult[] = [];
+  for (const kind of ['discovery', 'baseline', 'drain'] as const) {
+    if (!ONLY.includes(kind)) continue;
+    const ptr = kind === 'baseline' ? null : await SlowPtrUpstream.start(PTR_DELAY_MS);
+    const r = kind === 'drain' ? DRAIN_RATE : RATE;
+    const s = kind === 'drain' ? DRAIN_STORM_SECONDS : SECONDS;
+    console.error(`storm-discovery: ${kind} run, ${r} new clients/s for ${s} s …`);
+    try {
+      results.push(await run(kind, upstreamPort, ptr));
+    } finally {
+      ptr?.close();
+    }
+  }
+  killAll();
+  const d = results.find((x) => x.run === 'discovery');
+  const base = results.find((x) => x.run === 'baseline');
+  const out = {
+    date: new Date().toISOString(),
+    machine: `${os.cpus().length} × ${os.cpus()[0]?.model ?? '?'}, Node ${process.version}`,
+    pinning: PIN ? 'generator + upstreams on CPU 0, server alone on CPU 1' : 'none',
+    settings: { ptrDelayMs: PTR_DELAY_MS, discoveryTimeout: '3s', workers: WORKERS, limit: `${LIMIT}/s burst ${2 * LIMIT}`, drainSeconds: DRAIN_SECONDS },
+    results,
+    ratio: d && base ? { p99All: d.latencyMs.all.p99 / base.latencyMs.all.p99, p99Known: d.latencyMs.known.p99 / base.latencyMs.known.p99, p99New: d.latencyMs.new.p99 / base.latencyMs.new.p99 } : undefined,
+  };
+  fs.mkdirSync(path.dirname(RESULTS), { recursive: true });
+  fs.writeFileSync(RESULTS, JSON.stringify(out, null, 2) + '\n');
+  const lines = [
+    `| run | new clients | sent | answered | p50 all | p99 known | p99 new | p99 all | peak RSS | server CPU | server loop p99 |`,
+    `|---|---|---|---|---|---|---|---|---|---|---|`,
+  ];
+  for (const r of results) {
+    lines.push(
+      `| ${r.run} | ${r.rate}/s × ${r.seconds} s | ${r.sent.total} | ${fmt(r.answered.pct, 3)} % | ${fmt(r.latencyMs.all.p50)} ms | ${fmt(r.latencyMs.known.p99)} ms | ${fmt(r.latencyMs.new.p99)} ms | ${fmt(r.latencyMs.all.p99)} ms | ${fmt(r.peakRssMB, 1)} MB | ${fmt(r.serverCpuSeconds, 1)} s | ${r.server.loop_p99_ms ?? '—'} ms |`,
+    );
+  }
+  if (out.ratio) lines.push('', `p99 ratio discovery / tracking off: all ${fmt(out.ratio.p99All)}, known ${fmt(out.ratio.p99Known)}, new ${fmt(out.ratio.p99New)}`);
+  for (const r of results) {
+    const x = r.discovery;
+    if (!x) continue;
+    lines.push(
+      '',
+      `${r.run}: discovery rate during the storm ${fmt(x.stormRate)}/s (per 10 s: ${x.stormWindows.map((w) => fmt(w, 1)).join(', ')}); ` +
+        `backlog after the storm ${x.drain[0]?.discovering ?? '?'} clients discovering; drain ${fmt(x.drainRowsPerSecond)} rows/s, ${fmt(x.drainJobsPerSecond)} jobs/s over ${fmt((x.drain.at(-1)?.t ?? 0) - (x.drain[0]?.t ?? 0), 0)} s` +
+        (x.drainedAfterSeconds !== undefined ? `; empty after ${x.drainedAfterSeconds ?? 'more than 300'} s` : ''),
+      `  at stop: database ${x.dbRows} rows, ${x.dbDiscovering} discovering, ${x.dbNamed} named; engine: announced ${x.stopped.announced ?? '?'}, jobs ${x.stopped.jobs ?? '?'}, succeeded ${x.stopped.succeeded ?? '?'}, ` +
+        `still discovering ${x.stopped.still_discovering ?? '?'} (backlog ${x.stopped.backlog ?? '?'}, queued ${x.stopped.queued ?? '?'}), queue-full drops ${x.stopped.dropped ?? '?'} (kept in the backlog), overflowed to the database ${x.stopped.overflowed ?? '?'}; ` +
+        `tracking dropped ${x.tracking.dropped ?? '?'} jobs, ${x.tracking.dropped_updates ?? '?'} updates`,
+      `  PTR resolver at worst ${x.ptrMaxLateMs} ms late; server loop (stormProbe) p99 ${r.server.loop_p99_ms ?? '?'} ms, max ${r.server.loop_max_ms ?? '?'} ms`,
+      `  breaker: ${x.breaker.length > 0 ? x.breaker.join('; ') : 'stayed closed'}; errors stored: ${Object.keys(x.dbErrors).length > 0 ? JSON.stringify(x.dbErrors) : 'none'}`,
+    );
+  }
+  console.log(lines.join('\n'));
+  // Client sockets and timers of the generator must not keep the harness alive.
+  process.exit(0);
+}
+
+if (process.argv[2] === '--ptr-upstream') ptrUpstreamMain(Number(process.argv[3]), Number(process.argv[4]));
+else main().catch((err) => {
+  console.error(err instanceof Error ? err.stack : err);
+  killAll();
+  process.exit(1);
+});
