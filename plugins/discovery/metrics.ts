@@ -24,8 +24,8 @@ export class Latency {
   }
 
   stats(): LatencyStats {
-    if (this.count === 0) return { count: 0, minMs: 0, avgMs: 0, maxMs: 0 };
-    return { count: this.count, minMs: round(this.min), avgMs: round(this.sum / this.count), maxMs: round(this.max) };
+    if (this.count === 0) return { count: 0, min: 0, avg: 0, max: 0 };
+    return { count: this.count, min: round(this.min), avg: round(this.sum / this.count), max: round(this.max) };
   }
 }
 
@@ -207,5 +207,43 @@ export class DiscoveryStats {
     const out: Partial<Record<MethodName, MethodStats>> = {};
     for (const [m, t] of this.perMethod) out[m] = t.stats();
     return out;
+  }
+}
+
+const RATE_SECONDS = 60;
+
+/** Events per second over a sliding window of whole seconds (one counter per second, no timer). */
+export class RateMeter {
+  private readonly second = new Float64Array(RATE_SECONDS).fill(Number.NaN);
+  private readonly count = new Float64Array(RATE_SECONDS);
+  private readonly createdAt: number;
+
+  constructor(private readonly clock: { now(): number }) {
+    this.createdAt = clock.now();
+  }
+
+  add(n = 1): void {
+    const s = Math.floor(this.clock.now() / 1000);
+    const i = ((s % RATE_SECONDS) + RATE_SECONDS) % RATE_SECONDS;
+    if (this.second[i] !== s) {
+      this.second[i] = s;
+      this.count[i] = 0;
+    }
+    this.count[i] += n;
+  }
+
+  /** Events per second over the last `windowMs` (1 s to 60 s); not counting time before creation. */
+  rate(windowMs = 10_000): number {
+    const seconds = Math.min(RATE_SECONDS, Math.max(1, Math.ceil(windowMs / 1000)));
+    const now = this.clock.now();
+    const current = Math.floor(now / 1000);
+    let total = 0;
+    for (let k = 0; k < seconds; k++) {
+      const s = current - k;
+      const i = ((s % RATE_SECONDS) + RATE_SECONDS) % RATE_SECONDS;
+      if (this.second[i] === s) total += this.count[i];
+    }
+    const start = Math.max((current - seconds + 1) * 1000, this.createdAt);
+    return (total * 1000) / Math.max(1000, now - start);
   }
 }

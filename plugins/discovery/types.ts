@@ -63,12 +63,12 @@ export interface DiscoveryOutcome {
   readonly mac?: string;
 }
 
-/** Latency figures in milliseconds (0 when count is 0). */
+/** Latency figures, in milliseconds (0 when count is 0). */
 export interface LatencyStats {
   readonly count: number;
-  readonly minMs: number;
-  readonly avgMs: number;
-  readonly maxMs: number;
+  readonly min: number;
+  readonly avg: number;
+  readonly max: number;
 }
 
 export interface MethodStats {
@@ -92,7 +92,7 @@ export interface DiscoveryMetrics {
   readonly queue: { readonly depth: number; readonly capacity: number };
   /**
    * Clients waiting for a later attempt (deferred by a guard, did not fit in the queue, retrying after a
-   * failure, or due for a refresh), and how many of them are due now.
+   * failure, or due for a refresh), and how many of them are due now (counted up to 10,000).
    */
   readonly backlog: { readonly size: number; readonly due: number; readonly capacity: number; readonly overflowed: number };
   /** Clients announced and not yet finished (queued, running or waiting): still `discovering`. */

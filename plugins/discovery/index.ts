@@ -1,0 +1,302 @@
+/**
+ * `discovery`: names (and MACs) for new clients, found in the background — reverse DNS, NetBIOS, mDNS, DHCP
+ * leases, the neighbour table — on a bounded pool of its own, guarded by whoever taps `beforeDiscover`
+ * (`breaker`, `ratelimit`). Results go through clienttrack's `applyDiscovery`. See README.md.
+ */
+import * as os from 'node:os';
+import * as ipaddr from 'ipaddr.js';
+import { SyncBailHook, SyncHook } from 'tapable';
+import { OptionError } from '../../config/errors';
+import { Duration, Type, type Static } from '../../config/types';
+import { definePlugin, type PluginApi } from '../../core/plugin';
+import type {} from '../clienttrack';
+import { isProbeable, parseIp } from './address';
+import { DiscoveryEngine, type EngineOptions, type EngineStore } from './engine';
+import { createArp } from './methods/arp';
+import { createDhcp, type LeaseFileConfig, type LeaseFormat } from './methods/dhcp';
+import { createMdns } from './methods/mdns';
+import { createNetbios } from './methods/netbios';
+import { createRdns, type RdnsResolver } from './methods/rdns';
+import type { DiscoveryMethod } from './methods/types';
+import { registerPrometheus } from './metrics';
+import { chooseResolvers, machineAddresses, ownEndpoints } from './resolvers';
+import { METHOD_NAMES, type DiscoveryDenial, type DiscoveryHooks, type DiscoveryMetrics, type DiscoveryOutcome, type DiscoveryReport, type DiscoveryRequest, type MethodName } from './types';
+import { vendorOf } from './vendor';
+
+export * from './types';
+export { DiscoveryEngine, type EngineOptions, type EngineDeps, type EngineHooks, type EngineStore } from './engine';
+
+const HOUR = 3_600_000;
+const LEASE_FORMATS = ['dnsmasq', 'isc', 'kea', 'odhcpd'] as const;
+
+const LeaseFile = Type.Union([
+  Type.String({ minLength: 1, description: 'A lease file; its format is guessed from its name (dnsmasq, dhcpd, kea …csv, odhcpd)' }),
+  Type.Object({
+    path: Type.String({ minLength: 1 }),
+    format: Type.Optional(Type.Union(LEASE_FORMATS.map((f) => Type.Literal(f)), { description: 'dnsmasq, isc, kea or odhcpd' })),
+  }),
+]);
+
+export const options = Type.Object({
+  workers: Type.Integer({ minimum: 1, maximum: 1000, default: 10, description: 'Discovery jobs running at once' }),
+  queue: Type.Integer({ minimum: 1, default: 1000, description: 'Jobs waiting for a worker; a new client that does not fit is counted as dropped and waits in the backlog' }),
+  backlog: Type.Integer({ minimum: 1, default: 100_000, description: 'Clients waiting for a later attempt (queue full, deferred by a guard, retrying, refresh due); beyond it they wait in the database' }),
+  methods: Type.Array(Type.Union(METHOD_NAMES.map((m) => Type.Literal(m))), {
+    minItems: 1,
+    uniqueItems: true,
+    default: [...METHOD_NAMES],
+    description: 'Methods to run, in order: dhcp, arp, rdns, netbios, mdns',
+  }),
+  timeout: Duration(2000, 'Time each method may take'),
+  stop_on_first: Type.Boolean({ default: true, description: 'Stop at the first method that finds a name; false: run every method and merge' }),
+  refresh: Duration(24 * HOUR, 'Names older than this are looked up again (for clients still seen)'),
+  retry: Type.Object(
+    {
+      attempts: Type.Integer({ minimum: 1, maximum: 100, default: 5, description: 'Attempts of a failing discovery before giving up until the next refresh' }),
+      backoff: Duration(10_000, 'Wait before the first retry; doubled each time'),
+      max_backoff: Duration(30 * 60_000, 'Longest wait between retries'),
+    },
+    { default: {}, description: 'Retries of a discovery that failed (a resolver down, a socket error)' },
+  ),
+  rdns: Type.Object(
+    {
+      resolvers: Type.Optional(
+        Type.Array(Type.String({ minLength: 1 }), {
+          minItems: 1,
+          maxItems: 8,
+          description: 'IP, IP:port, [IPv6]:port or a resolv.conf path; default: forward\'s `private` upstreams, else the default gateway',
+        }),
+      ),
+    },
+    { default: {} },
+  ),
+  netbios: Type.Object({ port: Type.Integer({ minimum: 1, maximum: 65535, default: 137, description: 'UDP port of the NetBIOS name service on clients' }) }, { default: {} }),
+  mdns: Type.Object({ port: Type.Integer({ minimum: 1, maximum: 65535, default: 5353, description: 'UDP port of the mDNS responder on clients (asked by unicast)' }) }, { default: {} }),
+  dhcp: Type.Object(
+    { leases: Type.Array(LeaseFile, { default: [], description: 'Lease files to read (watched, re-read on change)' }) },
+    { default: {} },
+  ),
+  arp: Type.Object({ interval: Duration(60_000, 'How often the neighbour table is re-read') }, { default: {} }),
+});
+
+export type DiscoveryOptions = Static<typeof options>;
+
+/** The lease format from a file name: `*.csv` Kea, `dhcpd*.leases` ISC, `*odhcpd*` odhcpd, `dnsmasq*`/`*.leases` dnsmasq. */
+export function guessLeaseFormat(path: string): LeaseFormat | undefined {
+  const base = path.split('/').pop()!.toLowerCase();
+  if (base.endsWith('.csv') || base.includes('kea')) return 'kea';
+  if (base.includes('dhcpd') && !base.includes('odhcpd')) return 'isc';
+  if (base.includes('odhcpd')) return 'odhcpd';
+  if (base.includes('dnsmasq') || base.endsWith('.leases')) return 'dnsmasq';
+  return undefined;
+}
+
+export function engineOptions(o: DiscoveryOptions, methods: MethodName[]): EngineOptions {
+  if (o.timeout <= 0) throw new OptionError('timeout', 'must be longer than 0');
+  if (o.refresh <= 0) throw new OptionError('refresh', 'must be longer than 0');
+  if (o.retry.backoff <= 0) throw new OptionError('retry.backoff', 'must be longer than 0');
+  if (o.retry.max_backoff < o.retry.backoff) throw new OptionError('retry.max_backoff', 'must be at least retry.backoff');
+  return {
+    workers: o.workers,
+    queue: o.queue,
+    backlog: o.backlog,
+    methods,
+    timeoutMs: o.timeout,
+    stopOnFirst: o.stop_on_first,
+    refreshMs: o.refresh,
+    retry: { attempts: o.retry.attempts, backoffMs: o.retry.backoff, maxBackoffMs: o.retry.max_backoff },
+  };
+}
+
+// ------------------------------------------------------------------------------------------------ on-link
+
+type Net = [ipaddr.IPv4 | ipaddr.IPv6, number];
+let onLinkNets: Net[] = [];
+let onLinkReadAt = -Infinity;
+
+/** Whether an address lies in one of this machine's interface networks (re-read at most once a minute). */
+export function onLink(ip: string): boolean {
+  const now = performance.now();
+  if (now - onLinkReadAt > 60_000) {
+    onLinkReadAt = now;
+    const nets: Net[] = [];
+    for (const addrs of Object.values(os.networkInterfaces())) {
+      for (const a of addrs ?? []) {
+        if (a.internal || a.cidr === null) continue;
+        try {
+          const [addr, bits] = ipaddr.parseCIDR(a.cidr.split('%')[0].replace(/%[^/]*/, ''));
+          // A default route's /0 would make everything on-link.
+          if (bits > 0) nets.push([addr, bits]);
+        } catch {
+          // an interface address ipaddr.js cannot read
+        }
+      }
+    }
+    onLinkNets = nets;
+  }
+  const addr = parseIp(ip);
+  if (addr === undefined) return false;
+  for (const [net, bits] of onLinkNets) {
+    if (net.kind() === addr.kind() && addr.match([net, bits] as never)) return true;
+  }
+  return false;
+}
+
+export function probeable(ip: string): boolean {
+  return isProbeable(ip, onLink);
+}
+
+// ------------------------------------------------------------------------------------------------ metrics API
+
+const live = new Map<string, () => DiscoveryMetrics>();
+
+/**
+ * The discovery numbers of a server block (`block0` … ; default: the first block that runs discovery), for the
+ * HTTP API and the dashboard; undefined when no block runs discovery.
+ */
+export function getDiscoveryMetrics(block?: string): DiscoveryMetrics | undefined {
+  const read = block !== undefined ? live.get(block) : live.values().next().value;
+  return read?.();
+}
+
+// ------------------------------------------------------------------------------------------------ the plugin
+
+interface Built {
+  methods: Map<MethodName, DiscoveryMethod>;
+  active: MethodName[];
+}
+
+function buildMethods(api: PluginApi<DiscoveryHooks>, o: DiscoveryOptions, resolvers: RdnsResolver[], leases: LeaseFileConfig[]): Built {
+  const methods = new Map<MethodName, DiscoveryMethod>();
+  const active: MethodName[] = [];
+  for (const name of o.methods) {
+    switch (name) {
+      case 'rdns':
+        if (resolvers.length === 0) {
+          api.log.warn('rdns is off: no resolver (no rdns.resolvers, no forward `private` upstream, no usable default gateway)');
+          continue;
+        }
+        methods.set(name, createRdns({ resolvers, timeoutMs: Math.max(200, Math.floor(o.timeout / resolvers.length)) }));
+        break;
+      case 'netbios':
+        methods.set(name, createNetbios({ port: o.netbios.port, timeoutMs: o.timeout, allow: probeable }));
+        break;
+      case 'mdns':
+        methods.set(name, createMdns({ port: o.mdns.port, timeoutMs: o.timeout, allow: probeable }));
+        break;
+      case 'dhcp':
+        if (leases.length === 0) {
+          api.log.info('dhcp is off: no lease file given (dhcp: { leases: [...] })');
+          continue;
+        }
+        methods.set(name, createDhcp({ leases }));
+        break;
+      case 'arp':
+        methods.set(name, createArp({ refreshMs: o.arp.interval }));
+        break;
+    }
+    active.push(name);
+  }
+  return { methods, active };
+}
+
+function leaseFiles(api: PluginApi<DiscoveryHooks>, o: DiscoveryOptions): LeaseFileConfig[] {
+  return o.dhcp.leases.map((entry, i) => {
+    const path = api.resolvePath(typeof entry === 'string' ? entry : entry.path);
+    const format = (typeof entry === 'string' ? undefined : entry.format) ?? guessLeaseFormat(path);
+    if (format === undefined) throw new OptionError(`dhcp.leases[${i}]`, `cannot tell the format of ${path} from its name: write { path: …, format: dnsmasq | isc | kea | odhcpd }`);
+    return { path, format };
+  });
+}
+
+function storeOf(api: PluginApi<DiscoveryHooks>): EngineStore {
+  const storage = api.storage;
+  return {
+    async discovering(limit) {
+      const db = await storage.reader();
+      const rows = (await db('clients').select('ip').where('discovering', true).orderBy('first_seen').limit(limit)) as Array<{ ip: string }>;
+      return rows.map((r) => r.ip);
+    },
+    async stale(discoveredBefore, seenSince, limit) {
+      const db = await storage.reader();
+      const rows = (await db('clients')
+        .select('ip')
+        .where('discovering', false)
+        .whereNotNull('discovered_at')
+        .where('discovered_at', '<', discoveredBefore)
+        .where('last_seen', '>=', seenSince)
+        .orderBy('discovered_at')
+        .limit(limit)) as Array<{ ip: string }>;
+      return rows.map((r) => r.ip);
+    },
+  };
+}
+
+export const discovery = definePlugin({
+  name: 'discovery',
+  description: 'Finds names and MACs of new clients in the background (rdns, netbios, mdns, dhcp leases, arp), bounded and guarded',
+  options,
+  declare(): DiscoveryHooks {
+    return {
+      beforeDiscover: new SyncBailHook<[DiscoveryRequest], DiscoveryDenial | undefined>(['request']),
+      attemptDenied: new SyncHook<[DiscoveryRequest, DiscoveryDenial]>(['request', 'denial']),
+      discovered: new SyncHook<[DiscoveryOutcome]>(['outcome']),
+      report: new SyncHook<[DiscoveryReport]>(['report']),
+      snapshot: new SyncBailHook<[], DiscoveryMetrics>([]),
+    };
+  },
+  setup(api, o) {
+    const leases = leaseFiles(api, o);
+    const forward = api.server.pluginOptions('forward');
+    const forwardPrivate = Array.isArray(forward?.private) ? (forward.private as string[]) : undefined;
+    let choice;
+    try {
+      choice = chooseResolvers({
+        configured: o.rdns.resolvers,
+        forwardPrivate,
+        resolvePath: (p) => api.resolvePath(p),
+        own: ownEndpoints(api.block.listen),
+        machine: machineAddresses(),
+      });
+    } catch (err) {
+      throw new OptionError('rdns.resolvers', (err as Error).message);
+    }
+    const wantsRdns = o.methods.includes('rdns');
+    if (wantsRdns) for (const w of choice.warnings) api.log.warn(w);
+    const resolverKey = choice.resolvers.map((r) => `${r.host}:${r.port}`).join(',');
+
+    const track = api.hooksOf('clienttrack');
+    if (track === undefined) {
+      api.log.warn('clienttrack is not in this server block: there are no new clients to discover');
+      return;
+    }
+    const engine = api.retain(
+      `engine|${resolverKey}`,
+      () => {
+        const built = buildMethods(api, o, choice.resolvers, leases);
+        const eopts = engineOptions(o, built.active);
+        if (built.active.length === 0) api.log.warn('no discovery method is usable: clients will be marked discovered with nothing found', { methods: o.methods.join(',') });
+        if (wantsRdns && choice.resolvers.length > 0) api.log.info('rdns resolvers', { resolvers: resolverKey, from: choice.source });
+        return new DiscoveryEngine(eopts, { methods: built.methods, log: api.log, probeable, vendorOf, store: storeOf(api) });
+      },
+      (e) => e.close(),
+    );
+    const own = api.own;
+    engine.connect({ own, apply: (u) => track.applyDiscovery.call(u) });
+    // The same metric objects after a reload (the registry is shared); the gauges now read this engine.
+    engine.stats.prom = registerPrometheus(api.metrics, () => (engine.isClosed ? undefined : engine.gauges()));
+
+    track.newClient.tap('discovery', (ev) => engine.announce(ev.ip));
+    const snapshot = (): DiscoveryMetrics => engine.metrics((r) => own.report.call(r));
+    own.snapshot.tap('discovery', snapshot);
+    live.set(api.block.name, snapshot);
+    api.hooks.shutdown.tap('discovery', (info) => {
+      if (live.get(api.block.name) === snapshot) live.delete(api.block.name);
+      // Stopping for good: stop before clienttrack flushes, so no result arrives after its queue has closed
+      // (lookups in flight are aborted; their clients stay `discovering` and are taken up at the next start).
+      if (info.reason === 'shutdown') engine.close();
+    });
+  },
+});
+
+export default discovery;
