@@ -1,6 +1,8 @@
 // Small helpers shared by the benchmark's Node peers (bare responder, dns-packet responder, relay, fallback
 // upstream) and by the harness (bench/run.ts). Nothing here is used by the server itself.
 import dgram from 'node:dgram';
+import fs from 'node:fs';
+import path from 'node:path';
 
 /** The address every benchmark name resolves to (TEST-NET-1). */
 export const BENCH_ADDRESS = [192, 0, 2, 1] as const;
@@ -103,4 +105,33 @@ export function exitOnSignalOrDeadline(args: Map<string, string>): void {
   setTimeout(() => process.exit(0), max * 1000).unref();
   process.on('SIGTERM', () => process.exit(0));
   process.on('SIGINT', () => process.exit(0));
+}
+
+/** A numeric knob from the environment, bounded; a bad value stops the benchmark with a message. */
+export function envNum(name: string, def: number, min: number, max: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return def;
+  const v = Number(raw);
+  if (!Number.isFinite(v) || v < min || v > max) {
+    console.error(`${name}=${raw}: expected a number from ${min} to ${max}`);
+    process.exit(2);
+  }
+  return v;
+}
+
+export const envInt = (name: string, def: number, min: number, max: number): number => Math.floor(envNum(name, def, min, max));
+
+/** An executable on PATH (or in the sbin folders, where dnsmasq and unbound live), or null. */
+export function findBinary(name: string): string | null {
+  for (const d of [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/usr/local/sbin', '/sbin', '/usr/bin']) {
+    if (d === '') continue;
+    const p = path.join(d, name);
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      return p;
+    } catch {
+      // next
+    }
+  }
+  return null;
 }

@@ -2,10 +2,10 @@
 //
 //   npx tsc -p tsconfig.json && node dist/bench/footprint.js
 //
-// The server is the NAS build: packaging/Corefile.yaml (acl, metrics, cache 10,000, clienttrack with flush 30s,
-// forward) with only the listen addresses (127.0.0.1, free high ports), the upstream (a local fixed responder,
-// bench/upstream.ts, in its own process) and the database file (a temporary folder) changed, and the NODE_OPTIONS of
-// packaging/codexdns.service. It measures:
+// The server is the NAS build: packaging/Corefile.yaml (acl, metrics, breaker, ratelimit, cache 10,000, clienttrack
+// with flush 30s, discovery, forward) with only the listen addresses (127.0.0.1, free high ports), the upstream and
+// the rdns resolver (a local fixed responder, bench/upstream.ts, in its own process) and the database file (a
+// temporary folder) changed, and the NODE_OPTIONS of packaging/codexdns.service. It measures:
 //   1. start-up: spawn → first answer (wall and the server's CPU time), on a new database (created and
 //      migrated) and on an existing one; `codexdns validate` (the unit's ExecStartPre) and bare `node -e 0`;
 //   2. RSS idle (10 queries, then FOOTPRINT_SETTLE seconds of nothing);
@@ -32,7 +32,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
-import { encodeQuery } from './common';
+import { encodeQuery, envNum } from './common';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const CLI = path.join(ROOT, 'dist', 'cli', 'codexdns.js');
@@ -41,16 +41,6 @@ const UNIT = path.join(ROOT, 'packaging', 'codexdns.service');
 const UPSTREAM = path.join(ROOT, 'dist', 'bench', 'upstream.js');
 const RESULTS = path.join(ROOT, 'bench', 'results', 'footprint.json');
 
-function envNum(name: string, def: number, min: number, max: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return def;
-  const v = Number(raw);
-  if (!Number.isFinite(v) || v < min || v > max) {
-    console.error(`${name}=${raw}: expected a number from ${min} to ${max}`);
-    process.exit(2);
-  }
-  return v;
-}
 
 const STARTS = envNum('FOOTPRINT_STARTS', 5, 2, 20);
 const SETTLE_S = envNum('FOOTPRINT_SETTLE', 10, 1, 120);
@@ -277,6 +267,8 @@ async function makeConfig(upstreamPort: number, tag: string, tweak?: (plugins: R
   for (const p of block.plugins) {
     if (p.forward) p.forward.to = [`127.0.0.1:${upstreamPort}`];
     if (p.metrics) p.metrics.listen = `127.0.0.1:${await freePort()}`;
+    // Reverse DNS to the local responder instead of the default gateway: no packet leaves loopback.
+    if (p.discovery) p.discovery.rdns = { resolvers: [`127.0.0.1:${upstreamPort}`] };
   }
   tweak?.(block.plugins);
   const db = path.join(dir, 'state', 'codexdns.sqlite');
@@ -718,7 +710,7 @@ async function main(): Promise<void> {
     loadAverageAtStart: os.loadavg().map((x) => r1(x)),
     nodeOptions: unitNodeOptions(),
     environment: unitEnv(),
-    chain: 'packaging/Corefile.yaml: acl, metrics (loopback), cache (10,000), clienttrack (flush 30s), forward → local fixed responder',
+    chain: 'packaging/Corefile.yaml: acl, metrics (loopback), breaker, ratelimit, cache (10,000), clienttrack (flush 30s), discovery (rdns → the local responder), forward → local fixed responder',
   };
   try {
     if (ONLY.has('startup')) {

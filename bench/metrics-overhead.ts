@@ -28,7 +28,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Registry } from 'prom-client';
-import { encodeQuery } from './common';
+import { encodeQuery, envInt, findBinary } from './common';
 import { QueryContext } from '../core/context';
 import { DnsResponse } from '../core/response';
 import { parseQuery, type ParsedQuery } from '../core/wire/query';
@@ -39,16 +39,6 @@ const CLI = path.join(ROOT, 'dist', 'cli', 'codexdns.js');
 const UPSTREAM = path.join(__dirname, 'upstream.js');
 const RESULTS = path.join(ROOT, 'bench', 'results', 'metrics-overhead.json');
 
-function envInt(name: string, def: number, min: number, max: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return def;
-  const v = Number(raw);
-  if (!Number.isFinite(v) || v < min || v > max) {
-    console.error(`${name}=${raw}: expected a number from ${min} to ${max}`);
-    process.exit(2);
-  }
-  return Math.floor(v);
-}
 
 const SECONDS = envInt('BENCH_SECONDS', 10, 1, 120);
 const REPEAT = envInt('BENCH_REPEAT', 3, 1, 20);
@@ -56,22 +46,9 @@ const CLIENTS = envInt('BENCH_CLIENTS', 10, 1, 100);
 const OUTSTANDING = envInt('BENCH_OUTSTANDING', 200, 1, 10000);
 const LIFETIME_S = 300 + SECONDS * REPEAT * 3 * 3;
 
-function which(name: string): string | null {
-  for (const d of [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/usr/bin', '/sbin']) {
-    if (d === '') continue;
-    const p = path.join(d, name);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch {
-      // next
-    }
-  }
-  return null;
-}
 
-const DNSPERF = which('dnsperf');
-const TASKSET = which('taskset');
+const DNSPERF = findBinary('dnsperf');
+const TASKSET = findBinary('taskset');
 const PIN = process.env.BENCH_PIN !== '0' && os.cpus().length >= 2 && TASKSET !== null;
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
 

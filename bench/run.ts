@@ -23,7 +23,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { encodeQuery } from './common';
+import { encodeQuery, envInt, findBinary } from './common';
 
 // ---------------------------------------------------------------------------------------------- settings
 
@@ -32,16 +32,6 @@ const PEERS_DIR = path.join(ROOT, 'bench', 'peers');
 const CODEXDNS_CLI = path.resolve(process.env.BENCH_CODEXDNS_CLI ?? path.join(ROOT, 'dist', 'cli', 'codexdns.js'));
 const RESULTS_FILE = path.join(ROOT, 'bench', 'results', 'latest.json');
 
-function envInt(name: string, def: number, min: number, max: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return def;
-  const v = Number(raw);
-  if (!Number.isFinite(v) || v < min || v > max) {
-    console.error(`${name}=${raw}: expected a number from ${min} to ${max}`);
-    process.exit(2);
-  }
-  return Math.floor(v);
-}
 
 const SECONDS = envInt('BENCH_SECONDS', 10, 1, 120);
 const CLIENTS = envInt('BENCH_CLIENTS', 10, 1, 100);
@@ -72,20 +62,6 @@ function selectedRows(): RowId[] {
   return ALL_ROWS.filter((r) => ids.includes(r));
 }
 
-function findBinary(name: string): string | null {
-  const dirs = [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/usr/local/sbin', '/sbin', '/usr/bin'];
-  for (const d of dirs) {
-    if (d === '') continue;
-    const p = path.join(d, name);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch {
-      // next
-    }
-  }
-  return null;
-}
 
 function commandOutput(cmd: string, args: string[]): string {
   const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 5000 });

@@ -19,16 +19,20 @@
 //
 // Bounds: only 127.0.0.0/8, high ports; STORM_SECONDS ≤ 120, STORM_RATE ≤ 5,000; every child runs under
 // `timeout` and is killed at the end, on error and on Ctrl-C. STORM_PIN=0: no taskset (default: generator and
-// upstreams on CPU 0, the server alone on CPU 1). Results: bench/results/storm-discovery.json and stdout.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+// upstreams on CPU 0, the server alone on CPU 1); STORM_SPLIT_THREADS=1: only the server's main thread on CPU 1,
+// its other threads (SQLite's, V8's GC helpers) on CPU 0. STORMD_NODE_FLAGS: flags for the server's node (the unit's
+// `--max-old-space-size=128 --max-semi-space-size=2`, or `--cpu-prof`). STORMPROBE_STALL_MS (default 100): the
+// server's event-loop stalls longer than this are listed. Besides the generator's latencies, the probe reports the
+// time each query spent inside the server (dispatch to reply), so a slow answer can be placed.
+// Results: bench/results/storm-discovery.json and stdout.
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import * as dnsPacket from 'dns-packet';
-import { encodeQuery } from './common';
+import { Generator, Samples, childPidOf, cpuSeconds, envNum, findBinary, freeUdpPort, killAll, parseFields, readStatus, runStorm, sleep, start } from './stormKit';
 import { openStorage } from '../storage/open';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -36,17 +40,6 @@ const CLI = path.join(ROOT, 'dist', 'cli', 'codexdns.js');
 const UPSTREAM = path.join(ROOT, 'dist', 'bench', 'upstream.js');
 const PROBE = path.join(ROOT, 'dist', 'bench', 'stormProbe.js');
 const RESULTS = path.join(ROOT, 'bench', 'results', 'storm-discovery.json');
-
-function envNum(name: string, def: number, min: number, max: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return def;
-  const v = Number(raw);
-  if (!Number.isFinite(v) || v < min || v > max) {
-    console.error(`${name}=${raw}: expected a number from ${min} to ${max}`);
-    process.exit(2);
-  }
-  return v;
-}
 
 const SECONDS = envNum('STORM_SECONDS', 60, 1, 120);
 const RATE = envNum('STORM_RATE', 1000, 1, 5000);
@@ -66,96 +59,16 @@ const PIN = process.env.STORM_PIN !== '0' && findBinary('taskset') !== null && o
 const ONLY = (process.env.STORMD_ONLY ?? 'discovery,baseline,drain').split(',').map((s) => s.trim());
 const LIFETIME_S = Math.ceil(SECONDS + DRAIN_SECONDS + 600);
 
-function findBinary(name: string): string | null {
-  for (const dir of (process.env.PATH ?? '').split(':')) {
-    const p = path.join(dir, name);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch {
-      // next
-    }
-  }
-  return null;
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
 // ---------------------------------------------------------------------------------------------- processes
 
-const children = new Set<ChildProcess>();
-
-function start(cmd: string[], cpu: number | null, onStderr?: (s: string) => void): { child: ChildProcess; pid: () => number } {
-  const argv = ['timeout', '-s', 'KILL', String(LIFETIME_S)];
-  if (cpu !== null && PIN) argv.push('taskset', '-c', String(cpu));
-  argv.push(...cmd);
-  const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  child.on('exit', () => children.delete(child));
-  child.stdout?.on('data', () => undefined);
-  child.stderr?.on('data', (d: Buffer) => onStderr?.(d.toString()));
-  return { child, pid: () => childPidOf(child.pid!) };
+function startPinned(cmd: string[], cpu: number, onStderr?: (s: string) => void): ReturnType<typeof start> {
+  return start(cmd, { lifetimeS: LIFETIME_S, cpu: PIN ? cpu : null, onStderr });
 }
 
-function childPidOf(pid: number): number {
-  try {
-    const kids = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
-    return kids.length > 0 ? Number(kids[0]) : pid;
-  } catch {
-    return pid;
-  }
-}
-
-function killAll(): void {
-  for (const c of children) {
-    // `timeout` does not pass a SIGKILL on: kill the command it runs, then `timeout` itself.
-    const inner = childPidOf(c.pid!);
-    if (inner !== c.pid) {
-      try {
-        process.kill(inner, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-    c.kill('SIGKILL');
-  }
-}
-process.on('SIGINT', () => {
-  killAll();
-  process.exit(130);
-});
-process.on('exit', killAll);
-
-function freeUdpPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = dgram.createSocket('udp4');
-    s.once('error', reject);
-    s.bind(0, '127.0.0.1', () => {
-      const p = s.address().port;
-      const t = net.createServer();
-      t.once('error', () => s.close(() => resolve(freeUdpPort())));
-      t.listen(p, '127.0.0.1', () => t.close(() => s.close(() => resolve(p))));
-    });
-  });
-}
-
-function readStatus(pid: number): { rss: number; hwm: number } {
-  try {
-    const text = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-    const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0);
-    return { rss: kb('VmRSS') * 1024, hwm: kb('VmHWM') * 1024 };
-  } catch {
-    return { rss: 0, hwm: 0 };
-  }
-}
-
-function cpuSeconds(pid: number): number {
-  try {
-    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
-    return (Number(rest[11]) + Number(rest[12])) / 100;
-  } catch {
-    return 0;
+/** Pins every thread of `pid` but the main one to `cpu`. */
+function moveHelperThreads(pid: number, cpu: number): void {
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    if (Number(tid) !== pid) spawnSync('taskset', ['-p', '-c', String(cpu), tid], { stdio: 'ignore' });
   }
 }
 
@@ -219,7 +132,7 @@ class SlowPtrUpstream {
     let port = 0;
     let self: SlowPtrUpstream | null = null;
     // Niced up: the resolver under test must answer at `delayMs`, even with the generator saturating CPU 0.
-    const proc = start(['nice', '-n', '-10', process.execPath, __filename, '--ptr-upstream', String(delayMs), String(LIFETIME_S)], 0);
+    const proc = startPinned(['nice', '-n', '-10', process.execPath, __filename, '--ptr-upstream', String(delayMs), String(LIFETIME_S)], 0);
     proc.child.stdout?.removeAllListeners('data');
     proc.child.stdout?.on('data', (d: Buffer) => {
       out += d.toString();
@@ -266,135 +179,6 @@ class SlowPtrUpstream {
     }
     this.child.kill('SIGKILL');
   }
-}
-
-// ---------------------------------------------------------------------------------------------- load (as bench/storm.ts)
-
-function newClientAddress(i: number, base = 2): string {
-  const c = 1 + (i % 250);
-  const b = Math.floor(i / 250) % 256;
-  const a = base + Math.floor(i / (250 * 256));
-  if (a > 254) throw new Error('too many clients for 127.0.0.0/8');
-  return `127.${a}.${b}.${c}`;
-}
-
-class Samples {
-  private buf = new Float64Array(1 << 16);
-  n = 0;
-  add(v: number): void {
-    if (this.n === this.buf.length) {
-      const b = new Float64Array(this.buf.length * 2);
-      b.set(this.buf);
-      this.buf = b;
-    }
-    this.buf[this.n++] = v;
-  }
-  percentiles(): { p50: number; p99: number; p999: number; max: number } {
-    const a = this.buf.slice(0, this.n).sort();
-    const at = (q: number): number => (a.length === 0 ? NaN : a[Math.min(a.length - 1, Math.floor(q * a.length))]);
-    return { p50: at(0.5), p99: at(0.99), p999: at(0.999), max: a.length ? a[a.length - 1] : NaN };
-  }
-  merge(o: Samples): Samples {
-    const m = new Samples();
-    for (let i = 0; i < this.n; i++) m.add(this.buf[i]);
-    for (let i = 0; i < o.n; i++) m.add(o.buf[i]);
-    return m;
-  }
-}
-
-interface Client {
-  sock: dgram.Socket;
-  pending: Map<number, number>;
-  known: boolean;
-  nextId: number;
-  ready: boolean;
-  queue: Buffer[];
-}
-
-class Generator {
-  readonly lat = { known: new Samples(), new: new Samples() };
-  readonly sent = { known: 0, new: 0 };
-  readonly answered = { known: 0, new: 0 };
-  readonly lost = { known: 0, new: 0 };
-  readonly live = new Set<Client>();
-  newClients = 0;
-  private uniqueSeq = 0;
-
-  constructor(private readonly port: number) {}
-
-  name(): string {
-    if (Math.random() < UNIQUE_SHARE) return `u${this.uniqueSeq++}.${process.pid}.storm.test`;
-    return `n${Math.floor(Math.random() * POOL_NAMES)}.storm.test`;
-  }
-
-  open(address: string, known: boolean): Client {
-    const sock = dgram.createSocket('udp4');
-    const c: Client = { sock, pending: new Map(), known, nextId: Math.floor(Math.random() * 60000), ready: false, queue: [] };
-    sock.on('message', (msg) => {
-      if (msg.length < 2) return;
-      const id = msg.readUInt16BE(0);
-      const t0 = c.pending.get(id);
-      if (t0 === undefined) return;
-      c.pending.delete(id);
-      const ms = performance.now() - t0;
-      if (c.known) {
-        this.answered.known++;
-        this.lat.known.add(ms);
-      } else {
-        this.answered.new++;
-        this.lat.new.add(ms);
-      }
-    });
-    sock.on('error', (err) => console.error(`socket ${address}: ${err.message}`));
-    sock.bind({ address, port: 0 }, () => {
-      c.ready = true;
-      for (const q of c.queue) this.transmit(c, q);
-      c.queue = [];
-    });
-    this.live.add(c);
-    return c;
-  }
-
-  send(c: Client, name = this.name()): void {
-    const id = (c.nextId = (c.nextId + 1) & 0xffff);
-    const q = encodeQuery(id, name);
-    if (c.known) this.sent.known++;
-    else this.sent.new++;
-    if (c.ready) this.transmit(c, q);
-    else c.queue.push(q);
-  }
-
-  private transmit(c: Client, q: Buffer): void {
-    c.pending.set(q.readUInt16BE(0), performance.now());
-    c.sock.send(q, this.port, '127.0.0.1');
-  }
-
-  sweep(): void {
-    const limit = performance.now() - QUERY_TIMEOUT_MS;
-    for (const c of this.live) {
-      for (const [id, t0] of c.pending) {
-        if (t0 > limit) continue;
-        c.pending.delete(id);
-        if (c.known) this.lost.known++;
-        else this.lost.new++;
-      }
-    }
-  }
-
-  close(c: Client): void {
-    if (c.known) this.lost.known += c.pending.size;
-    else this.lost.new += c.pending.size;
-    c.pending.clear();
-    this.live.delete(c);
-    c.sock.close();
-  }
-}
-
-function parseFields(line: string | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
-  if (!line) return out;
-  for (const m of line.matchAll(/ (\w+)=("[^"]*"|\S+)/g)) out[m[1]] = m[2];
-  return out;
 }
 
 // ---------------------------------------------------------------------------------------------- one run
@@ -506,7 +290,7 @@ reload: { watch: false }
   let stderr = '';
   const nodeFlags = (process.env.STORMD_NODE_FLAGS ?? '').split(' ').filter(Boolean);
   let stdout = '';
-  const server = start([process.execPath, ...nodeFlags, CLI, '--conf', path.join(dir, 'Corefile.yaml')], 1, (s) => (stderr += s));
+  const server = startPinned([process.execPath, ...nodeFlags, CLI, '--conf', path.join(dir, 'Corefile.yaml')], 1, (s) => (stderr += s));
   server.child.stdout?.on('data', (d: Buffer) => {
     if (nodeFlags.length > 0) stdout += d.toString();
   });
@@ -516,7 +300,10 @@ reload: { watch: false }
     await sleep(50);
   }
   const pid = server.pid();
-  const gen = new Generator(port);
+  // STORM_SPLIT_THREADS=1: the server's answer loop alone on CPU 1, its other threads (SQLite's in libuv's pool,
+  // V8's GC helpers) moved to CPU 0 — what a box with more than one core does on its own.
+  if (PIN && process.env.STORM_SPLIT_THREADS === '1') moveHelperThreads(pid, 0);
+  const gen = new Generator(port, { uniqueShare: UNIQUE_SHARE, poolNames: POOL_NAMES, queryTimeoutMs: QUERY_TIMEOUT_MS });
 
   const known = Array.from({ length: KNOWN }, (_, i) => gen.open(`127.1.0.${i + 1}`, true));
   for (let k = 0; k < POOL_NAMES; k++) {
@@ -529,60 +316,15 @@ reload: { watch: false }
   gen.sent.known = gen.answered.known = gen.lost.known = 0;
   (gen.lat as { known: Samples }).known = new Samples();
 
+  if (PIN && process.env.STORM_SPLIT_THREADS === '1') moveHelperThreads(pid, 0); // threads started since
   let peakRss = readStatus(pid).rss;
   const rssTimer = setInterval(() => (peakRss = Math.max(peakRss, readStatus(pid).rss)), 250);
   const cpu0 = cpuSeconds(pid);
   const loop = monitorEventLoopDelay({ resolution: 10 });
   loop.enable();
 
-  const follow: Array<{ at: number; c: Client; left: number }> = [];
-  let fi = 0;
   const start0 = performance.now();
-  const end = start0 + seconds * 1000;
-  const knownNext = known.map((_, i) => start0 + (i * 1000) / (KNOWN * KNOWN_QPS));
-  let lastSweep = start0;
-  for (;;) {
-    const now = performance.now();
-    if (now < end) {
-      const target = Math.floor(((now - start0) / 1000) * rate);
-      while (gen.newClients < target) {
-        const c = gen.open(newClientAddress(gen.newClients++, kind === 'drain' ? 100 : 2), false);
-        gen.send(c);
-        follow.push({ at: now + 1000, c, left: NEW_QUERIES - 1 });
-      }
-      for (let i = 0; i < KNOWN; i++) {
-        while (knownNext[i] <= now) {
-          gen.send(known[i]);
-          knownNext[i] += 1000 / KNOWN_QPS;
-        }
-      }
-    }
-    while (fi < follow.length && follow[fi].at <= now) {
-      const f = follow[fi++];
-      if (f.left > 0) {
-        gen.send(f.c);
-        f.left--;
-        follow.push({ at: f.at + (f.left > 0 ? 1000 : QUERY_TIMEOUT_MS + 100), c: f.c, left: f.left });
-      } else {
-        gen.close(f.c);
-      }
-    }
-    if (fi > 100_000) {
-      follow.splice(0, fi);
-      fi = 0;
-    }
-    if (now - lastSweep >= 100) {
-      gen.sweep();
-      lastSweep = now;
-    }
-    if (now >= end && fi >= follow.length) break;
-    await sleep(5);
-  }
-  gen.sweep();
-  for (const c of [...gen.live]) if (!c.known) gen.close(c);
-  await sleep(QUERY_TIMEOUT_MS + 100);
-  gen.sweep();
-  for (const c of known) gen.close(c);
+  await runStorm(gen, known, { seconds, rate, addressBase: kind === 'drain' ? 100 : 2, knownQps: KNOWN_QPS, newQueries: NEW_QUERIES });
   loop.disable();
   const stormEnd = performance.now();
   const cpu = cpuSeconds(pid) - cpu0;
@@ -703,7 +445,7 @@ async function main(): Promise<void> {
   if (PIN) spawnSync('taskset', ['-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });
   const upstreamPort = await freeUdpPort();
   let upErr = '';
-  start([process.execPath, UPSTREAM, '--port', String(upstreamPort), '--max-seconds', String(LIFETIME_S * 2)], 0, (s) => (upErr += s));
+  startPinned([process.execPath, UPSTREAM, '--port', String(upstreamPort), '--max-seconds', String(LIFETIME_S * 2)], 0, (s) => (upErr += s));
   await sleep(300);
   if (upErr) throw new Error(`upstream: ${upErr}`);
   const results: RunResult[] = [];
@@ -733,12 +475,12 @@ async function main(): Promise<void> {
   fs.mkdirSync(path.dirname(RESULTS), { recursive: true });
   fs.writeFileSync(RESULTS, JSON.stringify(out, null, 2) + '\n');
   const lines = [
-    `| run | new clients | sent | answered | p50 all | p99 known | p99 new | p99 all | peak RSS | server CPU | server loop p99 |`,
-    `|---|---|---|---|---|---|---|---|---|---|---|`,
+    `| run | new clients | sent | answered | p50 all | p99 known | p99 new | p99 all | peak RSS | server CPU | server loop p99 | in server p99 / max |`,
+    `|---|---|---|---|---|---|---|---|---|---|---|---|`,
   ];
   for (const r of results) {
     lines.push(
-      `| ${r.run} | ${r.rate}/s × ${r.seconds} s | ${r.sent.total} | ${fmt(r.answered.pct, 3)} % | ${fmt(r.latencyMs.all.p50)} ms | ${fmt(r.latencyMs.known.p99)} ms | ${fmt(r.latencyMs.new.p99)} ms | ${fmt(r.latencyMs.all.p99)} ms | ${fmt(r.peakRssMB, 1)} MB | ${fmt(r.serverCpuSeconds, 1)} s | ${r.server.loop_p99_ms ?? '—'} ms |`,
+      `| ${r.run} | ${r.rate}/s × ${r.seconds} s | ${r.sent.total} | ${fmt(r.answered.pct, 3)} % | ${fmt(r.latencyMs.all.p50)} ms | ${fmt(r.latencyMs.known.p99)} ms | ${fmt(r.latencyMs.new.p99)} ms | ${fmt(r.latencyMs.all.p99)} ms | ${fmt(r.peakRssMB, 1)} MB | ${fmt(r.serverCpuSeconds, 1)} s | ${r.server.loop_p99_ms ?? '—'} ms | ${r.server.in_server_p99_ms ?? '—'} / ${r.server.in_server_max_ms ?? '—'} ms |`,
     );
   }
   if (out.ratio) lines.push('', `p99 ratio discovery / tracking off: all ${fmt(out.ratio.p99All)}, known ${fmt(out.ratio.p99Known)}, new ${fmt(out.ratio.p99New)}`);

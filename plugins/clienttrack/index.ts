@@ -138,7 +138,9 @@ export default definePlugin({
     );
     connectHooks(tracker, api.own);
     tracker.batcher.onBatch = registerMetrics(api.metrics, () => tracker);
-    tracker.start();
+    // Loading the index opens the database (knex alone takes ≈ 100 ms to load on a small box): after the
+    // listeners are up, so the first answer never waits for it.
+    api.hooks.startup.tap('clienttrack', () => tracker.start());
 
     api.hooks.served.tap('clienttrack', (ctx, res) => {
       // Only clients the ACL let in: a forged source address must not grow the table.

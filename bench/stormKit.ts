@@ -1,0 +1,319 @@
+// What the two storm benchmarks (bench/storm.ts, bench/storm-discovery.ts) share: their knobs, the child
+// processes they start (each under `timeout`, optionally pinned with taskset, killed at the end), /proc readings,
+// and the load generator — new clients, each from its own 127.x.y.z address, and known clients, with the
+// latency of every answer. Nothing here is used by the server.
+import { spawn, type ChildProcess } from 'node:child_process';
+import dgram from 'node:dgram';
+import fs from 'node:fs';
+import net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { encodeQuery } from './common';
+
+export { envNum, findBinary } from './common';
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+// ---------------------------------------------------------------------------------------------- processes
+
+const children = new Set<ChildProcess>();
+
+export interface StartOptions {
+  /** Killed by `timeout` after this many seconds whatever happens. */
+  lifetimeS: number;
+  /** The CPU to pin it to with taskset, or null for none. */
+  cpu: number | null;
+  onStderr?: (s: string) => void;
+}
+
+/** Starts `cmd` under `timeout` (and taskset); `pid()` is the command's own pid, not timeout's. */
+export function start(cmd: string[], opts: StartOptions): { child: ChildProcess; pid: () => number } {
+  const argv = ['timeout', '-s', 'KILL', String(opts.lifetimeS)];
+  if (opts.cpu !== null) argv.push('taskset', '-c', String(opts.cpu));
+  argv.push(...cmd);
+  const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  child.stdout?.on('data', () => undefined);
+  child.stderr?.on('data', (d: Buffer) => opts.onStderr?.(d.toString()));
+  return { child, pid: () => childPidOf(child.pid!) };
+}
+
+/** `timeout` forks the command (taskset execs): the command's pid is the child of `timeout`. */
+export function childPidOf(pid: number): number {
+  try {
+    const kids = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
+    return kids.length > 0 ? Number(kids[0]) : pid;
+  } catch {
+    return pid;
+  }
+}
+
+export function killAll(): void {
+  for (const c of children) {
+    // `timeout` does not pass a SIGKILL on: kill the command it runs, then `timeout` itself.
+    const inner = childPidOf(c.pid!);
+    if (inner !== c.pid) {
+      try {
+        process.kill(inner, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    c.kill('SIGKILL');
+  }
+}
+process.on('SIGINT', () => {
+  killAll();
+  process.exit(130);
+});
+process.on('exit', killAll);
+
+/** A port free on 127.0.0.1 for both UDP and TCP (the server listens on both). */
+export function freeUdpPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = dgram.createSocket('udp4');
+    s.once('error', reject);
+    s.bind(0, '127.0.0.1', () => {
+      const p = s.address().port;
+      const t = net.createServer();
+      t.once('error', () => s.close(() => resolve(freeUdpPort())));
+      t.listen(p, '127.0.0.1', () => t.close(() => s.close(() => resolve(p))));
+    });
+  });
+}
+
+export function readStatus(pid: number): { rss: number; hwm: number } {
+  try {
+    const text = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0);
+    return { rss: kb('VmRSS') * 1024, hwm: kb('VmHWM') * 1024 };
+  } catch {
+    return { rss: 0, hwm: 0 };
+  }
+}
+
+/** CPU time (user + system, all threads) of a process, in seconds. */
+export function cpuSeconds(pid: number): number {
+  try {
+    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+    return (Number(rest[11]) + Number(rest[12])) / 100; // utime + stime, in USER_HZ
+  } catch {
+    return 0;
+  }
+}
+
+/** The `key=value` fields of a server log line. */
+export function parseFields(line: string | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (!line) return out;
+  for (const m of line.matchAll(/ (\w+)=("[^"]*"|\S+)/g)) out[m[1]] = m[2];
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------- load
+
+/** 127.a.b.c for new client i: a from `base` up, c in 1..250 (no .0 / .255 hosts). */
+export function newClientAddress(i: number, base = 2): string {
+  const c = 1 + (i % 250);
+  const b = Math.floor(i / 250) % 256;
+  const a = base + Math.floor(i / (250 * 256));
+  if (a > 254) throw new Error('too many clients for 127.0.0.0/8');
+  return `127.${a}.${b}.${c}`;
+}
+
+export class Samples {
+  private buf = new Float64Array(1 << 16);
+  n = 0;
+  add(v: number): void {
+    if (this.n === this.buf.length) {
+      const b = new Float64Array(this.buf.length * 2);
+      b.set(this.buf);
+      this.buf = b;
+    }
+    this.buf[this.n++] = v;
+  }
+  percentiles(): { p50: number; p99: number; p999: number; max: number } {
+    const a = this.buf.slice(0, this.n).sort();
+    const at = (q: number): number => (a.length === 0 ? NaN : a[Math.min(a.length - 1, Math.floor(q * a.length))]);
+    return { p50: at(0.5), p99: at(0.99), p999: at(0.999), max: a.length ? a[a.length - 1] : NaN };
+  }
+  merge(o: Samples): Samples {
+    const m = new Samples();
+    for (let i = 0; i < this.n; i++) m.add(this.buf[i]);
+    for (let i = 0; i < o.n; i++) m.add(o.buf[i]);
+    return m;
+  }
+}
+
+export interface Client {
+  sock: dgram.Socket;
+  pending: Map<number, number>;
+  known: boolean;
+  nextId: number;
+  ready: boolean;
+  queue: Buffer[];
+}
+
+export interface GeneratorOptions {
+  /** Share of the names that are unique (cache misses, forwarded). */
+  uniqueShare: number;
+  /** The other names come from this many (`n0.storm.test` …). */
+  poolNames: number;
+  /** Unanswered after this long: counted as lost by sweep(). */
+  queryTimeoutMs: number;
+}
+
+/** Sends the storm's queries from many client sockets and records each answer's latency, known and new apart. */
+export class Generator {
+  readonly lat = { known: new Samples(), new: new Samples() };
+  readonly sent = { known: 0, new: 0 };
+  readonly answered = { known: 0, new: 0 };
+  readonly lost = { known: 0, new: 0 };
+  readonly live = new Set<Client>();
+  newClients = 0;
+  private uniqueSeq = 0;
+
+  constructor(private readonly port: number, private readonly opts: GeneratorOptions) {}
+
+  name(): string {
+    if (Math.random() < this.opts.uniqueShare) return `u${this.uniqueSeq++}.${process.pid}.storm.test`;
+    return `n${Math.floor(Math.random() * this.opts.poolNames)}.storm.test`;
+  }
+
+  open(address: string, known: boolean): Client {
+    const sock = dgram.createSocket('udp4');
+    const c: Client = { sock, pending: new Map(), known, nextId: Math.floor(Math.random() * 60000), ready: false, queue: [] };
+    sock.on('message', (msg) => {
+      if (msg.length < 2) return;
+      const id = msg.readUInt16BE(0);
+      const t0 = c.pending.get(id);
+      if (t0 === undefined) return;
+      c.pending.delete(id);
+      const ms = performance.now() - t0;
+      if (c.known) {
+        this.answered.known++;
+        this.lat.known.add(ms);
+      } else {
+        this.answered.new++;
+        this.lat.new.add(ms);
+      }
+    });
+    sock.on('error', (err) => console.error(`socket ${address}: ${err.message}`));
+    sock.bind({ address, port: 0 }, () => {
+      c.ready = true;
+      for (const q of c.queue) this.transmit(c, q);
+      c.queue = [];
+    });
+    this.live.add(c);
+    return c;
+  }
+
+  send(c: Client, name = this.name()): void {
+    const id = (c.nextId = (c.nextId + 1) & 0xffff);
+    const q = encodeQuery(id, name);
+    if (c.known) this.sent.known++;
+    else this.sent.new++;
+    if (c.ready) this.transmit(c, q);
+    else c.queue.push(q);
+  }
+
+  private transmit(c: Client, q: Buffer): void {
+    c.pending.set(q.readUInt16BE(0), performance.now());
+    c.sock.send(q, this.port, '127.0.0.1');
+  }
+
+  get queryTimeoutMs(): number {
+    return this.opts.queryTimeoutMs;
+  }
+
+  /** Counts queries unanswered for queryTimeoutMs as lost. */
+  sweep(): void {
+    const limit = performance.now() - this.opts.queryTimeoutMs;
+    for (const c of this.live) {
+      for (const [id, t0] of c.pending) {
+        if (t0 > limit) continue;
+        c.pending.delete(id);
+        if (c.known) this.lost.known++;
+        else this.lost.new++;
+      }
+    }
+  }
+
+  close(c: Client): void {
+    if (c.known) this.lost.known += c.pending.size;
+    else this.lost.new += c.pending.size;
+    c.pending.clear();
+    this.live.delete(c);
+    c.sock.close();
+  }
+}
+
+export interface StormOptions {
+  seconds: number;
+  /** New clients per second. */
+  rate: number;
+  /** New clients' addresses start at 127.`addressBase`.0.1. */
+  addressBase: number;
+  /** Queries per second from each known client. */
+  knownQps: number;
+  /** Queries from each new client, one second apart. */
+  newQueries: number;
+}
+
+/**
+ * The storm, on a 5 ms scheduler: `rate` new clients a second, each asking `newQueries` names one second apart,
+ * beside the known clients' steady queries. Returns once every query was answered or counted lost; the known
+ * clients' sockets are closed.
+ */
+export async function runStorm(gen: Generator, known: Client[], o: StormOptions): Promise<void> {
+  const timeoutMs = gen.queryTimeoutMs;
+  const follow: Array<{ at: number; c: Client; left: number }> = [];
+  let fi = 0;
+  const start0 = performance.now();
+  const end = start0 + o.seconds * 1000;
+  const knownNext = known.map((_, i) => start0 + (i * 1000) / (known.length * o.knownQps));
+  let lastSweep = start0;
+  for (;;) {
+    const now = performance.now();
+    if (now < end) {
+      const target = Math.floor(((now - start0) / 1000) * o.rate);
+      while (gen.newClients < target) {
+        const c = gen.open(newClientAddress(gen.newClients++, o.addressBase), false);
+        gen.send(c);
+        follow.push({ at: now + 1000, c, left: o.newQueries - 1 });
+      }
+      for (let i = 0; i < known.length; i++) {
+        while (knownNext[i] <= now) {
+          gen.send(known[i]);
+          knownNext[i] += 1000 / o.knownQps;
+        }
+      }
+    }
+    while (fi < follow.length && follow[fi].at <= now) {
+      const f = follow[fi++];
+      if (f.left > 0) {
+        gen.send(f.c);
+        f.left--;
+        follow.push({ at: f.at + (f.left > 0 ? 1000 : timeoutMs + 100), c: f.c, left: f.left });
+      } else {
+        gen.close(f.c);
+      }
+    }
+    if (fi > 100_000) {
+      follow.splice(0, fi);
+      fi = 0;
+    }
+    if (now - lastSweep >= 100) {
+      gen.sweep();
+      lastSweep = now;
+    }
+    if (now >= end && fi >= follow.length) break;
+    await sleep(5);
+  }
+  gen.sweep();
+  for (const c of [...gen.live]) if (!c.known) gen.close(c);
+  await sleep(timeoutMs + 100);
+  gen.sweep();
+  for (const c of known) gen.close(c);
+}
