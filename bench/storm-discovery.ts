@@ -49,6 +49,8 @@ const DRAIN_RATE = envNum('STORMD_DRAIN_RATE', 50, 1, 1000);
 const DRAIN_STORM_SECONDS = 10;
 const WORKERS = envNum('STORMD_WORKERS', 30, 1, 1000);
 const LIMIT = envNum('STORMD_LIMIT', 10, 1, 1000);
+/** STORMD_TRACK_OPTS: more clienttrack options, e.g. `batch: 2000, flush: 10s` (YAML flow-map entries). */
+const TRACK_EXTRA = process.env.STORMD_TRACK_OPTS ? `, ${process.env.STORMD_TRACK_OPTS}` : '';
 const KNOWN = 10;
 const KNOWN_QPS = 20;
 const NEW_QUERIES = 3;
@@ -280,7 +282,7 @@ ${probe}      - acl: { allow: [127.0.0.0/8] }
 ${withDiscovery ? `      - breaker: { discovery: { failures: 5, reset: 30s } }
       - ratelimit: { discovery: { rate: ${LIMIT}, burst: ${2 * LIMIT} } }
 ` : ''}      - cache: { capacity: 10000 }
-${withDiscovery ? `      - clienttrack: { workers: 100, queue: 10000, priority: { high: 5000, low: 5000 } }
+${withDiscovery ? `      - clienttrack: { workers: 100, queue: 10000, priority: { high: 5000, low: 5000 }${TRACK_EXTRA} }
       - discovery: { methods: [rdns], workers: ${WORKERS}, timeout: 3s, rdns: { resolvers: ["127.0.0.1:${ptr!.port}"] } }
 ` : ''}      - forward: { to: ["127.0.0.1:${upstreamPort}"] }
 storage: { client: sqlite3, connection: { filename: ${JSON.stringify(db)} } }
