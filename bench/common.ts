@@ -2,6 +2,7 @@
 // upstream) and by the harness (bench/run.ts). Nothing here is used by the server itself.
 import dgram from 'node:dgram';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 
 /** The address every benchmark name resolves to (TEST-NET-1). */
@@ -134,4 +135,18 @@ export function findBinary(name: string): string | null {
     }
   }
   return null;
+}
+
+/** A port free on 127.0.0.1 for both UDP and TCP (the servers listen on both). */
+export function freeUdpPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = dgram.createSocket('udp4');
+    s.once('error', reject);
+    s.bind(0, '127.0.0.1', () => {
+      const p = s.address().port;
+      const t = net.createServer();
+      t.once('error', () => s.close(() => resolve(freeUdpPort())));
+      t.listen(p, '127.0.0.1', () => t.close(() => s.close(() => resolve(p))));
+    });
+  });
 }

@@ -27,12 +27,11 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
-import { encodeQuery, envNum } from './common';
+import { encodeQuery, envNum, freeUdpPort as freePort } from './common';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const CLI = path.join(ROOT, 'dist', 'cli', 'codexdns.js');
@@ -231,18 +230,6 @@ async function heapOf(s: Server, reportDir: string): Promise<{ heapUsed: number;
   return null;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = dgram.createSocket('udp4');
-    s.once('error', reject);
-    s.bind(0, '127.0.0.1', () => {
-      const p = s.address().port;
-      const t = net.createServer();
-      t.once('error', () => s.close(() => resolve(freePort())));
-      t.listen(p, '127.0.0.1', () => t.close(() => s.close(() => resolve(p))));
-    });
-  });
-}
 
 // ---------------------------------------------------------------------------------------------- config
 

@@ -32,7 +32,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import * as dnsPacket from 'dns-packet';
-import { Generator, Samples, childPidOf, cpuSeconds, envNum, findBinary, freeUdpPort, killAll, parseFields, readStatus, runStorm, sleep, start } from './stormKit';
+import { Generator, Samples, childPidOf, cpuSeconds, envNum, findBinary, freeUdpPort, killAll, parseFields, readStatus, runStorm, sleep, start, stopGracefully } from './stormKit';
 import { openStorage } from '../storage/open';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -404,19 +404,7 @@ reload: { watch: false }
   }
   result.peakRssMB = peakRss / 1048576;
 
-  try {
-    process.kill(pid, 'SIGTERM');
-  } catch {
-    server.child.kill('SIGTERM');
-  }
-  const exitT0 = Date.now();
-  while (server.child.exitCode === null && server.child.signalCode === null) {
-    if (Date.now() - exitT0 > 30_000) {
-      server.child.kill('SIGKILL');
-      break;
-    }
-    await sleep(50);
-  }
+  await stopGracefully(server.child, pid);
   result.server = parseFields(stderr.split('\n').find((l) => /storm probe/.test(l)));
   if (result.discovery) {
     result.discovery.stopped = parseFields(stderr.split('\n').find((l) => /discovery stopped/.test(l)));

@@ -26,7 +26,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { Generator, Samples, cpuSeconds, envNum, findBinary, freeUdpPort, killAll, parseFields, readStatus, runStorm, sleep, start } from './stormKit';
+import { Generator, Samples, cpuSeconds, envNum, findBinary, freeUdpPort, killAll, parseFields, readStatus, runStorm, sleep, start, stopGracefully } from './stormKit';
 import { openStorage } from '../storage/open';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -158,19 +158,7 @@ reload: { watch: false }
   peakRss = Math.max(peakRss, hwm);
 
   // Stop the server: it flushes the tracking queue and logs its totals.
-  try {
-    process.kill(pid, 'SIGTERM');
-  } catch {
-    server.child.kill('SIGTERM');
-  }
-  const exitT0 = Date.now();
-  while (server.child.exitCode === null && server.child.signalCode === null) {
-    if (Date.now() - exitT0 > 30_000) {
-      server.child.kill('SIGKILL');
-      break;
-    }
-    await sleep(50);
-  }
+  await stopGracefully(server.child, pid);
 
   const sentTotal = gen.sent.known + gen.sent.new;
   const answeredTotal = gen.answered.known + gen.answered.new;

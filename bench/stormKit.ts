@@ -5,11 +5,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
-import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { encodeQuery } from './common';
 
-export { envNum, findBinary } from './common';
+export { envNum, findBinary, freeUdpPort } from './common';
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -68,18 +67,21 @@ process.on('SIGINT', () => {
 });
 process.on('exit', killAll);
 
-/** A port free on 127.0.0.1 for both UDP and TCP (the server listens on both). */
-export function freeUdpPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = dgram.createSocket('udp4');
-    s.once('error', reject);
-    s.bind(0, '127.0.0.1', () => {
-      const p = s.address().port;
-      const t = net.createServer();
-      t.once('error', () => s.close(() => resolve(freeUdpPort())));
-      t.listen(p, '127.0.0.1', () => t.close(() => s.close(() => resolve(p))));
-    });
-  });
+/** SIGTERM to the server (it flushes and logs its totals), SIGKILL if it has not exited 30 s later. */
+export async function stopGracefully(child: ChildProcess, pid: number): Promise<void> {
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    child.kill('SIGTERM');
+  }
+  const t0 = Date.now();
+  while (child.exitCode === null && child.signalCode === null) {
+    if (Date.now() - t0 > 30_000) {
+      child.kill('SIGKILL');
+      break;
+    }
+    await sleep(50);
+  }
 }
 
 export function readStatus(pid: number): { rss: number; hwm: number } {
