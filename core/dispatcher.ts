@@ -45,9 +45,13 @@ export class Dispatcher {
   private readonly chainFailure: RepeatingWarning;
   private readonly servedFailure: RepeatingWarning;
 
-  constructor(private readonly log: Logger) {
-    this.chainFailure = new RepeatingWarning({ intervalMs: 10_000, emit: (count) => log.error('failed to write a response', { count }) });
-    this.servedFailure = new RepeatingWarning({ intervalMs: 10_000, emit: (count) => log.error('a served-hook observer threw', { count }) });
+  /** Where its warnings go: the server points it at the configured logger (`log:` block) once that is read. */
+  log: Logger;
+
+  constructor(log: Logger) {
+    this.log = log;
+    this.chainFailure = new RepeatingWarning({ intervalMs: 10_000, emit: (count) => this.log.error('failed to write a response', { count }) });
+    this.servedFailure = new RepeatingWarning({ intervalMs: 10_000, emit: (count) => this.log.error('a served-hook observer threw', { count }) });
   }
 
   setRoutes(routes: Map<string, Route[]>): void {

@@ -74,6 +74,7 @@ export class CodexServer {
       ? await parseConfig(this.opts.configText, this.opts.configFile, this.catalog)
       : await loadConfigFile(this.opts.configFile, this.catalog);
     this.log = createLogger(cfg.log, this.opts.logSink);
+    this.dispatcher.log = this.log;
     for (const w of cfg.warnings) this.log.warn(formatIssue(w));
     this.storage = new LazyStorage(cfg.storage, cfg.dir, this.log.child('storage'));
     const chains = await this.buildChains(cfg, []);

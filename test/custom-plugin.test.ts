@@ -5,7 +5,6 @@
  */
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startServer, type TestServer } from '../testing';
 import { ConfigError } from '../config/errors';

@@ -229,7 +229,7 @@ export class Upstream implements UpstreamAddress {
   /** The health probe in flight, if any (at most one). */
   probing: Probe | null = null;
 
-  constructor(addr: UpstreamAddress, private readonly metrics: ForwardMetrics, private readonly log: Logger) {
+  constructor(addr: UpstreamAddress, metrics: ForwardMetrics, private readonly log: Logger) {
     this.host = addr.host;
     this.port = addr.port;
     this.family = addr.family;

@@ -18,7 +18,7 @@
  */
 import { isProbeable, parseIp, reverseName, splitZone } from '../address.js';
 import { buildPtrQuery, matchPtrReply, pickName, randomId, type PtrReply } from './dnsutil.js';
-import { probeErrorOutcome } from './netbios.js';
+import { probeOutcome } from './netbios.js';
 import { Inflight, udpExchange } from './udp.js';
 import { failure, found, NEGATIVE, type DiscoveryMethod, type MethodOutcome } from './types.js';
 
@@ -61,17 +61,10 @@ export function createMdns(options: MdnsOptions): DiscoveryMethod {
         signal: op.signal,
         accept: (msg) => matchPtrReply(msg, id, qname),
       });
-      switch (result.kind) {
-        case 'reply': {
-          const name = pickName(result.value.names.map(stripLocal));
-          return name === undefined ? NEGATIVE : found({ hostname: name, source: 'mdns' });
-        }
-        case 'timeout':
-        case 'aborted':
-          return NEGATIVE;
-        case 'error':
-          return probeErrorOutcome('mdns', result.code, result.message);
-      }
+      return probeOutcome('mdns', result, (reply) => {
+        const name = pickName(reply.names.map(stripLocal));
+        return name === undefined ? NEGATIVE : found({ hostname: name, source: 'mdns' });
+      });
     } catch (err) {
       return failure(`mdns: ${err instanceof Error ? err.message : String(err)}`);
     } finally {

@@ -12,7 +12,7 @@
  */
 import { isProbeable, macFromBytes, parseIp } from '../address.js';
 import { randomId } from './dnsutil.js';
-import { Inflight, udpExchange } from './udp.js';
+import { Inflight, udpExchange, type ExchangeResult } from './udp.js';
 import { failure, found, NEGATIVE, type DiscoveryMethod, type MethodOutcome } from './types.js';
 
 export const NBSTAT_TYPE = 0x21;
@@ -241,6 +241,22 @@ export function probeErrorOutcome(method: 'netbios' | 'mdns', code: string, mess
   return PROBE_NEGATIVE_ERRORS.has(code) ? NEGATIVE : failure(`${method}: ${message.includes(code) ? message : `${code}: ${message}`}`);
 }
 
+/**
+ * The outcome of one unicast probe of a client (netbios, mdns): a reply is read by `onReply`; silence or an
+ * abort is a negative (most devices ignore these probes); a socket error is classified by probeErrorOutcome.
+ */
+export function probeOutcome<T>(method: 'netbios' | 'mdns', result: ExchangeResult<T>, onReply: (value: T) => MethodOutcome): MethodOutcome {
+  switch (result.kind) {
+    case 'reply':
+      return onReply(result.value);
+    case 'timeout':
+    case 'aborted':
+      return NEGATIVE;
+    case 'error':
+      return probeErrorOutcome(method, result.code, result.message);
+  }
+}
+
 export function createNetbios(options: NetbiosOptions): DiscoveryMethod {
   const port = options.port ?? 137;
   const timeoutMs = options.timeoutMs;
@@ -263,18 +279,10 @@ export function createNetbios(options: NetbiosOptions): DiscoveryMethod {
         signal: op.signal,
         accept: (msg) => parseNbstatResponse(msg, id),
       });
-      switch (result.kind) {
-        case 'reply': {
-          const { hostname, mac } = result.value;
-          if (hostname === undefined && mac === undefined) return NEGATIVE;
-          return found({ ...(hostname !== undefined ? { hostname } : {}), ...(mac !== undefined ? { mac } : {}), source: 'netbios' });
-        }
-        case 'timeout':
-        case 'aborted':
-          return NEGATIVE;
-        case 'error':
-          return probeErrorOutcome('netbios', result.code, result.message);
-      }
+      return probeOutcome('netbios', result, ({ hostname, mac }) => {
+        if (hostname === undefined && mac === undefined) return NEGATIVE;
+        return found({ ...(hostname !== undefined ? { hostname } : {}), ...(mac !== undefined ? { mac } : {}), source: 'netbios' });
+      });
     } catch (err) {
       return failure(`netbios: ${err instanceof Error ? err.message : String(err)}`);
     } finally {
