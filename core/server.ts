@@ -73,11 +73,10 @@ export class CodexServer {
     const cfg = this.opts.configText !== undefined
       ? await parseConfig(this.opts.configText, this.opts.configFile, this.catalog)
       : await loadConfigFile(this.opts.configFile, this.catalog);
-    this.log = createLogger(cfg.log, this.opts.logSink);
-    this.dispatcher.log = this.log;
-    for (const w of cfg.warnings) this.log.warn(formatIssue(w));
     this.storage = new LazyStorage(cfg.storage, cfg.dir, this.log.child('storage'));
-    const chains = await this.buildChains(cfg, []);
+    this.useLogger(createLogger(cfg.log, this.opts.logSink));
+    for (const w of cfg.warnings) this.log.warn(formatIssue(w));
+    const chains = await this.buildChains(cfg, [], this.log);
     try {
       await this.bindListeners(cfg);
     } catch (err) {
@@ -122,9 +121,12 @@ export class CodexServer {
     if (this.stopped || !this.config) return { ok: false, error: 'server is not running' };
     let cfg: CoreConfig;
     let chains: Chain[];
+    let log: Logger;
     try {
       cfg = await loadConfigFile(this.opts.configFile, this.catalog);
-      chains = await this.buildChains(cfg, this.chains);
+      // An edited `log:` block (level, format) applies from this reload on, to the new chain's plugins too.
+      log = createLogger(cfg.log, this.opts.logSink);
+      chains = await this.buildChains(cfg, this.chains, log);
     } catch (err) {
       return this.reloadFailed(err);
     }
@@ -139,6 +141,7 @@ export class CodexServer {
     const old = this.chains;
     this.chains = chains;
     this.config = cfg;
+    this.useLogger(log);
     this.dispatcher.setRoutes(this.routesFor(cfg, chains));
     const keep = new Set(this.wantedListenKeys(cfg));
     for (const key of [...this.listeners.keys()]) if (!keep.has(key)) await this.closeListener(key, cfg.shutdownGraceMs);
@@ -160,10 +163,17 @@ export class CodexServer {
     return { ok: false, error: message };
   }
 
-  private async buildChains(cfg: CoreConfig, previous: readonly Chain[]): Promise<Chain[]> {
+  /** The configured logger, for the server, the dispatcher and the storage (the chains get it when built). */
+  private useLogger(log: Logger): void {
+    this.log = log;
+    this.dispatcher.log = log;
+    this.storage?.setLogger(log.child('storage'));
+  }
+
+  private async buildChains(cfg: CoreConfig, previous: readonly Chain[], log: Logger): Promise<Chain[]> {
     const built: Chain[] = [];
     const services: ChainServices = {
-      log: this.log,
+      log,
       metrics: this.metrics,
       storage: this.storage as LazyStorage,
       wireStats: () => this.dispatcher.counters,

@@ -14,7 +14,12 @@ export class LazyStorage implements StorageAccess {
   private opened: Storage | null = null;
   private readonly pluginDirs = new Map<string, string>();
 
-  constructor(private readonly cfg: StorageConfig, private readonly baseDir: string, private readonly log: Logger) {}
+  constructor(private readonly cfg: StorageConfig, private readonly baseDir: string, private log: Logger) {}
+
+  /** A reload with another `log:` block: storage opened from now on logs through it. */
+  setLogger(log: Logger): void {
+    this.log = log;
+  }
 
   open(): Promise<Storage> {
     if (this.opened) return Promise.resolve(this.opened);

@@ -177,6 +177,24 @@ describe('reload: what survives', () => {
     });
   });
 
+  test('an edited log block applies at the reload: format and level, for the server from then on', async () => {
+    await withServer(conf(tag()), { 'tag.js': tagPlugin('v1') }, async (s) => {
+      let n = s.logs.length;
+      assert.equal((await s.reload(conf(tag(), 'log: { level: info, format: json }\n'))).ok, true);
+      const reloaded = s.logs.slice(n).find((l) => l.includes('configuration reloaded'));
+      assert.ok(reloaded, s.logs.slice(n).join('\n'));
+      assert.equal((JSON.parse(reloaded) as { msg: string }).msg, 'configuration reloaded');
+      // Warnings and errors only, as text again: the next reload's info line is not written, a failure is.
+      n = s.logs.length;
+      assert.equal((await s.reload(conf(tag(), 'log: { level: warn, format: text }\n'))).ok, true);
+      assert.equal((await s.reload('servers: [\n')).ok, false);
+      const after = s.logs.slice(n);
+      assert.ok(!after.some((l) => l.includes('configuration reloaded')), after.join('\n'));
+      assert.ok(after.some((l) => / ERROR reload failed/.test(l)), after.join('\n'));
+      assert.equal((await s.query('x.tag', 'TXT')).rcode, 'NOERROR', 'the previous chain still answers');
+    });
+  });
+
   test('metrics are registered once: a reload returns the same counters, and gauges read the new instance', async () => {
     await withServer(conf(tag('{ tag: a }') + `      - use: ${minimal}\n`), { 'tag.js': tagPlugin('v1') }, async (s) => {
       await s.query('x.tag', 'TXT');
