@@ -237,6 +237,29 @@ describe('WorkerPool', () => {
     assert.equal(ran, true);
   });
 
+  it('a job that finishes synchronously (returns nothing) is done at once: counted, its worker freed, still off the caller stack', async () => {
+    const ran: number[] = [];
+    const pool = new WorkerPool<number>({
+      name: 'sync-done',
+      workers: 2,
+      queue: new FifoQueue<number>(10),
+      run: (n) => {
+        ran.push(n);
+      },
+    });
+    for (let i = 0; i < 12; i++) assert.equal(pool.submit(i), true);
+    assert.equal(pool.submit(12), false, 'two running and ten waiting: full');
+    assert.deepEqual(ran, [], 'not inside submit');
+    assertIdentity(pool.stats());
+    assert.equal(await pool.drain(100), true);
+    assert.deepEqual(ran, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    const s = pool.stats();
+    assert.equal(s.processed, 12);
+    assert.equal(s.dropped, 1);
+    assert.equal(s.busy, 0);
+    assertIdentity(s);
+  });
+
   it('keeps the stats identity through a random mix of priorities, failures, throws, pauses and drops', async () => {
     const rand = prng(12345);
     const errors: unknown[] = [];

@@ -6,7 +6,8 @@ export interface WorkerPoolOptions<J> {
   workers: number;
   /** Where jobs wait when every worker is busy; its capacity bounds the waiting room. */
   queue: JobQueue<J>;
-  run: (job: J) => Promise<void>;
+  /** Runs a job: a promise for asynchronous work, or nothing when the job finished synchronously (no promise to allocate). */
+  run: (job: J) => Promise<void> | void;
   /** Used in logs and metric labels by the owner. */
   name: string;
   /** Told about each failed job (rejection or synchronous throw of `run`). */
@@ -49,7 +50,7 @@ export class WorkerPool<J> {
   readonly name: string;
   readonly workers: number;
   private readonly queue: JobQueue<J>;
-  private readonly runJob: (job: J) => Promise<void>;
+  private readonly runJob: (job: J) => Promise<void> | void;
   private readonly onError: ((err: unknown, job: J) => void) | undefined;
   private readonly clock: Clock;
 
@@ -192,11 +193,15 @@ export class WorkerPool<J> {
   }
 
   private execute(job: J): void {
-    let pending: Promise<void>;
+    let pending: Promise<void> | void;
     try {
       pending = this.runJob(job);
     } catch (err) {
       this.finish(job, false, err);
+      return;
+    }
+    if (pending === undefined) {
+      this.finish(job, true, undefined);
       return;
     }
     Promise.resolve(pending).then(

@@ -307,6 +307,12 @@ export class Batcher {
         this.pending = new Map();
         this.pendingQueries = 0;
       }
+      // A write started by a full batch writes whole batches only: a remainder goes back to wait (with what
+      // arrives meanwhile) for the next full batch or the flush timer, however the rows happened to arrive.
+      if (mode === 'full' && this.takingRows < this.batch) {
+        this.giveBack();
+        return;
+      }
       const chunk = this.next(this.batch);
       if (chunk.length === 0) {
         this.taking = null;

@@ -85,7 +85,6 @@ class IndexEntry {
 
 type State = 'loading' | 'degraded' | 'ready' | 'closed';
 
-const DONE: Promise<void> = Promise.resolve();
 const RATE_WINDOW_MS = 10_000;
 /** The first retention run comes this long after start (then every prune_interval). */
 const FIRST_PRUNE_MS = 60_000;
@@ -154,10 +153,7 @@ export class Tracker {
       workers: opts.workers,
       queue: this.queue,
       clock: this.clock,
-      run: (job) => {
-        this.process(job);
-        return DONE;
-      },
+      run: (job) => this.process(job),
       onError: (err, job) => {
         this.lastJobError = `${job.ip}: ${errorMessage(err)}`;
         this.jobWarning.hit();
