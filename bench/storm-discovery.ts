@@ -32,7 +32,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import * as dnsPacket from 'dns-packet';
-import { Generator, Samples, childPidOf, cpuSeconds, envNum, findBinary, freeUdpPort, killAll, parseFields, readStatus, runStorm, sleep, start, stopGracefully } from './stormKit';
+import { Generator, Samples, childPidOf, cpuSeconds, envNum, findBinary, freeUdpPort, killAll, parseFields, readStatus, runStorm, sleep, start, stopGracefully, type StormRunResult } from './stormKit';
 import { openStorage } from '../storage/open';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -198,18 +198,8 @@ interface DrainSample {
   jobs: number;
 }
 
-interface RunResult {
+interface RunResult extends StormRunResult {
   run: Kind;
-  seconds: number;
-  rate: number;
-  sent: { known: number; new: number; total: number };
-  answered: { known: number; new: number; total: number; pct: number };
-  latencyMs: { known: ReturnType<Samples['percentiles']>; new: ReturnType<Samples['percentiles']>; all: ReturnType<Samples['percentiles']> };
-  distinctClients: number;
-  peakRssMB: number;
-  serverCpuSeconds: number;
-  generatorLoopDelayP99Ms: number;
-  server: Record<string, string>;
   discovery?: {
     /** Discovery jobs started per second during the storm (PTR questions ÷ storm seconds), and per 10 s window. */
     stormRate: number;

@@ -26,7 +26,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { Generator, Samples, cpuSeconds, envNum, findBinary, freeUdpPort, killAll, parseFields, readStatus, runStorm, sleep, start, stopGracefully } from './stormKit';
+import { Generator, Samples, cpuSeconds, envNum, findBinary, freeUdpPort, killAll, parseFields, readStatus, runStorm, sleep, start, stopGracefully, type StormRunResult } from './stormKit';
 import { openStorage } from '../storage/open';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -69,19 +69,9 @@ function udpDrops(port: number): number {
   return NaN;
 }
 
-interface RunResult {
+interface RunResult extends StormRunResult {
   run: 'tracking' | 'baseline';
-  seconds: number;
-  rate: number;
-  sent: { known: number; new: number; total: number };
-  answered: { known: number; new: number; total: number; pct: number };
-  latencyMs: { known: ReturnType<Samples['percentiles']>; new: ReturnType<Samples['percentiles']>; all: ReturnType<Samples['percentiles']> };
-  distinctClients: number;
-  peakRssMB: number;
-  serverCpuSeconds: number;
-  generatorLoopDelayP99Ms: number;
-  /** The server's own event loop during the run (bench/stormProbe.ts), and UDP drops on its socket. */
-  server: Record<string, string>;
+  /** UDP drops on the server's socket. */
   serverSocketDrops: number;
   tracking?: {
     stopped: Record<string, string>;

@@ -251,6 +251,21 @@ export class Generator {
   }
 }
 
+/** What both storm benchmarks report for a run (each adds its own parts). */
+export interface StormRunResult {
+  seconds: number;
+  rate: number;
+  sent: { known: number; new: number; total: number };
+  answered: { known: number; new: number; total: number; pct: number };
+  latencyMs: { known: ReturnType<Samples['percentiles']>; new: ReturnType<Samples['percentiles']>; all: ReturnType<Samples['percentiles']> };
+  distinctClients: number;
+  peakRssMB: number;
+  serverCpuSeconds: number;
+  generatorLoopDelayP99Ms: number;
+  /** The server's own event loop, memory and in-server times during the run (bench/stormProbe.ts). */
+  server: Record<string, string>;
+}
+
 export interface StormOptions {
   seconds: number;
   /** New clients per second. */
