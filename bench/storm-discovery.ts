@@ -32,7 +32,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import * as dnsPacket from 'dns-packet';
-import { Generator, Samples, childPidOf, cpuSeconds, envNum, findBinary, freeUdpPort, killAll, parseFields, readStatus, runStorm, sleep, start, stopGracefully, type StormRunResult } from './stormKit';
+import { Generator, PIN, STORM_LOAD, STORM_RATE, STORM_SECONDS, Samples, childPidOf, cpuSeconds, envNum, freeUdpPort, killAll, parseFields, readStatus, runStorm, sleep, start, stopGracefully, type StormRunResult } from './stormKit';
 import { openStorage } from '../storage/open';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -41,8 +41,9 @@ const UPSTREAM = path.join(ROOT, 'dist', 'bench', 'upstream.js');
 const PROBE = path.join(ROOT, 'dist', 'bench', 'stormProbe.js');
 const RESULTS = path.join(ROOT, 'bench', 'results', 'storm-discovery.json');
 
-const SECONDS = envNum('STORM_SECONDS', 60, 1, 120);
-const RATE = envNum('STORM_RATE', 1000, 1, 5000);
+const SECONDS = STORM_SECONDS;
+const RATE = STORM_RATE;
+const { known: KNOWN, knownQps: KNOWN_QPS, newQueries: NEW_QUERIES, queryTimeoutMs: QUERY_TIMEOUT_MS, poolNames: POOL_NAMES, uniqueShare: UNIQUE_SHARE } = STORM_LOAD;
 const PTR_DELAY_MS = envNum('STORMD_PTR_MS', 2500, 0, 10_000);
 const DRAIN_SECONDS = envNum('STORMD_DRAIN_SECONDS', 60, 0, 600);
 const DRAIN_RATE = envNum('STORMD_DRAIN_RATE', 50, 1, 1000);
@@ -51,13 +52,6 @@ const WORKERS = envNum('STORMD_WORKERS', 30, 1, 1000);
 const LIMIT = envNum('STORMD_LIMIT', 10, 1, 1000);
 /** STORMD_TRACK_OPTS: more clienttrack options, e.g. `batch: 2000, flush: 10s` (YAML flow-map entries). */
 const TRACK_EXTRA = process.env.STORMD_TRACK_OPTS ? `, ${process.env.STORMD_TRACK_OPTS}` : '';
-const KNOWN = 10;
-const KNOWN_QPS = 20;
-const NEW_QUERIES = 3;
-const QUERY_TIMEOUT_MS = 2000;
-const POOL_NAMES = 2000;
-const UNIQUE_SHARE = 0.2;
-const PIN = process.env.STORM_PIN !== '0' && findBinary('taskset') !== null && os.cpus().length >= 2;
 const ONLY = (process.env.STORMD_ONLY ?? 'discovery,baseline,drain').split(',').map((s) => s.trim());
 const LIFETIME_S = Math.ceil(SECONDS + DRAIN_SECONDS + 600);
 

@@ -26,7 +26,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { Generator, Samples, cpuSeconds, envNum, findBinary, freeUdpPort, killAll, parseFields, readStatus, runStorm, sleep, start, stopGracefully, type StormRunResult } from './stormKit';
+import { Generator, PIN, STORM_LOAD, STORM_RATE, STORM_SECONDS, Samples, cpuSeconds, envNum, freeUdpPort, killAll, parseFields, readStatus, runStorm, sleep, start, stopGracefully, type StormRunResult } from './stormKit';
 import { openStorage } from '../storage/open';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -36,16 +36,10 @@ const STANDIN = path.join(ROOT, 'dist', 'bench', 'stormDiscovery.js');
 const PROBE = path.join(ROOT, 'dist', 'bench', 'stormProbe.js');
 const RESULTS = path.join(ROOT, 'bench', 'results', 'storm.json');
 
-const SECONDS = envNum('STORM_SECONDS', 60, 1, 120);
-const RATE = envNum('STORM_RATE', 1000, 1, 5000);
-const KNOWN = 10;
-const KNOWN_QPS = 20; // per known client
-const NEW_QUERIES = 3; // per new client, one second apart
-const QUERY_TIMEOUT_MS = 2000; // unanswered after this: lost
-const POOL_NAMES = 2000;
-const UNIQUE_SHARE = 0.2;
+const SECONDS = STORM_SECONDS;
+const RATE = STORM_RATE;
+const { known: KNOWN, knownQps: KNOWN_QPS, newQueries: NEW_QUERIES, queryTimeoutMs: QUERY_TIMEOUT_MS, poolNames: POOL_NAMES, uniqueShare: UNIQUE_SHARE } = STORM_LOAD;
 const DELAY_MS = envNum('STORM_DISCOVERY_MS', 2500, 0, 10_000);
-const PIN = process.env.STORM_PIN !== '0' && findBinary('taskset') !== null && os.cpus().length >= 2;
 const ONLY = (process.env.STORM_ONLY ?? 'tracking,baseline').split(',').map((s) => s.trim());
 const LIFETIME_S = Math.ceil(SECONDS + 180);
 

@@ -6,9 +6,18 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { encodeQuery } from './common';
+import os from 'node:os';
+import { encodeQuery, envNum, findBinary } from './common';
 
 export { envNum, findBinary, freeUdpPort } from './common';
+
+// The storm's load, the same in both benchmarks: STORM_RATE new clients a second for STORM_SECONDS, each asking
+// `newQueries` names a second apart, beside `known` clients at `knownQps` each; `uniqueShare` of the names are
+// unique (forwarded), the rest come from `poolNames`. STORM_PIN=0: no taskset.
+export const STORM_SECONDS = envNum('STORM_SECONDS', 60, 1, 120);
+export const STORM_RATE = envNum('STORM_RATE', 1000, 1, 5000);
+export const STORM_LOAD = { known: 10, knownQps: 20, newQueries: 3, queryTimeoutMs: 2000, poolNames: 2000, uniqueShare: 0.2 } as const;
+export const PIN = process.env.STORM_PIN !== '0' && findBinary('taskset') !== null && os.cpus().length >= 2;
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

@@ -11,17 +11,7 @@ import { createDiscoveryBreakers, CIRCUIT_OPEN } from '../plugins/breaker';
 import { getDiscoveryMetrics } from '../plugins/discovery';
 import { reverseName } from '../plugins/discovery/address';
 import type { DiscoveryOutcome, DiscoveryRequest, MethodName } from '../plugins/discovery/types';
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
+import { sleep, waitFor } from './helpers/net';
 
 function req(ip = '10.0.0.5', methods: MethodName[] = ['rdns']): DiscoveryRequest {
   return { ip, methods, skip: new Set(), trial: new Set() };

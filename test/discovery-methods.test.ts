@@ -39,6 +39,7 @@ import {
 import { createArp, parseIpNeigh, parseProcArp } from '../plugins/discovery/methods/arp.js';
 import type { DiscoveryMethod, MethodOutcome } from '../plugins/discovery/methods/types.js';
 import { buildVendorTable, classifyMac, PRIVATE_ADDRESS, vendorOf, vendorOfSync } from '../plugins/discovery/vendor.js';
+import { bindUdp, closeSocket, randomOctet } from './helpers/net';
 
 const FIXTURES = path.resolve(__dirname, '../../test/fixtures/leases');
 /** 2026-01-01T00:00:00Z: the fixtures' "now" (past = 1700000000, future = 1800000000). */
@@ -49,42 +50,6 @@ const NOW_MS = Date.UTC(2026, 0, 1);
 
 function never(): AbortSignal {
   return new AbortController().signal;
-}
-
-function randomOctet(): number {
-  return 2 + Math.floor(Math.random() * 250);
-}
-
-function closeSocket(s: dgram.Socket | undefined): Promise<void> {
-  return new Promise((resolve) => {
-    if (!s) return resolve();
-    try {
-      s.close(() => resolve());
-    } catch {
-      resolve();
-    }
-  });
-}
-
-/** Binds a UDP socket on `address:port`, or on `address:0` when that port cannot be had. */
-async function bindUdp(address: string, preferredPort: number): Promise<{ socket: dgram.Socket; port: number }> {
-  for (const port of preferredPort === 0 ? [0] : [preferredPort, 0]) {
-    const socket = dgram.createSocket('udp4');
-    try {
-      await new Promise<void>((resolve, reject) => {
-        socket.once('error', reject);
-        socket.bind(port, address, () => {
-          socket.off('error', reject);
-          resolve();
-        });
-      });
-      socket.on('error', () => undefined);
-      return { socket, port: socket.address().port };
-    } catch {
-      await closeSocket(socket);
-    }
-  }
-  throw new Error(`cannot bind ${address}`);
 }
 
 /** A port on 127.0.0.1 with nothing listening (bound, then closed). */

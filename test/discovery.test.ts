@@ -31,17 +31,7 @@ import { reverseName } from '../plugins/discovery/address';
 import { vendorOf, PRIVATE_ADDRESS } from '../plugins/discovery/vendor';
 import type { DiscoveryMethod, MethodOutcome } from '../plugins/discovery/methods/types';
 import { chooseResolvers, defaultGateways } from '../plugins/discovery/resolvers';
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
+import { bindUdp, randomOctet, sleep, waitFor } from './helpers/net';
 
 function capture(): { log: Logger; lines: string[] } {
   const lines: string[] = [];
@@ -431,30 +421,6 @@ const catalog: PluginCatalog = {
   get: (name) => (name === 'dprobe' ? (dprobe as unknown as AnyPluginDefinition) : builtinCatalog.get(name)),
   names: () => [...builtinCatalog.names(), 'dprobe'],
 };
-
-function randomOctet(): number {
-  return 2 + Math.floor(Math.random() * 250);
-}
-
-async function bindUdp(address: string, preferredPort: number): Promise<{ socket: dgram.Socket; port: number }> {
-  for (const port of preferredPort === 0 ? [0] : [preferredPort, 0]) {
-    const socket = dgram.createSocket('udp4');
-    try {
-      await new Promise<void>((resolve, reject) => {
-        socket.once('error', reject);
-        socket.bind(port, address, () => {
-          socket.off('error', reject);
-          resolve();
-        });
-      });
-      socket.on('error', () => undefined);
-      return { socket, port: socket.address().port };
-    } catch {
-      socket.close();
-    }
-  }
-  throw new Error(`cannot bind ${address}`);
-}
 
 /** Lease files of each format for 127.10.x.y clients, from the fixtures (addresses moved into 127/8, expiries into the far future). */
 function leaseFiles(): Record<string, string> {

@@ -629,13 +629,18 @@ export class DiscoveryEngine {
       if (ips.length < limit && this.overflowed === overflowAtStart && now - this.startedAt > (this.deps.restoreDelayMs ?? 5_000)) this.needRestore = false;
       return added;
     } catch (err) {
-      this.lastStoreError = err instanceof Error ? err.message : String(err);
-      this.storeWarning.hit();
-      return 0;
+      return this.storeFailed(err);
     } finally {
       this.restoring = false;
       this.nextRestoreAt = this.clock.now() + (this.deps.restoreEveryMs ?? 30_000);
     }
+  }
+
+  /** A database read failed (restore, refresh scan): remembered for the repeating warning; nothing added. */
+  private storeFailed(err: unknown): 0 {
+    this.lastStoreError = err instanceof Error ? err.message : String(err);
+    this.storeWarning.hit();
+    return 0;
   }
 
   /** Queues a refresh of clients still seen whose name is older than `refresh`. */
@@ -659,9 +664,7 @@ export class DiscoveryEngine {
       }
       return added;
     } catch (err) {
-      this.lastStoreError = err instanceof Error ? err.message : String(err);
-      this.storeWarning.hit();
-      return 0;
+      return this.storeFailed(err);
     } finally {
       this.refreshing = false;
       const every = Math.max(1000, Math.min(this.opts.refreshMs / 4, 600_000));
