@@ -32,7 +32,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import * as dnsPacket from 'dns-packet';
-import { Generator, PIN, STORM_LOAD, STORM_RATE, STORM_SECONDS, Samples, childPidOf, cpuSeconds, envNum, freeUdpPort, killAll, parseFields, readStatus, runStorm, sleep, start, stopGracefully, type StormRunResult } from './stormKit';
+import { Generator, PIN, STORM_LOAD, STORM_RATE, STORM_SECONDS, Samples, childPidOf, cpuSeconds, threadCpuDelta, threadCpuLine, threadCpuSeconds, envNum, freeUdpPort, killAll, parseFields, readStatus, runStorm, sleep, start, stopGracefully, type StormRunResult } from './stormKit';
 import { openStorage } from '../storage/open';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -306,6 +306,7 @@ reload: { watch: false }
   let peakRss = readStatus(pid).rss;
   const rssTimer = setInterval(() => (peakRss = Math.max(peakRss, readStatus(pid).rss)), 250);
   const cpu0 = cpuSeconds(pid);
+  const threads0 = threadCpuSeconds(pid);
   const loop = monitorEventLoopDelay({ resolution: 10 });
   loop.enable();
 
@@ -314,6 +315,7 @@ reload: { watch: false }
   loop.disable();
   const stormEnd = performance.now();
   const cpu = cpuSeconds(pid) - cpu0;
+  const threadCpu = threadCpuDelta(threads0, threadCpuSeconds(pid));
 
   const result: RunResult = {
     run: kind,
@@ -330,6 +332,7 @@ reload: { watch: false }
     distinctClients: KNOWN + gen.newClients,
     peakRssMB: 0,
     serverCpuSeconds: cpu,
+    serverThreadCpuSeconds: threadCpu,
     generatorLoopDelayP99Ms: loop.percentile(99) / 1e6,
     server: {},
   };
@@ -457,6 +460,7 @@ async function main(): Promise<void> {
       `| ${r.run} | ${r.rate}/s × ${r.seconds} s | ${r.sent.total} | ${fmt(r.answered.pct, 3)} % | ${fmt(r.latencyMs.all.p50)} ms | ${fmt(r.latencyMs.known.p99)} ms | ${fmt(r.latencyMs.new.p99)} ms | ${fmt(r.latencyMs.all.p99)} ms | ${fmt(r.peakRssMB, 1)} MB | ${fmt(r.serverCpuSeconds, 1)} s | ${r.server.loop_p99_ms ?? '—'} ms | ${r.server.in_server_p99_ms ?? '—'} / ${r.server.in_server_max_ms ?? '—'} ms |`,
     );
   }
+  for (const r of results) lines.push(`${r.run}: ${threadCpuLine(r.serverThreadCpuSeconds)}`);
   if (out.ratio) lines.push('', `p99 ratio discovery / tracking off: all ${fmt(out.ratio.p99All)}, known ${fmt(out.ratio.p99Known)}, new ${fmt(out.ratio.p99New)}`);
   for (const r of results) {
     const x = r.discovery;

@@ -26,7 +26,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { Generator, PIN, STORM_LOAD, STORM_RATE, STORM_SECONDS, Samples, cpuSeconds, envNum, freeUdpPort, killAll, parseFields, readStatus, runStorm, sleep, start, stopGracefully, type StormRunResult } from './stormKit';
+import { Generator, PIN, STORM_LOAD, STORM_RATE, STORM_SECONDS, Samples, cpuSeconds, threadCpuDelta, threadCpuLine, threadCpuSeconds, envNum, freeUdpPort, killAll, parseFields, readStatus, runStorm, sleep, start, stopGracefully, type StormRunResult } from './stormKit';
 import { openStorage } from '../storage/open';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -130,6 +130,7 @@ reload: { watch: false }
   let peakRss = readStatus(pid).rss;
   const rssTimer = setInterval(() => (peakRss = Math.max(peakRss, readStatus(pid).rss)), 250);
   const cpu0 = cpuSeconds(pid);
+  const threads0 = threadCpuSeconds(pid);
   const loop = monitorEventLoopDelay({ resolution: 10 });
   loop.enable();
 
@@ -137,6 +138,7 @@ reload: { watch: false }
   loop.disable();
   clearInterval(rssTimer);
   const cpu = cpuSeconds(pid) - cpu0;
+  const threadCpu = threadCpuDelta(threads0, threadCpuSeconds(pid));
   const socketDrops = udpDrops(port);
   const hwm = readStatus(pid).hwm;
   peakRss = Math.max(peakRss, hwm);
@@ -156,6 +158,7 @@ reload: { watch: false }
     distinctClients: KNOWN + gen.newClients,
     peakRssMB: peakRss / 1048576,
     serverCpuSeconds: cpu,
+    serverThreadCpuSeconds: threadCpu,
     generatorLoopDelayP99Ms: loop.percentile(99) / 1e6,
     server: parseFields(stderr.split('\n').find((l) => /storm probe/.test(l))),
     serverSocketDrops: socketDrops,
@@ -237,6 +240,7 @@ async function main(): Promise<void> {
       `| ${r.run} | ${r.sent.total} | ${fmt(r.answered.pct, 3)} % | ${fmt(r.latencyMs.known.p50)} ms | ${fmt(r.latencyMs.known.p99)} ms | ${fmt(r.latencyMs.new.p50)} ms | ${fmt(r.latencyMs.new.p99)} ms | ${fmt(r.latencyMs.all.p99)} ms | ${fmt(r.latencyMs.all.p999)} ms | ${fmt(r.peakRssMB, 1)} MB | ${fmt(r.serverCpuSeconds, 1)} s | ${r.server.loop_p99_ms ?? '?'} / ${r.server.loop_max_ms ?? '?'} ms | ${r.serverSocketDrops} | ${fmt(r.generatorLoopDelayP99Ms, 1)} ms |`,
     );
   }
+  for (const r of results) lines.push(`${r.run}: ${threadCpuLine(r.serverThreadCpuSeconds)}`);
   if (out.ratio) lines.push('', `p99 ratio tracking / baseline: all ${fmt(out.ratio.p99All)}, known ${fmt(out.ratio.p99Known)}, new ${fmt(out.ratio.p99New)}`);
   if (tr?.tracking) {
     const t = tr.tracking;

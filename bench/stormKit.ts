@@ -114,6 +114,49 @@ export function cpuSeconds(pid: number): number {
   }
 }
 
+/**
+ * CPU seconds (user + system) of a process's threads: `main` is the answer loop; the others (Node leaves them
+ * all named `node`) are libuv's pool, where SQLite's queries run, and V8's helpers (concurrent GC, compilation),
+ * keyed by thread id. Subtract two readings (threadCpuDelta) to see where a run's CPU went.
+ */
+export function threadCpuSeconds(pid: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  let tids: string[] = [];
+  try {
+    tids = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      const f = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+      out[Number(tid) === pid ? 'main' : tid] = (Number(rest[11]) + Number(rest[12])) / 100;
+    } catch {
+      // the thread ended
+    }
+  }
+  return out;
+}
+
+/** `after − before`: the main thread's CPU seconds, the other threads' together, and the busiest other one. */
+export function threadCpuDelta(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
+  let others = 0;
+  let busiest = 0;
+  for (const [k, v] of Object.entries(after)) {
+    if (k === 'main') continue;
+    const d = v - (before[k] ?? 0);
+    others += d;
+    busiest = Math.max(busiest, d);
+  }
+  const r = (x: number): number => Math.round(x * 10) / 10;
+  return { main: r((after.main ?? 0) - (before.main ?? 0)), others: r(others), busiestOther: r(busiest) };
+}
+
+export function threadCpuLine(d: Record<string, number>): string {
+  return `server CPU during the storm: main thread ${d.main} s, other threads ${d.others} s (busiest ${d.busiestOther} s)`;
+}
+
 /** The `key=value` fields of a server log line. */
 export function parseFields(line: string | undefined): Record<string, string> {
   const out: Record<string, string> = {};
@@ -270,6 +313,8 @@ export interface StormRunResult {
   distinctClients: number;
   peakRssMB: number;
   serverCpuSeconds: number;
+  /** The server's CPU during the storm: main thread, other threads, the busiest other one (threadCpuDelta). */
+  serverThreadCpuSeconds: Record<string, number>;
   generatorLoopDelayP99Ms: number;
   /** The server's own event loop, memory and in-server times during the run (bench/stormProbe.ts). */
   server: Record<string, string>;
@@ -291,11 +336,24 @@ export interface StormOptions {
  * The storm, on a 5 ms scheduler: `rate` new clients a second, each asking `newQueries` names one second apart,
  * beside the known clients' steady queries. Returns once every query was answered or counted lost; the known
  * clients' sockets are closed.
+ *
+ * A new client's later queries and the closing of its socket are scheduled when it opens, one FIFO per step
+ * (k-th follow-up, close): clients open in time order, so each FIFO is in due order and its head is always the
+ * next one due. (One FIFO for every step, as before, was not: a close due 2.1 s later at its head held back the
+ * follow-ups queued behind it, which then left in bursts of ~1,100 queries every second or so — bursts that a
+ * real network does not send and that made the tail of both runs mostly the time to drain them.)
  */
 export async function runStorm(gen: Generator, known: Client[], o: StormOptions): Promise<void> {
   const timeoutMs = gen.queryTimeoutMs;
-  const follow: Array<{ at: number; c: Client; left: number }> = [];
-  let fi = 0;
+  interface Due {
+    at: number;
+    c: Client;
+  }
+  // steps[k - 1]: the k-th follow-up query (k = 1 … newQueries − 1); the last step closes the socket.
+  const steps: Array<{ q: Due[]; head: number; close: boolean }> = [];
+  for (let k = 1; k < o.newQueries; k++) steps.push({ q: [], head: 0, close: false });
+  steps.push({ q: [], head: 0, close: true });
+  const closeAfterMs = (o.newQueries - 1) * 1000 + timeoutMs + 100;
   const start0 = performance.now();
   const end = start0 + o.seconds * 1000;
   const knownNext = known.map((_, i) => start0 + (i * 1000) / (known.length * o.knownQps));
@@ -305,9 +363,12 @@ export async function runStorm(gen: Generator, known: Client[], o: StormOptions)
     if (now < end) {
       const target = Math.floor(((now - start0) / 1000) * o.rate);
       while (gen.newClients < target) {
+        // Its own due time (not `now`): clients due in one tick keep their spacing in every later step.
+        const openAt = start0 + (gen.newClients * 1000) / o.rate;
         const c = gen.open(newClientAddress(gen.newClients++, o.addressBase), false);
         gen.send(c);
-        follow.push({ at: now + 1000, c, left: o.newQueries - 1 });
+        for (let k = 1; k < o.newQueries; k++) steps[k - 1].q.push({ at: openAt + k * 1000, c });
+        steps[steps.length - 1].q.push({ at: openAt + closeAfterMs, c });
       }
       for (let i = 0; i < known.length; i++) {
         while (knownNext[i] <= now) {
@@ -316,25 +377,24 @@ export async function runStorm(gen: Generator, known: Client[], o: StormOptions)
         }
       }
     }
-    while (fi < follow.length && follow[fi].at <= now) {
-      const f = follow[fi++];
-      if (f.left > 0) {
-        gen.send(f.c);
-        f.left--;
-        follow.push({ at: f.at + (f.left > 0 ? 1000 : timeoutMs + 100), c: f.c, left: f.left });
-      } else {
-        gen.close(f.c);
+    let waiting = 0;
+    for (const step of steps) {
+      while (step.head < step.q.length && step.q[step.head].at <= now) {
+        const { c } = step.q[step.head++];
+        if (step.close) gen.close(c);
+        else gen.send(c);
       }
-    }
-    if (fi > 100_000) {
-      follow.splice(0, fi);
-      fi = 0;
+      if (step.head > 100_000) {
+        step.q.splice(0, step.head);
+        step.head = 0;
+      }
+      waiting += step.q.length - step.head;
     }
     if (now - lastSweep >= 100) {
       gen.sweep();
       lastSweep = now;
     }
-    if (now >= end && fi >= follow.length) break;
+    if (now >= end && waiting === 0) break;
     await sleep(5);
   }
   gen.sweep();
