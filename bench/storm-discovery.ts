@@ -52,6 +52,8 @@ const WORKERS = envNum('STORMD_WORKERS', 30, 1, 1000);
 const LIMIT = envNum('STORMD_LIMIT', 10, 1, 1000);
 /** STORMD_TRACK_OPTS: more clienttrack options, e.g. `batch: 2000, flush: 10s` (YAML flow-map entries). */
 const TRACK_EXTRA = process.env.STORMD_TRACK_OPTS ? `, ${process.env.STORMD_TRACK_OPTS}` : '';
+/** STORMD_DISCOVERY_OPTS: more discovery options, e.g. `backlog: 5000` (YAML flow-map entries). */
+const DISC_EXTRA = process.env.STORMD_DISCOVERY_OPTS ? `, ${process.env.STORMD_DISCOVERY_OPTS}` : '';
 const ONLY = (process.env.STORMD_ONLY ?? 'discovery,baseline,drain').split(',').map((s) => s.trim());
 const LIFETIME_S = Math.ceil(SECONDS + DRAIN_SECONDS + 600);
 
@@ -267,7 +269,7 @@ ${withDiscovery ? `      - breaker: { discovery: { failures: 5, reset: 30s } }
       - ratelimit: { discovery: { rate: ${LIMIT}, burst: ${2 * LIMIT} } }
 ` : ''}      - cache: { capacity: 10000 }
 ${withDiscovery ? `      - clienttrack: { workers: 100, queue: 10000, priority: { high: 5000, low: 5000 }${TRACK_EXTRA} }
-      - discovery: { methods: [rdns], workers: ${WORKERS}, timeout: 3s, rdns: { resolvers: ["127.0.0.1:${ptr!.port}"] } }
+      - discovery: { methods: [rdns], workers: ${WORKERS}, timeout: 3s, rdns: { resolvers: ["127.0.0.1:${ptr!.port}"] }${DISC_EXTRA} }
 ` : ''}      - forward: { to: ["127.0.0.1:${upstreamPort}"] }
 storage: { client: sqlite3, connection: { filename: ${JSON.stringify(db)} } }
 reload: { watch: false }
@@ -303,6 +305,7 @@ reload: { watch: false }
   (gen.lat as { known: Samples }).known = new Samples();
 
   if (PIN && process.env.STORM_SPLIT_THREADS === '1') moveHelperThreads(pid, 0); // threads started since
+  if (process.env.STORM_RENICE) for (const tid of fs.readdirSync(`/proc/${pid}/task`)) if (Number(tid) !== pid) spawnSync('renice', ['-n', process.env.STORM_RENICE, '-p', tid], { stdio: 'ignore' });
   let peakRss = readStatus(pid).rss;
   const rssTimer = setInterval(() => (peakRss = Math.max(peakRss, readStatus(pid).rss)), 250);
   const cpu0 = cpuSeconds(pid);

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import './v8Flags';
 import * as path from 'node:path';
 import { ConfigError, formatIssue } from '../config/errors';
 import { loadConfigFile, storageOptions } from '../config/load';

@@ -1,7 +1,7 @@
 // The `clients` table: batched upserts from the tracking plugin, the start-up index load, retention, and
 // the paged list for the API.
 //
-// Writes: one transaction per batch; each batch is one (or a few) multi-row
+// Writes: one transaction per batch (the statement's own when it is one); each batch is one (or a few) multi-row
 //   INSERT … VALUES (…),(…) ON CONFLICT (ip) DO UPDATE SET …
 // statements, so a client seen again adds to its counter instead of failing or being replaced:
 //   query_count   = clients.query_count + excluded.query_count
@@ -306,13 +306,18 @@ export class ClientStore {
         statements.push(this.upsert(shape, rows.slice(i, i + perStatement)));
       }
     }
+    // One statement is atomic on its own (SQLite and PostgreSQL both run it in an implicit transaction): no
+    // BEGIN and COMMIT round trips to the database thread, and no knex transactor built per batch.
+    const writer = this.storage.writer;
     await withBusyRetry(
       'writeBatch',
       this.retry,
       () =>
-        this.storage.writer.transaction(async (trx) => {
-          for (const s of statements) await trx.raw(s.sql, s.bindings);
-        }),
+        statements.length === 1
+          ? Promise.resolve(writer.raw(statements[0].sql, statements[0].bindings)).then(() => undefined)
+          : writer.transaction(async (trx) => {
+              for (const s of statements) await trx.raw(s.sql, s.bindings);
+            }),
       (attempt, delayMs, err) =>
         this.log.warn('storage: batch write retry, database busy', { attempt, delayMs, error: errorMessage(err) }),
     );
