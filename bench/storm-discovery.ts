@@ -24,6 +24,8 @@
 // `--max-old-space-size=128 --max-semi-space-size=2`, or `--cpu-prof`). STORMPROBE_STALL_MS (default 100): the
 // server's event-loop stalls longer than this are listed. Besides the generator's latencies, the probe reports the
 // time each query spent inside the server (dispatch to reply), so a slow answer can be placed.
+// STORM_REPEAT=N runs N interleaved pairs (the drain phase after the first discovery run only) and reports each
+// side's p99s and the ratio of their medians.
 // Results: bench/results/storm-discovery.json and stdout.
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
@@ -32,7 +34,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import * as dnsPacket from 'dns-packet';
-import { Generator, PIN, STORM_LOAD, STORM_RATE, STORM_SECONDS, Samples, childPidOf, cpuSeconds, threadCpuDelta, threadCpuLine, threadCpuSeconds, envNum, freeUdpPort, killAll, parseFields, readStatus, runStorm, sleep, start, stopGracefully, type StormRunResult } from './stormKit';
+import { Generator, PIN, STORM_LOAD, STORM_RATE, STORM_SECONDS, Samples, childPidOf, cpuSeconds, threadCpuDelta, threadCpuLine, threadCpuSeconds, envNum, freeUdpPort, killAll, parseFields, readStatus, medianLine, medianRatios, runStorm, sleep, start, stopGracefully, type StormRunResult } from './stormKit';
 import { openStorage } from '../storage/open';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -54,6 +56,8 @@ const LIMIT = envNum('STORMD_LIMIT', 10, 1, 1000);
 const TRACK_EXTRA = process.env.STORMD_TRACK_OPTS ? `, ${process.env.STORMD_TRACK_OPTS}` : '';
 /** STORMD_DISCOVERY_OPTS: more discovery options, e.g. `backlog: 5000` (YAML flow-map entries). */
 const DISC_EXTRA = process.env.STORMD_DISCOVERY_OPTS ? `, ${process.env.STORMD_DISCOVERY_OPTS}` : '';
+/** STORM_REPEAT: how many discovery/baseline pairs to run, interleaved (default 1). */
+const REPEAT = envNum('STORM_REPEAT', 1, 1, 10);
 const ONLY = (process.env.STORMD_ONLY ?? 'discovery,baseline,drain').split(',').map((s) => s.trim());
 const LIFETIME_S = Math.ceil(SECONDS + DRAIN_SECONDS + 600);
 
@@ -196,6 +200,8 @@ interface DrainSample {
 
 interface RunResult extends StormRunResult {
   run: Kind;
+  /** Which repetition (STORM_REPEAT) this run belongs to, from 1. */
+  pair: number;
   discovery?: {
     /** Discovery jobs started per second during the storm (PTR questions ÷ storm seconds), and per 10 s window. */
     stormRate: number;
@@ -252,7 +258,7 @@ async function dbErrors(db: string, dir: string): Promise<Record<string, number>
   }
 }
 
-async function run(kind: Kind, upstreamPort: number, ptr: SlowPtrUpstream | null): Promise<RunResult> {
+async function run(kind: Kind, pair: number, upstreamPort: number, ptr: SlowPtrUpstream | null): Promise<RunResult> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `codexdns-stormd-${kind}-`));
   const port = await freeUdpPort();
   const db = path.join(dir, 'clients.sqlite');
@@ -305,7 +311,6 @@ reload: { watch: false }
   (gen.lat as { known: Samples }).known = new Samples();
 
   if (PIN && process.env.STORM_SPLIT_THREADS === '1') moveHelperThreads(pid, 0); // threads started since
-  if (process.env.STORM_RENICE) for (const tid of fs.readdirSync(`/proc/${pid}/task`)) if (Number(tid) !== pid) spawnSync('renice', ['-n', process.env.STORM_RENICE, '-p', tid], { stdio: 'ignore' });
   let peakRss = readStatus(pid).rss;
   const rssTimer = setInterval(() => (peakRss = Math.max(peakRss, readStatus(pid).rss)), 250);
   const cpu0 = cpuSeconds(pid);
@@ -322,6 +327,7 @@ reload: { watch: false }
 
   const result: RunResult = {
     run: kind,
+    pair,
     seconds,
     rate,
     sent: { known: gen.sent.known, new: gen.sent.new, total: gen.sent.known + gen.sent.new },
@@ -354,7 +360,8 @@ reload: { watch: false }
     await sleep(6000);
     drain.push(await sample());
     let drainedAfter: number | null = null;
-    const drainFor = kind === 'drain' ? 300 : DRAIN_SECONDS;
+    // The backlog's drain is measured after the first discovery run only (the others are repetitions of the storm).
+    const drainFor = kind === 'drain' ? 300 : pair === 1 ? DRAIN_SECONDS : 0;
     const drainUntil = performance.now() + drainFor * 1000;
     while (performance.now() < drainUntil) {
       await sleep(kind === 'drain' ? 5000 : 10_000);
@@ -429,14 +436,18 @@ async function main(): Promise<void> {
   await sleep(300);
   if (upErr) throw new Error(`upstream: ${upErr}`);
   const results: RunResult[] = [];
-  for (const kind of ['discovery', 'baseline', 'drain'] as const) {
-    if (!ONLY.includes(kind)) continue;
+  // STORM_REPEAT pairs, interleaved (discovery, baseline, discovery, …): a shared machine's noise then falls on
+  // both sides, and the medians say more than any one pair.
+  const order: Array<[Kind, number]> = [];
+  for (let pair = 1; pair <= REPEAT; pair++) for (const kind of ['discovery', 'baseline'] as const) if (ONLY.includes(kind)) order.push([kind, pair]);
+  if (ONLY.includes('drain')) order.push(['drain', 1]);
+  for (const [kind, pair] of order) {
     const ptr = kind === 'baseline' ? null : await SlowPtrUpstream.start(PTR_DELAY_MS);
     const r = kind === 'drain' ? DRAIN_RATE : RATE;
     const s = kind === 'drain' ? DRAIN_STORM_SECONDS : SECONDS;
-    console.error(`storm-discovery: ${kind} run, ${r} new clients/s for ${s} s …`);
+    console.error(`storm-discovery: ${kind} run${REPEAT > 1 && kind !== 'drain' ? ` ${pair}/${REPEAT}` : ''}, ${r} new clients/s for ${s} s …`);
     try {
-      results.push(await run(kind, upstreamPort, ptr));
+      results.push(await run(kind, pair, upstreamPort, ptr));
     } finally {
       ptr?.close();
     }
@@ -450,6 +461,7 @@ async function main(): Promise<void> {
     pinning: PIN ? 'generator + upstreams on CPU 0, server alone on CPU 1' : 'none',
     settings: { ptrDelayMs: PTR_DELAY_MS, discoveryTimeout: '3s', workers: WORKERS, limit: `${LIMIT}/s burst ${2 * LIMIT}`, drainSeconds: DRAIN_SECONDS },
     results,
+    medians: medianRatios(results.filter((x) => x.run === 'discovery'), results.filter((x) => x.run === 'baseline')),
     ratio: d && base ? { p99All: d.latencyMs.all.p99 / base.latencyMs.all.p99, p99Known: d.latencyMs.known.p99 / base.latencyMs.known.p99, p99New: d.latencyMs.new.p99 / base.latencyMs.new.p99 } : undefined,
   };
   fs.mkdirSync(path.dirname(RESULTS), { recursive: true });
@@ -460,11 +472,12 @@ async function main(): Promise<void> {
   ];
   for (const r of results) {
     lines.push(
-      `| ${r.run} | ${r.rate}/s × ${r.seconds} s | ${r.sent.total} | ${fmt(r.answered.pct, 3)} % | ${fmt(r.latencyMs.all.p50)} ms | ${fmt(r.latencyMs.known.p99)} ms | ${fmt(r.latencyMs.new.p99)} ms | ${fmt(r.latencyMs.all.p99)} ms | ${fmt(r.peakRssMB, 1)} MB | ${fmt(r.serverCpuSeconds, 1)} s | ${r.server.loop_p99_ms ?? '—'} ms | ${r.server.in_server_p99_ms ?? '—'} / ${r.server.in_server_max_ms ?? '—'} ms |`,
+      `| ${r.run}${REPEAT > 1 && r.run !== 'drain' ? ` ${r.pair}` : ''} | ${r.rate}/s × ${r.seconds} s | ${r.sent.total} | ${fmt(r.answered.pct, 3)} % | ${fmt(r.latencyMs.all.p50)} ms | ${fmt(r.latencyMs.known.p99)} ms | ${fmt(r.latencyMs.new.p99)} ms | ${fmt(r.latencyMs.all.p99)} ms | ${fmt(r.peakRssMB, 1)} MB | ${fmt(r.serverCpuSeconds, 1)} s | ${r.server.loop_p99_ms ?? '—'} ms | ${r.server.in_server_p99_ms ?? '—'} / ${r.server.in_server_max_ms ?? '—'} ms |`,
     );
   }
   for (const r of results) lines.push(`${r.run}: ${threadCpuLine(r.serverThreadCpuSeconds)}`);
-  if (out.ratio) lines.push('', `p99 ratio discovery / tracking off: all ${fmt(out.ratio.p99All)}, known ${fmt(out.ratio.p99Known)}, new ${fmt(out.ratio.p99New)}`);
+  if (out.ratio) lines.push('', `p99 ratio discovery / tracking off: all ${fmt(out.ratio.p99All)}, known ${fmt(out.ratio.p99Known)}, new ${fmt(out.ratio.p99New)}${REPEAT > 1 ? ' (first pair)' : ''}`);
+  if (out.medians) lines.push(medianLine(out.medians));
   for (const r of results) {
     const x = r.discovery;
     if (!x) continue;

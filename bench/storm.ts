@@ -21,12 +21,13 @@
 // (by default the generator and the upstream run on CPU 0, the server alone on CPU 1). STORM_ONLY=tracking or
 // baseline runs one of the two; STORM_CLI runs another build's dist/cli/codexdns.js; STORM_NODE_FLAGS adds flags to the server's node (e.g. --cpu-prof);
 // STORM_KEEP_TMP=1 keeps each run's folder (Corefile, database, server.log).
+// STORM_REPEAT=N runs N interleaved pairs and reports each side's p99s and the ratio of their medians.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { Generator, PIN, STORM_LOAD, STORM_RATE, STORM_SECONDS, Samples, cpuSeconds, threadCpuDelta, threadCpuLine, threadCpuSeconds, envNum, freeUdpPort, killAll, parseFields, readStatus, runStorm, sleep, start, stopGracefully, type StormRunResult } from './stormKit';
+import { Generator, PIN, STORM_LOAD, STORM_RATE, STORM_SECONDS, Samples, cpuSeconds, threadCpuDelta, threadCpuLine, threadCpuSeconds, envNum, freeUdpPort, killAll, parseFields, readStatus, medianLine, medianRatios, runStorm, sleep, start, stopGracefully, type StormRunResult } from './stormKit';
 import { openStorage } from '../storage/open';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -40,6 +41,8 @@ const SECONDS = STORM_SECONDS;
 const RATE = STORM_RATE;
 const { known: KNOWN, knownQps: KNOWN_QPS, newQueries: NEW_QUERIES, queryTimeoutMs: QUERY_TIMEOUT_MS, poolNames: POOL_NAMES, uniqueShare: UNIQUE_SHARE } = STORM_LOAD;
 const DELAY_MS = envNum('STORM_DISCOVERY_MS', 2500, 0, 10_000);
+/** STORM_REPEAT: how many tracking/baseline pairs to run, interleaved (default 1). */
+const REPEAT = envNum('STORM_REPEAT', 1, 1, 10);
 const ONLY = (process.env.STORM_ONLY ?? 'tracking,baseline').split(',').map((s) => s.trim());
 const LIFETIME_S = Math.ceil(SECONDS + 180);
 
@@ -206,10 +209,13 @@ async function main(): Promise<void> {
   await sleep(300);
   if (upErr) throw new Error(`upstream: ${upErr}`);
   const results: RunResult[] = [];
-  for (const kind of ['tracking', 'baseline'] as const) {
-    if (!ONLY.includes(kind)) continue;
-    console.error(`storm: ${kind} run, ${RATE} new clients/s for ${SECONDS} s …`);
-    results.push(await run(kind, upstreamPort));
+  // STORM_REPEAT pairs, interleaved (tracking, baseline, tracking, …): the medians say more than any one pair.
+  for (let pair = 1; pair <= REPEAT; pair++) {
+    for (const kind of ['tracking', 'baseline'] as const) {
+      if (!ONLY.includes(kind)) continue;
+      console.error(`storm: ${kind} run${REPEAT > 1 ? ` ${pair}/${REPEAT}` : ''}, ${RATE} new clients/s for ${SECONDS} s …`);
+      results.push(await run(kind, upstreamPort));
+    }
   }
   killAll();
   const tr = results.find((r) => r.run === 'tracking');
@@ -219,6 +225,7 @@ async function main(): Promise<void> {
     machine: `${os.cpus().length} × ${os.cpus()[0]?.model ?? '?'}, Node ${process.version}`,
     pinning: PIN ? 'generator + upstream on CPU 0, server alone on CPU 1' : 'none',
     results,
+    medians: medianRatios(results.filter((r) => r.run === 'tracking'), results.filter((r) => r.run === 'baseline')),
     ratio:
       tr && base
         ? {
@@ -241,7 +248,8 @@ async function main(): Promise<void> {
     );
   }
   for (const r of results) lines.push(`${r.run}: ${threadCpuLine(r.serverThreadCpuSeconds)}`);
-  if (out.ratio) lines.push('', `p99 ratio tracking / baseline: all ${fmt(out.ratio.p99All)}, known ${fmt(out.ratio.p99Known)}, new ${fmt(out.ratio.p99New)}`);
+  if (out.ratio) lines.push('', `p99 ratio tracking / baseline: all ${fmt(out.ratio.p99All)}, known ${fmt(out.ratio.p99Known)}, new ${fmt(out.ratio.p99New)}${REPEAT > 1 ? ' (first pair)' : ''}`);
+  if (out.medians) lines.push(medianLine(out.medians));
   if (tr?.tracking) {
     const t = tr.tracking;
     lines.push(

@@ -157,6 +157,41 @@ export function threadCpuLine(d: Record<string, number>): string {
   return `server CPU during the storm: main thread ${d.main} s, other threads ${d.others} s (busiest ${d.busiestOther} s)`;
 }
 
+function median(xs: number[]): number {
+  const a = [...xs].sort((x, y) => x - y);
+  return a.length === 0 ? NaN : a.length % 2 === 1 ? a[(a.length - 1) / 2] : (a[a.length / 2 - 1] + a[a.length / 2]) / 2;
+}
+
+export interface MedianRatios {
+  pairs: number;
+  /** p99 of all queries, each run of each side. */
+  withP99: number[];
+  withoutP99: number[];
+  /** median(with) ÷ median(without), and the median of the pairs' own ratios. */
+  ratioOfMedians: number;
+  medianOfRatios: number;
+}
+
+/** Repeated storms (STORM_REPEAT): the p99s of both sides and their medians' ratio. Undefined for one pair. */
+export function medianRatios(withRuns: StormRunResult[], withoutRuns: StormRunResult[]): MedianRatios | undefined {
+  const n = Math.min(withRuns.length, withoutRuns.length);
+  if (n < 2) return undefined;
+  const withP99 = withRuns.slice(0, n).map((r) => r.latencyMs.all.p99);
+  const withoutP99 = withoutRuns.slice(0, n).map((r) => r.latencyMs.all.p99);
+  return {
+    pairs: n,
+    withP99,
+    withoutP99,
+    ratioOfMedians: median(withP99) / median(withoutP99),
+    medianOfRatios: median(withP99.map((w, i) => w / withoutP99[i])),
+  };
+}
+
+export function medianLine(m: MedianRatios): string {
+  const ms = (xs: number[]): string => xs.map((x) => x.toFixed(1)).join(', ');
+  return `over ${m.pairs} pairs: p99 all with tracking ${ms(m.withP99)} ms, without ${ms(m.withoutP99)} ms; median ÷ median ${m.ratioOfMedians.toFixed(2)}, median of the pairs' ratios ${m.medianOfRatios.toFixed(2)}`;
+}
+
 /** The `key=value` fields of a server log line. */
 export function parseFields(line: string | undefined): Record<string, string> {
   const out: Record<string, string> = {};
