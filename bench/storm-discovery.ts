@@ -423,6 +423,11 @@ reload: { watch: false }
   return result;
 }
 
+/** The run's kind, and its pair when STORM_REPEAT runs several. */
+function label(r: RunResult): string {
+  return REPEAT > 1 && r.run !== 'drain' ? `${r.run} ${r.pair}` : r.run;
+}
+
 function fmt(n: number | null | undefined, d = 2): string {
   return n !== null && n !== undefined && Number.isFinite(n) ? n.toFixed(d) : '—';
 }
@@ -472,10 +477,10 @@ async function main(): Promise<void> {
   ];
   for (const r of results) {
     lines.push(
-      `| ${r.run}${REPEAT > 1 && r.run !== 'drain' ? ` ${r.pair}` : ''} | ${r.rate}/s × ${r.seconds} s | ${r.sent.total} | ${fmt(r.answered.pct, 3)} % | ${fmt(r.latencyMs.all.p50)} ms | ${fmt(r.latencyMs.known.p99)} ms | ${fmt(r.latencyMs.new.p99)} ms | ${fmt(r.latencyMs.all.p99)} ms | ${fmt(r.peakRssMB, 1)} MB | ${fmt(r.serverCpuSeconds, 1)} s | ${r.server.loop_p99_ms ?? '—'} ms | ${r.server.in_server_p99_ms ?? '—'} / ${r.server.in_server_max_ms ?? '—'} ms |`,
+      `| ${label(r)} | ${r.rate}/s × ${r.seconds} s | ${r.sent.total} | ${fmt(r.answered.pct, 3)} % | ${fmt(r.latencyMs.all.p50)} ms | ${fmt(r.latencyMs.known.p99)} ms | ${fmt(r.latencyMs.new.p99)} ms | ${fmt(r.latencyMs.all.p99)} ms | ${fmt(r.peakRssMB, 1)} MB | ${fmt(r.serverCpuSeconds, 1)} s | ${r.server.loop_p99_ms ?? '—'} ms | ${r.server.in_server_p99_ms ?? '—'} / ${r.server.in_server_max_ms ?? '—'} ms |`,
     );
   }
-  for (const r of results) lines.push(`${r.run}: ${threadCpuLine(r.serverThreadCpuSeconds)}`);
+  for (const r of results) lines.push(`${label(r)}: ${threadCpuLine(r.serverThreadCpuSeconds)}`);
   if (out.ratio) lines.push('', `p99 ratio discovery / tracking off: all ${fmt(out.ratio.p99All)}, known ${fmt(out.ratio.p99Known)}, new ${fmt(out.ratio.p99New)}${REPEAT > 1 ? ' (first pair)' : ''}`);
   if (out.medians) lines.push(medianLine(out.medians));
   for (const r of results) {
@@ -483,7 +488,7 @@ async function main(): Promise<void> {
     if (!x) continue;
     lines.push(
       '',
-      `${r.run}: discovery rate during the storm ${fmt(x.stormRate)}/s (per 10 s: ${x.stormWindows.map((w) => fmt(w, 1)).join(', ')}); ` +
+      `${label(r)}: discovery rate during the storm ${fmt(x.stormRate)}/s (per 10 s: ${x.stormWindows.map((w) => fmt(w, 1)).join(', ')}); ` +
         `backlog after the storm ${x.drain[0]?.discovering ?? '?'} clients discovering; drain ${fmt(x.drainRowsPerSecond)} rows/s, ${fmt(x.drainJobsPerSecond)} jobs/s over ${fmt((x.drain.at(-1)?.t ?? 0) - (x.drain[0]?.t ?? 0), 0)} s` +
         (x.drainedAfterSeconds !== undefined ? `; empty after ${x.drainedAfterSeconds ?? 'more than 300'} s` : ''),
       `  at stop: database ${x.dbRows} rows, ${x.dbDiscovering} discovering, ${x.dbNamed} named; engine: announced ${x.stopped.announced ?? '?'}, jobs ${x.stopped.jobs ?? '?'}, succeeded ${x.stopped.succeeded ?? '?'}, ` +
