@@ -301,14 +301,16 @@ export class ClientStore {
         statements.push(this.upsert(shape, rows.slice(i, i + this.maxRows)));
       }
     }
-    // One statement is atomic on its own (SQLite and PostgreSQL both run it in an implicit transaction): no
-    // BEGIN and COMMIT round trips to the database thread, and no knex transactor built per batch.
+    // On SQLite one statement is atomic on its own: no BEGIN and COMMIT round trips to the database thread, and
+    // no knex transactor built per batch. PostgreSQL keeps the transaction: acquiring it gives the pool the time
+    // to weed out connections the server closed (a bare statement sent at once on one fails the batch; tested).
     const writer = this.storage.writer;
+    const single = statements.length === 1 && !this.isPg;
     await withBusyRetry(
       'writeBatch',
       this.retry,
       () =>
-        statements.length === 1
+        single
           ? Promise.resolve(writer.raw(statements[0].sql, statements[0].bindings)).then(() => undefined)
           : writer.transaction(async (trx) => {
               for (const s of statements) await trx.raw(s.sql, s.bindings);
