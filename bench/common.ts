@@ -109,6 +109,24 @@ export function exitOnSignalOrDeadline(args: Map<string, string>): void {
 }
 
 /** A numeric knob from the environment, bounded; a bad value stops the benchmark with a message. */
+/** USER_HZ: the unit of the CPU times in /proc/PID/stat (100 on Linux). */
+export const CLOCK_TICKS_PER_SECOND = 100;
+
+/**
+ * utime + stime from a /proc stat file (`/proc/PID/stat` or `/proc/PID/task/TID/stat`), in clock ticks; with
+ * `children`, plus the reaped children's (cutime + cstime). Null when the process or thread is gone.
+ */
+export function statTicks(statFile: string, children = false): number | null {
+  try {
+    const stat = fs.readFileSync(statFile, 'utf8');
+    // After the command name, which may hold spaces and parentheses: field 3 (state) is f[0], utime f[11].
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(f[11]) + Number(f[12]) + (children ? Number(f[13]) + Number(f[14]) : 0);
+  } catch {
+    return null;
+  }
+}
+
 export function envNum(name: string, def: number, min: number, max: number): number {
   const raw = process.env[name];
   if (raw === undefined || raw === '') return def;

@@ -31,7 +31,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
-import { encodeQuery, envNum, freeUdpPort as freePort } from './common';
+import { CLOCK_TICKS_PER_SECOND, encodeQuery, envNum, freeUdpPort as freePort, statTicks } from './common';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const CLI = path.join(ROOT, 'dist', 'cli', 'codexdns.js');
@@ -163,15 +163,9 @@ function readStatus(pid: number): { rss: number; hwm: number; anon: number; file
   }
 }
 
-const TICK = 100; // USER_HZ on Linux
 function cpuMs(pid: number): number {
-  try {
-    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
-    return ((Number(rest[11]) + Number(rest[12])) * 1000) / TICK;
-  } catch {
-    return NaN;
-  }
+  const ticks = statTicks(`/proc/${pid}/stat`);
+  return ticks === null ? NaN : (ticks * 1000) / CLOCK_TICKS_PER_SECOND;
 }
 
 /** Datagrams each UDP socket bound to `port` on 127.0.0.1 dropped (receive buffer full), from `ss -uanm`. */

@@ -28,7 +28,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Registry } from 'prom-client';
-import { encodeQuery, envInt, findBinary } from './common';
+import { encodeQuery, envInt, findBinary, statTicks } from './common';
 import { QueryContext } from '../core/context';
 import { DnsResponse } from '../core/response';
 import { parseQuery, type ParsedQuery } from '../core/wire/query';
@@ -137,13 +137,7 @@ process.on('exit', () => {
 
 /** utime+stime of a process (with `children`: plus its reaped children's, e.g. our dnsperf runs), in ticks. */
 function cpuTicks(pid: number, children = false): number {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(f[11]) + Number(f[12]) + (children ? Number(f[13]) + Number(f[14]) : 0);
-  } catch {
-    return 0;
-  }
+  return statTicks(`/proc/${pid}/stat`, children) ?? 0;
 }
 
 /** Busy ticks of the whole machine (user + nice + system), from /proc/stat. */

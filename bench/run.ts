@@ -23,7 +23,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { encodeQuery, envInt, findBinary } from './common';
+import { encodeQuery, envInt, findBinary, statTicks } from './common';
 
 // ---------------------------------------------------------------------------------------------- settings
 
@@ -130,16 +130,8 @@ function processTree(pid: number): number[] {
 /** utime+stime (+ reaped children's) of a process tree, in clock ticks. */
 function cpuTicks(pid: number): number {
   let sum = 0;
-  for (const p of processTree(pid)) {
-    try {
-      const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      // f[0] is field 3 (state): utime=14, stime=15, cutime=16, cstime=17
-      sum += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
-    } catch {
-      // exited between listing and reading
-    }
-  }
+  // A process that exited between listing and reading counts nothing.
+  for (const p of processTree(pid)) sum += statTicks(`/proc/${p}/stat`, true) ?? 0;
   return sum;
 }
 

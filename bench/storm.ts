@@ -247,7 +247,13 @@ async function main(): Promise<void> {
       `| ${r.run} | ${r.sent.total} | ${fmt(r.answered.pct, 3)} % | ${fmt(r.latencyMs.known.p50)} ms | ${fmt(r.latencyMs.known.p99)} ms | ${fmt(r.latencyMs.new.p50)} ms | ${fmt(r.latencyMs.new.p99)} ms | ${fmt(r.latencyMs.all.p99)} ms | ${fmt(r.latencyMs.all.p999)} ms | ${fmt(r.peakRssMB, 1)} MB | ${fmt(r.serverCpuSeconds, 1)} s | ${r.server.loop_p99_ms ?? '?'} / ${r.server.loop_max_ms ?? '?'} ms | ${r.serverSocketDrops} | ${fmt(r.generatorLoopDelayP99Ms, 1)} ms |`,
     );
   }
-  for (const r of results) lines.push(`${r.run}: ${threadCpuLine(r.serverThreadCpuSeconds)}`);
+  // With STORM_REPEAT the runs are interleaved: number each kind's runs in order.
+  const seen = new Map<string, number>();
+  for (const r of results) {
+    const n = (seen.get(r.run) ?? 0) + 1;
+    seen.set(r.run, n);
+    lines.push(`${r.run}${REPEAT > 1 ? ` ${n}` : ''}: ${threadCpuLine(r.serverThreadCpuSeconds)}`);
+  }
   if (out.ratio) lines.push('', `p99 ratio tracking / baseline: all ${fmt(out.ratio.p99All)}, known ${fmt(out.ratio.p99Known)}, new ${fmt(out.ratio.p99New)}${REPEAT > 1 ? ' (first pair)' : ''}`);
   if (out.medians) lines.push(medianLine(out.medians));
   if (tr?.tracking) {

@@ -7,7 +7,7 @@ import dgram from 'node:dgram';
 import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import os from 'node:os';
-import { encodeQuery, envNum, findBinary } from './common';
+import { CLOCK_TICKS_PER_SECOND, encodeQuery, envNum, findBinary, statTicks } from './common';
 
 export { envNum, findBinary, freeUdpPort } from './common';
 
@@ -105,22 +105,23 @@ export function readStatus(pid: number): { rss: number; hwm: number } {
 
 /** CPU time (user + system, all threads) of a process, in seconds. */
 export function cpuSeconds(pid: number): number {
-  try {
-    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
-    return (Number(rest[11]) + Number(rest[12])) / 100; // utime + stime, in USER_HZ
-  } catch {
-    return 0;
-  }
+  return (statTicks(`/proc/${pid}/stat`) ?? 0) / CLOCK_TICKS_PER_SECOND;
+}
+
+/** A server's CPU seconds during a storm: its main thread (the answer loop) and its other threads. */
+export interface ThreadCpu {
+  main: number;
+  /** libuv's pool (SQLite's statements) and V8's helpers (concurrent marking, compilation), together. */
+  others: number;
+  busiestOther: number;
 }
 
 /**
- * CPU seconds (user + system) of a process's threads: `main` is the answer loop; the others (Node leaves them
- * all named `node`) are libuv's pool, where SQLite's queries run, and V8's helpers (concurrent GC, compilation),
- * keyed by thread id. Subtract two readings (threadCpuDelta) to see where a run's CPU went.
+ * CPU seconds of each of a process's threads, keyed by thread id, the main thread as `main` (Node leaves every
+ * thread named `node`, so they are told apart by id only). Subtract two readings with threadCpuDelta.
  */
-export function threadCpuSeconds(pid: number): Record<string, number> {
-  const out: Record<string, number> = {};
+export function threadCpuSeconds(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
   let tids: string[] = [];
   try {
     tids = fs.readdirSync(`/proc/${pid}/task`);
@@ -128,32 +129,27 @@ export function threadCpuSeconds(pid: number): Record<string, number> {
     return out;
   }
   for (const tid of tids) {
-    try {
-      const f = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
-      out[Number(tid) === pid ? 'main' : tid] = (Number(rest[11]) + Number(rest[12])) / 100;
-    } catch {
-      // the thread ended
-    }
+    const ticks = statTicks(`/proc/${pid}/task/${tid}/stat`);
+    if (ticks !== null) out.set(Number(tid) === pid ? 'main' : tid, ticks / CLOCK_TICKS_PER_SECOND);
   }
   return out;
 }
 
-/** `after − before`: the main thread's CPU seconds, the other threads' together, and the busiest other one. */
-export function threadCpuDelta(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
+/** `after − before`, rounded to 0.1 s. */
+export function threadCpuDelta(before: Map<string, number>, after: Map<string, number>): ThreadCpu {
   let others = 0;
   let busiest = 0;
-  for (const [k, v] of Object.entries(after)) {
+  for (const [k, v] of after) {
     if (k === 'main') continue;
-    const d = v - (before[k] ?? 0);
+    const d = v - (before.get(k) ?? 0);
     others += d;
     busiest = Math.max(busiest, d);
   }
   const r = (x: number): number => Math.round(x * 10) / 10;
-  return { main: r((after.main ?? 0) - (before.main ?? 0)), others: r(others), busiestOther: r(busiest) };
+  return { main: r((after.get('main') ?? 0) - (before.get('main') ?? 0)), others: r(others), busiestOther: r(busiest) };
 }
 
-export function threadCpuLine(d: Record<string, number>): string {
+export function threadCpuLine(d: ThreadCpu): string {
   return `server CPU during the storm: main thread ${d.main} s, other threads ${d.others} s (busiest ${d.busiestOther} s)`;
 }
 
@@ -349,7 +345,7 @@ export interface StormRunResult {
   peakRssMB: number;
   serverCpuSeconds: number;
   /** The server's CPU during the storm: main thread, other threads, the busiest other one (threadCpuDelta). */
-  serverThreadCpuSeconds: Record<string, number>;
+  serverThreadCpuSeconds: ThreadCpu;
   generatorLoopDelayP99Ms: number;
   /** The server's own event loop, memory and in-server times during the run (bench/stormProbe.ts). */
   server: Record<string, string>;

@@ -54,7 +54,12 @@ export default definePlugin({
         const s = session;
         await new Promise<void>((resolve) =>
           s.post('HeapProfiler.stopSampling', (err, r) => {
-            if (!err) fs.writeFileSync(heapProfile, JSON.stringify(r.profile));
+            try {
+              if (err) throw err;
+              fs.writeFileSync(heapProfile, JSON.stringify(r.profile));
+            } catch (e) {
+              api.log.warn('storm probe: no heap profile written', { file: heapProfile, error: e instanceof Error ? e.message : String(e) });
+            }
             s.disconnect();
             resolve();
           }),
