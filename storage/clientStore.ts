@@ -136,6 +136,12 @@ const SORT_COLUMNS: Record<ClientSort, string> = {
 
 type Binding = string | number | boolean | null;
 
+/** The part of knex's client that hands out pooled connections (knex types it loosely). */
+interface PooledClient {
+  acquireConnection(): Promise<unknown>;
+  releaseConnection(connection: unknown): Promise<unknown>;
+}
+
 interface Normalized {
   ip: string;
   lastSeen: number;
@@ -301,23 +307,47 @@ export class ClientStore {
         statements.push(this.upsert(shape, rows.slice(i, i + this.maxRows)));
       }
     }
-    // On SQLite one statement is atomic on its own: no BEGIN and COMMIT round trips to the database thread, and
-    // no knex transactor built per batch. PostgreSQL keeps the transaction: acquiring it gives the pool the time
-    // to weed out connections the server closed (a bare statement sent at once on one fails the batch; tested).
+    // On SQLite one statement is atomic on its own: no BEGIN and COMMIT round trips to the database thread.
+    // Several run in one transaction on the writer's only connection, without a knex transactor: knex builds a
+    // whole knex instance for each, and a batch every few hundred milliseconds made that a steady source of
+    // old-generation garbage (the collector's work the answer path shares). PostgreSQL keeps knex's transaction:
+    // acquiring it gives the pool the time to weed out connections the server closed (a bare statement sent at
+    // once on one fails the batch; tested).
     const writer = this.storage.writer;
-    const single = statements.length === 1 && !this.isPg;
     await withBusyRetry(
       'writeBatch',
       this.retry,
       () =>
-        single
-          ? Promise.resolve(writer.raw(statements[0].sql, statements[0].bindings)).then(() => undefined)
-          : writer.transaction(async (trx) => {
+        this.isPg
+          ? writer.transaction(async (trx) => {
               for (const s of statements) await trx.raw(s.sql, s.bindings);
-            }),
+            })
+          : statements.length === 1
+            ? Promise.resolve(writer.raw(statements[0].sql, statements[0].bindings)).then(() => undefined)
+            : this.sqliteTransaction(statements),
       (attempt, delayMs, err) =>
         this.log.warn('storage: batch write retry, database busy', { attempt, delayMs, error: errorMessage(err) }),
     );
+  }
+
+  /** SQLite: statements in one transaction on the writer's connection (its pool holds exactly one). */
+  private async sqliteTransaction(statements: ReadonlyArray<{ sql: string; bindings: Binding[] }>): Promise<void> {
+    const writer = this.storage.writer;
+    const pool = writer.client as PooledClient;
+    const conn = await pool.acquireConnection();
+    try {
+      await writer.raw('BEGIN').connection(conn);
+      try {
+        for (const s of statements) await writer.raw(s.sql, s.bindings).connection(conn);
+        await writer.raw('COMMIT').connection(conn);
+      } catch (err) {
+        // A failed COMMIT (busy) leaves the transaction open: end it, so the connection is clean for the retry.
+        await Promise.resolve(writer.raw('ROLLBACK').connection(conn)).catch(() => undefined);
+        throw err;
+      }
+    } finally {
+      await pool.releaseConnection(conn);
+    }
   }
 
   /** The most recently seen clients, newest first (to build the in-memory index at start-up). */

@@ -23,6 +23,7 @@ import { openStorage, type Storage, type StorageConfig } from '../storage/open';
 import { StorageBusyError, StorageUnavailableError } from '../storage/errors';
 import clienttrack, { connectHooks, Tracker, trackerOptions, type TrackerOptions, type TrackJob, type TrackStore } from '../plugins/clienttrack';
 import type { ClienttrackHooks, NewClientEvent, QueueMetrics } from '../plugins/clienttrack/types';
+import { ANNOUNCED, ClientIndex, DISCOVERING } from '../plugins/clienttrack/clientIndex';
 
 const PG_URL = process.env.CODEXDNS_TEST_PG;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -1091,3 +1092,48 @@ describe('clienttrack: server on PostgreSQL', { skip: PG_URL ? false : 'set CODE
 
 before(() => undefined);
 after(() => undefined);
+
+describe('client index', () => {
+  test('keeps times and flags per client in LRU order, evicts the oldest beyond capacity, and reuses its slots', () => {
+    const n = 3000; // more than the first typed arrays hold: they grow
+    const idx = new ClientIndex(n);
+    for (let i = 0; i < n; i++) assert.equal(idx.add(`10.${i >> 8}.${i & 255}.1`, 1_000_000 + i, i % 2 === 0 ? DISCOVERING : 0), -1);
+    assert.equal(idx.size, n);
+    const s7 = idx.slot('10.0.7.1');
+    assert.equal(idx.seen(s7), 1_000_007);
+    assert.equal(idx.flags(s7), 0);
+    idx.setSeen(s7, 2_000_000);
+    idx.setFlags(s7, DISCOVERING | ANNOUNCED);
+    // Refreshed: the oldest is now 10.0.0.1, then 10.0.1.1 ...; 10.0.7.1 is the newest.
+    idx.refresh('10.0.7.1', 2_000_000);
+    assert.equal(idx.touched(s7), 2_000_000);
+    assert.equal(idx.add('10.99.0.1', 3_000_000, 0), DISCOVERING, '10.0.0.1 (discovering) pushed out');
+    assert.equal(idx.add('10.99.0.2', 3_000_001, ANNOUNCED), 0, '10.0.1.1 pushed out');
+    assert.equal(idx.slot('10.0.0.1'), -1);
+    assert.equal(idx.size, n);
+    const order = [...idx].map(([ip]) => ip);
+    assert.deepEqual(order.slice(0, 2), ['10.0.2.1', '10.0.3.1']);
+    assert.deepEqual(order.slice(-3), ['10.0.7.1', '10.99.0.1', '10.99.0.2']);
+    assert.equal(idx.seen(idx.slot('10.0.7.1')), 2_000_000);
+    assert.equal(idx.flags(idx.slot('10.0.7.1')), DISCOVERING | ANNOUNCED);
+    assert.equal(idx.flags(idx.slot('10.99.0.2')), ANNOUNCED);
+    // Every client's own values survived the growth and the slot reuse.
+    for (let i = 2; i < n; i++) {
+      if (i === 7) continue;
+      const s = idx.slot(`10.${i >> 8}.${i & 255}.1`);
+      assert.equal(idx.seen(s), 1_000_000 + i);
+      assert.equal(idx.flags(s), i % 2 === 0 ? DISCOVERING : 0);
+    }
+    assert.ok(idx.delete('10.99.0.1'));
+    assert.ok(!idx.delete('10.99.0.1'));
+    assert.equal(idx.size, n - 1);
+    // Re-adding a client replaces it as the newest and keeps nothing of it.
+    assert.equal(idx.add('10.0.7.1', 5, 0), -1);
+    assert.equal(idx.flags(idx.slot('10.0.7.1')), 0);
+    assert.equal(idx.seen(idx.slot('10.0.7.1')), 5);
+    assert.equal(idx.size, n - 1);
+    const slots = new Set([...idx].map(([, s]) => s));
+    assert.equal(slots.size, n - 1, 'no two clients share a slot');
+    assert.ok(Math.max(...slots) <= n, 'slots stay within capacity + 1');
+  });
+});

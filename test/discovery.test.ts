@@ -226,6 +226,38 @@ describe('discovery engine', () => {
     }
   });
 
+  test('first attempts wait in arrival order, any number of them, and a deferred job goes back ahead of later arrivals', async () => {
+    const rdns = fakeMethod('rdns', (ip) => found('rdns', `h-${ip}`));
+    const r = rig({ workers: 1, queue: 1, backlog: 10_000 }, [rdns]);
+    const asked = new Set<string>();
+    // Every client is denied once (its first ask), as a rate limiter would: it must keep its place.
+    r.hooks.beforeDiscover.tap('once', (req) => {
+      if (asked.has(req.ip)) return undefined;
+      asked.add(req.ip);
+      return { reason: 'rate-limited', retryAfterMs: 1 };
+    });
+    const ips = Array.from({ length: 700 }, (_, i) => `10.9.${i >> 8}.${i & 255}`);
+    try {
+      // 300, then 400 more while the first are being served: the waiting room grows and wraps around.
+      for (const ip of ips.slice(0, 300)) r.engine.announce(ip);
+      assert.deepEqual(r.engine.client(ips[299]), { where: 'waiting', reason: 'new', attempts: 0, dueInMs: 0 });
+      const m0 = r.engine.metrics();
+      assert.ok(m0.backlog.size >= 297, `backlog ${m0.backlog.size}`);
+      assert.equal(m0.backlog.size + m0.queue.depth + m0.busy, 300);
+      assert.equal(m0.backlog.due, m0.backlog.size);
+      assert.equal(m0.discovering, 300);
+      await waitFor('100 done', () => r.finals().size >= 100, 10_000);
+      for (const ip of ips.slice(300)) r.engine.announce(ip);
+      await waitFor('all 700', () => r.finals().size === 700, 20_000);
+      assert.deepEqual(rdns.calls, ips, 'served in arrival order, deferred ones included');
+      assert.equal(r.engine.metrics().totals.rateLimited, 700);
+      assert.equal(r.engine.metrics().discovering, 0);
+      assert.equal(r.engine.client(ips[0]), undefined);
+    } finally {
+      r.engine.close();
+    }
+  });
+
   test('a guard that denies defers the job (counted by reason), pauses for retryAfterMs, and loses nobody', async () => {
     const rdns = fakeMethod('rdns', (ip) => found('rdns', `h-${ip}`));
     const r = rig({ workers: 4 }, [rdns]);

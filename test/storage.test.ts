@@ -631,6 +631,39 @@ if (CHILD_DIR) {
         }
       }));
 
+    test('locked database, a batch of several statements: all or nothing, and the connection is clean after it', () =>
+      withEnv(sqliteBackend, async (env) => {
+        const s = await env.open({ busy_timeout_ms: 20 });
+        await s.migrate.latest();
+        const store = new ClientStore(s, { retry: { attempts: 3, minDelayMs: 10, maxDelayMs: 50 } });
+        await store.writeBatch([upd('10.0.1.1', { queries: 1 })]);
+        // Three shapes, so three statements in one transaction: a new client being discovered, a known one's
+        // activity, and a discovery result.
+        const mixed = (n: number): ClientUpdate[] => [
+          upd(`10.0.1.${10 + n}`, { discovering: true }),
+          upd('10.0.1.1', { queries: 2, lastSeen: 2_000 }),
+          upd(`10.0.1.${20 + n}`, { hostname: `h${n}.lan`, method: 'rdns', discoveredAt: 1_500, discovering: false }),
+        ];
+        const blocker = new sqlite3.Database(s.filename!);
+        const exec = (sql: string) =>
+          new Promise<void>((resolve, reject) => blocker.exec(sql, (err) => (err ? reject(err) : resolve())));
+        try {
+          await exec('BEGIN EXCLUSIVE');
+          await assert.rejects(store.writeBatch(mixed(1)), StorageBusyError);
+          await exec('ROLLBACK');
+          assert.equal(await store.get('10.0.1.11'), undefined, 'nothing of the failed batch');
+          assert.equal((await store.get('10.0.1.1'))?.queryCount, 1);
+          // The writer's connection was left outside any transaction: the next batches go through.
+          await store.writeBatch(mixed(2));
+          await store.writeBatch([upd('10.0.1.1', { queries: 4 })]);
+          assert.equal((await store.get('10.0.1.12'))?.discovering, true);
+          assert.equal((await store.get('10.0.1.22'))?.hostname, 'h2.lan');
+          assert.equal((await store.get('10.0.1.1'))?.queryCount, 7);
+        } finally {
+          await new Promise<void>((resolve) => blocker.close(() => resolve()));
+        }
+      }));
+
     test('kill -9 mid-write: integrity ok and every reported commit is there', async () => {
       const dir = tmpDir();
       try {

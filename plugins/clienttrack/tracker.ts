@@ -2,12 +2,12 @@ import type { SyncHook } from 'tapable';
 import { type Clock, monotonicClock } from '../../core/clock';
 import type { Logger } from '../../core/log';
 import { FifoQueue, type JobPriority, type JobQueue, PriorityJobQueue } from '../../core/primitives/jobQueue';
-import { LruMap } from '../../core/primitives/lru';
 import { RepeatingWarning } from '../../core/primitives/rateLimitedLog';
 import { WorkerPool } from '../../core/primitives/workerPool';
 import type { ClientRow } from '../../storage/clientStore';
 import { errorMessage } from '../../storage/errors';
 import { Batcher, type TrackStore } from './batcher';
+import { ANNOUNCED, ClientIndex, DISCOVERING, UNVERIFIED } from './clientIndex';
 import type { DiscoveryUpdate, NewClientEvent, QueueMetrics } from './types';
 
 export interface TrackerOptions {
@@ -66,23 +66,6 @@ export class DiscoveryJob {
 
 export type TrackJob = QueryJob | DiscoveryJob;
 
-/** What the index remembers of a client. */
-class IndexEntry {
-  /** Wall ms of the latest query. */
-  seen: number;
-  /** Wall ms when it was last moved to the newest end of the LRU (see REFRESH_MS). */
-  touched: number;
-  discovering = false;
-  /** Known to be in the database or seen as new while the index was loaded (false: seen before it loaded). */
-  verified = true;
-  /** `newClient` was called for it in this process (a row still `discovering` from before a restart was not). */
-  announced = false;
-  constructor(seen: number) {
-    this.seen = seen;
-    this.touched = seen;
-  }
-}
-
 type State = 'loading' | 'degraded' | 'ready' | 'closed';
 
 const RATE_WINDOW_MS = 10_000;
@@ -117,7 +100,7 @@ export class Tracker {
   private readonly loadWarning: RepeatingWarning;
   private readonly announceWarning: RepeatingWarning;
   private readonly jobWarning: RepeatingWarning;
-  private index: LruMap<string, IndexEntry>;
+  private index: ClientIndex;
   private newClient: SyncHook<[NewClientEvent]> | null = null;
   private state: State = 'loading';
   private loading = false;
@@ -159,7 +142,7 @@ export class Tracker {
         this.jobWarning.hit();
       },
     });
-    this.index = new LruMap<string, IndexEntry>(opts.maxClients);
+    this.index = new ClientIndex(opts.maxClients);
     this.batcher = new Batcher({
       batch: opts.batch,
       flushMs: opts.flushMs,
@@ -216,12 +199,10 @@ export class Tracker {
    */
   adoptIndex(prev: Tracker): void {
     if (this.state !== 'loading' || prev.state !== 'ready') return;
-    for (const [ip, e] of prev.index) {
-      const copy = new IndexEntry(e.seen);
-      copy.discovering = e.discovering;
-      copy.announced = e.announced;
-      this.remember(ip, copy);
-      if (copy.discovering) this.discoveringCount++;
+    for (const [ip, slot] of prev.index) {
+      const flags = prev.index.flags(slot) & (DISCOVERING | ANNOUNCED);
+      this.remember(ip, prev.index.seen(slot), flags);
+      if (flags & DISCOVERING) this.discoveringCount++;
     }
     this.state = 'ready';
     this.pool.resume();
@@ -240,9 +221,9 @@ export class Tracker {
     this.queriesSubmitted++;
     let priority: JobPriority = 'high';
     if (this.opts.priority !== undefined) {
-      const e = this.index.peek(ip);
+      const slot = this.index.slot(ip);
       // While the index loads, an unknown client is most likely a known one not loaded yet.
-      if (e === undefined ? this.state !== 'loading' : e.discovering) priority = 'low';
+      if (slot < 0 ? this.state !== 'loading' : (this.index.flags(slot) & DISCOVERING) !== 0) priority = 'low';
     }
     if (!this.pool.submit(new QueryJob(ip, at, key, qtype, rcode), priority)) {
       this.queriesDropped++;
@@ -265,8 +246,8 @@ export class Tracker {
 
   /** Whether the index holds `ip`, and its state (tests, API). */
   client(ip: string): { seen: number; discovering: boolean } | undefined {
-    const e = this.index.peek(ip);
-    return e === undefined ? undefined : { seen: e.seen, discovering: e.discovering };
+    const slot = this.index.slot(ip);
+    return slot < 0 ? undefined : { seen: this.index.seen(slot), discovering: (this.index.flags(slot) & DISCOVERING) !== 0 };
   }
 
   /** The timer: flush when due, retry the index load, prune, report repeated warnings. */
@@ -297,10 +278,10 @@ export class Tracker {
       const deleted = await store.pruneBefore(cutoff, PRUNE_CHUNK);
       this.batcher.pruned += deleted;
       // The index is in last-seen order, to within REFRESH_MS (a query moves its client to the newest end).
-      for (const [ip, e] of this.index) {
-        if (e.seen >= cutoff) break;
+      for (const [ip, slot] of this.index) {
+        if (this.index.seen(slot) >= cutoff) break;
+        if (this.index.flags(slot) & DISCOVERING) this.discoveringCount--;
         this.index.delete(ip);
-        if (e.discovering) this.discoveringCount--;
       }
       return deleted;
     } catch (err) {
@@ -419,42 +400,40 @@ export class Tracker {
   private processQuery(job: QueryJob): void {
     const ip = job.ip;
     const at = job.at;
-    let e = this.index.peek(ip);
-    if (e === undefined) {
-      e = new IndexEntry(at);
+    const index = this.index;
+    const slot = index.slot(ip);
+    if (slot < 0) {
       let announce = false;
+      let flags = 0;
       if (this.state === 'ready') {
         this.newClients++;
         announce = this.announcing();
         if (announce) {
-          e.discovering = true;
-          e.announced = true;
+          flags = DISCOVERING | ANNOUNCED;
           this.discoveringCount++;
         }
       } else {
         // Seen before the index loaded: new or known is decided when it loads (see installIndex).
-        e.verified = false;
+        flags = UNVERIFIED;
       }
-      this.remember(ip, e);
+      this.remember(ip, at, flags);
       this.batcher.addActivity(ip, at, 1, announce ? true : undefined);
       if (announce) this.announce(ip, at);
       return;
     }
-    if (at > e.seen) e.seen = at;
-    if (at - e.touched >= REFRESH_MS) {
-      this.index.get(ip);
-      e.touched = at;
-    }
-    if (e.discovering && !e.announced && this.state === 'ready') {
+    if (at > index.seen(slot)) index.setSeen(slot, at);
+    if (at - index.touched(slot) >= REFRESH_MS) index.refresh(ip, at);
+    const flags = index.flags(slot);
+    if ((flags & (DISCOVERING | ANNOUNCED)) === DISCOVERING && this.state === 'ready') {
       // Its discovery had not finished when the previous process stopped (the row says discovering): ask
       // again — or, with no discovery in the chain any more, stop saying it is being discovered.
       if (this.announcing()) {
-        e.announced = true;
+        index.setFlags(slot, flags | ANNOUNCED);
         this.batcher.addActivity(ip, at, 1);
         this.announce(ip, at);
         return;
       }
-      e.discovering = false;
+      index.setFlags(slot, flags & ~DISCOVERING);
       this.discoveringCount--;
       this.batcher.addActivity(ip, at, 1, false);
       return;
@@ -464,23 +443,23 @@ export class Tracker {
 
   private processDiscovery(job: DiscoveryJob): void {
     const u = job.update;
-    const e = this.index.peek(u.ip);
-    if (e !== undefined) {
+    const slot = this.index.slot(u.ip);
+    let seen = job.at;
+    if (slot >= 0) {
+      const flags = this.index.flags(slot);
       const discovering = !u.done;
-      if (e.discovering !== discovering) {
-        this.discoveringCount += discovering ? 1 : -1;
-        e.discovering = discovering;
-      }
-      e.announced = true;
+      if (((flags & DISCOVERING) !== 0) !== discovering) this.discoveringCount += discovering ? 1 : -1;
+      this.index.setFlags(slot, (discovering ? flags | DISCOVERING : flags & ~DISCOVERING) | ANNOUNCED);
+      seen = this.index.seen(slot);
     }
-    this.batcher.addDiscovery(u, e?.seen ?? job.at, job.at);
+    this.batcher.addDiscovery(u, seen, job.at);
   }
 
-  private remember(ip: string, e: IndexEntry): void {
-    const out = this.index.set(ip, e);
-    if (out !== undefined) {
+  private remember(ip: string, seen: number, flags: number): void {
+    const evicted = this.index.add(ip, seen, flags);
+    if (evicted >= 0) {
       this.evictions++;
-      if (out[1].discovering) this.discoveringCount--;
+      if (evicted & DISCOVERING) this.discoveringCount--;
     }
   }
 
@@ -526,38 +505,37 @@ export class Tracker {
    */
   private installIndex(rows: readonly ClientRow[]): void {
     const live = this.index;
-    const next = new LruMap<string, IndexEntry>(this.opts.maxClients);
+    const next = new ClientIndex(this.opts.maxClients);
     let byIp: Map<string, ClientRow> | undefined;
     if (live.size > 0) byIp = new Map(rows.map((r) => [r.ip, r]));
     for (let i = rows.length - 1; i >= 0; i--) {
       const r = rows[i];
       if (live.has(r.ip)) continue;
-      const e = new IndexEntry(r.lastSeen);
-      e.discovering = r.discovering;
-      if (next.set(r.ip, e) !== undefined) this.evictions++;
+      if (next.add(r.ip, r.lastSeen, r.discovering ? DISCOVERING : 0) >= 0) this.evictions++;
     }
     this.index = next;
     const announceNow: Array<[string, number]> = [];
-    for (const [ip, e] of live) {
-      if (!e.verified) {
+    for (const [ip, slot] of live) {
+      let flags = live.flags(slot);
+      const seen = live.seen(slot);
+      if (flags & UNVERIFIED) {
         const row = byIp?.get(ip);
-        e.verified = true;
+        flags &= ~UNVERIFIED;
         if (row !== undefined) {
-          if (row.discovering && !e.discovering) e.discovering = true;
+          if (row.discovering) flags |= DISCOVERING;
         } else {
           this.newClients++;
           if (this.announcing()) {
-            e.discovering = true;
-            e.announced = true;
-            this.batcher.addActivity(ip, e.seen, 0, true);
-            announceNow.push([ip, e.seen]);
+            flags |= DISCOVERING | ANNOUNCED;
+            this.batcher.addActivity(ip, seen, 0, true);
+            announceNow.push([ip, seen]);
           }
         }
       }
-      if (next.set(ip, e) !== undefined) this.evictions++;
+      if (next.add(ip, seen, flags) >= 0) this.evictions++;
     }
     let discovering = 0;
-    for (const e of next.values()) if (e.discovering) discovering++;
+    for (const [, slot] of next) if (next.flags(slot) & DISCOVERING) discovering++;
     this.discoveringCount = discovering;
     for (const [ip, seen] of announceNow) this.announce(ip, seen);
   }

@@ -3,7 +3,9 @@
  *
  * - Announced clients enter a bounded FIFO (`queue`) served by a bounded WorkerPool (`workers`). A client that
  *   does not fit is counted as dropped and waits in the backlog (due at once): it is not lost.
- * - The backlog is a min-heap by due time holding every client that waits for a later attempt: queue full,
+ * - The backlog holds every client that waits for a later attempt, in two parts served as one by (due time,
+ *   arrival): clients waiting for their first attempt, in arrival order (`FreshQueue`: no object per client, so
+ *   a storm's tens of thousands of them cost the collector little), and a min-heap by due time of the others —
  *   deferred by a guard, retrying after a failure (exponential backoff), or due for a refresh. It is bounded
  *   (`backlog`): beyond it a client still being discovered is left to the database (its row says
  *   `discovering`) and picked up again from there (`restore`), so nothing is lost.
@@ -23,6 +25,7 @@ import { RepeatingWarning } from '../../core/primitives/rateLimitedLog';
 import { WorkerPool } from '../../core/primitives/workerPool';
 import type { DiscoveryUpdate } from '../clienttrack/types';
 import type { DiscoveryMethod, MethodOutcome } from './methods/types';
+import { FreshQueue } from './freshQueue';
 import { DiscoveryStats, RateMeter } from './metrics';
 import type { DiscoveryDenial, DiscoveryHooks, DiscoveryMetrics, DiscoveryOutcome, DiscoveryReport, DiscoveryRequest, MethodName } from './types';
 
@@ -200,7 +203,7 @@ const DEFAULT_RETRY_AFTER_MS = 1000;
 const MIN_RETRY_AFTER_MS = 10;
 const RECENT_MS = 120_000;
 const RATE_WINDOW_MS = 10_000;
-/** `backlog.due` is counted up to this (a walk of the heap's due part; the metrics must stay cheap). */
+/** The heap's part of `backlog.due` is counted up to this (a walk of its due part; the metrics must stay cheap). */
 const DUE_COUNT_LIMIT = 10_000;
 
 export class DiscoveryEngine {
@@ -211,6 +214,9 @@ export class DiscoveryEngine {
   readonly pool: WorkerPool<Entry>;
   private readonly queue: FifoQueue<Entry>;
   private readonly heap = new DueHeap();
+  /** Clients waiting for their first attempt, in arrival order: given an Entry only when they leave for the queue. */
+  private readonly fresh = new FreshQueue();
+  /** Clients queued, running, or waiting in the heap (retry, refresh, deferred by a guard). */
   private readonly entries = new Map<string, Entry>();
   /** Clients finished recently: a restore must not pick them up before their row is written. */
   private readonly recent = new LruMap<string, number>(20_000);
@@ -299,7 +305,19 @@ export class DiscoveryEngine {
   /** Whether the engine holds this client (queued, running or waiting), and why. */
   client(ip: string): { where: 'queued' | 'running' | 'waiting'; reason: Reason; attempts: number; dueInMs: number } | undefined {
     const e = this.entries.get(ip);
-    return e && { where: e.where, reason: e.reason, attempts: e.attempts, dueInMs: Math.max(0, e.dueAt - this.clock.now()) };
+    if (e !== undefined) return { where: e.where, reason: e.reason, attempts: e.attempts, dueInMs: Math.max(0, e.dueAt - this.clock.now()) };
+    const f = this.fresh.get(ip);
+    return f && { where: 'waiting', reason: f.restored ? 'restored' : 'new', attempts: 0, dueInMs: Math.max(0, f.dueAt - this.clock.now()) };
+  }
+
+  /** Whether the engine holds this client in any of its places. */
+  private holds(ip: string): boolean {
+    return this.entries.has(ip) || this.fresh.has(ip);
+  }
+
+  /** Clients waiting for an attempt (not queued, not running). */
+  private get backlogSize(): number {
+    return this.heap.size + this.fresh.size;
   }
 
   /** Adds a client to discover (`new`/`restored`: it is `discovering`; `refresh`: a known name to renew). */
@@ -322,6 +340,7 @@ export class DiscoveryEngine {
       }
       return;
     }
+    if (this.fresh.has(ip)) return;
     const open = reason !== 'refresh';
     if (!this.deps.probeable(ip)) {
       if (open) {
@@ -331,7 +350,7 @@ export class DiscoveryEngine {
       }
       return;
     }
-    if (this.heap.size >= this.opts.backlog && this.queue.size >= this.queue.capacity) {
+    if (this.backlogSize >= this.opts.backlog && this.queue.size >= this.queue.capacity) {
       // Nowhere to keep it in memory. A client being discovered stays so in the database and is restored
       // from there; a refresh is simply tried at a later scan.
       if (open) {
@@ -342,13 +361,17 @@ export class DiscoveryEngine {
       }
       return;
     }
-    const e = new Entry(ip, reason, now, this.seq++, open);
-    this.entries.set(ip, e);
     if (open) this.openCount++;
     if (reason === 'refresh') this.stats.refreshed++;
     if (reason === 'restored') this.stats.restored++;
     if (this.queue.size >= this.queue.capacity) this.stats.drop();
-    this.heap.push(e);
+    if (open) {
+      this.fresh.push(ip, now, this.seq++, reason === 'restored');
+    } else {
+      const e = new Entry(ip, reason, now, this.seq++, open);
+      this.entries.set(ip, e);
+      this.heap.push(e);
+    }
     this.promote();
   }
 
@@ -357,9 +380,21 @@ export class DiscoveryEngine {
     if (this.closed) return;
     const now = this.clock.now();
     while (this.queue.size < this.queue.capacity) {
-      const top = this.heap.peek();
-      if (top === undefined || top.dueAt > now) return;
-      this.heap.pop();
+      // The earlier of the two heads by (due time, sequence), as if both were one backlog.
+      let top = this.heap.peek();
+      if (top !== undefined && top.dueAt > now) top = undefined;
+      const freshDue = this.fresh.headDue();
+      if (freshDue !== undefined && freshDue <= now && (top === undefined || freshDue < top.dueAt || (freshDue === top.dueAt && this.fresh.headSeq() < top.seq))) {
+        const reason = this.fresh.headRestored() ? 'restored' : 'new';
+        const seq = this.fresh.headSeq();
+        const ip = this.fresh.shift() as string;
+        top = new Entry(ip, reason, freshDue, seq, true);
+        this.entries.set(ip, top);
+      } else if (top !== undefined) {
+        this.heap.pop();
+      } else {
+        return;
+      }
       top.where = 'queued';
       if (!this.pool.submit(top)) {
         // Cannot happen while the queue has room (the pool is never closed before the engine); be safe.
@@ -558,7 +593,7 @@ export class DiscoveryEngine {
     e.attempts = 0;
     e.reason = 'refresh';
     e.dueAt = now + this.opts.refreshMs;
-    if (this.heap.size < this.opts.backlog) this.backToBacklog(e);
+    if (this.backlogSize < this.opts.backlog) this.backToBacklog(e);
     else this.entries.delete(e.ip);
   }
 
@@ -610,7 +645,7 @@ export class DiscoveryEngine {
     this.restoring = true;
     const overflowAtStart = this.overflowed;
     try {
-      const room = this.opts.backlog - this.heap.size;
+      const room = this.opts.backlog - this.backlogSize;
       const limit = Math.min(1000, Math.max(0, room));
       if (limit === 0) return 0;
       const ips = await store.discovering(limit);
@@ -618,11 +653,11 @@ export class DiscoveryEngine {
       const now = this.clock.now();
       let added = 0;
       for (const ip of ips) {
-        if (this.entries.has(ip)) continue;
+        if (this.holds(ip)) continue;
         const at = this.recent.peek(ip);
         if (at !== undefined && now - at < RECENT_MS) continue;
         this.add(ip, 'restored');
-        if (this.entries.has(ip)) added++;
+        if (this.holds(ip)) added++;
       }
       // Done when the table had no more than we asked for and nothing overflowed meanwhile; overflowed
       // clients may not be written yet, so look again a while after the last overflow.
@@ -649,7 +684,7 @@ export class DiscoveryEngine {
     if (store === undefined || this.refreshing || this.closed) return 0;
     this.refreshing = true;
     try {
-      const room = Math.min(this.opts.backlog - this.heap.size, this.queue.capacity);
+      const room = Math.min(this.opts.backlog - this.backlogSize, this.queue.capacity);
       const limit = Math.min(500, Math.max(0, room));
       if (limit === 0) return 0;
       const wallNow = this.wall();
@@ -658,9 +693,9 @@ export class DiscoveryEngine {
       let added = 0;
       for (const ip of ips) {
         if (this.closed) break;
-        if (this.entries.has(ip)) continue;
+        if (this.holds(ip)) continue;
         this.add(ip, 'refresh');
-        if (this.entries.has(ip)) added++;
+        if (this.holds(ip)) added++;
       }
       return added;
     } catch (err) {
@@ -690,7 +725,7 @@ export class DiscoveryEngine {
       workers: this.opts.workers,
       busy: ps.busy,
       queue: { depth: this.queue.size, capacity: this.queue.capacity },
-      backlog: { size: this.heap.size, due: this.heap.countDue(now, DUE_COUNT_LIMIT), capacity: this.opts.backlog, overflowed: this.overflowed },
+      backlog: { size: this.backlogSize, due: this.fresh.size + this.heap.countDue(now, DUE_COUNT_LIMIT), capacity: this.opts.backlog, overflowed: this.overflowed },
       discovering: this.openCount,
       totals: {
         announced: s.announced,
@@ -717,7 +752,7 @@ export class DiscoveryEngine {
 
   /** Small numbers for the Prometheus gauges. */
   gauges(): { queue: number; backlog: number; busy: number; discovering: number; rate: number; workers: number } {
-    return { queue: this.queue.size, backlog: this.heap.size, busy: this.pool.stats().busy, discovering: this.openCount, rate: this.finished.rate(RATE_WINDOW_MS), workers: this.opts.workers };
+    return { queue: this.queue.size, backlog: this.backlogSize, busy: this.pool.stats().busy, discovering: this.openCount, rate: this.finished.rate(RATE_WINDOW_MS), workers: this.opts.workers };
   }
 
   /** Stops: lookups in flight are aborted and report nothing; clients not finished stay `discovering` in the database. */
@@ -744,7 +779,7 @@ export class DiscoveryEngine {
       failed: this.stats.failed,
       not_found: this.stats.notFound,
       still_discovering: this.openCount,
-      backlog: this.heap.size,
+      backlog: this.backlogSize,
       queued: this.queue.size,
       dropped: this.stats.dropped,
       overflowed: this.overflowed,
