@@ -23,7 +23,11 @@
 // its other threads (SQLite's, V8's GC helpers) on CPU 0. STORMD_NODE_FLAGS: flags for the server's node (the unit's
 // `--max-old-space-size=128 --max-semi-space-size=2`, or `--cpu-prof`). STORMPROBE_STALL_MS (default 100): the
 // server's event-loop stalls longer than this are listed. Besides the generator's latencies, the probe reports the
-// time each query spent inside the server (dispatch to reply), so a slow answer can be placed.
+// time each query spent inside the server (dispatch to reply) and the collector's main-thread pauses by kind
+// (`gc_pauses`), so a slow answer can be placed; each run also keeps `slowBySecond` (answers of 20 ms or more per
+// second: a tail spread thin or in bursts). STORMPROBE_HEAP_PROFILE=FILE: a sampling profile of what was promoted
+// to the old generation; STORMPROBE_HEAP_SNAPSHOT=FILE@SECONDS: a heap snapshot that long after the server's start;
+// STORMPROBE_TRACE=PREFIX: the server's loop gaps and collections as a timeline (PREFIX.<pid>.json).
 // STORM_REPEAT=N runs N interleaved pairs (the drain phase after the first discovery run only) and reports each
 // side's p99s and the ratio of their medians.
 // Results: bench/results/storm-discovery.json and stdout.
@@ -343,6 +347,7 @@ reload: { watch: false }
     serverCpuSeconds: cpu,
     serverThreadCpuSeconds: threadCpu,
     generatorLoopDelayP99Ms: loop.percentile(99) / 1e6,
+    slowBySecond: Array.from(gen.slowBySecond, (n) => n ?? 0),
     server: {},
   };
 

@@ -163,6 +163,7 @@ reload: { watch: false }
     serverCpuSeconds: cpu,
     serverThreadCpuSeconds: threadCpu,
     generatorLoopDelayP99Ms: loop.percentile(99) / 1e6,
+    slowBySecond: Array.from(gen.slowBySecond, (n) => n ?? 0),
     server: parseFields(stderr.split('\n').find((l) => /storm probe/.test(l))),
     serverSocketDrops: socketDrops,
   };

@@ -249,6 +249,9 @@ export interface GeneratorOptions {
   queryTimeoutMs: number;
 }
 
+/** An answer this slow counts in `Generator.slowBySecond`. */
+export const SLOW_ANSWER_MS = 20;
+
 /** Sends the storm's queries from many client sockets and records each answer's latency, known and new apart. */
 export class Generator {
   readonly lat = { known: new Samples(), new: new Samples() };
@@ -257,6 +260,9 @@ export class Generator {
   readonly lost = { known: 0, new: 0 };
   readonly live = new Set<Client>();
   newClients = 0;
+  /** Answers that took SLOW_ANSWER_MS or more, per second since the generator started: is the tail spread or in bursts? */
+  readonly slowBySecond: number[] = [];
+  private readonly startedAt = performance.now();
   private uniqueSeq = 0;
 
   constructor(private readonly port: number, private readonly opts: GeneratorOptions) {}
@@ -275,7 +281,12 @@ export class Generator {
       const t0 = c.pending.get(id);
       if (t0 === undefined) return;
       c.pending.delete(id);
-      const ms = performance.now() - t0;
+      const now = performance.now();
+      const ms = now - t0;
+      if (ms >= SLOW_ANSWER_MS) {
+        const sec = Math.floor((now - this.startedAt) / 1000);
+        this.slowBySecond[sec] = (this.slowBySecond[sec] ?? 0) + 1;
+      }
       if (c.known) {
         this.answered.known++;
         this.lat.known.add(ms);
@@ -347,6 +358,8 @@ export interface StormRunResult {
   /** The server's CPU during the storm: main thread, other threads, the busiest other one (threadCpuDelta). */
   serverThreadCpuSeconds: ThreadCpu;
   generatorLoopDelayP99Ms: number;
+  /** Answers of SLOW_ANSWER_MS or more per second of the generator's life (warm-up included). */
+  slowBySecond?: number[];
   /** The server's own event loop, memory and in-server times during the run (bench/stormProbe.ts). */
   server: Record<string, string>;
 }

@@ -3,8 +3,9 @@
 // 250 ms) and the time each query spent inside it during the run, and logs them at shutdown, so a slow answer can be told apart from a slow load
 // generator, and RSS from what holds it. It taps nothing on the query path.
 import fs from 'node:fs';
+import v8 from 'node:v8';
 import { Session } from 'node:inspector';
-import { createHistogram, monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { constants as perfConstants, createHistogram, monitorEventLoopDelay, PerformanceObserver, performance } from 'node:perf_hooks';
 import { definePlugin } from '../core/plugin';
 import { Type } from '../config/types';
 
@@ -31,14 +32,54 @@ export default definePlugin({
     // Stalls of the event loop longer than STORMPROBE_STALL_MS (default 100 ms), with when they happened (ms since setup).
     const stallMs = Number(process.env.STORMPROBE_STALL_MS ?? 100) || 100;
     const stalls: number[] = [];
+    // STORMPROBE_TRACE=PREFIX: a timeline of every loop gap over 3 ms and every collection (start, duration, kind),
+    // written to PREFIX.<pid>.json at shutdown, to line the stalls up with the collector's cycles.
+    const tracePrefix = process.env.STORMPROBE_TRACE;
+    const traceGc: Array<[number, number, string]> = [];
+    const traceStalls: number[] = [];
     const t0 = performance.now();
     let last = t0;
     const watch = setInterval(() => {
       const now = performance.now();
       if (now - last > stallMs + 10) stalls.push(Math.round(now - t0), Math.round(now - last - 10));
+      if (tracePrefix && now - last > 13) traceStalls.push(Math.round(last - t0), Math.round(now - last - 10));
       last = now;
     }, 10);
     watch.unref();
+    // Main-thread pauses of the garbage collector by kind (scavenge, mark-compact, incremental steps): how much of
+    // a tail the collector explains, told apart from the chain's own work.
+    const gcKinds: Record<number, string> = {
+      [perfConstants.NODE_PERFORMANCE_GC_MINOR]: 'minor',
+      [perfConstants.NODE_PERFORMANCE_GC_MAJOR]: 'major',
+      [perfConstants.NODE_PERFORMANCE_GC_INCREMENTAL]: 'incremental',
+      [perfConstants.NODE_PERFORMANCE_GC_WEAKCB]: 'weakcb',
+    };
+    const gc = new Map<string, { count: number; totalMs: number; maxMs: number; over5: number }>();
+    const gcObserver = new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) {
+        const kind = gcKinds[((e as unknown as { detail?: { kind?: number } }).detail)?.kind ?? -1] ?? 'other';
+        let g = gc.get(kind);
+        if (g === undefined) gc.set(kind, (g = { count: 0, totalMs: 0, maxMs: 0, over5: 0 }));
+        g.count++;
+        g.totalMs += e.duration;
+        g.maxMs = Math.max(g.maxMs, e.duration);
+        if (e.duration > 5) g.over5++;
+        if (tracePrefix) traceGc.push([Math.round(e.startTime - t0), Math.round(e.duration * 10) / 10, kind]);
+      }
+    });
+    gcObserver.observe({ entryTypes: ['gc'] });
+    // STORMPROBE_HEAP_SNAPSHOT=FILE@SECONDS: a heap snapshot that many seconds after setup (what the heap holds in
+    // the middle of a storm, by constructor; the snapshot stalls the server while it is written).
+    const snapshotAt = /^(.+)@(\d+(?:\.\d+)?)$/.exec(process.env.STORMPROBE_HEAP_SNAPSHOT ?? '');
+    if (snapshotAt) {
+      setTimeout(() => {
+        try {
+          v8.writeHeapSnapshot(snapshotAt[1]);
+        } catch (e) {
+          api.log.warn('storm probe: no heap snapshot written', { file: snapshotAt[1], error: e instanceof Error ? e.message : String(e) });
+        }
+      }, Number(snapshotAt[2]) * 1000).unref();
+    }
     // STORMPROBE_HEAP_PROFILE=FILE: a sampling heap profile of what survived young-generation collection (the
     // objects that were promoted, whether the old generation later freed them or not): what makes mark-compacts
     // frequent. Written at shutdown; open it in Chrome's DevTools (Memory tab).
@@ -66,6 +107,15 @@ export default definePlugin({
         );
       }
       h.disable();
+      gcObserver.disconnect();
+      if (tracePrefix) {
+        const file = `${tracePrefix}.${process.pid}.json`;
+        try {
+          fs.writeFileSync(file, JSON.stringify({ gc: traceGc, stalls: traceStalls }));
+        } catch (e) {
+          api.log.warn('storm probe: no trace written', { file, error: e instanceof Error ? e.message : String(e) });
+        }
+      }
       clearInterval(sampler);
       clearInterval(watch);
       const mb = (n: number): number => Math.round(n / 104857.6) / 10;
@@ -86,6 +136,7 @@ export default definePlugin({
         stall_threshold_ms: stallMs,
         stalls_over_threshold: stalls.length / 2,
         stalls: stalls.slice(0, 80).join(','),
+        gc_pauses: [...gc].map(([k, g]) => `${k} n=${g.count} total=${Math.round(g.totalMs)}ms max=${g.maxMs.toFixed(1)}ms >5ms=${g.over5}`).join('; '),
       });
     });
   },
