@@ -468,7 +468,11 @@ async function main(): Promise<void> {
   const out = {
     date: new Date().toISOString(),
     machine: `${os.cpus().length} × ${os.cpus()[0]?.model ?? '?'}, Node ${process.version}`,
-    pinning: PIN ? 'generator + upstreams on CPU 0, server alone on CPU 1' : 'none',
+    pinning: !PIN
+      ? 'none'
+      : process.env.STORM_SPLIT_THREADS === '1'
+        ? "generator + upstreams + the server's other threads on CPU 0, the server's main thread alone on CPU 1"
+        : 'generator + upstreams on CPU 0, server alone on CPU 1',
     settings: { ptrDelayMs: PTR_DELAY_MS, discoveryTimeout: '3s', workers: WORKERS, limit: `${LIMIT}/s burst ${2 * LIMIT}`, drainSeconds: DRAIN_SECONDS },
     results,
     medians: medianRatios(results.filter((x) => x.run === 'discovery'), results.filter((x) => x.run === 'baseline')),
