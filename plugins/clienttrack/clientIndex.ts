@@ -128,17 +128,16 @@ export class ClientIndex implements Iterable<[string, number]> {
 
   private grow(): void {
     const n = Math.min(this.capacity + 1, this.seenAt.length * 2);
-    const seen = new Float64Array(n);
-    seen.set(this.seenAt);
-    this.seenAt = seen;
-    const touched = new Float64Array(n);
-    touched.set(this.touchedAt);
-    this.touchedAt = touched;
-    const flags = new Uint8Array(n);
-    flags.set(this.flagBits);
-    this.flagBits = flags;
-    const free = new Int32Array(n);
-    free.set(this.freeSlots);
-    this.freeSlots = free;
+    this.seenAt = grown(this.seenAt, n);
+    this.touchedAt = grown(this.touchedAt, n);
+    this.flagBits = grown(this.flagBits, n);
+    this.freeSlots = grown(this.freeSlots, n);
   }
+}
+
+/** A longer copy of a typed array. */
+function grown<A extends Float64Array | Uint8Array | Int32Array>(a: A, n: number): A {
+  const b = new (a.constructor as new (length: number) => A)(n);
+  b.set(a);
+  return b;
 }
