@@ -26,7 +26,7 @@
 // time each query spent inside the server (dispatch to reply) and the collector's main-thread pauses by kind
 // (`gc_pauses`), so a slow answer can be placed; each run also keeps `slowBySecond` (answers of 20 ms or more per
 // second: a tail spread thin or in bursts). STORMPROBE_HEAP_PROFILE=FILE: a sampling profile of what was promoted
-// to the old generation; STORMPROBE_HEAP_SNAPSHOT=FILE@SECONDS: a heap snapshot that long after the server's start;
+// to the old generation (STORMPROBE_HEAP_PROFILE_ALL=1: of every allocation); STORMPROBE_HEAP_SNAPSHOT=FILE@SECONDS: a heap snapshot that long after the server's start;
 // STORMPROBE_TRACE=PREFIX: the server's loop gaps and collections as a timeline (PREFIX.<pid>.json).
 // STORM_REPEAT=N runs N interleaved pairs (the drain phase after the first discovery run only) and reports each
 // side's p99s and the ratio of their medians.

@@ -82,13 +82,14 @@ export default definePlugin({
     }
     // STORMPROBE_HEAP_PROFILE=FILE: a sampling heap profile of what survived young-generation collection (the
     // objects that were promoted, whether the old generation later freed them or not): what makes mark-compacts
-    // frequent. Written at shutdown; open it in Chrome's DevTools (Memory tab).
+    // frequent. Written at shutdown; open it in Chrome's DevTools (Memory tab). STORMPROBE_HEAP_PROFILE_ALL=1: every
+    // allocation, the short-lived ones too (what makes scavenges frequent).
     const heapProfile = process.env.STORMPROBE_HEAP_PROFILE;
     let session: Session | undefined;
     if (heapProfile) {
       session = new Session();
       session.connect();
-      session.post('HeapProfiler.startSampling', { samplingInterval: 16384, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: false });
+      session.post('HeapProfiler.startSampling', { samplingInterval: 16384, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: process.env.STORMPROBE_HEAP_PROFILE_ALL === '1' });
     }
     api.hooks.shutdown.tapPromise('stormprobe', async () => {
       if (session !== undefined && heapProfile) {

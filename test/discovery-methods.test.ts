@@ -13,6 +13,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as dnsPacket from 'dns-packet';
+import * as ipaddr from 'ipaddr.js';
 import { isProbeable, macFromBytes, normalizeIp, normalizeMac, reverseName } from '../plugins/discovery/address.js';
 import {
   buildNbstatRequest,
@@ -123,6 +124,18 @@ describe('address helpers', () => {
     assert.equal(isProbeable('ff02::fb', onLink), false);
     assert.equal(isProbeable('8.8.8.8', onLink), false);
     assert.equal(isProbeable('8.8.8.8', () => { throw new Error('boom'); }), false);
+  });
+
+  it('the dotted-quad shortcut agrees with the full classification on every first and second octet', () => {
+    const probeRange = (ip: string): boolean => ['private', 'loopback', 'linkLocal'].includes(ipaddr.parse(ip).range());
+    for (let a = 0; a < 256; a++) {
+      for (let b = 0; b < 256; b += a === 172 || a === 169 || a === 192 ? 1 : 37) {
+        for (const tail of ['0.0', '7.255', '255.1']) {
+          const ip = `${a}.${b}.${tail}`;
+          assert.equal(isProbeable(ip), probeRange(ip), ip);
+        }
+      }
+    }
   });
 
   it('builds reverse names', () => {

@@ -65,6 +65,7 @@ export function normalizeIp(ip: string): string | undefined {
  * other reserved ranges are treated as public.
  */
 export function isProbeable(ip: string, onLink?: (ip: string) => boolean): boolean {
+  if (typeof ip === 'string' && isPrivateDottedQuad(ip)) return true;
   const addr = parseIp(ip);
   if (!addr) return false;
   const range = addr.range();
@@ -86,6 +87,21 @@ export function isProbeable(ip: string, onLink?: (ip: string) => boolean): boole
         return false;
       }
   }
+}
+
+/**
+ * The common case without parsing objects: a strict dotted quad in 10/8, 172.16/12, 192.168/16, 127/8 or
+ * 169.254/16. Every new client of a storm is checked; ipaddr.js's parse and range lookup allocated ≈ 600 bytes
+ * each (a storm's allocation, not its answers, is what makes the collector run). Anything else goes the full way.
+ */
+function isPrivateDottedQuad(ip: string): boolean {
+  if (!isIPv4(ip)) return false;
+  let i = 0;
+  let a = 0;
+  for (; ip.charCodeAt(i) !== 46; i++) a = a * 10 + ip.charCodeAt(i) - 48;
+  let b = 0;
+  for (i++; ip.charCodeAt(i) !== 46; i++) b = b * 10 + ip.charCodeAt(i) - 48;
+  return a === 10 || a === 127 || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168) || (a === 169 && b === 254);
 }
 
 /**
