@@ -38,7 +38,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import * as dnsPacket from 'dns-packet';
-import { Generator, PIN, STORM_LOAD, STORM_RATE, STORM_SECONDS, Samples, childPidOf, cpuSeconds, threadCpuDelta, threadCpuLine, threadCpuSeconds, envNum, freeUdpPort, killAll, parseFields, readStatus, medianLine, medianRatios, runStorm, sleep, start, stopGracefully, type StormRunResult } from './stormKit';
+import { Generator, PIN, STORM_LOAD, STORM_RATE, STORM_SECONDS, Samples, childPidOf, cpuSeconds, threadCpuDelta, threadCpuLine, threadCpuSeconds, envNum, freeUdpPort, killAll, parseFields, readStatus, medianLine, medianRatios, runLabel, runStorm, sleep, start, stopGracefully, type StormRunResult } from './stormKit';
 import { openStorage } from '../storage/open';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -204,8 +204,6 @@ interface DrainSample {
 
 interface RunResult extends StormRunResult {
   run: Kind;
-  /** Which repetition (STORM_REPEAT) this run belongs to, from 1. */
-  pair: number;
   discovery?: {
     /** Discovery jobs started per second during the storm (PTR questions ÷ storm seconds), and per 10 s window. */
     stormRate: number;
@@ -428,9 +426,9 @@ reload: { watch: false }
   return result;
 }
 
-/** The run's kind, and its pair when STORM_REPEAT runs several. */
+/** The run's kind, and its pair when STORM_REPEAT runs several (there is one drain run). */
 function label(r: RunResult): string {
-  return REPEAT > 1 && r.run !== 'drain' ? `${r.run} ${r.pair}` : r.run;
+  return runLabel(r.run, r.pair, r.run === 'drain' ? 1 : REPEAT);
 }
 
 function fmt(n: number | null | undefined, d = 2): string {

@@ -27,7 +27,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { Generator, PIN, STORM_LOAD, STORM_RATE, STORM_SECONDS, Samples, cpuSeconds, threadCpuDelta, threadCpuLine, threadCpuSeconds, envNum, freeUdpPort, killAll, parseFields, readStatus, medianLine, medianRatios, runStorm, sleep, start, stopGracefully, type StormRunResult } from './stormKit';
+import { Generator, PIN, STORM_LOAD, STORM_RATE, STORM_SECONDS, Samples, cpuSeconds, threadCpuDelta, threadCpuLine, threadCpuSeconds, envNum, freeUdpPort, killAll, parseFields, readStatus, medianLine, medianRatios, runLabel, runStorm, sleep, start, stopGracefully, type StormRunResult } from './stormKit';
 import { openStorage } from '../storage/open';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -81,7 +81,7 @@ interface RunResult extends StormRunResult {
   };
 }
 
-async function run(kind: 'tracking' | 'baseline', upstreamPort: number): Promise<RunResult> {
+async function run(kind: 'tracking' | 'baseline', pair: number, upstreamPort: number): Promise<RunResult> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `codexdns-storm-${kind}-`));
   const port = await freeUdpPort();
   const db = path.join(dir, 'clients.sqlite');
@@ -153,6 +153,7 @@ reload: { watch: false }
   const answeredTotal = gen.answered.known + gen.answered.new;
   const result: RunResult = {
     run: kind,
+    pair,
     seconds: SECONDS,
     rate: RATE,
     sent: { known: gen.sent.known, new: gen.sent.new, total: sentTotal },
@@ -215,7 +216,7 @@ async function main(): Promise<void> {
     for (const kind of ['tracking', 'baseline'] as const) {
       if (!ONLY.includes(kind)) continue;
       console.error(`storm: ${kind} run${REPEAT > 1 ? ` ${pair}/${REPEAT}` : ''}, ${RATE} new clients/s for ${SECONDS} s …`);
-      results.push(await run(kind, upstreamPort));
+      results.push(await run(kind, pair, upstreamPort));
     }
   }
   killAll();
@@ -245,16 +246,10 @@ async function main(): Promise<void> {
   ];
   for (const r of results) {
     lines.push(
-      `| ${r.run} | ${r.sent.total} | ${fmt(r.answered.pct, 3)} % | ${fmt(r.latencyMs.known.p50)} ms | ${fmt(r.latencyMs.known.p99)} ms | ${fmt(r.latencyMs.new.p50)} ms | ${fmt(r.latencyMs.new.p99)} ms | ${fmt(r.latencyMs.all.p99)} ms | ${fmt(r.latencyMs.all.p999)} ms | ${fmt(r.peakRssMB, 1)} MB | ${fmt(r.serverCpuSeconds, 1)} s | ${r.server.loop_p99_ms ?? '?'} / ${r.server.loop_max_ms ?? '?'} ms | ${r.serverSocketDrops} | ${fmt(r.generatorLoopDelayP99Ms, 1)} ms |`,
+      `| ${runLabel(r.run, r.pair, REPEAT)} | ${r.sent.total} | ${fmt(r.answered.pct, 3)} % | ${fmt(r.latencyMs.known.p50)} ms | ${fmt(r.latencyMs.known.p99)} ms | ${fmt(r.latencyMs.new.p50)} ms | ${fmt(r.latencyMs.new.p99)} ms | ${fmt(r.latencyMs.all.p99)} ms | ${fmt(r.latencyMs.all.p999)} ms | ${fmt(r.peakRssMB, 1)} MB | ${fmt(r.serverCpuSeconds, 1)} s | ${r.server.loop_p99_ms ?? '?'} / ${r.server.loop_max_ms ?? '?'} ms | ${r.serverSocketDrops} | ${fmt(r.generatorLoopDelayP99Ms, 1)} ms |`,
     );
   }
-  // With STORM_REPEAT the runs are interleaved: number each kind's runs in order.
-  const seen = new Map<string, number>();
-  for (const r of results) {
-    const n = (seen.get(r.run) ?? 0) + 1;
-    seen.set(r.run, n);
-    lines.push(`${r.run}${REPEAT > 1 ? ` ${n}` : ''}: ${threadCpuLine(r.serverThreadCpuSeconds)}`);
-  }
+  for (const r of results) lines.push(`${runLabel(r.run, r.pair, REPEAT)}: ${threadCpuLine(r.serverThreadCpuSeconds)}`);
   if (out.ratio) lines.push('', `p99 ratio tracking / baseline: all ${fmt(out.ratio.p99All)}, known ${fmt(out.ratio.p99Known)}, new ${fmt(out.ratio.p99New)}${REPEAT > 1 ? ' (first pair)' : ''}`);
   if (out.medians) lines.push(medianLine(out.medians));
   if (tr?.tracking) {

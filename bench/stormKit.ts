@@ -149,6 +149,11 @@ export function threadCpuDelta(before: Map<string, number>, after: Map<string, n
   return { main: r((after.get('main') ?? 0) - (before.get('main') ?? 0)), others: r(others), busiestOther: r(busiest) };
 }
 
+/** A run's name in the output: its kind, numbered by its pair when STORM_REPEAT runs several. */
+export function runLabel(run: string, pair: number, repeat: number): string {
+  return repeat > 1 ? `${run} ${pair}` : run;
+}
+
 export function threadCpuLine(d: ThreadCpu): string {
   return `server CPU during the storm: main thread ${d.main} s, other threads ${d.others} s (busiest ${d.busiestOther} s)`;
 }
@@ -358,6 +363,8 @@ export interface StormRunResult {
   /** The server's CPU during the storm: main thread, other threads, the busiest other one (threadCpuDelta). */
   serverThreadCpuSeconds: ThreadCpu;
   generatorLoopDelayP99Ms: number;
+  /** Which repetition (STORM_REPEAT) the run belongs to, from 1. */
+  pair: number;
   /** Answers of SLOW_ANSWER_MS or more per second of the generator's life (warm-up included). */
   slowBySecond?: number[];
   /** The server's own event loop, memory and in-server times during the run (bench/stormProbe.ts). */

@@ -92,7 +92,8 @@ export interface DiscoveryMetrics {
   readonly queue: { readonly depth: number; readonly capacity: number };
   /**
    * Clients waiting for a later attempt (deferred by a guard, did not fit in the queue, retrying after a
-   * failure, or due for a refresh), and how many of them are due now (counted up to 10,000).
+   * failure, or due for a refresh), and how many of them are due now (every client waiting for its first
+   * attempt, plus the others counted up to 10,000).
    */
   readonly backlog: { readonly size: number; readonly due: number; readonly capacity: number; readonly overflowed: number };
   /** Clients announced and not yet finished (queued, running or waiting): still `discovering`. */
