@@ -77,7 +77,7 @@ describe('systemd unit', () => {
     assert.equal(one('Service.Restart'), 'on-failure');
     assert.equal(one('Service.StateDirectory'), 'codexdns');
     assert.equal(one('Service.ExecStartPre'), '/usr/local/bin/codexdns validate /etc/codexdns/Corefile.yaml');
-    assert.equal(one('Service.ExecStart'), '/usr/local/bin/codexdns --conf /etc/codexdns/Corefile.yaml');
+    assert.equal(one('Service.ExecStart'), '/usr/bin/env node --single-threaded-gc /usr/local/bin/codexdns --conf /etc/codexdns/Corefile.yaml');
     assert.equal(one('Service.ExecReload'), '/bin/kill -HUP $MAINPID');
     assert.equal(one('Service.LimitNOFILE'), '65536');
     assert.ok(keys.get('Service.Environment')?.some((e) => /^"?NODE_OPTIONS=--max-old-space-size=\d+( --max-semi-space-size=\d+)?"?$/.test(e)), String(keys.get('Service.Environment')));
@@ -86,6 +86,37 @@ describe('systemd unit', () => {
     assert.equal(one('Install.WantedBy'), 'multi-user.target');
     // V8's JIT needs writable-executable memory: this one would crash node at start.
     assert.equal(keys.get('Service.MemoryDenyWriteExecute'), undefined);
+  });
+
+  test("ExecStart's command line, with the unit's environment, starts a server that answers (node accepts its flags)", { timeout: 60_000 }, async () => {
+    const dir = tmpDir('execstart');
+    const up = await startFakeUpstream({ records: { '*.example': { A: '192.0.2.8' } } });
+    let child: ChildProcess | undefined;
+    try {
+      const port = await freePort();
+      const conf = writeCorefile(dir, port, up.address, JSON.stringify(path.join(dir, 'db.sqlite')));
+      const argv = one('Service.ExecStart')!.split(' ').map((a) => (a === '/usr/local/bin/codexdns' ? CLI : a === '/etc/codexdns/Corefile.yaml' ? conf : a));
+      const env: NodeJS.ProcessEnv = { ...process.env };
+      for (const e of keys.get('Service.Environment') ?? []) {
+        const [k, ...v] = e.replace(/^"|"$/g, '').split('=');
+        env[k] = v.join('=');
+      }
+      child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env });
+      let log = '';
+      child.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+      const exited = new Promise<number | null>((r) => child!.once('exit', (code) => r(code)));
+      await firstAnswer(child, port, () => log, 15_000);
+      // /usr/bin/env execs node in place: the pid is node's, and its command line carries the unit's flags.
+      const cmdline = fs.readFileSync(`/proc/${child.pid}/cmdline`, 'utf8').split('\0');
+      assert.ok(cmdline.includes('--single-threaded-gc'), cmdline.join(' '));
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0, log);
+      child = undefined;
+    } finally {
+      child?.kill('SIGKILL');
+      await up.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('systemd-analyze verify accepts it (ExecStart pointed at a copy that exists), without a warning', (t) => {
@@ -164,7 +195,7 @@ describe('install.sh', () => {
       }
       assert.equal(fs.readFileSync(path.join(dest, 'etc', 'codexdns', 'Corefile.yaml'), 'utf8'), fs.readFileSync(DEFAULT_CONF, 'utf8'));
       const unit = fs.readFileSync(path.join(dest, 'etc', 'systemd', 'system', 'codexdns.service'), 'utf8');
-      assert.match(unit, new RegExp(`^ExecStart=${bin} --conf /etc/codexdns/Corefile\\.yaml$`, 'm'), 'ExecStart follows --prefix');
+      assert.match(unit, new RegExp(`^ExecStart=/usr/bin/env node --single-threaded-gc ${bin} --conf /etc/codexdns/Corefile\\.yaml$`, 'm'), 'ExecStart follows --prefix');
       assert.ok(fs.existsSync(path.join(dest, 'usr', 'lib', 'sysusers.d', 'codexdns.conf')));
       if (has('systemd-analyze')) {
         const v = run('systemd-analyze', ['verify', path.join(dest, 'etc', 'systemd', 'system', 'codexdns.service')]);
@@ -187,6 +218,37 @@ describe('install.sh', () => {
     }
   });
 });
+
+/** DIR/Corefile.yaml: one UDP listener on `port`, acl (loopback), clienttrack, forward to `upstream`; SQLite at `db`. */
+function writeCorefile(dir: string, port: number, upstream: string, db: string): string {
+  const conf = path.join(dir, 'Corefile.yaml');
+  fs.writeFileSync(conf, [
+    'servers:',
+    `  - listen: [udp://127.0.0.1:${port}]`,
+    '    plugins:',
+    '      - acl: { allow: [127.0.0.0/8] }',
+    '      - clienttrack: { flush: 100ms }',
+    `      - forward: { to: ["${upstream}"] }`,
+    `storage: { client: sqlite3, connection: { filename: ${db} } }`,
+    'reload: { watch: false }',
+    '',
+  ].join('\n'));
+  return conf;
+}
+
+/** Waits until the server `child` answers `a.example` on `port`; fails with its log if it exits or `ms` pass. */
+async function firstAnswer(child: ChildProcess, port: number, log: () => string, ms: number): Promise<void> {
+  const until = Date.now() + ms;
+  for (;;) {
+    try {
+      assert.equal((await query('a.example', 'A', { port, timeoutMs: 500, from: '127.0.0.1' })).rcode, 'NOERROR');
+      return;
+    } catch (err) {
+      if (Date.now() > until || child.exitCode !== null) assert.fail(`no answer: ${String(err)}\n${log()}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
 
 async function freePort(): Promise<number> {
   const s = dgram.createSocket('udp4');
@@ -224,18 +286,7 @@ describe('upgrades', () => {
       await k.destroy();
 
       const port = await freePort();
-      const conf = path.join(dir, 'Corefile.yaml');
-      fs.writeFileSync(conf, [
-        'servers:',
-        `  - listen: [udp://127.0.0.1:${port}]`,
-        '    plugins:',
-        '      - acl: { allow: [127.0.0.0/8] }',
-        '      - clienttrack: { flush: 100ms }',
-        `      - forward: { to: ["${up.address}"] }`,
-        'storage: { client: sqlite3, connection: { filename: ./state/codexdns.sqlite } }',
-        'reload: { watch: false }',
-        '',
-      ].join('\n'));
+      const conf = writeCorefile(dir, port, up.address, './state/codexdns.sqlite');
       const cli = (...args: string[]): string => {
         const r = run(process.execPath, [CLI, ...args, '--conf', conf]);
         assert.equal(r.status, 0, `codexdns ${args.join(' ')}: ${r.stderr}`);
@@ -250,16 +301,7 @@ describe('upgrades', () => {
       let log = '';
       child.stderr!.on('data', (d: Buffer) => (log += d.toString()));
       const exited = new Promise<number | null>((r) => child!.once('exit', (code) => r(code)));
-      const until = Date.now() + 10_000;
-      for (;;) {
-        try {
-          assert.equal((await query('a.example', 'A', { port, timeoutMs: 500, from: '127.0.0.1' })).rcode, 'NOERROR');
-          break;
-        } catch (err) {
-          if (Date.now() > until || child.exitCode !== null) assert.fail(`no answer: ${String(err)}\n${log}`);
-          await new Promise((r) => setTimeout(r, 100));
-        }
-      }
+      await firstAnswer(child, port, () => log, 10_000);
       assert.equal((await query('b.example', 'A', { port, from: '127.0.0.9' })).rcode, 'NOERROR');
       child.kill('SIGTERM');
       assert.equal(await exited, 0, log);
