@@ -168,3 +168,29 @@ export function freeUdpPort(): Promise<number> {
     });
   });
 }
+
+/** The service unit the NAS build installs: the benchmarks start the server the way it does. */
+export const UNIT_FILE = path.resolve(__dirname, '..', '..', 'packaging', 'codexdns.service');
+
+/** The unit's `Environment=` variables (NODE_OPTIONS, MALLOC_ARENA_MAX, …). */
+export function unitEnvironment(unitFile = UNIT_FILE): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const m of fs.readFileSync(unitFile, 'utf8').matchAll(/^Environment="?([A-Z_]+)=([^"\n]*)"?$/gm)) out[m[1]] = m[2].trim();
+  return out;
+}
+
+/** The options the unit's ExecStart gives node itself (those NODE_OPTIONS does not accept, e.g. --single-threaded-gc). */
+export function unitExecNodeFlags(unitFile = UNIT_FILE): string[] {
+  const m = /^ExecStart=(?:\S*\/)?env node((?: --?[\w-]+(?:=\S+)?)*) /m.exec(fs.readFileSync(unitFile, 'utf8'));
+  return m ? m[1].split(' ').filter(Boolean) : [];
+}
+
+/**
+ * The server's node flags for a benchmark: `$envName` when set (an empty value: none), else the unit's —
+ * its ExecStart's node options and its NODE_OPTIONS — so a benchmark measures the service as installed.
+ */
+export function serverNodeFlags(envName: string): string[] {
+  const given = process.env[envName];
+  if (given !== undefined) return given.split(/\s+/).filter(Boolean);
+  return [...unitExecNodeFlags(), ...(unitEnvironment().NODE_OPTIONS ?? '').split(/\s+/).filter(Boolean)];
+}

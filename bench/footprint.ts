@@ -5,7 +5,7 @@
 // The server is the NAS build: packaging/Corefile.yaml (acl, metrics, breaker, ratelimit, cache 10,000, clienttrack
 // with flush 30s, discovery, forward) with only the listen addresses (127.0.0.1, free high ports), the upstream and
 // the rdns resolver (a local fixed responder, bench/upstream.ts, in its own process) and the database file (a
-// temporary folder) changed, and the NODE_OPTIONS of packaging/codexdns.service. It measures:
+// temporary folder) changed, and node started as packaging/codexdns.service starts it (its ExecStart node options and NODE_OPTIONS). It measures:
 //   1. start-up: spawn → first answer (wall and the server's CPU time), on a new database (created and
 //      migrated) and on an existing one; `codexdns validate` (the unit's ExecStartPre) and bare `node -e 0`;
 //   2. RSS idle (10 queries, then FOOTPRINT_SETTLE seconds of nothing);
@@ -31,12 +31,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
-import { CLOCK_TICKS_PER_SECOND, encodeQuery, envNum, freeUdpPort as freePort, statTicks } from './common';
+import { CLOCK_TICKS_PER_SECOND, encodeQuery, envNum, freeUdpPort as freePort, statTicks, unitEnvironment, unitExecNodeFlags } from './common';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const CLI = path.join(ROOT, 'dist', 'cli', 'codexdns.js');
 const NAS_CONF = path.join(ROOT, 'packaging', 'Corefile.yaml');
-const UNIT = path.join(ROOT, 'packaging', 'codexdns.service');
 const UPSTREAM = path.join(ROOT, 'dist', 'bench', 'upstream.js');
 const RESULTS = path.join(ROOT, 'bench', 'results', 'footprint.json');
 
@@ -60,16 +59,17 @@ const MB = (bytes: number): number => Math.round((bytes / 1048576) * 10) / 10;
 
 /** NODE_OPTIONS as the unit sets it, so the figures are the service's. */
 function unitNodeOptions(): string {
-  const m = /^Environment="?NODE_OPTIONS=([^"\n]+)"?$/m.exec(fs.readFileSync(UNIT, 'utf8'));
-  return m ? m[1].trim() : '';
+  return unitEnvironment().NODE_OPTIONS ?? '';
 }
 
 /** Other Environment= variables of the unit (MALLOC_ARENA_MAX). */
 function unitEnv(): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const m of fs.readFileSync(UNIT, 'utf8').matchAll(/^Environment="?([A-Z_]+)=([^"\n]*)"?$/gm)) if (m[1] !== 'NODE_OPTIONS') out[m[1]] = m[2];
-  return out;
+  const { NODE_OPTIONS: _, ...rest } = unitEnvironment();
+  return rest;
 }
+
+/** The node options of the unit's ExecStart (--single-threaded-gc), which NODE_OPTIONS cannot carry. */
+const UNIT_NODE_ARGS = unitExecNodeFlags();
 
 // ---------------------------------------------------------------------------------------------- processes
 
@@ -118,7 +118,7 @@ function childPidOf(pid: number): number {
 
 function startServer(conf: string, reportDir: string): Server {
   const spawnedAt = performance.now();
-  const child = spawn('timeout', ['-s', 'KILL', String(LIFETIME_S), process.execPath, '--report-on-signal', '--report-signal=SIGUSR2', `--report-directory=${reportDir}`, '--report-compact', ...NODE_ARGS, CLI, '--conf', conf], {
+  const child = spawn('timeout', ['-s', 'KILL', String(LIFETIME_S), process.execPath, '--report-on-signal', '--report-signal=SIGUSR2', `--report-directory=${reportDir}`, '--report-compact', ...UNIT_NODE_ARGS, ...NODE_ARGS, CLI, '--conf', conf], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...unitEnv(), NODE_OPTIONS: unitNodeOptions() },
   });
@@ -548,7 +548,7 @@ async function startupPhase(upstreamPort: number): Promise<Record<string, unknow
 
 /** RSS of a Node process that does nothing, with the same options: the floor codexdns is compared with. */
 async function bareNodeRss(): Promise<{ rss: number; anon: number; file: number }> {
-  const child = spawn('timeout', ['-s', 'KILL', '30', process.execPath, '-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore', env: { ...process.env, ...unitEnv(), NODE_OPTIONS: unitNodeOptions() } });
+  const child = spawn('timeout', ['-s', 'KILL', '30', process.execPath, ...UNIT_NODE_ARGS, '-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore', env: { ...process.env, ...unitEnv(), NODE_OPTIONS: unitNodeOptions() } });
   children.add(child);
   const pid = childPidOf(child.pid!);
   await sleep(3000);
@@ -690,6 +690,7 @@ async function main(): Promise<void> {
     machine: `${os.cpus().length} × ${os.cpus()[0]?.model ?? '?'}, ${MB(os.totalmem())} MB, ${os.type()} ${os.release()}, Node ${process.version}`,
     loadAverageAtStart: os.loadavg().map((x) => r1(x)),
     nodeOptions: unitNodeOptions(),
+    execStartNodeFlags: UNIT_NODE_ARGS.join(' '),
     environment: unitEnv(),
     chain: 'packaging/Corefile.yaml: acl, metrics (loopback), breaker, ratelimit, cache (10,000), clienttrack (flush 30s), discovery (rdns → the local responder), forward → local fixed responder',
   };

@@ -20,8 +20,9 @@
 // Bounds: only 127.0.0.0/8, high ports; STORM_SECONDS ≤ 120, STORM_RATE ≤ 5,000; every child runs under
 // `timeout` and is killed at the end, on error and on Ctrl-C. STORM_PIN=0: no taskset (default: generator and
 // upstreams on CPU 0, the server alone on CPU 1); STORM_SPLIT_THREADS=1: only the server's main thread on CPU 1,
-// its other threads (SQLite's, V8's GC helpers) on CPU 0. STORMD_NODE_FLAGS: flags for the server's node (the unit's
-// `--max-old-space-size=128 --max-semi-space-size=2`, or `--cpu-prof`). STORMPROBE_STALL_MS (default 100): the
+// its other threads (SQLite's, V8's GC helpers) on CPU 0. STORMD_NODE_FLAGS: the server's node flags (default: the
+// unit's, packaging/codexdns.service — `--single-threaded-gc --max-old-space-size=128 --max-semi-space-size=2`; set
+// it to add e.g. `--cpu-prof`, or to an empty value for node's defaults). STORMPROBE_STALL_MS (default 100): the
 // server's event-loop stalls longer than this are listed. Besides the generator's latencies, the probe reports the
 // time each query spent inside the server (dispatch to reply) and the collector's main-thread pauses by kind
 // (`gc_pauses`), so a slow answer can be placed; each run also keeps `slowBySecond` (answers of 20 ms or more per
@@ -38,7 +39,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import * as dnsPacket from 'dns-packet';
-import { Generator, PIN, STORM_LOAD, STORM_RATE, STORM_SECONDS, Samples, childPidOf, cpuSeconds, threadCpuDelta, threadCpuLine, threadCpuSeconds, envNum, freeUdpPort, killAll, parseFields, readStatus, medianLine, medianRatios, runLabel, runStorm, sleep, start, stopGracefully, type StormRunResult } from './stormKit';
+import { Generator, PIN, STORM_LOAD, STORM_RATE, STORM_SECONDS, childPidOf, cpuSeconds, threadCpuDelta, threadCpuLine, threadCpuSeconds, answeredCell, envNum, failedAnswersLine, freeUdpPort, serverNodeFlags, killAll, parseFields, readStatus, medianLine, medianRatios, runLabel, runStorm, sleep, start, stopGracefully, type StormRunResult } from './stormKit';
 import { openStorage } from '../storage/open';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -54,6 +55,7 @@ const PTR_DELAY_MS = envNum('STORMD_PTR_MS', 2500, 0, 10_000);
 const DRAIN_SECONDS = envNum('STORMD_DRAIN_SECONDS', 60, 0, 600);
 const DRAIN_RATE = envNum('STORMD_DRAIN_RATE', 50, 1, 1000);
 const DRAIN_STORM_SECONDS = 10;
+const NODE_FLAGS = serverNodeFlags('STORMD_NODE_FLAGS');
 const WORKERS = envNum('STORMD_WORKERS', 30, 1, 1000);
 const LIMIT = envNum('STORMD_LIMIT', 10, 1, 1000);
 /** STORMD_TRACK_OPTS: more clienttrack options, e.g. `batch: 2000, flush: 10s` (YAML flow-map entries). */
@@ -64,11 +66,13 @@ const DISC_EXTRA = process.env.STORMD_DISCOVERY_OPTS ? `, ${process.env.STORMD_D
 const REPEAT = envNum('STORM_REPEAT', 1, 1, 10);
 const ONLY = (process.env.STORMD_ONLY ?? 'discovery,baseline,drain').split(',').map((s) => s.trim());
 const LIFETIME_S = Math.ceil(SECONDS + DRAIN_SECONDS + 600);
+/** The upstream serves every run: it lives as long as all of them may take. */
+const UPSTREAM_LIFETIME_S = LIFETIME_S * (2 * REPEAT + 2);
 
 // ---------------------------------------------------------------------------------------------- processes
 
-function startPinned(cmd: string[], cpu: number, onStderr?: (s: string) => void): ReturnType<typeof start> {
-  return start(cmd, { lifetimeS: LIFETIME_S, cpu: PIN ? cpu : null, onStderr });
+function startPinned(cmd: string[], cpu: number, onStderr?: (s: string) => void, lifetimeS = LIFETIME_S): ReturnType<typeof start> {
+  return start(cmd, { lifetimeS, cpu: PIN ? cpu : null, onStderr });
 }
 
 /** Pins every thread of `pid` but the main one to `cpu`. */
@@ -284,11 +288,10 @@ reload: { watch: false }
 `;
   fs.writeFileSync(path.join(dir, 'Corefile.yaml'), conf);
   let stderr = '';
-  const nodeFlags = (process.env.STORMD_NODE_FLAGS ?? '').split(' ').filter(Boolean);
   let stdout = '';
-  const server = startPinned([process.execPath, ...nodeFlags, CLI, '--conf', path.join(dir, 'Corefile.yaml')], 1, (s) => (stderr += s));
+  const server = startPinned([process.execPath, ...NODE_FLAGS, CLI, '--conf', path.join(dir, 'Corefile.yaml')], 1, (s) => (stderr += s));
   server.child.stdout?.on('data', (d: Buffer) => {
-    if (nodeFlags.length > 0) stdout += d.toString();
+    stdout += d.toString();
   });
   const t0 = Date.now();
   while (!/codexdns started/.test(stderr)) {
@@ -309,8 +312,7 @@ reload: { watch: false }
   // The known clients' own discoveries (10) finish before the storm.
   await sleep(withDiscovery ? PTR_DELAY_MS + 1500 : 1500);
   gen.sweep();
-  gen.sent.known = gen.answered.known = gen.lost.known = 0;
-  (gen.lat as { known: Samples }).known = new Samples();
+  gen.resetKnown();
 
   if (PIN && process.env.STORM_SPLIT_THREADS === '1') moveHelperThreads(pid, 0); // threads started since
   let peakRss = readStatus(pid).rss;
@@ -333,12 +335,7 @@ reload: { watch: false }
     seconds,
     rate,
     sent: { known: gen.sent.known, new: gen.sent.new, total: gen.sent.known + gen.sent.new },
-    answered: {
-      known: gen.answered.known,
-      new: gen.answered.new,
-      total: gen.answered.known + gen.answered.new,
-      pct: (100 * (gen.answered.known + gen.answered.new)) / (gen.sent.known + gen.sent.new),
-    },
+    answered: gen.answeredSummary(),
     latencyMs: { known: gen.lat.known.percentiles(), new: gen.lat.new.percentiles(), all: gen.lat.known.merge(gen.lat.new).percentiles() },
     distinctClients: KNOWN + gen.newClients,
     peakRssMB: 0,
@@ -440,7 +437,7 @@ async function main(): Promise<void> {
   if (PIN) spawnSync('taskset', ['-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });
   const upstreamPort = await freeUdpPort();
   let upErr = '';
-  startPinned([process.execPath, UPSTREAM, '--port', String(upstreamPort), '--max-seconds', String(LIFETIME_S * 2)], 0, (s) => (upErr += s));
+  startPinned([process.execPath, UPSTREAM, '--port', String(upstreamPort), '--max-seconds', String(UPSTREAM_LIFETIME_S)], 0, (s) => (upErr += s), UPSTREAM_LIFETIME_S);
   await sleep(300);
   if (upErr) throw new Error(`upstream: ${upErr}`);
   const results: RunResult[] = [];
@@ -466,6 +463,7 @@ async function main(): Promise<void> {
   const out = {
     date: new Date().toISOString(),
     machine: `${os.cpus().length} × ${os.cpus()[0]?.model ?? '?'}, Node ${process.version}`,
+    nodeFlags: NODE_FLAGS.join(' '),
     pinning: !PIN
       ? 'none'
       : process.env.STORM_SPLIT_THREADS === '1'
@@ -479,14 +477,17 @@ async function main(): Promise<void> {
   fs.mkdirSync(path.dirname(RESULTS), { recursive: true });
   fs.writeFileSync(RESULTS, JSON.stringify(out, null, 2) + '\n');
   const lines = [
+    `server: node ${NODE_FLAGS.join(' ') || '(no flags)'}; ${out.pinning}`,
+    '',
     `| run | new clients | sent | answered | p50 all | p99 known | p99 new | p99 all | peak RSS | server CPU | server loop p99 | in server p99 / max |`,
     `|---|---|---|---|---|---|---|---|---|---|---|---|`,
   ];
   for (const r of results) {
     lines.push(
-      `| ${label(r)} | ${r.rate}/s × ${r.seconds} s | ${r.sent.total} | ${fmt(r.answered.pct, 3)} % | ${fmt(r.latencyMs.all.p50)} ms | ${fmt(r.latencyMs.known.p99)} ms | ${fmt(r.latencyMs.new.p99)} ms | ${fmt(r.latencyMs.all.p99)} ms | ${fmt(r.peakRssMB, 1)} MB | ${fmt(r.serverCpuSeconds, 1)} s | ${r.server.loop_p99_ms ?? '—'} ms | ${r.server.in_server_p99_ms ?? '—'} / ${r.server.in_server_max_ms ?? '—'} ms |`,
+      `| ${label(r)} | ${r.rate}/s × ${r.seconds} s | ${r.sent.total} | ${answeredCell(r)} | ${fmt(r.latencyMs.all.p50)} ms | ${fmt(r.latencyMs.known.p99)} ms | ${fmt(r.latencyMs.new.p99)} ms | ${fmt(r.latencyMs.all.p99)} ms | ${fmt(r.peakRssMB, 1)} MB | ${fmt(r.serverCpuSeconds, 1)} s | ${r.server.loop_p99_ms ?? '—'} ms | ${r.server.in_server_p99_ms ?? '—'} / ${r.server.in_server_max_ms ?? '—'} ms |`,
     );
   }
+  lines.push(...failedAnswersLine(results, REPEAT));
   for (const r of results) lines.push(`${label(r)}: ${threadCpuLine(r.serverThreadCpuSeconds)}`);
   if (out.ratio) lines.push('', `p99 ratio discovery / tracking off: all ${fmt(out.ratio.p99All)}, known ${fmt(out.ratio.p99Known)}, new ${fmt(out.ratio.p99New)}${REPEAT > 1 ? ' (first pair)' : ''}`);
   if (out.medians) lines.push(medianLine(out.medians));

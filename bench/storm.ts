@@ -19,7 +19,7 @@
 // Bounds: only 127.0.0.0/8; the storm stops after STORM_SECONDS (at most 120) and STORM_RATE (at most 5,000);
 // every child runs under `timeout`, and is killed at the end, on error and on Ctrl-C. STORM_PIN=0: no taskset
 // (by default the generator and the upstream run on CPU 0, the server alone on CPU 1). STORM_ONLY=tracking or
-// baseline runs one of the two; STORM_CLI runs another build's dist/cli/codexdns.js; STORM_NODE_FLAGS adds flags to the server's node (e.g. --cpu-prof);
+// baseline runs one of the two; STORM_CLI runs another build's dist/cli/codexdns.js; STORM_NODE_FLAGS: the server's node flags (default: the unit's, packaging/codexdns.service; set it to add e.g. --cpu-prof, or empty for node's defaults);
 // STORM_KEEP_TMP=1 keeps each run's folder (Corefile, database, server.log).
 // STORM_REPEAT=N runs N interleaved pairs and reports each side's p99s and the ratio of their medians.
 import { spawnSync } from 'node:child_process';
@@ -27,7 +27,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { Generator, PIN, STORM_LOAD, STORM_RATE, STORM_SECONDS, Samples, cpuSeconds, threadCpuDelta, threadCpuLine, threadCpuSeconds, envNum, freeUdpPort, killAll, parseFields, readStatus, medianLine, medianRatios, runLabel, runStorm, sleep, start, stopGracefully, type StormRunResult } from './stormKit';
+import { Generator, PIN, STORM_LOAD, STORM_RATE, STORM_SECONDS, cpuSeconds, threadCpuDelta, threadCpuLine, threadCpuSeconds, answeredCell, envNum, failedAnswersLine, freeUdpPort, serverNodeFlags, killAll, parseFields, readStatus, medianLine, medianRatios, runLabel, runStorm, sleep, start, stopGracefully, type StormRunResult } from './stormKit';
 import { openStorage } from '../storage/open';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -38,6 +38,7 @@ const PROBE = path.join(ROOT, 'dist', 'bench', 'stormProbe.js');
 const RESULTS = path.join(ROOT, 'bench', 'results', 'storm.json');
 
 const SECONDS = STORM_SECONDS;
+const NODE_FLAGS = serverNodeFlags('STORM_NODE_FLAGS');
 const RATE = STORM_RATE;
 const { known: KNOWN, knownQps: KNOWN_QPS, newQueries: NEW_QUERIES, queryTimeoutMs: QUERY_TIMEOUT_MS, poolNames: POOL_NAMES, uniqueShare: UNIQUE_SHARE } = STORM_LOAD;
 const DELAY_MS = envNum('STORM_DISCOVERY_MS', 2500, 0, 10_000);
@@ -45,11 +46,13 @@ const DELAY_MS = envNum('STORM_DISCOVERY_MS', 2500, 0, 10_000);
 const REPEAT = envNum('STORM_REPEAT', 1, 1, 10);
 const ONLY = (process.env.STORM_ONLY ?? 'tracking,baseline').split(',').map((s) => s.trim());
 const LIFETIME_S = Math.ceil(SECONDS + 180);
+/** The upstream serves every run: it lives as long as all of them may take. */
+const UPSTREAM_LIFETIME_S = LIFETIME_S * (2 * REPEAT + 1);
 
 // ---------------------------------------------------------------------------------------------- processes
 
-function startPinned(cmd: string[], cpu: number, onStderr?: (s: string) => void): ReturnType<typeof start> {
-  return start(cmd, { lifetimeS: LIFETIME_S, cpu: PIN ? cpu : null, onStderr });
+function startPinned(cmd: string[], cpu: number, onStderr?: (s: string) => void, lifetimeS = LIFETIME_S): ReturnType<typeof start> {
+  return start(cmd, { lifetimeS, cpu: PIN ? cpu : null, onStderr });
 }
 
 /** Datagrams the kernel dropped on the server's UDP socket (receive buffer full), from /proc/net/udp. */
@@ -102,8 +105,7 @@ reload: { watch: false }
 `;
   fs.writeFileSync(path.join(dir, 'Corefile.yaml'), conf);
   let stderr = '';
-  const flags = (process.env.STORM_NODE_FLAGS ?? '').split(' ').filter(Boolean);
-  const server = startPinned([process.execPath, ...flags, CLI, '--conf', path.join(dir, 'Corefile.yaml')], 1, (s) => (stderr += s));
+  const server = startPinned([process.execPath, ...NODE_FLAGS, CLI, '--conf', path.join(dir, 'Corefile.yaml')], 1, (s) => (stderr += s));
   const t0 = Date.now();
   while (!/codexdns started/.test(stderr)) {
     if (Date.now() - t0 > 20_000 || server.child.exitCode !== null) throw new Error(`${kind}: server did not start:\n${stderr}`);
@@ -127,8 +129,7 @@ reload: { watch: false }
   }
   gen.sweep();
   // Discard the warm-up figures.
-  gen.sent.known = gen.answered.known = gen.lost.known = 0;
-  (gen.lat as { known: Samples }).known = new Samples();
+  gen.resetKnown();
 
   let peakRss = readStatus(pid).rss;
   const rssTimer = setInterval(() => (peakRss = Math.max(peakRss, readStatus(pid).rss)), 250);
@@ -150,14 +151,13 @@ reload: { watch: false }
   await stopGracefully(server.child, pid);
 
   const sentTotal = gen.sent.known + gen.sent.new;
-  const answeredTotal = gen.answered.known + gen.answered.new;
   const result: RunResult = {
     run: kind,
     pair,
     seconds: SECONDS,
     rate: RATE,
     sent: { known: gen.sent.known, new: gen.sent.new, total: sentTotal },
-    answered: { known: gen.answered.known, new: gen.answered.new, total: answeredTotal, pct: (100 * answeredTotal) / sentTotal },
+    answered: gen.answeredSummary(),
     latencyMs: { known: gen.lat.known.percentiles(), new: gen.lat.new.percentiles(), all: gen.lat.known.merge(gen.lat.new).percentiles() },
     distinctClients: KNOWN + gen.newClients,
     peakRssMB: peakRss / 1048576,
@@ -207,7 +207,7 @@ async function main(): Promise<void> {
   if (PIN) spawnSync('taskset', ['-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });
   const upstreamPort = await freeUdpPort();
   let upErr = '';
-  startPinned([process.execPath, UPSTREAM, '--port', String(upstreamPort), '--max-seconds', String(LIFETIME_S * 2)], 0, (s) => (upErr += s));
+  startPinned([process.execPath, UPSTREAM, '--port', String(upstreamPort), '--max-seconds', String(UPSTREAM_LIFETIME_S)], 0, (s) => (upErr += s), UPSTREAM_LIFETIME_S);
   await sleep(300);
   if (upErr) throw new Error(`upstream: ${upErr}`);
   const results: RunResult[] = [];
@@ -225,6 +225,7 @@ async function main(): Promise<void> {
   const out = {
     date: new Date().toISOString(),
     machine: `${os.cpus().length} × ${os.cpus()[0]?.model ?? '?'}, Node ${process.version}`,
+    nodeFlags: NODE_FLAGS.join(' '),
     pinning: PIN ? 'generator + upstream on CPU 0, server alone on CPU 1' : 'none',
     results,
     medians: medianRatios(results.filter((r) => r.run === 'tracking'), results.filter((r) => r.run === 'baseline')),
@@ -241,24 +242,29 @@ async function main(): Promise<void> {
   fs.mkdirSync(path.dirname(RESULTS), { recursive: true });
   fs.writeFileSync(RESULTS, JSON.stringify(out, null, 2) + '\n');
   const lines = [
+    `server: node ${NODE_FLAGS.join(' ') || '(no flags)'}; ${out.pinning}`,
+    '',
     `| run | sent | answered | p50 known | p99 known | p50 new | p99 new | p99 all | p99.9 all | peak RSS | server CPU | server loop p99 / max | socket drops | generator loop p99 |`,
     `|---|---|---|---|---|---|---|---|---|---|---|---|---|---|`,
   ];
   for (const r of results) {
     lines.push(
-      `| ${runLabel(r.run, r.pair, REPEAT)} | ${r.sent.total} | ${fmt(r.answered.pct, 3)} % | ${fmt(r.latencyMs.known.p50)} ms | ${fmt(r.latencyMs.known.p99)} ms | ${fmt(r.latencyMs.new.p50)} ms | ${fmt(r.latencyMs.new.p99)} ms | ${fmt(r.latencyMs.all.p99)} ms | ${fmt(r.latencyMs.all.p999)} ms | ${fmt(r.peakRssMB, 1)} MB | ${fmt(r.serverCpuSeconds, 1)} s | ${r.server.loop_p99_ms ?? '?'} / ${r.server.loop_max_ms ?? '?'} ms | ${r.serverSocketDrops} | ${fmt(r.generatorLoopDelayP99Ms, 1)} ms |`,
+      `| ${runLabel(r.run, r.pair, REPEAT)} | ${r.sent.total} | ${answeredCell(r)} | ${fmt(r.latencyMs.known.p50)} ms | ${fmt(r.latencyMs.known.p99)} ms | ${fmt(r.latencyMs.new.p50)} ms | ${fmt(r.latencyMs.new.p99)} ms | ${fmt(r.latencyMs.all.p99)} ms | ${fmt(r.latencyMs.all.p999)} ms | ${fmt(r.peakRssMB, 1)} MB | ${fmt(r.serverCpuSeconds, 1)} s | ${r.server.loop_p99_ms ?? '?'} / ${r.server.loop_max_ms ?? '?'} ms | ${r.serverSocketDrops} | ${fmt(r.generatorLoopDelayP99Ms, 1)} ms |`,
     );
   }
+  lines.push(...failedAnswersLine(results, REPEAT));
   for (const r of results) lines.push(`${runLabel(r.run, r.pair, REPEAT)}: ${threadCpuLine(r.serverThreadCpuSeconds)}`);
   if (out.ratio) lines.push('', `p99 ratio tracking / baseline: all ${fmt(out.ratio.p99All)}, known ${fmt(out.ratio.p99Known)}, new ${fmt(out.ratio.p99New)}${REPEAT > 1 ? ' (first pair)' : ''}`);
   if (out.medians) lines.push(medianLine(out.medians));
-  if (tr?.tracking) {
-    const t = tr.tracking;
+  for (const r of results) {
+    const t = r.tracking;
+    if (!t) continue;
+    const label = runLabel(r.run, r.pair, REPEAT);
     lines.push(
       '',
-      `tracking: jobs dropped ${t.stopped.dropped ?? '?'}, failed ${t.stopped.failed ?? '?'}, writer dropped ${t.stopped.dropped_queries ?? '?'} queries; ` +
-        `batches ${t.stopped.batches ?? '?'} (failed ${t.stopped.failed_batches ?? '?'}); evicted from the index ${t.stopped.evicted ?? '?'}`,
-      `database: ${t.dbRows} rows for ${tr.distinctClients} distinct clients; query_count total ${t.dbQueryCount} for ${t.queriesSentToServer} queries sent (warm-up included); ` +
+      `${label}: jobs dropped ${t.stopped.dropped ?? '?'} (${t.stopped.dropped_at_shutdown ?? '?'} of them updates arriving during shutdown), queries dropped ${t.stopped.queries_dropped ?? '?'}, ` +
+        `failed ${t.stopped.failed ?? '?'}, writer dropped ${t.stopped.dropped_queries ?? '?'} queries; batches ${t.stopped.batches ?? '?'} (failed ${t.stopped.failed_batches ?? '?'}); evicted from the index ${t.stopped.evicted ?? '?'}`,
+      `  database: ${t.dbRows} rows for ${r.distinctClients} distinct clients; query_count total ${t.dbQueryCount} for ${t.queriesSentToServer} queries sent (warm-up included); ` +
         `${t.dbDiscovering} still discovering, ${t.dbDiscovered} discovered (stand-in: ${t.standin.completed ?? '?'} completed, ${t.standin.dropped ?? '?'} not queued)`,
     );
   }

@@ -9,7 +9,7 @@ import { performance } from 'node:perf_hooks';
 import os from 'node:os';
 import { CLOCK_TICKS_PER_SECOND, encodeQuery, envNum, findBinary, statTicks } from './common';
 
-export { envNum, findBinary, freeUdpPort } from './common';
+export { envNum, findBinary, freeUdpPort, serverNodeFlags } from './common';
 
 // The storm's load, the same in both benchmarks: STORM_RATE new clients a second for STORM_SECONDS, each asking
 // `newQueries` names a second apart, beside `known` clients at `knownQps` each; `uniqueShare` of the names are
@@ -193,6 +193,17 @@ export function medianLine(m: MedianRatios): string {
   return `over ${m.pairs} pairs: p99 all with tracking ${ms(m.withP99)} ms, without ${ms(m.withoutP99)} ms; median ÷ median ${m.ratioOfMedians.toFixed(2)}, median of the pairs' ratios ${m.medianOfRatios.toFixed(2)}`;
 }
 
+/** The table's "answered" cell: the share of queries answered, and how many answers were not NOERROR. */
+export function answeredCell(r: StormRunResult): string {
+  return `${r.answered.pct.toFixed(3)} %${r.answered.notNoError > 0 ? ` (${r.answered.notNoError} not NOERROR)` : ''}`;
+}
+
+/** A warning line when some run got answers other than NOERROR (its latencies are not those of real answers). */
+export function failedAnswersLine(results: ReadonlyArray<StormRunResult & { run: string }>, repeat: number): string[] {
+  const bad = results.filter((r) => r.answered.notNoError > 0).map((r) => `${runLabel(r.run, r.pair, repeat)} (${r.answered.notNoError})`);
+  return bad.length === 0 ? [] : ['', `WARNING: answers other than NOERROR in ${bad.join(', ')}: those runs are not comparable`];
+}
+
 /** The `key=value` fields of a server log line. */
 export function parseFields(line: string | undefined): Record<string, string> {
   const out: Record<string, string> = {};
@@ -262,6 +273,8 @@ export class Generator {
   readonly lat = { known: new Samples(), new: new Samples() };
   readonly sent = { known: 0, new: 0 };
   readonly answered = { known: 0, new: 0 };
+  /** Answers whose rcode is not NOERROR (the local upstream fails only when it is gone): such a run is not comparable. */
+  readonly failed = { known: 0, new: 0 };
   readonly lost = { known: 0, new: 0 };
   readonly live = new Set<Client>();
   newClients = 0;
@@ -292,11 +305,14 @@ export class Generator {
         const sec = Math.floor((now - this.startedAt) / 1000);
         this.slowBySecond[sec] = (this.slowBySecond[sec] ?? 0) + 1;
       }
+      const failed = msg.length >= 4 && (msg[3] & 0x0f) !== 0;
       if (c.known) {
         this.answered.known++;
+        if (failed) this.failed.known++;
         this.lat.known.add(ms);
       } else {
         this.answered.new++;
+        if (failed) this.failed.new++;
         this.lat.new.add(ms);
       }
     });
@@ -322,6 +338,19 @@ export class Generator {
   private transmit(c: Client, q: Buffer): void {
     c.pending.set(q.readUInt16BE(0), performance.now());
     c.sock.send(q, this.port, '127.0.0.1');
+  }
+
+  /** Forgets the known clients' counts and latencies so far (the warm-up before the storm). */
+  resetKnown(): void {
+    this.sent.known = this.answered.known = this.failed.known = this.lost.known = 0;
+    (this.lat as { known: Samples }).known = new Samples();
+  }
+
+  /** The run's answered counts, with the share of queries sent and the answers that were not NOERROR. */
+  answeredSummary(): StormRunResult['answered'] {
+    const total = this.answered.known + this.answered.new;
+    const failed = this.failed.known + this.failed.new;
+    return { known: this.answered.known, new: this.answered.new, total, pct: (100 * total) / (this.sent.known + this.sent.new), notNoError: failed };
   }
 
   get queryTimeoutMs(): number {
@@ -355,7 +384,7 @@ export interface StormRunResult {
   seconds: number;
   rate: number;
   sent: { known: number; new: number; total: number };
-  answered: { known: number; new: number; total: number; pct: number };
+  answered: { known: number; new: number; total: number; pct: number; notNoError: number };
   latencyMs: { known: ReturnType<Samples['percentiles']>; new: ReturnType<Samples['percentiles']>; all: ReturnType<Samples['percentiles']> };
   distinctClients: number;
   peakRssMB: number;
