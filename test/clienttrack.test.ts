@@ -292,6 +292,26 @@ describe('clienttrack: the tracker', () => {
     assert.equal(m.writer.batches, 4);
   });
 
+  test('updates that arrive while tracking shuts down are dropped, counted and logged as such (not as a full queue)', async () => {
+    const store = new FakeStore();
+    const { t, lines, hooks } = makeTracker({ logIntervalMs: 60_000 }, store);
+    await ready(t);
+    t.track('10.3.9.1', 1, '', 1, 0);
+    const closing = t.close(1000);
+    hooks.applyDiscovery.call({ ip: '10.3.9.1', hostname: 'late.lan', method: 'rdns', done: true });
+    await closing;
+    hooks.applyDiscovery.call({ ip: '10.3.9.2', hostname: 'later.lan', method: 'rdns', done: true });
+    t.track('10.3.9.3', 2, '', 1, 0);
+    const m = t.metrics();
+    assert.equal(m.dropped, 3);
+    assert.equal(t.queryTotals().dropped, 1);
+    assert.equal(store.totalQueries(), 1, 'the query before the shutdown is written');
+    const shut = lines.filter((l) => /shutting down, dropping update for /.test(l));
+    assert.equal(shut.map((l) => Number(/dropped=(\d+)/.exec(l)![1])).reduce((a, b) => a + b, 0), 3, shut.join('\n'));
+    assert.match(shut[0], /shutting down, dropping update for 10\.3\.9\.1 dropped=1/);
+    assert.equal(lines.filter((l) => /queue full/.test(l)).length, 0);
+  });
+
   test('the flush timer writes a partial batch once per interval, and nothing when nothing happened', async () => {
     const store = new FakeStore();
     const clock = new ManualClock(1_000_000);

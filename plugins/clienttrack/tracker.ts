@@ -97,6 +97,7 @@ export class Tracker {
   private readonly wall: () => number;
   private readonly observe: ((job: TrackJob) => void) | undefined;
   private readonly queueWarning: RepeatingWarning;
+  private readonly closedWarning: RepeatingWarning;
   private readonly loadWarning: RepeatingWarning;
   private readonly announceWarning: RepeatingWarning;
   private readonly jobWarning: RepeatingWarning;
@@ -157,6 +158,12 @@ export class Tracker {
       intervalMs: every,
       clock: this.clock,
       emit: (count) => this.log.warn(`queue full, dropping update for ${this.lastDroppedIp}`, { dropped: count }),
+    });
+    // Not a full queue: updates that arrive while tracking shuts down (a discovery finishing late) have nowhere to go.
+    this.closedWarning = new RepeatingWarning({
+      intervalMs: every,
+      clock: this.clock,
+      emit: (count) => this.log.warn(`shutting down, dropping update for ${this.lastDroppedIp}`, { dropped: count }),
     });
     this.loadWarning = new RepeatingWarning({
       intervalMs: every,
@@ -227,8 +234,7 @@ export class Tracker {
     }
     if (!this.pool.submit(new QueryJob(ip, at, key, qtype, rcode), priority)) {
       this.queriesDropped++;
-      this.lastDroppedIp = ip;
-      this.queueWarning.hit();
+      this.dropped(ip);
     }
   }
 
@@ -238,10 +244,7 @@ export class Tracker {
       this.log.warn('applyDiscovery: ignoring an update without an ip');
       return;
     }
-    if (!this.pool.submit(new DiscoveryJob(update, this.wall()), 'high')) {
-      this.lastDroppedIp = update.ip;
-      this.queueWarning.hit();
-    }
+    if (!this.pool.submit(new DiscoveryJob(update, this.wall()), 'high')) this.dropped(update.ip);
   }
 
   /** Whether the index holds `ip`, and its state (tests, API). */
@@ -349,6 +352,7 @@ export class Tracker {
     const lost = this.batcher.close();
     this.state = 'closed';
     this.queueWarning.flush();
+    this.closedWarning.flush();
     const m = this.metrics();
     if (!drained || !flushed || lost.rows > 0) {
       this.log.warn('shutdown: some client updates could not be written in time', {
@@ -363,6 +367,7 @@ export class Tracker {
       processed: m.processed,
       failed: m.failed,
       dropped: m.dropped,
+      dropped_at_shutdown: this.closedWarning.hits,
       queued: m.queued + m.busy,
       queries: this.queriesSubmitted,
       queries_dropped: this.queriesDropped,
@@ -382,6 +387,18 @@ export class Tracker {
     this.observe?.(job);
     if (job.kind === 0) this.processQuery(job);
     else this.processDiscovery(job);
+  }
+
+  /** A job the pool refused: its queue was full, or tracking is shutting down. Counted by the pool; logged here. */
+  private dropped(ip: string): void {
+    this.lastDroppedIp = ip;
+    if (!this.pool.isClosed) {
+      this.queueWarning.hit();
+      return;
+    }
+    this.closedWarning.hit();
+    // Closing is over (its summary is logged): no later flush would report these.
+    if (this.state === 'closed') this.closedWarning.flush();
   }
 
   private announcing(): boolean {
