@@ -108,7 +108,6 @@ export function exitOnSignalOrDeadline(args: Map<string, string>): void {
   process.on('SIGINT', () => process.exit(0));
 }
 
-/** A numeric knob from the environment, bounded; a bad value stops the benchmark with a message. */
 /** USER_HZ: the unit of the CPU times in /proc/PID/stat (100 on Linux). */
 export const CLOCK_TICKS_PER_SECOND = 100;
 
@@ -127,6 +126,7 @@ export function statTicks(statFile: string, children = false): number | null {
   }
 }
 
+/** A numeric knob from the environment, bounded; a bad value stops the benchmark with a message. */
 export function envNum(name: string, def: number, min: number, max: number): number {
   const raw = process.env[name];
   if (raw === undefined || raw === '') return def;
@@ -181,7 +181,8 @@ export function unitEnvironment(unitFile = UNIT_FILE): Record<string, string> {
 
 /** The options the unit's ExecStart gives node itself (those NODE_OPTIONS does not accept, e.g. --single-threaded-gc). */
 export function unitExecNodeFlags(unitFile = UNIT_FILE): string[] {
-  const m = /^ExecStart=(?:\S*\/)?env node((?: --?[\w-]+(?:=\S+)?)*) /m.exec(fs.readFileSync(unitFile, 'utf8'));
+  // `ExecStart=/usr/bin/env node --flag … PROGRAM …` or `ExecStart=/usr/bin/node --flag … PROGRAM …`.
+  const m = /^ExecStart=(?:\S*\/)?(?:env\s+)?(?:\S*\/)?node((?: --?[\w-]+(?:=\S+)?)*) /m.exec(fs.readFileSync(unitFile, 'utf8'));
   return m ? m[1].split(' ').filter(Boolean) : [];
 }
 
