@@ -6,7 +6,10 @@ import type { Registry } from 'prom-client';
 import type { PluginApi } from '../../core/plugin';
 import { ClientStore, MAX_LIST_LIMIT, type ClientRow, type ClientSort } from '../../storage/clientStore';
 import type { QueueMetrics } from '../clienttrack/types';
+import { HttpStatusError as HttpError } from '../pkg/httpError';
+import type { ApiClient, MetricsHooks } from './hooks';
 import type { RequestRecorder } from './requestMetrics';
+import type { PluginRoutes } from './routes';
 import { registrySum, registryValues, type BlockSources, type BreakerStateName, type DiscoverySnapshot } from './sources';
 
 /** One block's metrics plugin instance, as the HTTP side sees it (the newest chain's, after a reload). */
@@ -15,13 +18,13 @@ export interface BlockView {
   readonly api: PluginApi;
   readonly sources: BlockSources;
   readonly recorder: RequestRecorder;
+  /** The hooks this block's metrics instance published (other plugins' routes and client fields). */
+  readonly hooks: MetricsHooks;
+  /** This chain's plugin routes, collected at its startup. */
+  routes: PluginRoutes | null;
 }
 
-export class HttpError extends Error {
-  constructor(readonly status: number, message: string) {
-    super(message);
-  }
-}
+export { HttpStatusError as HttpError } from '../pkg/httpError';
 
 const STORAGE_TIMEOUT_MS = 3000;
 
@@ -159,7 +162,7 @@ export async function goroutinesJson(views: readonly BlockView[], registry: Regi
 
 const SORTS: readonly ClientSort[] = ['ip', 'hostname', 'last_seen', 'query_count', 'first_seen'];
 
-export interface ClientJson {
+export interface ClientJson extends ApiClient {
   ip: string;
   hostname: string | null;
   mac: string | null;
@@ -187,6 +190,13 @@ export function clientJson(r: ClientRow): ClientJson {
     discoveredAt: r.discoveredAt === null ? null : new Date(r.discoveredAt).toISOString(),
     lastError: r.lastError,
   };
+}
+
+/** Hands a client object to every block's `apiClient` taps (their own fields: a DNS name, a filter group). */
+export function decorateClient(views: readonly BlockView[], c: ClientJson): ClientJson {
+  let out: ApiClient = c;
+  for (const v of views) if (v.hooks.apiClient.isUsed()) out = v.hooks.apiClient.call(out);
+  return out as ClientJson;
 }
 
 /** The client store of the first block with client tracking (storage is opened only when tracking is on). */
@@ -222,7 +232,7 @@ export class ClientReader {
     if (store === null) return { enabled: false, total: 0, offset, limit, sort, order, search, clients: [] };
     try {
       const r = await withTimeout(store.list({ offset, limit, sort, order, search }), STORAGE_TIMEOUT_MS, 'listing clients');
-      return { enabled: true, total: r.total, offset, limit, sort, order, search, clients: r.rows.map(clientJson) };
+      return { enabled: true, total: r.total, offset, limit, sort, order, search, clients: r.rows.map((row) => decorateClient(views, clientJson(row))) };
     } catch (err) {
       throw new HttpError(503, `storage unavailable: ${errorText(err)}`);
     }
@@ -244,7 +254,7 @@ export class ClientReader {
       throw new HttpError(503, `storage unavailable: ${errorText(err)}`);
     }
     if (row === undefined) throw new HttpError(404, `no client ${ip}`);
-    return clientJson(row);
+    return decorateClient(views, clientJson(row));
   }
 
   /** The most active clients, for the dashboard. */
@@ -253,7 +263,7 @@ export class ClientReader {
       const store = await this.store_(views);
       if (store === null) return { enabled: false, total: null, clients: [] };
       const r = await withTimeout(store.list({ limit: n, sort: 'query_count', order: 'desc' }), STORAGE_TIMEOUT_MS, 'listing clients');
-      return { enabled: true, total: r.total, clients: r.rows.map(clientJson) };
+      return { enabled: true, total: r.total, clients: r.rows.map((row) => decorateClient(views, clientJson(row))) };
     } catch (err) {
       return { enabled: true, total: null, clients: [], error: errorText(err) };
     }

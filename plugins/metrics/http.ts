@@ -16,8 +16,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../../core/log';
+import { httpStatusOf } from '../pkg/httpError';
 import { ClientReader, HttpError, discoveryJson, errorText, goroutinesJson, healthJson, queueJson, type BlockView } from './api';
 import type { CoreMetrics } from './requestMetrics';
+import type { RouteMatch } from './routes';
 import { HISTORY_SECONDS, Sampler, type Sample } from './series';
 
 // ----------------------------------------------------------------------------------------------- listen
@@ -296,7 +298,13 @@ export class MetricsHost {
       const method = req.method ?? 'GET';
       if (p === '/login') return await this.login(req, res, method);
       if (p === '/logout') return this.logout(res, method);
-      if (method !== 'GET' && method !== 'HEAD') {
+      const views = [...this.views.values()];
+      const routed = p.startsWith('/api/') ? this.pluginRoute(views, method, p) : null;
+      if (routed !== null && 'allow' in routed.match) {
+        res.setHeader('Allow', routed.match.allow.join(', '));
+        return this.json(res, 405, { error: 'method not allowed' });
+      }
+      if (routed === null && method !== 'GET' && method !== 'HEAD') {
         res.setHeader('Allow', 'GET, HEAD');
         return this.json(res, 405, { error: 'method not allowed' });
       }
@@ -305,7 +313,7 @@ export class MetricsHost {
         res.setHeader('WWW-Authenticate', 'Bearer realm="codexdns"');
         return this.json(res, 401, { error: 'authentication required: send Authorization: Bearer TOKEN, or log in at /login' });
       }
-      const views = [...this.views.values()];
+      if (routed !== null && 'route' in routed.match) return await this.runRoute(req, res, url, routed.match, method);
       switch (p) {
         case '/metrics': {
           const text = await this.registry.metrics();
@@ -357,10 +365,68 @@ export class MetricsHost {
           return this.json(res, 404, { error: 'not found' });
       }
     } catch (err) {
-      if (err instanceof HttpError) return this.json(res, err.status, { error: err.message });
+      const status = httpStatusOf(err);
+      if (status !== undefined) return this.json(res, status, { error: (err as Error).message });
       this.log.warn('metrics HTTP request failed', { url: req.url, error: errorText(err) });
       if (!res.headersSent) this.json(res, 500, { error: 'internal error' });
       else res.destroy();
+    }
+  }
+
+  /** The first attached block whose plugins added a route for this path (the newest chain's handlers). */
+  private pluginRoute(views: readonly BlockView[], method: string, p: string): { match: RouteMatch | { allow: string[] } } | null {
+    let allow: { match: { allow: string[] } } | null = null;
+    for (const view of views) {
+      const m = view.routes?.match(method, p) ?? null;
+      if (m === null) continue;
+      if ('route' in m) return { match: m };
+      allow ??= { match: m };
+    }
+    return allow;
+  }
+
+  private async runRoute(req: http.IncomingMessage, res: http.ServerResponse, url: URL, match: RouteMatch, method: string): Promise<void> {
+    let body: unknown;
+    if (method === 'POST' || method === 'DELETE') {
+      // A state change: a cross-site page could send a form to a loopback listener, but not JSON without a
+      // preflight we never answer, and never with another Origin.
+      if (!/^application\/json\s*(;|$)/i.test(req.headers['content-type'] ?? '')) {
+        return this.json(res, 415, { error: 'send the request body as Content-Type: application/json' });
+      }
+      if (!this.sameOrigin(req.headers.origin)) return this.json(res, 403, { error: 'cross-site request refused' });
+      const text = await readBody(req, MAX_BODY);
+      if (text === null) return this.json(res, 413, { error: 'request too large' });
+      if (text.trim() !== '') {
+        try {
+          body = JSON.parse(text) as unknown;
+        } catch {
+          return this.json(res, 400, { error: 'the body is not JSON' });
+        }
+      }
+    }
+    const result = await match.route.handler({
+      method: match.route.method,
+      path: url.pathname,
+      params: match.params,
+      query: url.searchParams,
+      body,
+      remoteAddress: req.socket.remoteAddress,
+    });
+    if (method === 'HEAD') {
+      res.writeHead(200, { 'Content-Type': 'application/json; charset=utf-8' });
+      return void res.end();
+    }
+    this.json(res, 200, result ?? { ok: true });
+  }
+
+  /** No Origin (a non-browser client), or one naming this server. */
+  private sameOrigin(origin: string | undefined): boolean {
+    if (origin === undefined) return true;
+    if (origin === 'null') return false;
+    try {
+      return this.hostAllowed(new URL(origin).host);
+    } catch {
+      return false;
     }
   }
 

@@ -6,12 +6,15 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { collectDefaultMetrics, type Registry } from 'prom-client';
+import { SyncHook, SyncWaterfallHook } from 'tapable';
 import { OptionError } from '../../config/errors';
 import { Duration, Type } from '../../config/types';
 import { definePlugin, type PluginApi, type WireStats } from '../../core/plugin';
 import type { BlockView } from './api';
+import type { ApiClient, HttpRouteTable, MetricsHooks } from './hooks';
 import { acquireHost, parseHttpListen, type HostLease, type HostSettings } from './http';
 import { RequestRecorder, coreMetrics } from './requestMetrics';
+import { PluginRoutes } from './routes';
 import { BlockSources } from './sources';
 
 export { httpListeners, parseHttpListen, isLoopbackAddress, dashboardDir } from './http';
@@ -19,6 +22,8 @@ export { MONITORED_TYPES, RequestRecorder, coreMetrics, zoneLabel } from './requ
 export { FastCounter, FastHistogram, TIME_BUCKETS, SIZE_BUCKETS, TAP_BUCKETS } from './collectors';
 export type { Sample } from './series';
 export { normaliseBreakers, discoverySnapshot, type DiscoverySnapshot, type BreakerStateName } from './sources';
+
+export type { MetricsHooks, HttpRoute, HttpRouteRequest, HttpRouteMethod, HttpRouteTable, ApiClient } from './hooks';
 
 export const DEFAULT_LISTEN = '127.0.0.1:9153';
 
@@ -44,6 +49,9 @@ export const metricsPlugin = definePlugin({
   name: 'metrics',
   description: 'Prometheus /metrics, a JSON API (queue, discovery, tasks, clients, health, ready) and a live dashboard',
   options: MetricsOptions,
+  declare(): MetricsHooks {
+    return { routes: new SyncHook<[HttpRouteTable]>(['table']), apiClient: new SyncWaterfallHook<[ApiClient]>(['client']) };
+  },
   async setup(api, o) {
     const listen = parseHttpListen(o.listen);
     if (typeof listen === 'string') throw new OptionError('listen', listen);
@@ -80,9 +88,10 @@ export const metricsPlugin = definePlugin({
       const e = err as NodeJS.ErrnoException;
       throw new OptionError('listen', `cannot listen on ${o.listen}: ${e.code ?? ''}${e.code ? ' ' : ''}${e.message}`);
     }
-    const view: BlockView = { block: api.block.name, api, sources, recorder };
+    const view: BlockView = { block: api.block.name, api, sources, recorder, hooks: api.own, routes: null };
     api.hooks.startup.tapPromise('metrics', async () => {
       if (o.plugin_timing) recorder.bindTapTimings(api.server.tapTimings());
+      view.routes = PluginRoutes.collect(api.own, (m) => api.log.error(m));
       lease.host.attach(view, settings, api.log);
     });
     api.hooks.shutdown.tapPromise('metrics', async () => {
