@@ -1,4 +1,4 @@
-import { SyncBailHook, SyncHook } from 'tapable';
+import { AsyncSeriesBailHook, SyncBailHook, SyncHook } from 'tapable';
 import { OptionError } from '../../config/errors';
 import { Duration, Type } from '../../config/types';
 import { definePlugin } from '../../core/plugin';
@@ -6,9 +6,9 @@ import { ClientStore } from '../../storage/clientStore';
 import type { TrackStore } from './batcher';
 import { registerMetrics } from './metrics';
 import { Tracker, type TrackerOptions } from './tracker';
-import type { ClienttrackHooks, DiscoveryUpdate, NewClientEvent, QueueMetrics } from './types';
+import type { ClientIdentity, ClienttrackHooks, DiscoveryUpdate, NewClientEvent, QueueMetrics } from './types';
 
-export type { ClienttrackHooks, DiscoveryUpdate, NewClientEvent, QueueMetrics, WriterMetrics } from './types';
+export type { ClientIdentity, ClienttrackHooks, DiscoveryUpdate, NewClientEvent, QueueMetrics, WriterMetrics } from './types';
 export { Tracker, type TrackerOptions, type TrackerDeps, type TrackJob, QueryJob, DiscoveryJob } from './tracker';
 export { Batcher, type TrackStore } from './batcher';
 
@@ -80,8 +80,10 @@ export function trackerOptions(o: ClienttrackOptions): TrackerOptions {
 /** Points the tracker at this chain's hooks: it announces on `newClient`, and serves `applyDiscovery` and `queueMetrics`. */
 export function connectHooks(tracker: Tracker, hooks: ClienttrackHooks): void {
   tracker.setNewClientHook(hooks.newClient);
+  tracker.setIdentityHooks(hooks.identified, hooks.forgotten);
   hooks.applyDiscovery.tap('clienttrack', (update) => tracker.applyDiscovery(update));
   hooks.queueMetrics.tap('clienttrack', () => tracker.metrics());
+  hooks.loadIdentities.tapPromise('clienttrack', (limit) => tracker.loadIdentities(limit));
 }
 
 /**
@@ -98,6 +100,9 @@ export default definePlugin({
       newClient: new SyncHook<[NewClientEvent]>(['client']),
       applyDiscovery: new SyncHook<[DiscoveryUpdate]>(['update']),
       queueMetrics: new SyncBailHook<[], QueueMetrics>([]),
+      identified: new SyncHook<[ClientIdentity]>(['client']),
+      forgotten: new SyncHook<[readonly string[]]>(['ips']),
+      loadIdentities: new AsyncSeriesBailHook<[number], ClientIdentity[]>(['limit']),
     };
   },
   setup(api, opts) {

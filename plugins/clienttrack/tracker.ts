@@ -8,7 +8,7 @@ import type { ClientRow } from '../../storage/clientStore';
 import { errorMessage } from '../../storage/errors';
 import { Batcher, type TrackStore } from './batcher';
 import { ANNOUNCED, ClientIndex, DISCOVERING, UNVERIFIED } from './clientIndex';
-import type { DiscoveryUpdate, NewClientEvent, QueueMetrics } from './types';
+import type { ClientIdentity, DiscoveryUpdate, NewClientEvent, QueueMetrics } from './types';
 
 export interface TrackerOptions {
   /** Jobs running at once. */
@@ -103,6 +103,8 @@ export class Tracker {
   private readonly jobWarning: RepeatingWarning;
   private index: ClientIndex;
   private newClient: SyncHook<[NewClientEvent]> | null = null;
+  private identified: SyncHook<[ClientIdentity]> | null = null;
+  private forgotten: SyncHook<[readonly string[]]> | null = null;
   private state: State = 'loading';
   private loading = false;
   private loadStartedAt: number;
@@ -187,6 +189,31 @@ export class Tracker {
   }
 
   /** The current chain's `newClient` hook (the tracker outlives a reload; the hooks do not). */
+  setIdentityHooks(identified: SyncHook<[ClientIdentity]>, forgotten: SyncHook<[readonly string[]]>): void {
+    this.identified = identified;
+    this.forgotten = forgotten;
+  }
+
+  /** The `limit` most recently seen stored clients that have a name or a MAC (the `loadIdentities` hook). */
+  async loadIdentities(limit: number): Promise<ClientIdentity[]> {
+    const store = await this.openStore();
+    const rows = await store.loadIndex(limit);
+    const out: ClientIdentity[] = [];
+    for (const r of rows) {
+      if (r.hostname === null && r.mac === null) continue;
+      out.push({
+        ip: r.ip,
+        ...(r.hostname !== null ? { hostname: r.hostname } : {}),
+        ...(r.mac !== null ? { mac: r.mac } : {}),
+        ...(r.vendor !== null ? { vendor: r.vendor } : {}),
+        ...(r.method !== null ? { method: r.method } : {}),
+        discovering: r.discovering,
+        at: r.lastSeen,
+      });
+    }
+    return out;
+  }
+
   setNewClientHook(hook: SyncHook<[NewClientEvent]>): void {
     this.newClient = hook;
   }
@@ -244,7 +271,19 @@ export class Tracker {
       this.log.warn('applyDiscovery: ignoring an update without an ip');
       return;
     }
-    if (!this.pool.submit(new DiscoveryJob(update, this.wall()), 'high')) this.dropped(update.ip);
+    if (!this.pool.submit(new DiscoveryJob(update, this.wall()), 'high')) {
+      this.dropped(update.ip);
+      return;
+    }
+    if ((update.hostname !== undefined || update.mac !== undefined) && this.identified !== null && this.identified.isUsed()) {
+      const { ip, hostname, mac, vendor, method } = update;
+      try {
+        this.identified.call({ ip, hostname, mac, vendor, method, discovering: !update.done, at: this.wall() });
+      } catch (err) {
+        this.lastAnnounceError = errorMessage(err);
+        this.announceWarning.hit();
+      }
+    }
   }
 
   /** Whether the index holds `ip`, and its state (tests, API). */
@@ -281,11 +320,14 @@ export class Tracker {
       const deleted = await store.pruneBefore(cutoff, PRUNE_CHUNK);
       this.batcher.pruned += deleted;
       // The index is in last-seen order, to within REFRESH_MS (a query moves its client to the newest end).
+      const gone: string[] = [];
       for (const [ip, slot] of this.index) {
         if (this.index.seen(slot) >= cutoff) break;
         if (this.index.flags(slot) & DISCOVERING) this.discoveringCount--;
         this.index.delete(ip);
+        gone.push(ip);
       }
+      if (gone.length > 0 && this.forgotten !== null && this.forgotten.isUsed()) this.forgotten.call(gone);
       return deleted;
     } catch (err) {
       this.log.warn('retention: pruning old clients failed; will retry', { error: errorMessage(err) });

@@ -1,4 +1,4 @@
-import type { SyncBailHook, SyncHook } from 'tapable';
+import type { AsyncSeriesBailHook, SyncBailHook, SyncHook } from 'tapable';
 
 /** Told to the `newClient` hook when a client is seen for the first time (the discovery plugin taps it). */
 export interface NewClientEvent {
@@ -27,6 +27,23 @@ export interface DiscoveryUpdate {
    * true and only the fields given (and `error`) are stored.
    */
   readonly done: boolean;
+}
+
+/**
+ * Who a client is, as discovery found it: for plugins that answer or decide by device (names for devices, filter
+ * groups by MAC or name). A field left out is unknown or unchanged; merge, do not overwrite with it.
+ */
+export interface ClientIdentity {
+  readonly ip: string;
+  readonly hostname?: string;
+  readonly mac?: string;
+  readonly vendor?: string;
+  /** The method that found the hostname (dhcp, arp, rdns, netbios, mdns). */
+  readonly method?: string;
+  /** Discovery of this client has not finished (a name given now may still change). */
+  readonly discovering: boolean;
+  /** Wall-clock epoch milliseconds when this was learned (or, loaded from the database, the client's last query). */
+  readonly at: number;
 }
 
 /** The tracking queue and writer, as numbers (for the metrics plugin, the API and the dashboard). */
@@ -116,4 +133,17 @@ export interface ClienttrackHooks {
   readonly applyDiscovery: SyncHook<[DiscoveryUpdate]>;
   /** Call it (`.call()`) for a snapshot of the queue and writer numbers; clienttrack taps it. */
   readonly queueMetrics: SyncBailHook<[], QueueMetrics>;
+  /**
+   * A discovery result carrying a name or a MAC was accepted for a client (fired when clienttrack takes the
+   * update, before it is written). Taps must be O(1): keep it in a table, do no I/O.
+   */
+  readonly identified: SyncHook<[ClientIdentity]>;
+  /** Clients that retention removed (their addresses): forget what you keep about them. */
+  readonly forgotten: SyncHook<[readonly string[]]>;
+  /**
+   * Call it (`.promise(limit)`) at startup for the identities already stored (the `limit` most recently seen
+   * clients with a name or MAC), to fill an in-memory table; clienttrack taps it. Rejects while the database is
+   * unreachable.
+   */
+  readonly loadIdentities: AsyncSeriesBailHook<[number], ClientIdentity[]>;
 }
