@@ -98,7 +98,8 @@ export async function parseConfig(text: string, file: string, catalog: PluginCat
   const warnings: ConfigIssue[] = [];
   const at = (pos: Position, message: string, extra: Partial<ConfigIssue> = {}): ConfigIssue => ({ file: fileName, line: pos.line, col: pos.col, message, severity: 'error', ...extra });
   for (const e of doc.errors) {
-    const p = e.linePos?.[0] ?? { line: 1, col: 1 };
+    // `linePos` is filled only with prettyErrors (which would also rewrite the message); the offset always is.
+    const p = e.linePos?.[0] ?? lines.linePos(e.pos[0]);
     issues.push(at(p, `YAML: ${e.message.split('\n')[0]}`));
   }
   if (issues.length) throw new ConfigError(issues);

@@ -1,6 +1,36 @@
 import type { PluginCatalog } from './load';
 import { LogSchema, ServerBlockSchema, StorageSchema } from './coreSchema';
-import { toJsonSchema } from './validate';
+import { toJsonSchema, type JsonSchema } from './validate';
+
+/**
+ * TypeBox marks every property required, defaults included (the validator fills defaults before it checks);
+ * an editor does not, so a property with a default is optional in what we export.
+ */
+function optionalDefaults(s: JsonSchema): JsonSchema {
+  const props = s.properties as Record<string, JsonSchema> | undefined;
+  if (props !== undefined && Array.isArray(s.required)) {
+    const required = (s.required as string[]).filter((k) => props[k]?.default === undefined);
+    if (required.length > 0) s.required = required;
+    else delete s.required;
+  }
+  for (const key of ['properties', 'patternProperties', '$defs', 'definitions']) {
+    const group = s[key] as Record<string, JsonSchema> | undefined;
+    if (group) for (const v of Object.values(group)) optionalDefaults(v);
+  }
+  for (const key of ['items', 'additionalProperties', 'not']) {
+    const v = s[key];
+    if (v && typeof v === 'object' && !Array.isArray(v)) optionalDefaults(v as JsonSchema);
+  }
+  for (const key of ['anyOf', 'oneOf', 'allOf']) {
+    const list = s[key] as JsonSchema[] | undefined;
+    if (list) for (const v of list) optionalDefaults(v);
+  }
+  return s;
+}
+
+function editorSchema(schema: Parameters<typeof toJsonSchema>[0]): JsonSchema {
+  return optionalDefaults(toJsonSchema(schema));
+}
 
 /** A JSON Schema of the whole configuration (built-in plugins included), for editors' YAML language servers. */
 export function configJsonSchema(catalog: PluginCatalog): Record<string, unknown> {
@@ -9,7 +39,7 @@ export function configJsonSchema(catalog: PluginCatalog): Record<string, unknown
     return {
       type: 'object',
       description: def.description,
-      properties: { [name]: { anyOf: [toJsonSchema(def.options), { type: 'null' }] } },
+      properties: { [name]: { anyOf: [editorSchema(def.options), { type: 'null' }] } },
       required: [name],
       additionalProperties: false,
     };
@@ -21,7 +51,7 @@ export function configJsonSchema(catalog: PluginCatalog): Record<string, unknown
     required: ['use'],
     additionalProperties: false,
   };
-  const block = toJsonSchema(ServerBlockSchema);
+  const block = editorSchema(ServerBlockSchema);
   (block.properties as Record<string, unknown>).plugins = {
     type: 'array',
     description: 'The plugin chain, in order',
@@ -33,8 +63,8 @@ export function configJsonSchema(catalog: PluginCatalog): Record<string, unknown
     type: 'object',
     properties: {
       servers: { type: 'array', items: block, minItems: 1 },
-      storage: toJsonSchema(StorageSchema),
-      log: toJsonSchema(LogSchema),
+      storage: editorSchema(StorageSchema),
+      log: editorSchema(LogSchema),
       shutdown_grace: { type: ['string', 'number'], description: 'Duration such as 5s', default: '5s' },
       reload: { type: 'object', properties: { watch: { type: 'boolean', default: true }, debounce: { type: ['string', 'number'], default: '500ms' } }, additionalProperties: false },
     },

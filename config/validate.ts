@@ -11,7 +11,7 @@ export interface SchemaProblem {
   readonly message: string;
 }
 
-type JsonSchema = Record<string, unknown>;
+export type JsonSchema = Record<string, unknown>;
 
 const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false, coerceTypes: false });
 ajv.addKeyword({ keyword: DURATION_KEYWORD });
