@@ -8,7 +8,7 @@
 // 3 queries one second apart; plus steady traffic from 10 known clients (20 queries/s each) that were seen
 // before the storm. 20 % of the names are unique (cache misses, forwarded), the rest come from a pool of 2,000.
 // Server chain: stormprobe (bench/stormProbe.ts: the server's event-loop delay, stalls and memory, logged at
-// shutdown) → acl → cache → clienttrack → stormdiscovery (bench/stormDiscovery.ts: a stand-in for the discovery
+// shutdown) → acl → cache → clienttrack → stormdiscovery (bench/stormStandInDiscovery.ts: a stand-in for the discovery
 // plugin, 2.5 s per client on its own pool) → forward to a local fake upstream (bench/upstream.ts). The baseline
 // run drops clienttrack and the stand-in, nothing else.
 //
@@ -33,7 +33,7 @@ import { openStorage } from '../storage/open';
 const ROOT = path.resolve(__dirname, '..', '..');
 const CLI = path.resolve(process.env.STORM_CLI ?? path.join(ROOT, 'dist', 'cli', 'codexdns.js'));
 const UPSTREAM = path.join(ROOT, 'dist', 'bench', 'upstream.js');
-const STANDIN = path.join(ROOT, 'dist', 'bench', 'stormDiscovery.js');
+const STANDIN = path.join(ROOT, 'dist', 'bench', 'stormStandInDiscovery.js');
 const PROBE = path.join(ROOT, 'dist', 'bench', 'stormProbe.js');
 const RESULTS = path.join(ROOT, 'bench', 'results', 'storm.json');
 
