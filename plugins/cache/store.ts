@@ -94,6 +94,9 @@ export type PutOutcome =
   | 'servfail-behind-good-entry'
   | 'opt-not-last';
 
+/** The longest a SERVFAIL this server made itself (no upstream answered: `localFailure`) is kept. */
+export const LOCAL_FAILURE_MAX_MS = 1_000;
+
 /** RFC 2181 §8: a TTL with the top bit set is treated as zero. */
 function ttlValue(raw: number): number {
   return raw > 0x7fffffff ? 0 : raw;
@@ -259,7 +262,8 @@ export class CacheStore {
       const existing = this.find(q.wireKey, q.qtype, variant);
       if (existing !== undefined && existing.kind !== EntryKind.Servfail && this.isUsable(existing, now)) return 'servfail-behind-good-entry';
       kind = EntryKind.Servfail;
-      ttlMs = lim.servfailMs;
+      // A SERVFAIL made here because nothing answered in time is no upstream's verdict on the name.
+      ttlMs = res.localFailure ? Math.min(lim.servfailMs, LOCAL_FAILURE_MAX_MS) : lim.servfailMs;
       cap = Math.ceil(ttlMs / 1000);
     } else {
       return 'rcode';
