@@ -60,7 +60,7 @@ export class CacheEntry {
     /** The lower-cased question name in wire form (the store's map key). */
     readonly name: string,
     readonly qtype: number,
-    /** qclass << 2 | CD << 1 | DO: the rest of the key. */
+    /** qclass << 3 | AD << 2 | CD << 1 | DO: the rest of the key. */
     readonly variant: number,
     readonly kind: EntryKind,
     readonly wire: Buffer,
@@ -103,13 +103,15 @@ function ttlValue(raw: number): number {
 }
 
 const FLAG_CD = Flag.CD;
+const FLAG_AD = Flag.AD;
 
 /**
- * The part of the cache key beside the name: class, CD and DO, so a DNSSEC-aware client and a plain one, or a
- * validating one and a checking-disabled one, never see each other's answers.
+ * The part of the cache key beside the name: class, AD, CD and DO, so a DNSSEC-aware client and a plain one, a
+ * validating one and a checking-disabled one, or one that asked for the AD bit (RFC 6840 §5.7–5.8) and one that
+ * did not, never see each other's answers.
  */
 export function variantOf(q: ParsedQuery): number {
-  return (q.qclass << 2) | ((q.flags & FLAG_CD) !== 0 ? 2 : 0) | (q.edns !== null && q.edns.dnssecOk ? 1 : 0);
+  return (q.qclass << 3) | ((q.flags & FLAG_AD) !== 0 ? 4 : 0) | ((q.flags & FLAG_CD) !== 0 ? 2 : 0) | (q.edns !== null && q.edns.dnssecOk ? 1 : 0);
 }
 
 /** The whole key as one string (for logs and tests): name, type, class, DO, CD. */
@@ -169,7 +171,7 @@ export class CacheStore {
     let e = this.names.get(q.wireKey);
     if (e === undefined) return undefined;
     const qtype = q.qtype;
-    const variant = (q.qclass << 2) | ((q.flags & FLAG_CD) !== 0 ? 2 : 0) | (q.edns !== null && q.edns.dnssecOk ? 1 : 0);
+    const variant = (q.qclass << 3) | ((q.flags & FLAG_AD) !== 0 ? 4 : 0) | ((q.flags & FLAG_CD) !== 0 ? 2 : 0) | (q.edns !== null && q.edns.dnssecOk ? 1 : 0);
     while (e !== undefined && (e.qtype !== qtype || e.variant !== variant)) e = e.next;
     if (e !== undefined) e.used = true;
     return e;
