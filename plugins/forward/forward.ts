@@ -379,6 +379,7 @@ export class Flight implements UdpTryOwner, TcpOwner {
       if (performance.now() - up.tcpFailedAt < TCP_RETRY_MS) {
         // Its TCP failed a moment ago: do not make every client wait a timeout for it again.
         this.fwd.metrics.tcpSkipped.inc();
+        this.skipMask |= 1 << this.currentIndex;
         this.tryNext();
         return;
       }
