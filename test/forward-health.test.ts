@@ -112,6 +112,27 @@ describe('forward health (issue 15.1)', () => {
     }
   });
 
+  test('transport errors count: an upstream whose port is closed is marked down without waiting for timeouts', async () => {
+    const gone = await lameUpstream();
+    const address = gone.address;
+    await gone.stop();
+    const s = await startServer(`servers:
+  - listen: [udp://127.0.0.1:0]
+    plugins:
+      - forward: { to: [${address}], timeout: 2s, deadline: 3s, max_fails: 2, health_check: 100ms }
+`);
+    try {
+      const t0 = Date.now();
+      assert.equal((await s.query('a.ok.test', 'A', { timeoutMs: 4000 })).rcode, 'SERVFAIL');
+      assert.ok(Date.now() - t0 < 1000, 'port unreachable fails at once');
+      for (let i = 0; i < 20 && !s.logs.some((l) => /upstream marked down/.test(l)); i++) await sleep(50);
+      assert.equal(await metric(s, 'codexdns_forward_upstream_up', { to: address }), 0);
+      assert.equal(await metric(s, 'codexdns_forward_timeouts_total', { to: address }), 0);
+    } finally {
+      await s.stop();
+    }
+  });
+
   test('a SERVFAIL made here (no upstream answered) is cached at most 1 s; an upstream SERVFAIL for servfail_ttl', async () => {
     const up = await lameUpstream();
     up.setName('broken.ok.test', { rcode: 'SERVFAIL' });

@@ -475,9 +475,10 @@ export class Flight implements UdpTryOwner, TcpOwner {
         this.tryNext();
         return;
       }
-      // A transport error is the upstream's (or its path's): it counts toward max_fails.
+      // A transport error is the upstream's (or its path's): it counts toward max_fails, and the health_check
+      // probes that follow (the upstream is now suspect) count on from there. No probe at once: it would
+      // usually fail the same way and count the one error twice.
       up.failed(this.fwd.opts.maxFails, code ?? err.message);
-      if (this.fwd.opts.maxFails > 0) up.probe(this.fwd.opts);
       this.tryNext();
       return;
     }
