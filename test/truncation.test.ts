@@ -38,6 +38,8 @@ function answer(q: RawQuery): Buffer | null {
   if (q.name === 'auth.test') return respond(q, { answers: [TXT(q.name, 'x'.repeat(250))], authorities: [1, 2, 3, 4, 5, 6].map((i) => NS('auth.test', `ns${i}.some-long-provider-name.example.test`)) });
   // NXDOMAIN: its SOA is required, the padding in additional is not.
   if (q.name === 'gone.test') return respond(q, { rcode: 3, authorities: [SOA('test')], additionals: [PAD('pad.test'), PAD('pad2.test')] });
+  // NODATA whose authority has more than its SOA (a proof a DNSSEC client needs), too much for 512 bytes.
+  if (q.name === 'proof.test') return respond(q, { authorities: [SOA('test'), PAD('proof.test')] });
   return respond(q, { rcode: 3, authorities: [SOA('test')] });
 }
 
@@ -110,6 +112,15 @@ describe('truncation at RRset boundaries (issue 15.4)', () => {
     assert.equal(d.flag_tc, false);
     assert.equal(d.answers?.length, 1);
     assert.equal(d.authorities?.length ?? 0, 0);
+  });
+
+  test('a negative answer: beyond its SOA the authority is optional for a plain client, required for a DO client', async () => {
+    const plain = decode(await s.exchange(buildQuery('proof.test', 'A', { edns: 512 })));
+    assert.equal(plain.flag_tc, false);
+    assert.deepEqual(plain.authorities?.map((r) => r.type), ['SOA']);
+    const dnssec = decode(await s.exchange(buildQuery('proof.test', 'A', { edns: 512, dnssecOk: true })));
+    assert.equal(dnssec.flag_tc, true, 'a DO client needs the whole proof: TC');
+    assert.equal(dnssec.authorities?.length ?? 0, 0);
   });
 
   test("a negative answer keeps its SOA, loses the additional padding; no TC", async () => {

@@ -55,7 +55,7 @@ export function writeForClient(res: DnsResponse, q: ParsedQuery, raw: Buffer, li
   let ar = wire.readUInt16BE(10) - (layout.optStart === -1 ? 0 : 1);
   let cut = bodyEnd;
   if (total > limit) {
-    const fit = fitRrsets(wire, layout, bodyEnd, limit - q.questionEnd - optLen, (rcode & 0x0f) === 3 || layout.answerCount === 0);
+    const fit = fitRrsets(wire, layout, bodyEnd, limit - q.questionEnd - optLen, (rcode & 0x0f) === 3 || layout.answerCount === 0, q.edns !== null && q.edns.dnssecOk);
     if (fit === null) {
       // An answer RRset (or a negative answer's SOA) does not fit: the client must ask over TCP.
       flags |= Flag.TC;
@@ -92,49 +92,48 @@ interface Fit {
 
 /**
  * The longest prefix of whole RRsets (RFC 2181 §9) of `wire`'s records that fits in `budget` bytes, or null when
- * a required RRset does not fit. Required: every answer RRset, and for a negative answer the authority section
- * (its SOA, with the NSEC proofs and signatures a DNSSEC client needs). Optional, so dropped first from the end:
- * additional records, then the authority of a positive answer. A prefix keeps every compression pointer valid
- * (they only point backwards). An RRSIG travels with the RRset it covers. Only called for an answer too big for
- * the client, so the walk and the name reads cost nothing on the common path.
+ * a required RRset does not fit. Required: every answer RRset, and in a negative answer (NXDOMAIN, NODATA) the
+ * SOA — with every other authority RRset too (NSEC/NSEC3 proofs, signatures) for a client that set DO.
+ * Optional, so dropped first from the end: additional records, then the authority of a positive answer. A
+ * prefix keeps every compression pointer valid (they only point backwards). An RRSIG travels with the RRset it
+ * covers. Only called for an answer too big for the client, so the walk costs nothing on the common path.
  */
-function fitRrsets(wire: Buffer, layout: MessageLayout, bodyEnd: number, budget: number, negative: boolean): Fit | null {
+function fitRrsets(wire: Buffer, layout: MessageLayout, bodyEnd: number, budget: number, negative: boolean, dnssecOk: boolean): Fit | null {
   const an = layout.answerCount;
   const ns = layout.authorityCount;
   const start = layout.questionEnd;
   if (budget < 0) return null;
   let pos = start;
   let i = 0;
+  /** Everything before the RRset being read. */
   let kept: Fit = { an: 0, ns: 0, ar: 0, end: start };
   let groupOwner = '';
   let groupType = -1;
   let groupSection = -1;
+  /** Set once an RRset did not fit: from then on only whether a required one follows matters. */
+  let cut: Fit | null = null;
   while (pos < bodyEnd) {
-    // One RRset: consecutive records of one section with the same owner, class and type (plus the RRSIGs covering it).
+    // One RRset: consecutive records of one section with the same owner and type (plus the RRSIGs covering it).
     const section = i < an ? 0 : i < an + ns ? 1 : 2;
     const nameEnd = skipName(wire, pos);
     if (typeof nameEnd !== 'number') return null;
     const type = wire.readUInt16BE(nameEnd);
     const owner = readName(wire, pos);
     const covered = type === TYPE_RRSIG && nameEnd + 12 <= bodyEnd ? wire.readUInt16BE(nameEnd + 10) : -1;
-    const sameSet = section === groupSection && owner === groupOwner && (type === groupType || covered === groupType);
-    if (!sameSet) {
-      // The previous RRset is complete: keep it.
-      kept = { an: Math.min(i, an), ns: Math.max(0, Math.min(i, an + ns) - an), ar: Math.max(0, i - an - ns), end: pos };
+    if (!(section === groupSection && owner === groupOwner && (type === groupType || covered === groupType))) {
+      if (cut === null) kept = { an: Math.min(i, an), ns: Math.max(0, Math.min(i, an + ns) - an), ar: Math.max(0, i - an - ns), end: pos };
       groupOwner = owner;
       groupType = type === TYPE_RRSIG ? covered : type;
       groupSection = section;
     }
+    const required = section === 0 || (section === 1 && negative && (dnssecOk || groupType === RrType.SOA));
     const next = nameEnd + 10 + wire.readUInt16BE(nameEnd + 8);
-    if (next - start > budget) {
-      // This RRset does not fit: cut before it, if everything before it that is required is in.
-      const required = groupSection === 0 || (groupSection === 1 && negative);
-      return required ? null : kept;
-    }
+    if (cut === null && next - start > budget) cut = kept;
+    if (cut !== null && required) return null;
     pos = next;
     i++;
   }
-  return { an, ns, ar: i - an - ns, end: pos };
+  return cut ?? { an, ns, ar: i - an - ns, end: pos };
 }
 
 /** Our OPT record: root owner, type 41, class = UDP size, TTL = ext-RCODE | version 0 | DO, options. */
