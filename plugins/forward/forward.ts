@@ -505,16 +505,20 @@ export class Flight implements UdpTryOwner, TcpOwner {
     this.deliver(reply, layout, edeOf(reply, layout), false);
   }
 
-  /** Total failure; an upstream's SERVFAIL, when one came, is passed on as the answer instead. */
+  /**
+   * Total failure. A truncated answer whose TCP retry failed, when one came, goes to UDP clients (an answer
+   * exists: they ask again over TCP themselves); else an upstream's SERVFAIL is passed on; else our own SERVFAIL.
+   */
   private fail(why: ForwardFailure): void {
-    if (this.servfail !== null) return this.succeed(this.servfail, this.servfailLayout as MessageLayout);
-    this.done = true;
-    this.fwd.settle(this);
     if (this.truncated !== null) {
-      // UDP clients get the truncated answer (never cached: TC=1) and ask again over TCP themselves.
+      this.done = true;
+      this.fwd.settle(this);
       this.deliverTruncated(this.truncated, this.truncatedLayout as MessageLayout);
       return;
     }
+    if (this.servfail !== null) return this.succeed(this.servfail, this.servfailLayout as MessageLayout);
+    this.done = true;
+    this.fwd.settle(this);
     this.deliverFailure(why);
   }
 
