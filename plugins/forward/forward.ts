@@ -1,9 +1,9 @@
 /**
  * The forwarding engine of one `forward` instance: identical questions in flight merged into one upstream
- * exchange, failover in policy order within a deadline, health accounting, `max_concurrent`.
+ * exchange, failover in policy order within a deadline, health accounting, `max_concurrent` and `client_share`.
  *
- * Per query the hot path allocates the merge key, one Flight (shared by every identical query), the upstream
- * query bytes, one socket and one timer; listeners and timer callbacks are shared functions that find their
+ * Per query the hot path allocates the merge key, one Flight (shared by every identical query) with the list of
+ * its waiters' addresses, the upstream query bytes, one socket and one timer; listeners and timer callbacks are shared functions that find their
  * state on the socket or in the timer's argument — no closures per query.
  */
 import type * as dgram from 'node:dgram';
