@@ -19,6 +19,11 @@ export class DnsResponse {
   ede: ExtendedError | undefined;
   /** Set AA in the reply; only a plugin that is the authority for the name (hosts, a zone file) does. */
   authoritative = false;
+  /**
+   * A failure this server made because nothing answered in time (no upstream verdict): a cache keeps it at
+   * most briefly, since it says more about that moment than about the name.
+   */
+  localFailure = false;
   /** Send nothing at all (a rate limiter's `drop` action). */
   dropped = false;
   private wireBytes: Buffer | undefined;

@@ -305,15 +305,17 @@ describe('forward: failure and failover', () => {
 });
 
 describe('forward: health', () => {
-  test('max_fails consecutive failures mark an upstream down; it is skipped, probed, and used again once it answers', async () => {
+  test('timeouts start probes; max_fails consecutive failed probes mark an upstream down; it is skipped, probed, and used again once it answers', async () => {
     const r = await rig(2, (a) => `{ to: [${a[0]}, ${a[1]}], policy: sequential, timeout: 400ms, max_fails: 2, health_check: 100ms }`);
     try {
       const [first, second] = r.ups;
       first.mode = 'silent';
       await r.s.query('h1.example', 'A');
       await r.s.query('h2.example', 'A');
-      // A health probe (`. NS`) may already have gone out once the second failure marked it down.
+      // A timeout is not a failure of the upstream: it starts `. NS` probes (every health_check while they fail),
+      // and max_fails failed probes mark it down (CoreDNS's rule).
       assert.deepEqual(first.received.filter((q) => q.name !== '.').map((q) => q.name), ['h1.example', 'h2.example']);
+      for (let i = 0; i < 40 && !r.s.logs.some((l) => /upstream marked down/.test(l)); i++) await sleep(50);
       assert.ok(r.s.logs.some((l) => /upstream marked down/.test(l) && l.includes(first.address)), 'logged once');
       assert.equal(await metric(r.s, 'codexdns_forward_upstream_up', { to: first.address }), 0);
       first.reset();
@@ -409,7 +411,7 @@ describe('forward: concurrency', () => {
   });
 
   test('beyond max_concurrent queries get REFUSED, and are counted', async () => {
-    const r = await rig(1, (a) => `{ to: [${a[0]}], max_concurrent: 3 }`);
+    const r = await rig(1, (a) => `{ to: [${a[0]}], max_concurrent: 3, client_share: 100 }`);
     try {
       r.ups[0].delayMs = 200;
       const answers = await Promise.all(Array.from({ length: 8 }, (_, i) => r.s.query(`mc${i}.example`, 'A')));

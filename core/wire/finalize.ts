@@ -1,9 +1,10 @@
 import * as dnsPacket from 'dns-packet';
 import type { DnsResponse } from '../response';
 import { EDNS_DO, Flag, HEADER_LEN, OPT_EDE, RrType } from './constants';
+import type { MessageLayout } from './message';
 import type { ParsedQuery } from './query';
 import { layoutOf } from './message';
-import { readName } from './names';
+import { readName, skipName } from './names';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { toString: typeToString } = require('dns-packet/types') as { toString(type: number): string };
 
@@ -15,6 +16,7 @@ export interface ClientLimits {
 }
 
 const OPCODE_RD_CD = 0x7800 | Flag.RD | Flag.CD;
+const TYPE_RRSIG = 46;
 
 /** The most a client may receive over UDP: its advertised size (at least 512), capped by ours; 512 without EDNS. */
 export function udpLimit(q: ParsedQuery, ourUdpSize: number): number {
@@ -43,31 +45,95 @@ export function writeForClient(res: DnsResponse, q: ParsedQuery, raw: Buffer, li
   const optLen = opt === null ? 0 : opt.length;
   const total = q.questionEnd + (bodyEnd - layout.questionEnd) + optLen;
   const limit = limits.tcp ? 65535 : udpLimit(q, limits.ourUdpSize);
-  const truncate = total > limit;
   const respFlags = wire.readUInt16BE(2);
   let flags = Flag.QR | (q.flags & OPCODE_RD_CD) | Flag.RA | (respFlags & Flag.AD) | (rcode & 0x0f);
   if (res.authoritative) flags |= Flag.AA;
-  if (truncate || (respFlags & Flag.TC) !== 0) flags |= Flag.TC;
+  if ((respFlags & Flag.TC) !== 0) flags |= Flag.TC;
 
-  const size = truncate ? q.questionEnd + optLen : total;
+  let an = layout.answerCount;
+  let ns = layout.authorityCount;
+  let ar = wire.readUInt16BE(10) - (layout.optStart === -1 ? 0 : 1);
+  let cut = bodyEnd;
+  if (total > limit) {
+    const fit = fitRrsets(wire, layout, bodyEnd, limit - q.questionEnd - optLen, (rcode & 0x0f) === 3 || layout.answerCount === 0, q.edns !== null && q.edns.dnssecOk);
+    if (fit === null) {
+      // An answer RRset (or a negative answer's SOA) does not fit: the client must ask over TCP.
+      flags |= Flag.TC;
+      an = ns = ar = 0;
+      cut = layout.questionEnd;
+    } else {
+      // Only optional RRsets were left out (RFC 2181 §9): no TC, the client has what it asked for.
+      ({ an, ns, ar, end: cut } = fit);
+    }
+  }
+
+  const size = q.questionEnd + (cut - layout.questionEnd) + optLen;
   const out = Buffer.allocUnsafe(size);
   out.writeUInt16BE(q.id, 0);
   out.writeUInt16BE(flags, 2);
   out.writeUInt16BE(1, 4);
   raw.copy(out, HEADER_LEN, HEADER_LEN, q.questionEnd);
   let pos = q.questionEnd;
-  if (truncate) {
-    out.writeUInt32BE(0, 6);
-    out.writeUInt16BE(opt === null ? 0 : 1, 10);
-  } else {
-    out.writeUInt16BE(layout.answerCount, 6);
-    out.writeUInt16BE(layout.authorityCount, 8);
-    const additional = wire.readUInt16BE(10) - (layout.optStart === -1 ? 0 : 1) + (opt === null ? 0 : 1);
-    out.writeUInt16BE(additional, 10);
-    pos += wire.copy(out, pos, layout.questionEnd, bodyEnd);
-  }
+  out.writeUInt16BE(an, 6);
+  out.writeUInt16BE(ns, 8);
+  out.writeUInt16BE(ar + (opt === null ? 0 : 1), 10);
+  pos += wire.copy(out, pos, layout.questionEnd, cut);
   if (opt !== null) opt.copy(out, pos);
   return out;
+}
+
+/** What fits of a message cut at an RRset boundary: record counts per section and where the kept bytes end. */
+interface Fit {
+  an: number;
+  ns: number;
+  ar: number;
+  end: number;
+}
+
+/**
+ * The longest prefix of whole RRsets (RFC 2181 §9) of `wire`'s records that fits in `budget` bytes, or null when
+ * a required RRset does not fit. Required: every answer RRset, and in a negative answer (NXDOMAIN, NODATA) the
+ * SOA — with every other authority RRset too (NSEC/NSEC3 proofs, signatures) for a client that set DO.
+ * Optional, so dropped first from the end: additional records, then the authority of a positive answer. A
+ * prefix keeps every compression pointer valid (they only point backwards). An RRSIG travels with the RRset it
+ * covers. Only called for an answer too big for the client, so the walk costs nothing on the common path.
+ */
+function fitRrsets(wire: Buffer, layout: MessageLayout, bodyEnd: number, budget: number, negative: boolean, dnssecOk: boolean): Fit | null {
+  const an = layout.answerCount;
+  const ns = layout.authorityCount;
+  const start = layout.questionEnd;
+  if (budget < 0) return null;
+  let pos = start;
+  let i = 0;
+  /** Everything before the RRset being read. */
+  let kept: Fit = { an: 0, ns: 0, ar: 0, end: start };
+  let groupOwner = '';
+  let groupType = -1;
+  let groupSection = -1;
+  /** Set once an RRset did not fit: from then on only whether a required one follows matters. */
+  let cut: Fit | null = null;
+  while (pos < bodyEnd) {
+    // One RRset: consecutive records of one section with the same owner and type (plus the RRSIGs covering it).
+    const section = i < an ? 0 : i < an + ns ? 1 : 2;
+    const nameEnd = skipName(wire, pos);
+    if (typeof nameEnd !== 'number') return null;
+    const type = wire.readUInt16BE(nameEnd);
+    const owner = readName(wire, pos);
+    const covered = type === TYPE_RRSIG && nameEnd + 12 <= bodyEnd ? wire.readUInt16BE(nameEnd + 10) : -1;
+    if (!(section === groupSection && owner === groupOwner && (type === groupType || covered === groupType))) {
+      if (cut === null) kept = { an: Math.min(i, an), ns: Math.max(0, Math.min(i, an + ns) - an), ar: Math.max(0, i - an - ns), end: pos };
+      groupOwner = owner;
+      groupType = type === TYPE_RRSIG ? covered : type;
+      groupSection = section;
+    }
+    const required = section === 0 || (section === 1 && negative && (dnssecOk || groupType === RrType.SOA));
+    const next = nameEnd + 10 + wire.readUInt16BE(nameEnd + 8);
+    if (cut === null && next - start > budget) cut = kept;
+    if (cut !== null && required) return null;
+    pos = next;
+    i++;
+  }
+  return cut ?? { an, ns, ar: i - an - ns, end: pos };
 }
 
 /** Our OPT record: root owner, type 41, class = UDP size, TTL = ext-RCODE | version 0 | DO, options. */

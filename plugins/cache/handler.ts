@@ -10,6 +10,9 @@ import { type CacheStore, EntryKind, type PutOutcome } from './store';
 import { monotonicClock } from '../../core/clock';
 import { RepeatingWarning } from '../../core/primitives/rateLimitedLog';
 import type { ParsedQuery } from '../../core/wire/query';
+import { Flag } from '../../core/wire/constants';
+
+const FLAG_RD = Flag.RD;
 
 /**
  * The `query` tap. A fresh hit answers synchronously through the callback (no Promise, no decode: a copy of the
@@ -55,7 +58,8 @@ export class CacheHandler implements CacheCore {
         if (e.kind === EntryKind.Success) this.stats.hitsSuccess++;
         else this.stats.hitsDenial++;
         const res = store.render(e, now);
-        if (this.prefetch === null || !wantsPrefetch(this, e, now)) {
+        // RD=0 reads what is held; it never makes the server recurse, not even a prefetch.
+        if (this.prefetch === null || (ctx.query.flags & FLAG_RD) === 0 || !wantsPrefetch(this, e, now)) {
           cb(null, res);
           return;
         }
@@ -63,6 +67,12 @@ export class CacheHandler implements CacheCore {
         const position = ctx.position;
         this.deliver(cb, null, res);
         startPrefetch(this, ctx, position, e);
+        return;
+      }
+      if ((ctx.query.flags & FLAG_RD) === 0) {
+        // Not fresh, and RD=0 may not refresh it (a refused refresh would count as a failure against the entry).
+        this.stats.misses++;
+        this.miss(ctx, cb);
         return;
       }
       if (this.stale !== null && store.isStale(e, now)) {

@@ -4,9 +4,10 @@ import { CacheHandler } from './handler';
 import { CacheStats, bindCacheMetrics } from './metrics';
 import type { PrefetchConfig } from './prefetch';
 import type { StaleConfig } from './serveStale';
-import { CacheStore, EntryKind, type StoreListener } from './store';
+import { CacheStore, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRY_BYTES, EntryKind, entryCost, type StoreListener } from './store';
+import { OptionError } from '../../config/errors';
 
-export { CacheStore, CacheEntry, EntryKind, cacheKey, variantOf, type StoreLimits, type PutOutcome } from './store';
+export { CacheStore, CacheEntry, EntryKind, cacheKey, variantOf, entryCost, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRY_BYTES, type StoreLimits, type PutOutcome } from './store';
 export { CacheHandler } from './handler';
 export { CacheStats } from './metrics';
 
@@ -33,6 +34,8 @@ const ServeStaleOptions = Type.Object(
 
 export const CacheOptions = Type.Object({
   capacity: Type.Integer({ minimum: 1, default: 10_000, description: 'Entries kept at most; the least recently used is evicted (and counted).' }),
+  max_bytes: Type.Integer({ minimum: 65_536, default: DEFAULT_MAX_BYTES, description: 'Bytes all entries may take at most (wire bytes plus about 300 per entry); the least recently used are evicted (and counted). Default 16 MiB.' }),
+  max_entry_bytes: Type.Integer({ minimum: 512, maximum: 65_535, default: DEFAULT_MAX_ENTRY_BYTES, description: 'Largest answer (wire bytes) that is cached at all; bigger ones are passed on uncached (and counted). Default 16 KiB.' }),
   max_ttl: Duration(3_600_000, 'Longest an entry lives, whatever the records say (whole seconds).'),
   min_ttl: Duration(0, 'Shortest an entry lives: lower record TTLs are raised (whole seconds).'),
   denial_ttl: Duration(1_800_000, 'Cap on how long NXDOMAIN / NODATA is kept (whole seconds).'),
@@ -65,8 +68,11 @@ export const cachePlugin = definePlugin({
       denialTtl: seconds(o.denial_ttl),
       servfailMs: o.servfail_ttl,
       maxStaleMs: stale !== null ? stale.maxStaleMs : 0,
+      maxBytes: o.max_bytes,
+      maxEntryBytes: o.max_entry_bytes,
     };
     if (limits.minTtl > limits.maxTtl) throw new Error(`min_ttl (${limits.minTtl}s) is above max_ttl (${limits.maxTtl}s)`);
+    if (entryCost(o.max_entry_bytes, 0, 0) > o.max_bytes) throw new OptionError('max_bytes', `${o.max_bytes} cannot hold one answer of max_entry_bytes (${o.max_entry_bytes}) and its overhead`);
     // Same options as before a reload: keep the entries (the signature covers every option, so the limits match).
     const store = api.retain('store', () => new CacheStore(limits), (s) => s.clear());
     const stats = new CacheStats();
@@ -74,6 +80,10 @@ export const cachePlugin = definePlugin({
       evicted(kind) {
         if (kind === EntryKind.Success) stats.evictedSuccess++;
         else stats.evictedDenial++;
+      },
+      sizeDropped(reason) {
+        if (reason === 'entry_too_big') stats.tooBig++;
+        else stats.evictedForBytes++;
       },
     };
     store.listener = listener;

@@ -15,6 +15,10 @@ export class CacheStats {
   servedStale = 0;
   evictedSuccess = 0;
   evictedDenial = 0;
+  /** Answers not stored for being above max_entry_bytes. */
+  tooBig = 0;
+  /** Entries evicted to stay within max_bytes. */
+  evictedForBytes = 0;
 }
 
 interface Source {
@@ -32,6 +36,8 @@ interface MetricSet {
   readonly evictions: Counter<'server' | 'type'>;
   readonly prefetch: Counter<'server'>;
   readonly servedStale: Counter<'server'>;
+  readonly bytes: Gauge<'server'>;
+  readonly sizeDrops: Counter<'server' | 'reason'>;
   readonly sources: Set<Source>;
 }
 
@@ -55,6 +61,14 @@ function metricSet(factory: MetricsFactory): MetricSet {
     evictions: factory.counter({ subsystem, name: 'evictions_total', help: 'Entries pushed out of a full cache (least recently used first).', labelNames: ['server', 'type'], collect: flush }),
     prefetch: factory.counter({ subsystem, name: 'prefetch_total', help: 'Popular entries refreshed before they expired.', labelNames: ['server'], collect: flush }),
     servedStale: factory.counter({ subsystem, name: 'served_stale_total', help: 'Expired entries served because the answer from below failed or was late (RFC 8767).', labelNames: ['server'], collect: flush }),
+    bytes: factory.gauge({ subsystem, name: 'bytes', help: 'Estimated memory held by cache entries (wire bytes plus per-entry overhead), bounded by max_bytes.', labelNames: ['server'], collect: flush }),
+    sizeDrops: factory.counter({
+      subsystem,
+      name: 'size_drops_total',
+      help: 'Answers the byte bounds kept out: entry_too_big (above max_entry_bytes, not stored), max_bytes (evicted to stay within max_bytes).',
+      labelNames: ['server', 'reason'],
+      collect: flush,
+    }),
   };
   sets.set(factory.registry, set);
   return set;
@@ -71,9 +85,12 @@ function flushSource(m: MetricSet, s: Source): void {
   if (st.evictedDenial !== r.evictedDenial) m.evictions.inc({ server, type: 'denial' }, st.evictedDenial - r.evictedDenial);
   if (st.prefetch !== r.prefetch) m.prefetch.inc({ server }, st.prefetch - r.prefetch);
   if (st.servedStale !== r.servedStale) m.servedStale.inc({ server }, st.servedStale - r.servedStale);
+  if (st.tooBig !== r.tooBig) m.sizeDrops.inc({ server, reason: 'entry_too_big' }, st.tooBig - r.tooBig);
+  if (st.evictedForBytes !== r.evictedForBytes) m.sizeDrops.inc({ server, reason: 'max_bytes' }, st.evictedForBytes - r.evictedForBytes);
   Object.assign(r, st);
   m.entries.set({ server, type: 'success' }, s.store.successCount);
   m.entries.set({ server, type: 'denial' }, s.store.denialCount);
+  m.bytes.set({ server }, s.store.bytes);
 }
 
 /** Connects one cache instance's numbers to the registry; `detach` (at shutdown) reports the last of them. */
@@ -86,6 +103,8 @@ export function bindCacheMetrics(factory: MetricsFactory, server: string, stats:
   m.misses.inc({ server }, 0);
   m.prefetch.inc({ server }, 0);
   m.servedStale.inc({ server }, 0);
+  m.sizeDrops.inc({ server, reason: 'entry_too_big' }, 0);
+  m.sizeDrops.inc({ server, reason: 'max_bytes' }, 0);
   m.sources.add(source);
   return {
     detach(): void {
@@ -97,6 +116,7 @@ export function bindCacheMetrics(factory: MetricsFactory, server: string, stats:
       if (!shared) {
         m.entries.remove({ server, type: 'success' });
         m.entries.remove({ server, type: 'denial' });
+        m.bytes.remove({ server });
       }
     },
   };

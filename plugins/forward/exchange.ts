@@ -5,7 +5,8 @@
  */
 import * as crypto from 'node:crypto';
 import * as dgram from 'node:dgram';
-import { EDNS_DO, Flag, HEADER_LEN, RrType } from '../../core/wire/constants';
+import { EDNS_DO, Flag, HEADER_LEN, OPT_EDE, RrType } from '../../core/wire/constants';
+import type { MessageLayout } from '../../core/wire/message';
 
 // ---------------------------------------------------------------------------------------------- query IDs
 
@@ -29,16 +30,17 @@ export function nextId(): number {
 const OPT_LEN = 11;
 
 /**
- * An upstream query for a question: header with RD=1 and the client's CD, the question as a lower-cased wire
+ * An upstream query for a question: header with RD=1 and the client's CD and AD (RFC 6840 §5.7: AD in a query
+ * asks for the AD bit in the answer), the question as a lower-cased wire
  * name (`wireKey`, the zero label included) plus the type and class bytes, and an OPT with our size and the
  * client's DO. The ID (bytes 0–1) is written per try.
  */
-export function buildQuery(wireKey: string, qtype: number, qclass: number, checkingDisabled: boolean, dnssecOk: boolean, ednsSize: number): Buffer {
+export function buildQuery(wireKey: string, qtype: number, qclass: number, checkingDisabled: boolean, dnssecOk: boolean, ednsSize: number, authenticData = false): Buffer {
   const nameLen = wireKey.length;
   const qEnd = HEADER_LEN + nameLen + 4;
   const out = Buffer.allocUnsafe(qEnd + OPT_LEN);
   out.writeUInt16BE(0, 0);
-  out.writeUInt16BE(Flag.RD | (checkingDisabled ? Flag.CD : 0), 2);
+  out.writeUInt16BE(Flag.RD | (checkingDisabled ? Flag.CD : 0) | (authenticData ? Flag.AD : 0), 2);
   out.writeUInt16BE(1, 4);
   out.writeUInt32BE(0, 6);
   out.writeUInt16BE(1, 10);
@@ -68,16 +70,23 @@ export function buildProbe(ednsSize: number): Buffer {
 /** Why a datagram or TCP message was not taken as the answer (a metric label). */
 export type RejectReason = 'short' | 'not_response' | 'id' | 'question';
 
+/** RCODEs a server may send with no question section (RFC 1035 leaves it to the server; many do). */
+const QUESTIONLESS_RCODES = (1 << 1) | (1 << 4) | (1 << 5); // FORMERR, NOTIMP, REFUSED
+
 /**
  * Checks that `reply` answers `query` (whose ID is already written): QR=1, opcode QUERY, the same ID and the
  * same question (name compared case-insensitively — an upstream may echo 0x20 case — type and class exactly).
+ * FORMERR, NOTIMP and REFUSED with no question at all are accepted on the ID (and the source, checked by the
+ * caller): a server that could not parse our query cannot echo it.
  * Returns undefined when it does, or why not.
  */
 export function mismatch(reply: Buffer, query: Buffer, qEnd: number): RejectReason | undefined {
-  if (reply.length < qEnd) return 'short';
+  if (reply.length < HEADER_LEN) return 'short';
   if (reply[0] !== query[0] || reply[1] !== query[1]) return 'id';
   const flags = reply.readUInt16BE(2);
   if ((flags & Flag.QR) === 0 || (flags & 0x7800) !== 0) return 'not_response';
+  if (reply[4] === 0 && reply[5] === 0 && (QUESTIONLESS_RCODES & (1 << (flags & 0x0f))) !== 0) return undefined;
+  if (reply.length < qEnd) return 'short';
   if (reply[4] !== 0 || reply[5] !== 1) return 'question';
   const nameEnd = qEnd - 4;
   for (let i = HEADER_LEN; i < nameEnd; i++) {
@@ -87,6 +96,32 @@ export function mismatch(reply: Buffer, query: Buffer, qEnd: number): RejectReas
     if (c !== query[i]) return 'question';
   }
   for (let i = nameEnd; i < qEnd; i++) if (reply[i] !== query[i]) return 'question';
+  return undefined;
+}
+
+/**
+ * The first Extended DNS Error option (RFC 8914) of a reply's OPT record, so the client sees the upstream's
+ * reason (Blocked, DNSSEC Bogus, …) though the server writes its own OPT; undefined when there is none.
+ */
+export function edeOf(reply: Buffer, layout: MessageLayout): { code: number; text?: string } | undefined {
+  if (layout.optStart === -1) return undefined;
+  // The OPT owner is the root (one byte), then type, class, TTL, RDLENGTH.
+  let p = layout.optStart + 11;
+  const end = layout.optEnd;
+  while (p + 4 <= end) {
+    const code = reply.readUInt16BE(p);
+    const len = reply.readUInt16BE(p + 2);
+    const dataEnd = p + 4 + len;
+    if (dataEnd > end) return undefined;
+    if (code === OPT_EDE && len >= 2) {
+      const info = reply.readUInt16BE(p + 4);
+      // Text is UTF-8 and optional; a trailing NUL some servers add is not part of it.
+      let textEnd = dataEnd;
+      while (textEnd > p + 6 && reply[textEnd - 1] === 0) textEnd--;
+      return textEnd > p + 6 ? { code: info, text: reply.toString('utf8', p + 6, textEnd) } : { code: info };
+    }
+    p = dataEnd;
+  }
   return undefined;
 }
 

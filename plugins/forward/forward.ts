@@ -1,9 +1,9 @@
 /**
  * The forwarding engine of one `forward` instance: identical questions in flight merged into one upstream
- * exchange, failover in policy order within a deadline, health accounting, `max_concurrent`.
+ * exchange, failover in policy order within a deadline, health accounting, `max_concurrent` and `client_share`.
  *
- * Per query the hot path allocates the merge key, one Flight (shared by every identical query), the upstream
- * query bytes, one socket and one timer; listeners and timer callbacks are shared functions that find their
+ * Per query the hot path allocates the merge key, one Flight (shared by every identical query) with the list of
+ * its waiters' addresses, the upstream query bytes, one socket and one timer; listeners and timer callbacks are shared functions that find their
  * state on the socket or in the timer's argument — no closures per query.
  */
 import type * as dgram from 'node:dgram';
@@ -12,15 +12,19 @@ import type { QueryContext } from '../../core/context';
 import type { Logger } from '../../core/log';
 import { RepeatingWarning } from '../../core/primitives/rateLimitedLog';
 import { DnsResponse } from '../../core/response';
-import { Rcode } from '../../core/wire/constants';
+import { Flag, Rcode } from '../../core/wire/constants';
 import { layoutOf, type MessageLayout } from '../../core/wire/message';
-import { buildQuery, closeTry, isTruncated, nextId, questionEndOf, startUdpTry, type RejectReason, type UdpTryOwner } from './exchange';
-import type { ForwardMetrics } from './metrics';
+import { buildQuery, closeTry, edeOf, isTruncated, nextId, questionEndOf, startUdpTry, type RejectReason, type UdpTryOwner } from './exchange';
+import type { ForwardMetrics, RejectReasonLabel } from './metrics';
 import type { Policy } from './policy';
 import type { HealthOptions, TcpConnection, TcpOwner, Upstream } from './upstream';
 
 /** RFC 8914 code 22. */
 export const EDE_NO_REACHABLE_AUTHORITY = 22;
+/** RFC 8914 code 23. */
+export const EDE_NETWORK_ERROR = 23;
+/** RFC 8914 code 20: the REFUSED answer to RD=0 when nothing above could answer it locally. */
+export const EDE_NOT_AUTHORITATIVE = 20;
 
 export type ForwardFailure = 'all_down' | 'timeout' | 'shutdown';
 
@@ -36,9 +40,18 @@ export const FAILURE_EDE: Readonly<Record<ForwardFailure, { readonly code: numbe
   shutdown: { code: EDE_NO_REACHABLE_AUTHORITY, text: 'shutting down' },
 };
 
+/** Given to a UDP client with the upstream's TC=1 answer when TCP to that upstream failed: it retries itself. */
+export const TCP_FAILED_EDE = Object.freeze({ code: EDE_NETWORK_ERROR, text: 'the upstream truncated its UDP answer and could not be reached over TCP' });
+const RD0_EDE = Object.freeze({ code: EDE_NOT_AUTHORITATIVE, text: 'recursion not desired and the answer is not cached' });
+
+/** After TCP to an upstream failed, its truncated answers go to UDP clients at once for this long. */
+export const TCP_RETRY_MS = 30_000;
+
 export interface ForwarderOptions extends HealthOptions {
   readonly deadlineMs: number;
   readonly maxConcurrent: number;
+  /** Percent of `maxConcurrent` one client address may hold (its own questions and merged copies). */
+  readonly clientShare: number;
   readonly healthCheckMs: number;
 }
 
@@ -53,6 +66,13 @@ export class UpstreamGroup {
     return true;
   }
 
+  /** When the last of them went down: the first recovery trial waits a health_check interval from then. */
+  lastDownAt(): number {
+    let t = -Infinity;
+    for (const u of this.upstreams) if (u.downAt > t) t = u.downAt;
+    return t;
+  }
+
   close(): void {
     for (const u of this.upstreams) u.close();
   }
@@ -61,18 +81,26 @@ export class UpstreamGroup {
 export type Callback = (err: Error | null, res?: DnsResponse) => void;
 
 export class Forwarder {
-  /** Client queries waiting for an upstream answer (merged ones included). */
+  /** Distinct questions in flight to upstreams (bounded by max_concurrent). */
   inFlight = 0;
+  /** Client queries waiting on a question already in flight (bounded by max_concurrent too). */
+  merging = 0;
   readonly flights = new Map<string, Flight>();
+  /** Queries each client address has waiting here (its own questions and merged copies); absent when 0. */
+  private readonly perClient = new Map<string, number>();
+  /** The most one client address may have waiting. */
+  readonly clientLimit: number;
   private readonly refusedWarning: RepeatingWarning;
   private readonly localWarning: RepeatingWarning;
+  private lastRefusal = '';
   private lastLocalError = '';
   private closed = false;
 
   constructor(readonly block: string, readonly opts: ForwarderOptions, readonly metrics: ForwardMetrics, readonly log: Logger) {
+    this.clientLimit = Math.max(1, Math.ceil((opts.maxConcurrent * opts.clientShare) / 100));
     this.refusedWarning = new RepeatingWarning({
       intervalMs: 10_000,
-      emit: (count) => log.warn('max_concurrent reached: queries refused', { max_concurrent: opts.maxConcurrent, refused: count }),
+      emit: (count) => log.warn('forward is full: queries refused', { reason: this.lastRefusal, max_concurrent: opts.maxConcurrent, client_share: opts.clientShare, refused: count }),
     });
     this.localWarning = new RepeatingWarning({
       intervalMs: 10_000,
@@ -80,53 +108,69 @@ export class Forwarder {
     });
   }
 
-  /** Answers `ctx` from `group` through `cb`: the upstream's answer, REFUSED beyond max_concurrent, or SERVFAIL + EDE 22. */
+  /** Answers `ctx` from `group` through `cb`: the upstream's answer, REFUSED beyond the bounds, or SERVFAIL + EDE 22. */
   forward(ctx: QueryContext, group: UpstreamGroup, cb: Callback): void {
     if (this.closed) {
       cb(null, ctx.reply(Rcode.SERVFAIL, FAILURE_EDE.shutdown));
       return;
     }
-    if (this.inFlight >= this.opts.maxConcurrent) {
-      this.metrics.maxConcurrentRejects.inc();
-      this.refusedWarning.hit();
-      cb(null, ctx.reply(Rcode.REFUSED));
+    const q = ctx.query;
+    if ((q.flags & Flag.RD) === 0) {
+      // RD=0 asks for what this server already holds (a cache above answered it if it could); never recurse for it.
+      this.metrics.notRecursed.inc();
+      cb(null, ctx.reply(Rcode.REFUSED, RD0_EDE));
       return;
     }
-    const q = ctx.query;
     const client = ctx.client;
-    const bits = (client.dnssecOk ? 1 : 0) | (client.checkingDisabled ? 2 : 0);
+    const addr = client.address;
+    const held = this.perClient.get(addr) ?? 0;
+    if (held >= this.clientLimit) return this.refuse(ctx, cb, 'client_share');
+    const bits = (client.dnssecOk ? 1 : 0) | (client.checkingDisabled ? 2 : 0) | ((q.flags & Flag.AD) !== 0 ? 4 : 0);
     const key = q.wireKey + String.fromCharCode(q.qtype, q.qclass, bits);
     const existing = this.flights.get(key);
     if (existing !== undefined) {
-      existing.join(cb);
-      this.inFlight++;
+      if (this.merging >= this.opts.maxConcurrent) return this.refuse(ctx, cb, 'merged');
+      existing.join(cb, addr, client.transport === 'tcp');
+      this.merging++;
+      this.perClient.set(addr, held + 1);
       this.metrics.merged.inc();
       return;
     }
+    if (this.inFlight >= this.opts.maxConcurrent) return this.refuse(ctx, cb, 'max_concurrent');
     let trial = false;
     if (group.allDown()) {
       // Every upstream is down: SERVFAIL at once instead of waiting for the deadline; but let one query through
       // per health_check interval to a random upstream (as CoreDNS does), so recovery is seen even if probes fail.
       this.metrics.healthcheckBroken.inc();
       const now = performance.now();
-      if (now - group.lastTrial < this.opts.healthCheckMs) {
-        cb(null, ctx.reply(Rcode.SERVFAIL, FAILURE_EDE.all_down));
+      if (now - Math.max(group.lastTrial, group.lastDownAt()) < this.opts.healthCheckMs) {
+        const res = ctx.reply(Rcode.SERVFAIL, FAILURE_EDE.all_down);
+        res.localFailure = true;
+        cb(null, res);
         return;
       }
       group.lastTrial = now;
       trial = true;
     }
-    const query = buildQuery(q.wireKey, q.qtype, q.qclass, client.checkingDisabled, client.dnssecOk, this.opts.ednsSize);
+    const query = buildQuery(q.wireKey, q.qtype, q.qclass, client.checkingDisabled, client.dnssecOk, this.opts.ednsSize, (q.flags & Flag.AD) !== 0);
     const flight = new Flight(this, key, query, group, ctx, cb, trial);
     this.flights.set(key, flight);
     this.inFlight++;
+    this.perClient.set(addr, held + 1);
     flight.start();
   }
 
-  /** Probes the down upstreams of `groups` (called every health_check). */
+  private refuse(ctx: QueryContext, cb: Callback, reason: RejectReasonLabel): void {
+    this.metrics.rejected(reason);
+    this.lastRefusal = reason;
+    this.refusedWarning.hit();
+    cb(null, ctx.reply(Rcode.REFUSED));
+  }
+
+  /** Probes the upstreams of `groups` that are down or whose last probe failed (called every health_check). */
   healthTick(groups: readonly UpstreamGroup[]): void {
     if (this.opts.maxFails === 0) return;
-    for (const g of groups) for (const u of g.upstreams) if (u.down) u.probe(this.opts);
+    for (const g of groups) for (const u of g.upstreams) if (u.suspect) u.probe(this.opts);
   }
 
   /** Fails whatever is still in flight (after the chain drained) and accepts nothing more. */
@@ -141,9 +185,22 @@ export class Forwarder {
     this.localWarning.hit();
   }
 
+  /** Gives back what `flight` and its waiters held. */
   settle(flight: Flight): void {
     if (this.flights.get(flight.key) === flight) this.flights.delete(flight.key);
-    this.inFlight -= flight.waiters;
+    this.inFlight--;
+    this.merging -= flight.waiters - 1;
+    const clients = flight.clients;
+    for (let i = 0; i < clients.length; i++) {
+      const n = (this.perClient.get(clients[i]) ?? 1) - 1;
+      if (n <= 0) this.perClient.delete(clients[i]);
+      else this.perClient.set(clients[i], n);
+    }
+  }
+
+  /** Client addresses with queries waiting (for tests and the gauge). */
+  get clientsWaiting(): number {
+    return this.perClient.size;
   }
 }
 
@@ -154,6 +211,8 @@ function onTryTimer(f: Flight): void {
   f.onTimeout();
 }
 
+type Ede = { readonly code: number; readonly text?: string };
+
 /**
  * One upstream exchange on behalf of every identical client query in flight. Tries upstreams in policy order,
  * UDP first (TCP when truncated or `force_tcp`), until an answer other than SERVFAIL, the deadline, or no
@@ -161,9 +220,15 @@ function onTryTimer(f: Flight): void {
  */
 export class Flight implements UdpTryOwner, TcpOwner {
   readonly qEnd: number;
+  /** The query as sent; replaced by its copy without OPT after a FORMERR to our EDNS query (RFC 6891 §7). */
+  query: Buffer;
   waiters = 1;
+  /** Each waiter's client address, the first one's first (released when the flight settles). */
+  readonly clients: string[];
   private readonly first: Callback;
+  private readonly firstTcp: boolean;
   private more: Callback[] | null = null;
+  private moreTcp: boolean[] | null = null;
   private readonly order: readonly number[];
   private pos = 0;
   private triedThisPass = 0;
@@ -178,35 +243,50 @@ export class Flight implements UdpTryOwner, TcpOwner {
   private sock: dgram.Socket | null = null;
   private tcpConn: TcpConnection | null = null;
   private tcpId = 0;
+  /** The current try is the TCP retry of a truncated UDP answer (its failure says nothing of UDP health). */
+  private afterTc = false;
   private staleRetried = false;
+  private noEdnsRetried = false;
   private timer: NodeJS.Timeout | null = null;
   private sentAt = 0;
   private readonly deadlineAt: number;
   private servfail: Buffer | null = null;
   private servfailLayout: MessageLayout | null = null;
+  /** A TC=1 answer whose TCP retry failed: what UDP clients get when nothing better comes. */
+  private truncated: Buffer | null = null;
+  private truncatedLayout: MessageLayout | null = null;
   private done = false;
 
   constructor(
     private readonly fwd: Forwarder,
     readonly key: string,
-    readonly query: Buffer,
+    query: Buffer,
     private readonly group: UpstreamGroup,
     /** The first client's context: failure replies are built from it. */
     private readonly ctx: QueryContext,
     cb: Callback,
     private readonly trial: boolean,
   ) {
+    this.query = query;
     this.qEnd = questionEndOf(query);
     this.first = cb;
+    this.firstTcp = ctx.client.transport === 'tcp';
+    this.clients = [ctx.client.address];
     this.deadlineAt = performance.now() + fwd.opts.deadlineMs;
     const n = group.upstreams.length;
     // A recovery trial (every upstream down) is a single try to a random upstream.
     this.order = trial ? [Math.floor(Math.random() * n)] : group.policy.order(n);
   }
 
-  join(cb: Callback): void {
-    if (this.more === null) this.more = [cb];
-    else this.more.push(cb);
+  join(cb: Callback, client: string, tcp: boolean): void {
+    if (this.more === null) {
+      this.more = [cb];
+      this.moreTcp = [tcp];
+    } else {
+      this.more.push(cb);
+      (this.moreTcp as boolean[]).push(tcp);
+    }
+    this.clients.push(client);
     this.waiters++;
   }
 
@@ -240,6 +320,7 @@ export class Flight implements UdpTryOwner, TcpOwner {
   private send(up: Upstream): void {
     this.current = up;
     this.staleRetried = false;
+    this.afterTc = false;
     this.armTimer();
     if (this.fwd.opts.forceTcp) {
       this.sendTcp(false);
@@ -286,22 +367,38 @@ export class Flight implements UdpTryOwner, TcpOwner {
 
   onUdpReply(reply: Buffer): void {
     const up = this.current as Upstream;
+    this.endTry();
     if (isTruncated(reply)) {
+      // The upstream is alive whatever its TCP does.
+      up.answered();
+      const layout = layoutOf(reply);
+      if (layout !== null) {
+        this.truncated = reply;
+        this.truncatedLayout = layout;
+      }
+      if (performance.now() - up.tcpFailedAt < TCP_RETRY_MS) {
+        // Its TCP failed a moment ago: do not make every client wait a timeout for it again.
+        this.fwd.metrics.tcpSkipped.inc();
+        this.skipMask |= 1 << this.currentIndex;
+        this.tryNext();
+        return;
+      }
       // The same upstream, over TCP, with a fresh try timer.
-      this.endTry();
       up.m.truncated.inc();
+      this.afterTc = true;
       this.armTimer();
       this.sendTcp(false);
       return;
     }
-    this.endTry();
     this.accept(up, reply);
   }
 
   onTcpReply(reply: Buffer): void {
     this.tcpConn = null;
     this.endTry();
-    this.accept(this.current as Upstream, reply);
+    const up = this.current as Upstream;
+    if (this.afterTc) up.tcpFailedAt = -Infinity;
+    this.accept(up, reply);
   }
 
   private accept(up: Upstream, reply: Buffer): void {
@@ -315,6 +412,16 @@ export class Flight implements UdpTryOwner, TcpOwner {
     }
     const rcode = (layout.optStart !== -1 ? (layout.optTtl >>> 24) << 4 : 0) | (reply[3] & 0x0f);
     up.m.observe(rcode, (performance.now() - this.sentAt) / 1000);
+    if (rcode === Rcode.FORMERR && layout.optStart === -1 && this.query.length > this.qEnd && !this.noEdnsRetried) {
+      // RFC 6891 §7: a server that does not know EDNS may answer FORMERR without OPT; ask it once more without.
+      this.noEdnsRetried = true;
+      this.fwd.metrics.noEdnsRetries.inc();
+      const plain = Buffer.from(this.query.subarray(0, this.qEnd));
+      plain.writeUInt16BE(0, 10);
+      this.query = plain;
+      this.send(up);
+      return;
+    }
     if (rcode === Rcode.SERVFAIL) {
       this.servfail = reply;
       this.servfailLayout = layout;
@@ -350,6 +457,15 @@ export class Flight implements UdpTryOwner, TcpOwner {
 
   private failedTry(err: Error | null): void {
     const up = this.current as Upstream;
+    if (this.afterTc) {
+      // Its UDP answered (truncated): only its TCP is in question, and that is tracked on its own.
+      this.afterTc = false;
+      up.tcpFailedAt = performance.now();
+      up.m.tcpFailures.inc();
+      this.skipMask |= 1 << this.currentIndex;
+      this.tryNext();
+      return;
+    }
     if (err !== null) {
       this.skipMask |= 1 << this.currentIndex;
       const code = (err as NodeJS.ErrnoException).code;
@@ -359,9 +475,17 @@ export class Flight implements UdpTryOwner, TcpOwner {
         this.tryNext();
         return;
       }
+      // A transport error is the upstream's (or its path's): it counts toward max_fails, and the health_check
+      // probes that follow (the upstream is now suspect) count on from there. No probe at once: it would
+      // usually fail the same way and count the one error twice.
+      up.failed(this.fwd.opts.maxFails, code ?? err.message);
+      this.tryNext();
+      return;
     }
-    // The moment the last upstream goes down starts the wait before the first recovery trial.
-    if (up.failed(this.fwd.opts.maxFails, err === null ? 'timeout' : ((err as NodeJS.ErrnoException).code ?? err.message))) this.group.lastTrial = performance.now();
+    // A timeout says this question was slow, maybe only its authority: no failure counted, but a probe asks
+    // whether the upstream itself still answers (CoreDNS's rule); a failed probe is what counts.
+    up.m.timeouts.inc();
+    if (this.fwd.opts.maxFails > 0) up.probe(this.fwd.opts);
     this.tryNext();
   }
 
@@ -378,11 +502,20 @@ export class Flight implements UdpTryOwner, TcpOwner {
   private succeed(reply: Buffer, layout: MessageLayout): void {
     this.done = true;
     this.fwd.settle(this);
-    this.deliver(reply, layout);
+    this.deliver(reply, layout, edeOf(reply, layout), false);
   }
 
-  /** Total failure; an upstream's SERVFAIL, when one came, is passed on as the answer instead. */
+  /**
+   * Total failure. A truncated answer whose TCP retry failed, when one came, goes to UDP clients (an answer
+   * exists: they ask again over TCP themselves); else an upstream's SERVFAIL is passed on; else our own SERVFAIL.
+   */
   private fail(why: ForwardFailure): void {
+    if (this.truncated !== null) {
+      this.done = true;
+      this.fwd.settle(this);
+      this.deliverTruncated(this.truncated, this.truncatedLayout as MessageLayout);
+      return;
+    }
     if (this.servfail !== null) return this.succeed(this.servfail, this.servfailLayout as MessageLayout);
     this.done = true;
     this.fwd.settle(this);
@@ -393,27 +526,46 @@ export class Flight implements UdpTryOwner, TcpOwner {
     if (this.done) return;
     this.endTry();
     this.done = true;
-    this.fwd.inFlight -= this.waiters;
+    this.fwd.settle(this);
     this.deliverFailure('shutdown');
   }
 
+  private failureResponse(ede: Ede): { wire: Buffer; layout: MessageLayout } {
+    const base = this.ctx.reply(Rcode.SERVFAIL, ede);
+    return { wire: base.wire, layout: base.layout as MessageLayout };
+  }
+
   private deliverFailure(why: ForwardFailure): void {
-    const base = this.ctx.reply(Rcode.SERVFAIL, FAILURE_EDE[why]);
-    this.deliver(base.wire, base.layout as MessageLayout, FAILURE_EDE[why]);
+    const base = this.failureResponse(FAILURE_EDE[why]);
+    this.deliver(base.wire, base.layout, FAILURE_EDE[why], true);
   }
 
-  private deliver(reply: Buffer, layout: MessageLayout, ede?: { code: number; text: string }): void {
-    this.call(this.first, reply, layout, ede);
+  private deliverTruncated(reply: Buffer, layout: MessageLayout): void {
+    let failure: { wire: Buffer; layout: MessageLayout } | null = null;
+    const one = (cb: Callback, tcp: boolean): void => {
+      if (!tcp) return this.call(cb, reply, layout, TCP_FAILED_EDE, false);
+      // A TCP client cannot retry over TCP: for it this is a failure.
+      if (failure === null) failure = this.failureResponse(TCP_FAILED_EDE);
+      this.call(cb, failure.wire, failure.layout, TCP_FAILED_EDE, true);
+    };
+    one(this.first, this.firstTcp);
     const more = this.more;
-    if (more !== null) for (let i = 0; i < more.length; i++) this.call(more[i], reply, layout, ede);
+    if (more !== null) for (let i = 0; i < more.length; i++) one(more[i], (this.moreTcp as boolean[])[i]);
   }
 
-  private call(cb: Callback, reply: Buffer, layout: MessageLayout, ede: { code: number; text: string } | undefined): void {
+  private deliver(reply: Buffer, layout: MessageLayout, ede: Ede | undefined, local: boolean): void {
+    this.call(this.first, reply, layout, ede, local);
+    const more = this.more;
+    if (more !== null) for (let i = 0; i < more.length; i++) this.call(more[i], reply, layout, ede, local);
+  }
+
+  private call(cb: Callback, reply: Buffer, layout: MessageLayout, ede: Ede | undefined, local: boolean): void {
     try {
       // Each waiter its own DnsResponse over the same bytes (responses are never written in place); the
       // writer gives each client its own ID, question case and OPT.
       const res = DnsResponse.fromWire(reply, layout);
       if (ede !== undefined) res.ede = ede;
+      if (local) res.localFailure = true;
       cb(null, res);
     } catch (e) {
       // One waiter's failure downstream must not keep the answer from the others.

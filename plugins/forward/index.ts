@@ -23,7 +23,7 @@ import { localAnswer, maybePrivate, privateZoneOf } from './private';
 import { isResolvConfPath, readResolvConf } from './resolvconf';
 import { Upstream, canonicalIp, parseUpstream, type UpstreamAddress } from './upstream';
 
-export { EDE_NO_REACHABLE_AUTHORITY, FAILURE_EDE } from './forward';
+export { EDE_NO_REACHABLE_AUTHORITY, FAILURE_EDE, TCP_FAILED_EDE } from './forward';
 
 /** CoreDNS's bound, too. */
 export const MAX_UPSTREAMS = 15;
@@ -40,7 +40,8 @@ export const ForwardOptions = Type.Object({
   force_tcp: Type.Boolean({ default: false, description: 'Query upstreams over TCP only' }),
   max_fails: Type.Integer({ minimum: 0, default: 2, description: 'Consecutive failed tries that mark an upstream down (0: never)' }),
   health_check: Duration(500, 'How often a down upstream is probed (`. IN NS`) until it answers (0: never)'),
-  max_concurrent: Type.Integer({ minimum: 1, default: 1000, description: 'Queries in flight at most; more are answered REFUSED' }),
+  max_concurrent: Type.Integer({ minimum: 1, default: 1000, description: 'Distinct questions in flight at most, and merged copies waiting on them at most; more are answered REFUSED' }),
+  client_share: Type.Integer({ minimum: 1, maximum: 100, default: 25, description: 'Percent of max_concurrent one client address may hold (its questions and merged copies); more from it are answered REFUSED' }),
   private: Type.Optional(UpstreamList('Upstreams for RFC 6303 private reverse zones and home.arpa (typically the router); absent: answered locally NXDOMAIN')),
   edns_size: Type.Integer({ minimum: 512, maximum: 4096, default: DEFAULT_EDNS_SIZE, description: 'EDNS UDP size advertised to upstreams' }),
 });
@@ -85,6 +86,7 @@ export const forward = definePlugin({
       maxFails: options.max_fails,
       healthCheckMs: options.health_check,
       maxConcurrent: options.max_concurrent,
+      clientShare: options.client_share,
       ednsSize: options.edns_size,
     }, metrics, api.log);
     const unregister = registerInFlight(fwd);

@@ -13,8 +13,14 @@ export interface HistogramChild { observe(value: number): void }
 /** Anything whose in-flight count the gauge reports, by server block. */
 export interface InFlightSource {
   readonly block: string;
+  /** Distinct questions in flight. */
   readonly inFlight: number;
+  /** Client queries merged into one of them. */
+  readonly merging: number;
 }
+
+/** Why a query was refused by forward's bounds (a metric label). */
+export type RejectReasonLabel = 'max_concurrent' | 'merged' | 'client_share';
 
 // One gauge serves every block and every chain generation: the live forwarders register here.
 const inFlightSources = new Set<InFlightSource>();
@@ -29,7 +35,14 @@ export class ForwardMetrics {
   readonly duration: Histogram<'to' | 'rcode'>;
   readonly healthcheckFailures: Counter<'to'>;
   readonly healthcheckBroken: Counter<string>;
-  readonly maxConcurrentRejects: Counter<string>;
+  readonly maxConcurrentRejects: Counter<'reason'>;
+  readonly notRecursed: Counter<string>;
+  readonly noEdnsRetries: Counter<string>;
+  readonly tcpSkipped: Counter<string>;
+  readonly timeouts: Counter<'to'>;
+  readonly tcpFailures: Counter<'to'>;
+  readonly mergedWaiting: Gauge<'server'>;
+  private readonly rejectChildren: Record<RejectReasonLabel, CounterChild>;
   readonly ignoredReplies: Counter<'reason'>;
   readonly merged: Counter<string>;
   readonly truncatedRetries: Counter<'to'>;
@@ -46,9 +59,24 @@ export class ForwardMetrics {
       labelNames: ['to', 'rcode'],
       buckets: exponentialBuckets(0.00025, 2, 16),
     });
-    this.healthcheckFailures = factory.counter({ name: 'healthcheck_failures_total', help: 'Health probes of a down upstream that got no answer.', labelNames: ['to'] });
+    this.healthcheckFailures = factory.counter({ name: 'healthcheck_failures_total', help: 'Health probes that got no answer (each counts toward max_fails).', labelNames: ['to'] });
     this.healthcheckBroken = factory.counter({ name: 'healthcheck_broken_total', help: 'Queries that found every upstream down (answered SERVFAIL at once, or sent as a recovery trial).' });
-    this.maxConcurrentRejects = factory.counter({ name: 'max_concurrent_rejects_total', help: 'Queries refused because max_concurrent queries were already in flight.' });
+    this.maxConcurrentRejects = factory.counter({
+      name: 'max_concurrent_rejects_total',
+      help: 'Queries refused REFUSED by forward\'s bounds: max_concurrent distinct questions in flight, max_concurrent merged copies waiting, or the client\'s client_share.',
+      labelNames: ['reason'],
+    });
+    this.rejectChildren = {
+      max_concurrent: this.maxConcurrentRejects.labels('max_concurrent'),
+      merged: this.maxConcurrentRejects.labels('merged'),
+      client_share: this.maxConcurrentRejects.labels('client_share'),
+    };
+    for (const c of Object.values(this.rejectChildren)) c.inc(0);
+    this.notRecursed = factory.counter({ name: 'not_recursed_total', help: 'RD=0 queries that reached forward (nothing above answered them): answered REFUSED, never forwarded.' });
+    this.noEdnsRetries = factory.counter({ name: 'noedns_retries_total', help: 'Queries asked again without EDNS after an upstream answered FORMERR without OPT (RFC 6891 §7).' });
+    this.tcpSkipped = factory.counter({ name: 'tcp_skipped_total', help: 'Truncated UDP answers not retried over TCP because TCP to that upstream failed within the last 30 s.' });
+    this.timeouts = factory.counter({ name: 'timeouts_total', help: 'Tries that got no answer in `timeout` (not counted toward max_fails: each triggers a health probe).', labelNames: ['to'] });
+    this.tcpFailures = factory.counter({ name: 'tcp_failures_total', help: 'TCP retries of a truncated answer that failed (TCP ability, tracked apart from UDP health).', labelNames: ['to'] });
     this.ignoredReplies = factory.counter({ name: 'ignored_replies_total', help: 'Upstream messages ignored because their source, ID or question did not match a query we sent (forgery or stray).', labelNames: ['reason'] });
     this.merged = factory.counter({ name: 'merged_total', help: 'Queries that joined an identical question already in flight instead of asking the upstream again.' });
     this.truncatedRetries = factory.counter({ name: 'truncated_retries_total', help: 'Truncated UDP answers retried over TCP.', labelNames: ['to'] });
@@ -56,13 +84,26 @@ export class ForwardMetrics {
     this.upstreamUp = factory.gauge({ name: 'upstream_up', help: '1 when the upstream is considered healthy, 0 when it is marked down.', labelNames: ['to'] });
     this.inFlight = factory.gauge({
       name: 'inflight_queries',
-      help: 'Client queries waiting on an upstream answer (bounded by max_concurrent).',
+      help: 'Distinct questions waiting on an upstream answer (bounded by max_concurrent; merged copies are in merged_waiting_queries).',
       labelNames: ['server'],
       collect(this: Gauge<'server'>) {
         this.reset();
         for (const s of inFlightSources) this.set({ server: s.block }, s.inFlight);
       },
     });
+    this.mergedWaiting = factory.gauge({
+      name: 'merged_waiting_queries',
+      help: 'Client queries waiting on an identical question already in flight (bounded by max_concurrent, apart from inflight_queries).',
+      labelNames: ['server'],
+      collect(this: Gauge<'server'>) {
+        this.reset();
+        for (const s of inFlightSources) this.set({ server: s.block }, s.merging);
+      },
+    });
+  }
+
+  rejected(reason: RejectReasonLabel): void {
+    this.rejectChildren[reason].inc();
   }
 
   ignored(reason: string): void {
@@ -80,12 +121,16 @@ export class UpstreamMetrics {
   readonly requests: CounterChild;
   readonly healthcheckFailures: CounterChild;
   readonly truncated: CounterChild;
+  readonly timeouts: CounterChild;
+  readonly tcpFailures: CounterChild;
   private readonly byRcode: (HistogramChild | undefined)[] = [];
 
   constructor(private readonly metrics: ForwardMetrics, private readonly to: string) {
     this.requests = metrics.requests.labels(to);
     this.healthcheckFailures = metrics.healthcheckFailures.labels(to);
     this.truncated = metrics.truncatedRetries.labels(to);
+    this.timeouts = metrics.timeouts.labels(to);
+    this.tcpFailures = metrics.tcpFailures.labels(to);
   }
 
   observe(rcode: number, seconds: number): void {

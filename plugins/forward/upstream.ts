@@ -3,6 +3,7 @@
  * connections (pipelined, matched by ID and question, idle-closed, bounded).
  */
 import * as net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { Logger } from '../../core/log';
 import { buildProbe, closeTry, mismatch, nextId, questionEndOf, startUdpTry, type RejectReason, type UdpTryOwner } from './exchange';
 import type { ForwardMetrics } from './metrics';
@@ -223,11 +224,22 @@ export class Upstream implements UpstreamAddress {
   readonly peerAddress: string;
   readonly tcp: TcpPool;
   readonly m: UpstreamMetrics;
-  /** Consecutive failed tries (timeouts, network errors); reset by any answer. */
+  /**
+   * Consecutive failures that count against the upstream: failed health probes and transport errors (CoreDNS's
+   * rule). A try that merely timed out is not one: the authority behind a good upstream may be slow or lame for
+   * that one name. It triggers a probe instead. Reset by any answer.
+   */
   fails = 0;
   down = false;
+  /** Monotonic ms when it was last marked down (the wait before a recovery trial counts from it). */
+  downAt = -Infinity;
   /** The health probe in flight, if any (at most one). */
   probing: Probe | null = null;
+  /**
+   * TCP to this upstream failed after it truncated over UDP, at this monotonic time: its TCP ability, tracked
+   * apart from its UDP health (a firewall that drops port 53/TCP does not make the UDP answers worse).
+   */
+  tcpFailedAt = -Infinity;
 
   constructor(addr: UpstreamAddress, metrics: ForwardMetrics, private readonly log: Logger) {
     this.host = addr.host;
@@ -240,11 +252,12 @@ export class Upstream implements UpstreamAddress {
     this.m.setUp(true);
   }
 
-  /** A try got no answer (timeout, network error). Returns true when this marks the upstream down. */
+  /** A failure that counts (transport error, failed probe). Returns true when this marks the upstream down. */
   failed(maxFails: number, why: string): boolean {
     this.fails++;
     if (maxFails > 0 && !this.down && this.fails >= maxFails) {
       this.down = true;
+      this.downAt = performance.now();
       this.m.setUp(false);
       this.log.warn('upstream marked down', { to: this.label, consecutive_failures: this.fails, last_error: why });
       return true;
@@ -262,9 +275,14 @@ export class Upstream implements UpstreamAddress {
     }
   }
 
+  /** Whether health probes should go on (every `health_check`): it is down, or its last probe failed. */
+  get suspect(): boolean {
+    return this.down || this.fails > 0;
+  }
+
   /**
-   * Probes a down upstream as CoreDNS does: `. IN NS` with RD=1; any reply that matches (whatever its RCODE)
-   * means it is up again. At most one probe at a time.
+   * Probes the upstream as CoreDNS does: `. IN NS` with RD=1; any reply that matches (whatever its RCODE) means
+   * it is up; no reply within `timeout` counts as a failure toward `max_fails`. At most one probe at a time.
    */
   probe(opts: HealthOptions): void {
     if (this.probing !== null) return;
@@ -316,7 +334,10 @@ class Probe implements UdpTryOwner, TcpOwner {
     if (this.tcp !== null) this.tcp.conn.cancel(this.tcp.id, this);
     this.up.probing = null;
     if (ok === true) this.up.answered();
-    else if (ok === false) this.up.m.healthcheckFailures.inc();
+    else if (ok === false) {
+      this.up.m.healthcheckFailures.inc();
+      this.up.failed(this.opts.maxFails, 'health probe got no answer');
+    }
   }
 
   onUdpReply(): void {
