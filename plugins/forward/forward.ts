@@ -88,8 +88,14 @@ export class Forwarder {
   readonly flights = new Map<string, Flight>();
   /** Queries each client address has waiting here (its own questions and merged copies); absent when 0. */
   private readonly perClient = new Map<string, number>();
-  /** The most one client address may have waiting. */
+  /** The most one client address may have waiting once the forwarder is contended. */
   readonly clientLimit: number;
+  /**
+   * Queries waiting here (questions and merged copies) from which the per-client limit applies: below it a
+   * client may use what nobody else needs, so a household behind one relaying router is never refused by a
+   * share while the forwarder is half idle.
+   */
+  readonly contended: number;
   private readonly refusedWarning: RepeatingWarning;
   private readonly localWarning: RepeatingWarning;
   private lastRefusal = '';
@@ -98,6 +104,7 @@ export class Forwarder {
 
   constructor(readonly block: string, readonly opts: ForwarderOptions, readonly metrics: ForwardMetrics, readonly log: Logger) {
     this.clientLimit = Math.max(1, Math.ceil((opts.maxConcurrent * opts.clientShare) / 100));
+    this.contended = Math.ceil(opts.maxConcurrent / 2);
     this.refusedWarning = new RepeatingWarning({
       intervalMs: 10_000,
       emit: (count) => log.warn('forward is full: queries refused', { reason: this.lastRefusal, max_concurrent: opts.maxConcurrent, client_share: opts.clientShare, refused: count }),
@@ -124,7 +131,7 @@ export class Forwarder {
     const client = ctx.client;
     const addr = client.address;
     const held = this.perClient.get(addr) ?? 0;
-    if (held >= this.clientLimit) return this.refuse(ctx, cb, 'client_share');
+    if (held >= this.clientLimit && this.inFlight + this.merging >= this.contended) return this.refuse(ctx, cb, 'client_share');
     const bits = (client.dnssecOk ? 1 : 0) | (client.checkingDisabled ? 2 : 0) | ((q.flags & Flag.AD) !== 0 ? 4 : 0);
     const key = q.wireKey + String.fromCharCode(q.qtype, q.qclass, bits);
     const existing = this.flights.get(key);

@@ -41,7 +41,7 @@ export const ForwardOptions = Type.Object({
   max_fails: Type.Integer({ minimum: 0, default: 2, description: 'Consecutive failed tries that mark an upstream down (0: never)' }),
   health_check: Duration(500, 'How often a down upstream is probed (`. IN NS`) until it answers (0: never)'),
   max_concurrent: Type.Integer({ minimum: 1, default: 1000, description: 'Distinct questions in flight at most, and merged copies waiting on them at most; more are answered REFUSED' }),
-  client_share: Type.Integer({ minimum: 1, maximum: 100, default: 25, description: 'Percent of max_concurrent one client address may hold (its questions and merged copies); more from it are answered REFUSED' }),
+  client_share: Type.Integer({ minimum: 1, maximum: 100, default: 25, description: 'Percent of max_concurrent one client address may hold (its questions and merged copies) once half of max_concurrent is in use; more from it are answered REFUSED' }),
   private: Type.Optional(UpstreamList('Upstreams for RFC 6303 private reverse zones and home.arpa (typically the router); absent: answered locally NXDOMAIN')),
   edns_size: Type.Integer({ minimum: 512, maximum: 4096, default: DEFAULT_EDNS_SIZE, description: 'EDNS UDP size advertised to upstreams' }),
 });
