@@ -371,6 +371,35 @@ storage: { client: sqlite3, connection: { filename: ${JSON.stringify(path.join(d
     }
   });
 
+  test('reloads: changed options take over the serving table (names not yet written answer on), unchanged ones keep it', async () => {
+    // flush: 1h — nothing reaches the database, so whatever answers after the reload came from the table.
+    const text = (ttl: number, id: string): string => corefile(id, 'reload.sqlite', '{ flush: 1h }').replace('ttl: 5', `ttl: ${ttl}`);
+    const s = await startServer(text(5, 'reload-1'), { catalog });
+    try {
+      await waitFor('namer', () => namers.has('reload-1'));
+      namers.get('reload-1')!.applyDiscovery.call({ ip: '127.0.87.1', hostname: 'speaker', done: true });
+      assert.match(await dig(s.port, 'speaker.home.arpa', 'A'), /speaker\.home\.arpa\.\s+5\s+IN\s+A\s+127\.0\.87\.1/);
+
+      assert.equal((await s.reload(text(7, 'reload-2'))).ok, true);
+      assert.match(await dig(s.port, 'speaker.home.arpa', 'A'), /speaker\.home\.arpa\.\s+7\s+IN\s+A\s+127\.0\.87\.1/, 'taken over, answered with the new ttl');
+      namers.get('reload-2')!.applyDiscovery.call({ ip: '127.0.87.2', hostname: 'lamp', done: true });
+      assert.deepEqual(await addrs(s, 'lamp'), ['127.0.87.2'], 'the new chain hears clienttrack');
+
+      // A failed reload (a bad hosts: key) changes nothing.
+      const bad = text(7, 'reload-3').replace('ttl: 7 }', 'ttl: 7, hosts: { "bad key": 127.0.0.9 } }');
+      assert.equal((await s.reload(bad)).ok, false);
+      namers.get('reload-2')!.applyDiscovery.call({ ip: '127.0.87.3', hostname: 'kettle', done: true });
+      assert.deepEqual(await addrs(s, 'kettle'), ['127.0.87.3']);
+
+      assert.equal((await s.reload(text(7, 'reload-4'))).ok, true);
+      assert.deepEqual(await addrs(s, 'speaker'), ['127.0.87.1']);
+      assert.deepEqual(await addrs(s, 'kettle'), ['127.0.87.3']);
+      assert.equal(await metricValue(s, 'codexdns_clientnames_devices', { server: 'block0' }), 3);
+    } finally {
+      await s.stop();
+    }
+  });
+
   test('a client removed by retention stops answering; a client still seen keeps its name', async () => {
     const s = await startServer(corefile('retention', 'retention.sqlite', '{ flush: 100ms, retention: 2s, prune_interval: 300ms }'), { catalog });
     try {

@@ -129,10 +129,7 @@ export default definePlugin({
       // A reload that changed our options built a new table: take over what the serving one knows, at the swap,
       // so nothing learned between the build and the swap is lost.
       const prev = serving.get(key);
-      if (prev !== undefined && prev !== table) {
-        table.adopt(prev);
-        table.setCapacity(o.max_names);
-      }
+      if (prev !== undefined && prev !== table) table.adopt(prev);
       serving.set(key, table);
       // After the listeners are up: the first answers never wait for the database.
       load();

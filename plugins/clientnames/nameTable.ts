@@ -56,7 +56,7 @@ export class NameTable {
   loaded = false;
   /** Bumped on every change that can alter an answer: the SOA serial. */
   version = 1;
-  private maxNames: number;
+  private readonly maxNames: number;
   /** In update order, oldest first: the eviction order. */
   private readonly devices = new Map<string, Device>();
   private readonly claims = new Map<string, Claim>();
@@ -102,11 +102,6 @@ export class NameTable {
     this.staticNames = names;
     this.staticAddresses = byIp;
     this.version++;
-  }
-
-  setCapacity(maxNames: number): void {
-    this.maxNames = maxNames;
-    this.evictOverflow();
   }
 
   /** An identity from clienttrack: merged into what is known of that address (a field left out keeps its value). */
