@@ -112,15 +112,17 @@ export class NameTable {
       return;
     }
     const d = this.devices.get(c.ip);
+    // Nothing to name and nothing known of this address: most identities (a MAC alone, a discovery that found
+    // nothing) end here.
     if (d === undefined && id.hostname === undefined) return;
-    this.stats.learned++;
     const hostname = id.hostname ?? d?.hostname;
     const next: Device = { ip: c.ip, family: c.family, hostname, label: hostname === undefined ? undefined : hostLabel(hostname), discovering: id.discovering, at: id.at };
+    if (next.label === undefined && d === undefined) return;
+    this.stats.learned++;
     if (d !== undefined) {
       this.unclaim(d);
       this.devices.delete(c.ip);
     }
-    if (next.label === undefined && d === undefined) return;
     this.devices.set(c.ip, next);
     this.claim(next);
     this.evictOverflow();
