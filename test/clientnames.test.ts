@@ -230,6 +230,20 @@ describe('clientnames: options and README', () => {
     }
   });
 
+  test('`- clientnames: {}` serves home.arpa on its defaults (without clienttrack: a warning, NXDOMAIN with the SOA)', async () => {
+    const s = await startServer(`servers:\n  - listen: [udp://127.0.0.1:0]\n    plugins:\n      - clientnames: {}\n      - forward: { to: ["127.0.0.1:1"] }\n`);
+    try {
+      const r = await s.query('anything.home.arpa', 'A');
+      assert.equal(r.rcode, 'NXDOMAIN');
+      assert.equal(r.flag_aa, true);
+      const soa = r.authorities?.[0] as { type: string; name: string; ttl: number; data: { minimum: number } };
+      assert.deepEqual([soa.type, soa.name, soa.ttl, soa.data.minimum], ['SOA', 'home.arpa', 10, 10]);
+      assert.ok(s.logs.some((l) => /clienttrack is not in this server block/.test(l)));
+    } finally {
+      await s.stop();
+    }
+  });
+
   test('the README is in CoreDNS order, every option is in its table with its default, and every example validates', async () => {
     const md = fs.readFileSync(README, 'utf8');
     const order = ['## Name', '## Description', '## Syntax', '## Options', '## Metrics', '## Examples'].map((h) => md.indexOf(h));

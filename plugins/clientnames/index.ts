@@ -92,7 +92,9 @@ export default definePlugin({
     const firstZone = zones[0];
     api.hooksOf('metrics')?.apiClient.tap('clientnames', (client) => {
       const label = table.labelOf(client.ip);
-      return { ...client, dnsName: label === undefined ? null : `${label}.${firstZone}` };
+      // Every block's taps see the client in turn: a block that has no name for it keeps another block's.
+      if (label === undefined) return client.dnsName === undefined ? { ...client, dnsName: null } : client;
+      return { ...client, dnsName: `${label}.${firstZone}` };
     });
 
     const track = api.hooksOf('clienttrack');
