@@ -171,8 +171,13 @@ storage: { client: sqlite3, connection: { filename: ./clients.sqlite } }
     await sleep(200);
     for (const ip of [rdnsIp, nbIp, mdnsIp, leaseIp]) assert.equal((await s.query('www.example.test', 'A', { from: ip })).rcode, 'NOERROR');
     const want: Record<string, string> = { 'pc-rdns': rdnsIp, 'desktop-7q': nbIp, 'annas-printer': mdnsIp, 'laptop-kitchen': leaseIp };
-    // Polled on the table's size, not by asking: the cache would keep an early NXDOMAIN for negative_ttl.
-    await waitFor('every client named (4 + the 2 hosts: entries)', async () => (await metricValue(s, 'codexdns_clientnames_names', {})) === 6, 20_000);
+    // Polled through the API's dnsName (the table), not by asking: the cache would keep an early NXDOMAIN for
+    // negative_ttl.
+    await waitFor('every client named', async () => {
+      const body = (await getJson(httpPort, '/api/clients?limit=1000')) as { clients?: Array<Record<string, unknown>> };
+      const names = new Map((body.clients ?? []).map((c) => [c.ip, c.dnsName]));
+      return Object.entries(want).every(([label, ip]) => names.get(ip) === `${label}.home.arpa`);
+    }, 20_000);
     for (const [label, ip] of Object.entries(want)) {
       const out = await dig(s.port, `${label}.home.arpa`, 'A');
       assert.match(out, /status: NOERROR/);
@@ -243,17 +248,22 @@ storage: { client: sqlite3, connection: { filename: ./clients.sqlite } }
     assert.deepEqual(await short(s.port, '-x', '192.0.2.7'), ['far.example.']);
   });
 
-  test('the API gives each client its dnsName (the name in the first zone)', async () => {
-    await waitFor('rows written with names', async () => {
-      const body = (await getJson(httpPort, '/api/clients?limit=100')) as { clients?: Array<Record<string, unknown>> };
-      const list = body.clients ?? [];
-      return list.some((c) => c.ip === rdnsIp && c.dnsName === 'pc-rdns.home.arpa') && list.some((c) => c.ip === '127.0.0.1');
-    });
-    const body = (await getJson(httpPort, '/api/clients?limit=100')) as { clients: Array<Record<string, unknown>> };
+  test('the API gives each client its dnsName (the name in the first zone), null when it has none', async () => {
+    // A client every method knows nothing about: discovered, without a name.
+    const nameless = `127.0.97.${randomOctet()}`;
+    assert.equal((await s.query('www.example.test', 'A', { from: nameless })).rcode, 'NOERROR');
+    await waitFor('the nameless client discovered and written', async () => {
+      const body = (await getJson(httpPort, '/api/clients?limit=1000')) as { clients?: Array<Record<string, unknown>> };
+      return (body.clients ?? []).some((c) => c.ip === nameless && c.discovering === false);
+    }, 20_000);
+    const body = (await getJson(httpPort, '/api/clients?limit=1000')) as { clients: Array<Record<string, unknown>> };
     const byIp = new Map(body.clients.map((c) => [c.ip, c.dnsName]));
+    assert.equal(byIp.get(rdnsIp), 'pc-rdns.home.arpa');
     assert.equal(byIp.get(nbIp), 'desktop-7q.home.arpa');
     assert.equal(byIp.get(leaseIp), 'laptop-kitchen.home.arpa');
-    assert.equal(byIp.get('127.0.0.1'), null, 'a client without a name');
+    assert.equal(byIp.get(nameless), null, 'a client without a name');
+    const one = (await getJson(httpPort, `/api/clients/${mdnsIp}`)) as Record<string, unknown>;
+    assert.equal(one.dnsName, 'annas-printer.home.arpa');
   });
 });
 
