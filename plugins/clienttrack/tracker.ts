@@ -296,7 +296,7 @@ export class Tracker {
     }
     // The end of a discovery is news even without a name: a name loaded while the client was `discovering`
     // becomes usable (a refresh that found nothing keeps the stored name).
-    if (update.hostname !== undefined || update.mac !== undefined || update.done) {
+    if ((update.hostname !== undefined || update.mac !== undefined || update.done) && this.identified !== null && this.identified.isUsed()) {
       const { ip, hostname, mac, vendor, method } = update;
       this.identify({
         ip,
