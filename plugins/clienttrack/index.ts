@@ -77,10 +77,12 @@ export function trackerOptions(o: ClienttrackOptions): TrackerOptions {
   };
 }
 
-/** Points the tracker at this chain's hooks: it announces on `newClient`, and serves `applyDiscovery` and `queueMetrics`. */
+/**
+ * Points the tracker at this chain's hooks: it announces on `newClient`, and serves `applyDiscovery`, `queueMetrics` and
+ * `loadIdentities`. `identified` and `forgotten` are pinned when the chain starts serving (see setup).
+ */
 export function connectHooks(tracker: Tracker, hooks: ClienttrackHooks): void {
   tracker.setNewClientHook(hooks.newClient);
-  tracker.setIdentityHooks(hooks.identified, hooks.forgotten);
   hooks.applyDiscovery.tap('clienttrack', (update) => tracker.applyDiscovery(update));
   hooks.queueMetrics.tap('clienttrack', () => tracker.metrics());
   hooks.loadIdentities.tapPromise('clienttrack', (limit) => tracker.loadIdentities(limit));
@@ -145,7 +147,12 @@ export default definePlugin({
     tracker.batcher.onBatch = registerMetrics(api.metrics, () => tracker);
     // Loading the index opens the database (knex alone takes ≈ 100 ms to load on a small box): after the
     // listeners are up, so the first answer never waits for it.
-    api.hooks.startup.tap('clienttrack', () => tracker.start());
+    api.hooks.startup.tap('clienttrack', () => {
+      // Identities go to the chain that serves: pinned at the swap, so a reload that fails after this setup
+      // leaves them with the chain still serving.
+      tracker.setIdentityHooks(api.own.identified, api.own.forgotten);
+      tracker.start();
+    });
 
     api.hooks.served.tap('clienttrack', (ctx, res) => {
       // Only clients the ACL let in: a forged source address must not grow the table.

@@ -101,6 +101,7 @@ export class Tracker {
   private readonly loadWarning: RepeatingWarning;
   private readonly announceWarning: RepeatingWarning;
   private readonly jobWarning: RepeatingWarning;
+  private readonly identityWarning: RepeatingWarning;
   private index: ClientIndex;
   private newClient: SyncHook<[NewClientEvent]> | null = null;
   private identified: SyncHook<[ClientIdentity]> | null = null;
@@ -117,6 +118,7 @@ export class Tracker {
   private lastLoadError = '';
   private lastAnnounceError = '';
   private lastJobError = '';
+  private lastIdentityError = '';
   // Totals since creation.
   private evictions = 0;
   private newClients = 0;
@@ -177,6 +179,11 @@ export class Tracker {
       clock: this.clock,
       emit: (count) => this.log.warn('a newClient observer threw', { count, error: this.lastAnnounceError }),
     });
+    this.identityWarning = new RepeatingWarning({
+      intervalMs: every,
+      clock: this.clock,
+      emit: (count) => this.log.warn('an identified or forgotten observer threw', { count, error: this.lastIdentityError }),
+    });
     this.jobWarning = new RepeatingWarning({
       intervalMs: every,
       clock: this.clock,
@@ -188,18 +195,29 @@ export class Tracker {
     this.pool.pause();
   }
 
-  /** The current chain's `newClient` hook (the tracker outlives a reload; the hooks do not). */
+  /**
+   * The serving chain's `identified` and `forgotten` hooks. Called when a chain starts serving, not when it is
+   * built: a reload that fails after clienttrack's setup must not leave identities going to a chain that never
+   * serves (the tracker outlives a reload; the hooks do not).
+   */
   setIdentityHooks(identified: SyncHook<[ClientIdentity]>, forgotten: SyncHook<[readonly string[]]>): void {
     this.identified = identified;
     this.forgotten = forgotten;
   }
 
-  /** The `limit` most recently seen stored clients that have a name or a MAC (the `loadIdentities` hook). */
+  /**
+   * The `limit` most recently seen stored clients that have a name or a MAC (the `loadIdentities` hook), among
+   * the clients the index would hold (`max_clients` most recent): most stored clients may have neither, so
+   * taking `limit` rows and filtering them would return far fewer than asked.
+   */
   async loadIdentities(limit: number): Promise<ClientIdentity[]> {
+    const want = Math.max(0, Math.floor(limit));
+    if (want === 0) return [];
     const store = await this.openStore();
-    const rows = await store.loadIndex(limit);
+    const rows = await store.loadIndex(Math.max(want, this.opts.maxClients));
     const out: ClientIdentity[] = [];
     for (const r of rows) {
+      if (out.length >= want) break;
       if (r.hostname === null && r.mac === null) continue;
       out.push({
         ip: r.ip,
@@ -214,6 +232,7 @@ export class Tracker {
     return out;
   }
 
+  /** The current chain's `newClient` hook (the tracker outlives a reload; the hooks do not). */
   setNewClientHook(hook: SyncHook<[NewClientEvent]>): void {
     this.newClient = hook;
   }
@@ -275,14 +294,30 @@ export class Tracker {
       this.dropped(update.ip);
       return;
     }
-    if ((update.hostname !== undefined || update.mac !== undefined) && this.identified !== null && this.identified.isUsed()) {
+    // The end of a discovery is news even without a name: a name loaded while the client was `discovering`
+    // becomes usable (a refresh that found nothing keeps the stored name).
+    if ((update.hostname !== undefined || update.mac !== undefined || update.done) && this.identified !== null && this.identified.isUsed()) {
       const { ip, hostname, mac, vendor, method } = update;
-      try {
-        this.identified.call({ ip, hostname, mac, vendor, method, discovering: !update.done, at: this.wall() });
-      } catch (err) {
-        this.lastAnnounceError = errorMessage(err);
-        this.announceWarning.hit();
-      }
+      this.identify({
+        ip,
+        ...(hostname !== undefined ? { hostname } : {}),
+        ...(mac !== undefined ? { mac } : {}),
+        ...(vendor !== undefined ? { vendor } : {}),
+        ...(method !== undefined ? { method } : {}),
+        discovering: !update.done,
+        at: this.wall(),
+      });
+    }
+  }
+
+  /** Tells the `identified` observers; one that throws is logged (at most once per interval), never propagated. */
+  private identify(id: ClientIdentity): void {
+    if (this.identified === null || !this.identified.isUsed()) return;
+    try {
+      this.identified.call(id);
+    } catch (err) {
+      this.lastIdentityError = errorMessage(err);
+      this.identityWarning.hit();
     }
   }
 
@@ -307,6 +342,7 @@ export class Tracker {
     this.batcher.tick();
     this.queueWarning.flush();
     this.announceWarning.flush();
+    this.identityWarning.flush();
     this.jobWarning.flush();
   }
 
@@ -327,7 +363,15 @@ export class Tracker {
         this.index.delete(ip);
         gone.push(ip);
       }
-      if (gone.length > 0 && this.forgotten !== null && this.forgotten.isUsed()) this.forgotten.call(gone);
+      if (gone.length > 0 && this.forgotten !== null && this.forgotten.isUsed()) {
+        // The rows are gone whatever an observer does: its failure must not turn into a failed prune.
+        try {
+          this.forgotten.call(gone);
+        } catch (err) {
+          this.lastIdentityError = errorMessage(err);
+          this.identityWarning.hit();
+        }
+      }
       return deleted;
     } catch (err) {
       this.log.warn('retention: pruning old clients failed; will retry', { error: errorMessage(err) });
@@ -495,6 +539,8 @@ export class Tracker {
       index.setFlags(slot, flags & ~DISCOVERING);
       this.discoveringCount--;
       this.batcher.addActivity(ip, at, 1, false);
+      // A stored name held back while the row said `discovering` is final now.
+      this.identify({ ip, discovering: false, at: this.wall() });
       return;
     }
     this.batcher.addActivity(ip, at, 1);

@@ -134,16 +134,21 @@ export interface ClienttrackHooks {
   /** Call it (`.call()`) for a snapshot of the queue and writer numbers; clienttrack taps it. */
   readonly queueMetrics: SyncBailHook<[], QueueMetrics>;
   /**
-   * A discovery result carrying a name or a MAC was accepted for a client (fired when clienttrack takes the
-   * update, before it is written). Taps must be O(1): keep it in a table, do no I/O.
+   * A discovery result carrying a name or a MAC, or ending a client's discovery (`discovering: false`, perhaps
+   * with no field at all), was accepted for a client: fired when clienttrack takes the update, before it is
+   * written; also when a client left `discovering` by an earlier run is settled without discovery. Fired only
+   * on the chain that serves. Taps must be O(1): keep it in a table, do no I/O; a tap that throws is logged.
    */
   readonly identified: SyncHook<[ClientIdentity]>;
-  /** Clients that retention removed (their addresses): forget what you keep about them. */
+  /**
+   * Clients that retention removed from the index (their addresses), after their rows were deleted: forget what
+   * you keep about them. A tap that throws is logged; the prune still counts.
+   */
   readonly forgotten: SyncHook<[readonly string[]]>;
   /**
    * Call it (`.promise(limit)`) at startup for the identities already stored (the `limit` most recently seen
-   * clients with a name or MAC), to fill an in-memory table; clienttrack taps it. Rejects while the database is
-   * unreachable.
+   * clients with a name or MAC, among the `max_clients` most recently seen), most recent first, to fill an
+   * in-memory table; clienttrack taps it. Rejects while the database is unreachable.
    */
   readonly loadIdentities: AsyncSeriesBailHook<[number], ClientIdentity[]>;
 }
