@@ -212,7 +212,7 @@ const UDP_RECV_BUFFER = 4 * 1024 * 1024;
  * A TCP connection's receive buffer: chunks are kept as they arrive and copied once into each complete message,
  * so a message sent a byte per segment costs O(length), not the O(length²) of concatenating on every chunk.
  */
-class Reassembly {
+export class Reassembly {
   private chunks: Buffer[] = [];
   private head = 0;
   /** Offset into chunks[head] already consumed. */
@@ -222,6 +222,12 @@ class Reassembly {
   push(chunk: Buffer): void {
     this.chunks.push(chunk);
     this.length += chunk.length;
+  }
+
+  /** True when a whole message (length prefix and body) is buffered. */
+  hasMessage(): boolean {
+    const len = this.peekLength();
+    return len >= 0 && this.length >= len + 2;
   }
 
   /** The 16-bit length prefix at the front, or -1 when fewer than two bytes are buffered. */
@@ -376,7 +382,7 @@ export class TcpListener {
         continue;
       }
       // A complete message waiting for an in-flight slot is our delay, not the client's.
-      if (c.messageStartedAt !== 0 && now - c.messageStartedAt >= readMs && c.buf.length < c.buf.peekLength() + 2) this.drop(c, 'read_timeout');
+      if (c.messageStartedAt !== 0 && now - c.messageStartedAt >= readMs && !c.buf.hasMessage()) this.drop(c, 'read_timeout');
       else if (c.inFlight === 0 && c.messageStartedAt === 0 && now - c.lastMessageAt >= idleMs) this.drop(c, 'idle_timeout');
     }
   }
@@ -445,7 +451,11 @@ export class TcpListener {
       if (paused === c.paused) return;
       c.paused = paused;
       if (paused) sock.pause();
-      else sock.resume();
+      else {
+        // The rest of a partial message could not arrive while we were not reading: its deadline starts again.
+        if (c.messageStartedAt !== 0) c.messageStartedAt = monotonicClock.now();
+        sock.resume();
+      }
     };
     const finishIfDone = (): boolean => {
       if (c.inFlight !== 0) return false;
@@ -453,7 +463,7 @@ export class TcpListener {
         sock.destroy();
         return true;
       }
-      if (c.readEnded && c.blockedSince === 0) {
+      if (c.readEnded && c.blockedSince === 0 && !c.buf.hasMessage()) {
         // The client will send nothing more and has every answer: end our side once they are flushed.
         sink.onTcpClosed('half_closed');
         sock.end();
@@ -478,8 +488,28 @@ export class TcpListener {
       if (finishIfDone()) return;
       pump();
     };
-    /** Dispatches every complete buffered message the limits allow, then decides whether to keep reading. */
+    /**
+     * Dispatches every complete buffered message the limits allow, then decides whether to keep reading. A
+     * cache hit completes synchronously and calls `done` from inside `onMessage`: the loop, not recursion, takes
+     * the next message (40,000 pipelined hits would otherwise overflow the stack).
+     */
+    let pumping = false;
     const pump = (): void => {
+      if (pumping) return;
+      pumping = true;
+      try {
+        drainBuffered();
+      } finally {
+        pumping = false;
+      }
+      if (sock.destroyed) return;
+      if (c.readEnded) {
+        finishIfDone();
+        return;
+      }
+      setPaused(c.closing || c.blockedSince !== 0 || c.inFlight >= limits.maxInFlightPerConnection);
+    };
+    const drainBuffered = (): void => {
       while (!c.closing && c.blockedSince === 0 && c.inFlight < limits.maxInFlightPerConnection) {
         const len = c.buf.peekLength();
         if (len < 0 || c.buf.length < len + 2) break;
@@ -492,11 +522,6 @@ export class TcpListener {
         sink.onMessage(msg, peer, 'tcp', reply, done);
         if (sock.destroyed) return;
       }
-      if (c.readEnded) {
-        finishIfDone();
-        return;
-      }
-      setPaused(c.closing || c.blockedSince !== 0 || c.inFlight >= limits.maxInFlightPerConnection);
     };
     sock.on('drain', () => {
       if (c.blockedSince === 0) return;
