@@ -50,6 +50,7 @@ reload: { watch: false }
       `RSS ${mb(before)} MB before, ${mb(peak)} peak, ${mb(after)} after\n`);
 
     assert.equal(s.child.exitCode, null, 'the server is still running');
+    assert.equal(stats.violations, 0, stats.examples.join('\n'));
     assert.ok(stats.sent >= 50_000, `only ${stats.sent} packets sent within the time bound`);
     const log = s.log();
     assert.doesNotMatch(log, /uncaught exception|unhandled rejection/, 'nothing reached the process-wide handlers');

@@ -178,6 +178,9 @@ export interface FuzzStats {
   elapsedMs: number;
   /** True when the time bound stopped the run before the count. */
   timedOut: boolean;
+  /** UDP replies that break a rule every reply must keep (see `checkReply`), and the first few of them. */
+  violations: number;
+  examples: string[];
 }
 
 export interface FuzzOptions {
@@ -208,8 +211,10 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzStats> {
   const base = corpus();
   const tcpShare = o.tcpShare ?? 0.1;
   const burst = o.burst ?? 64;
-  const stats: FuzzStats = { sent: 0, udpSent: 0, tcpSent: 0, udpReplies: 0, tcpReplies: 0, maxRatio: 0, maxRatioQuery: 0, maxRatioReply: 0, largestUdpReply: 0, elapsedMs: 0, timedOut: false };
+  const stats: FuzzStats = { sent: 0, udpSent: 0, tcpSent: 0, udpReplies: 0, tcpReplies: 0, maxRatio: 0, maxRatioQuery: 0, maxRatioReply: 0, largestUdpReply: 0, elapsedMs: 0, timedOut: false, violations: 0, examples: [] };
   const sizeById = new Uint16Array(65536);
+  const flagsById = new Uint16Array(65536);
+  const arById = new Uint16Array(65536);
   const udp = dgram.createSocket('udp4');
   await new Promise<void>((r) => udp.bind(0, '127.0.0.1', () => r()));
   udp.on('error', () => undefined);
@@ -217,8 +222,16 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzStats> {
     stats.udpReplies++;
     if (msg.length > stats.largestUdpReply) stats.largestUdpReply = msg.length;
     if (msg.length < 2) return;
-    const q = sizeById[msg.readUInt16BE(0)];
-    if (q > 0 && msg.length / q > stats.maxRatio) {
+    const id = msg.readUInt16BE(0);
+    const q = sizeById[id];
+    if (q >= 12) {
+      const problem = checkReply(msg, flagsById[id], arById[id]);
+      if (problem !== null) {
+        stats.violations++;
+        if (stats.examples.length < 5) stats.examples.push(`${problem}: reply ${msg.subarray(0, 64).toString('hex')}`);
+      }
+    }
+    if (q >= 12 && msg.length / q > stats.maxRatio) {
       stats.maxRatio = msg.length / q;
       stats.maxRatioQuery = q;
       stats.maxRatioReply = msg.length;
@@ -269,6 +282,10 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzStats> {
             seq = (seq + 1) & 0xffff;
             p.writeUInt16BE(seq, 0);
             sizeById[seq] = p.length;
+            if (p.length >= 12) {
+              flagsById[seq] = p.readUInt16BE(2);
+              arById[seq] = p.readUInt16BE(10);
+            }
           }
           udp.send(p, o.port, '127.0.0.1');
           stats.udpSent++;
@@ -298,4 +315,21 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzStats> {
     udp.close();
   }
   return stats;
+}
+
+/**
+ * What any reply to a query must be, whatever the query: a response (QR) with the query's opcode; for an opcode
+ * other than QUERY, NOTIMP with RA clear (RFC 1035 §4.1.1, RFC 6895 §2.2: RA is defined for QUERY only);
+ * no bigger than 512 bytes when the query had no additional record (so no OPT: RFC 1035 §2.3.4, RFC 6891 §7).
+ */
+export function checkReply(reply: Buffer, queryFlags: number, queryArcount: number): string | null {
+  if (reply.length < 12) return 'shorter than a header';
+  const flags = reply.readUInt16BE(2);
+  if ((flags & 0x8000) === 0) return 'QR clear';
+  const opcode = (queryFlags >> 11) & 0xf;
+  if (((flags >> 11) & 0xf) !== opcode) return `opcode ${(flags >> 11) & 0xf} for ${opcode}`;
+  if (opcode !== 0 && (flags & 0x0f) !== 4) return `RCODE ${flags & 0x0f} for opcode ${opcode}`;
+  if (opcode !== 0 && (flags & 0x0080) !== 0) return `RA set for opcode ${opcode}`;
+  if (queryArcount === 0 && reply.length > 512) return `${reply.length} bytes without EDNS`;
+  return null;
 }
