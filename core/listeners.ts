@@ -471,12 +471,15 @@ export class TcpListener {
       }
       return false;
     };
+    const written = (err: Error | null | undefined): void => {
+      if (err) sink.onSendError('tcp');
+    };
     const reply: Reply = (bytes) => {
       if (sock.destroyed || !sock.writable) return;
       const frame = Buffer.allocUnsafe(bytes.length + 2);
       frame.writeUInt16BE(bytes.length, 0);
       bytes.copy(frame, 2);
-      sock.write(frame);
+      sock.write(frame, written);
       if (sock.writableLength > maxUnsent && c.blockedSince === 0) {
         c.blockedSince = monotonicClock.now();
         sink.onTcpPaused(true);
