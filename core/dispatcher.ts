@@ -34,6 +34,7 @@ export class WireCounters implements WireStats {
   readonly tcpClosed: Record<TcpCloseReason, number> = { evicted: 0, per_client: 0, read_timeout: 0, idle_timeout: 0, drain_timeout: 0, half_closed: 0 };
   tcpPaused = 0;
   tcpPauses = 0;
+  tcpInflightFull = 0;
   inFlight = 0;
 }
 
@@ -88,6 +89,9 @@ export class Dispatcher {
       onTcpPaused: (paused) => {
         c.tcpPaused += paused ? 1 : -1;
         if (paused) c.tcpPauses++;
+      },
+      onTcpInflightFull: () => {
+        c.tcpInflightFull++;
       },
       onDropped: (reason) => {
         c.dropped[reason] = (c.dropped[reason] ?? 0) + 1;

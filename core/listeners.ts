@@ -34,6 +34,8 @@ export interface MessageSink {
   onTcpClosed(reason: TcpCloseReason): void;
   /** A connection stopped (true) or resumed (false) reading because its unsent replies passed the bound. */
   onTcpPaused(paused: boolean): void;
+  /** A connection stopped being read because `max_inflight` of its queries are in flight. */
+  onTcpInflightFull(): void;
   onDropped(reason: string): void;
   onSendError(transport: 'udp' | 'tcp'): void;
 }
@@ -510,7 +512,9 @@ export class TcpListener {
         finishIfDone();
         return;
       }
-      setPaused(c.closing || c.blockedSince !== 0 || c.inFlight >= limits.maxInFlightPerConnection);
+      const full = c.inFlight >= limits.maxInFlightPerConnection;
+      if (full && !c.paused && c.blockedSince === 0 && !c.closing) sink.onTcpInflightFull();
+      setPaused(c.closing || c.blockedSince !== 0 || full);
     };
     const drainBuffered = (): void => {
       while (!c.closing && c.blockedSince === 0 && c.inFlight < limits.maxInFlightPerConnection) {

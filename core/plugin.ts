@@ -87,6 +87,8 @@ export interface WireStats {
   readonly tcpPaused: number;
   /** Times a TCP connection was paused for that reason. */
   readonly tcpPauses: number;
+  /** Times a TCP connection stopped being read because `max_inflight` of its queries were in flight. */
+  readonly tcpInflightFull: number;
   readonly inFlight: number;
 }
 

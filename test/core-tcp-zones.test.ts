@@ -128,6 +128,7 @@ describe('TCP bounds', () => {
       });
       c.destroy();
       assert.equal(peak, 3);
+      assert.ok(s.server.dispatcher.counters.tcpInflightFull >= 1, 'the pauses at max_inflight are counted');
     } finally {
       await s.stop();
     }

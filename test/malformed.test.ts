@@ -252,6 +252,7 @@ describe('UDP send errors', () => {
       onTcpRefused: () => undefined,
       onTcpClosed: () => undefined,
       onTcpPaused: () => undefined,
+      onTcpInflightFull: () => undefined,
       onDropped: () => undefined,
       onSendError: () => {
         sendErrors++;

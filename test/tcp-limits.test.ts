@@ -150,7 +150,7 @@ reload: { watch: false }
       clearInterval(sampler);
       const after = s.rss();
       assert.equal(metricValue(m2, 'codexdns_dns_tcp_connections_paused'), 0);
-      for (const name of ['codexdns_dns_tcp_connections', 'codexdns_dns_tcp_connections_refused_total']) {
+      for (const name of ['codexdns_dns_tcp_connections', 'codexdns_dns_tcp_connections_refused_total', 'codexdns_dns_tcp_inflight_full_total', 'codexdns_dns_send_errors_total']) {
         assert.ok(!Number.isNaN(metricValue(m2, name)), `${name} is exported`);
       }
       const mb = (n: number): string => (n / 1048576).toFixed(1);

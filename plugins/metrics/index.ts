@@ -212,6 +212,14 @@ function registerServerMetrics(api: PluginApi): void {
       mirror(pauses, 'tcpPauses', src.wire().tcpPauses);
     },
   });
+  const inflightFull = f.counter({
+    subsystem: 'dns',
+    name: 'tcp_inflight_full_total',
+    help: 'Times a TCP connection stopped being read because max_inflight of its queries were in flight.',
+    collect() {
+      mirror(inflightFull, 'tcpInflightFull', src.wire().tcpInflightFull);
+    },
+  });
   f.gauge({
     subsystem: 'dns',
     name: 'tcp_connections_paused',
