@@ -1,7 +1,7 @@
 // ISC's DNS compliance checks (DNS-Compliance-Testing's genreport: the `dns`, `aa`, `ad`, `cd`, `ra`, `rd`,
-// `tc`, `zflag`, `opcode`, `opcodeflg`, `type666`, `tcp` and EDNS tests), written out by hand: genreport itself
-// only queries port 53, which tests here must never use. Each case is sent as genreport sends it (recursive
-// mode: RD set) and judged by genreport's rules. When unbound is installed (/usr/sbin/unbound) it runs beside
+// `tc`, `zflag`, `opcode`, `opcodeflg`, `type666`, `tcp` and EDNS tests), written out by hand so `npm test` needs
+// no C build of genreport (bench/README.md has the binary's own report, which these verdicts match). Each case
+// is sent as genreport sends it (recursive mode, `-R`: RD set) and judged by genreport's rules. When unbound is installed (/usr/sbin/unbound) it runs beside
 // us as a forwarder to the same loopback upstream, and no case may pass on unbound and fail on codexdns.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
