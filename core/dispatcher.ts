@@ -63,7 +63,7 @@ export class Dispatcher {
   setRoutes(routes: Map<string, Route[]>): void {
     for (const list of routes.values()) {
       list.sort((a, b) => b.zone.length - a.zone.length);
-      for (const r of list) if (!zoneKeys.has(r.zone)) zoneKeys.set(r.zone, zoneWireKey(r.zone));
+      for (const r of list) if (!zoneKeys.has(r.zone)) zoneKeys.set(r.zone, keyOfZone(r.zone));
     }
     this.routes = routes;
   }
@@ -189,11 +189,20 @@ const OPCODE_MASK = 0x7800;
 /** Zones as wire keys, made once per zone text: routing compares labels, never dotted strings. */
 const zoneKeys = new Map<string, string>();
 
+/** A zone that cannot be a name (a label over 63 bytes) gets a key no query name can end with. */
+function keyOfZone(zone: string): string {
+  try {
+    return zoneWireKey(zone);
+  } catch {
+    return '\uffff';
+  }
+}
+
 function pickRoute(routes: readonly Route[], q: ParsedQuery): Route | undefined {
   if (routes.length === 1 && routes[0].zone === '') return routes[0];
   for (const r of routes) {
     let key = zoneKeys.get(r.zone);
-    if (key === undefined) zoneKeys.set(r.zone, (key = zoneWireKey(r.zone)));
+    if (key === undefined) zoneKeys.set(r.zone, (key = keyOfZone(r.zone)));
     if (wireKeyInZone(q.wireKey, key)) return r;
   }
   return undefined;
