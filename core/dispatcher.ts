@@ -189,12 +189,12 @@ const OPCODE_MASK = 0x7800;
 /** Zones as wire keys, made once per zone text: routing compares labels, never dotted strings. */
 const zoneKeys = new Map<string, string>();
 
-/** A zone that cannot be a name (a label over 63 bytes) gets a key no query name can end with. */
+/** A zone that cannot be a name (a label over 63 bytes) gets a key no query name ends with (and not the root's length). */
 function keyOfZone(zone: string): string {
   try {
     return zoneWireKey(zone);
   } catch {
-    return '\uffff';
+    return '\uffff\uffff';
   }
 }
 
