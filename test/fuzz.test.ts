@@ -54,8 +54,17 @@ reload: { watch: false }
     assert.ok(stats.sent >= 50_000, `only ${stats.sent} packets sent within the time bound`);
     const log = s.log();
     assert.doesNotMatch(log, /uncaught exception|unhandled rejection/, 'nothing reached the process-wide handlers');
-    const m = await s.metrics();
+    let m = await s.metrics();
     assert.ok(metricValue(m, 'codexdns_dns_formerr_total') > 1000, 'the mutations reached the parser');
+    // Nothing stays behind: queries still waiting on the upstream time out, the fuzzer's connections are gone.
+    const settle = Date.now() + 15_000;
+    while ((metricValue(m, 'codexdns_dns_inflight_queries') > 0 || metricValue(m, 'codexdns_dns_tcp_connections') > 0) && Date.now() < settle) {
+      await new Promise((r) => setTimeout(r, 250));
+      m = await s.metrics();
+    }
+    assert.equal(metricValue(m, 'codexdns_dns_inflight_queries'), 0, 'queries in flight after the run');
+    assert.equal(metricValue(m, 'codexdns_dns_tcp_connections'), 0, 'TCP connections open after the run');
+    assert.equal(metricValue(m, 'codexdns_dns_tcp_connections_paused'), 0);
     assert.ok(after - before < 32 * 1048576, `RSS ${mb(before)} MB -> ${mb(after)} MB`);
     // UDP replies never exceed what a client without EDNS may get unless it asked for more (at most 4096 here).
     assert.ok(stats.largestUdpReply <= 4096, `a ${stats.largestUdpReply}-byte UDP reply`);
