@@ -6,9 +6,13 @@ export const ServerBlockSchema = Type.Object({
   zones: Type.Array(Type.String({ minLength: 1 }), { default: ['.'], minItems: 1, description: 'Zones this block answers; the block with the longest matching zone answers a query' }),
   edns_size: Type.Integer({ minimum: 512, maximum: 4096, default: 1232, description: 'Our EDNS UDP payload size (RFC 6891); 1232 avoids fragmentation' }),
   tcp: Type.Object({
-    idle_timeout: Duration(10_000, 'Close a TCP connection idle for this long'),
-    max_connections: Type.Integer({ minimum: 1, default: 1000 }),
+    idle_timeout: Duration(10_000, 'Close a TCP connection that completed no message for this long (and has nothing in flight)'),
+    max_connections: Type.Integer({ minimum: 1, default: 1000, description: 'Open TCP connections; at the limit the one idle longest is closed to admit a new one' }),
     max_inflight: Type.Integer({ minimum: 1, default: 64, description: 'Queries in flight per TCP connection; reading pauses beyond it' }),
+    read_timeout: Duration(3_000, 'A message must arrive whole within this long of its first byte, or the connection is closed'),
+    max_per_client: Type.Integer({ minimum: 1, default: 64, description: 'TCP connections one source address may hold open' }),
+    max_unsent: Type.Integer({ minimum: 1024, default: 131072, description: 'Bytes of unsent replies above which a connection stops being read until they drain' }),
+    drain_timeout: Duration(5_000, 'Close a connection whose unsent replies stay above max_unsent for this long'),
   }, { default: {} }),
   plugins: Type.Array(Type.Unknown(), { default: [], description: 'The chain, in order: each entry is `name: options` or `use: path-or-package` with `options`' }),
 });

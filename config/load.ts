@@ -136,7 +136,7 @@ export async function parseConfig(text: string, file: string, catalog: PluginCat
       if (typeof spec === 'string') issues.push(at(positions.of([...blockPath, 'listen', i]), spec, { option: 'listen' }));
       else listen.push(spec);
     });
-    const tcp = block.tcp as { idle_timeout: number; max_connections: number; max_inflight: number };
+    const tcp = block.tcp as { idle_timeout: number; max_connections: number; max_inflight: number; read_timeout: number; max_per_client: number; max_unsent: number; drain_timeout: number };
     const plugins: PluginEntryConfig[] = [];
     const entries = block.plugins as unknown[];
     const seen = new Map<string, number>();
@@ -157,7 +157,15 @@ export async function parseConfig(text: string, file: string, catalog: PluginCat
       listen,
       zones: (block.zones as string[]).map(normaliseName),
       ednsSize: block.edns_size as number,
-      tcp: { idleTimeoutMs: tcp.idle_timeout, maxConnections: tcp.max_connections, maxInFlightPerConnection: tcp.max_inflight },
+      tcp: {
+        idleTimeoutMs: tcp.idle_timeout,
+        maxConnections: tcp.max_connections,
+        maxInFlightPerConnection: tcp.max_inflight,
+        readTimeoutMs: tcp.read_timeout,
+        maxPerClient: tcp.max_per_client,
+        maxUnsentBytes: tcp.max_unsent,
+        drainTimeoutMs: tcp.drain_timeout,
+      },
       plugins,
       path: blockPath,
     });

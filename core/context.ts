@@ -2,7 +2,7 @@ import * as dnsPacket from 'dns-packet';
 import { DnsResponse, type ExtendedError } from './response';
 import { errorReply } from './wire/finalize';
 import type { ParsedQuery } from './wire/query';
-import { wireKeyToName } from './wire/query';
+import { wireKeyToText } from './wire/names';
 
 /** Who asked, and over what. */
 export interface ClientInfo {
@@ -64,9 +64,13 @@ export class QueryContext {
     return this.decoded;
   }
 
-  /** The question name, lower case, without the trailing dot ('' for the root). */
+  /**
+   * The question name, lower case, without the trailing dot ('' for the root), in RFC 1035 presentation form:
+   * a dot, a backslash or an unprintable byte inside a label is escaped (`a\.b`, `\010`), so the text names
+   * exactly one name. Compare zones with `wireKeyInZone` on `query.wireKey`, not by string suffix.
+   */
   get qname(): string {
-    if (this.name === undefined) this.name = wireKeyToName(this.query.wireKey);
+    if (this.name === undefined) this.name = wireKeyToText(this.query.wireKey);
     return this.name;
   }
 

@@ -1,14 +1,14 @@
 import { performance } from 'node:perf_hooks';
 import type { Chain } from './chain';
 import { QueryContext, type ClientInfo } from './context';
-import type { PeerInfo, Reply } from './listeners';
+import type { MessageSink, PeerInfo, Reply, TcpCloseReason } from './listeners';
 import type { Logger } from './log';
 import type { WireStats } from './plugin';
 import { RepeatingWarning } from './primitives/rateLimitedLog';
 import { Flag, Rcode } from './wire/constants';
 import { errorReply, writeForClient } from './wire/finalize';
-import { isInZone } from './wire/names';
-import { parseQuery, wireKeyToName, type ParsedQuery } from './wire/query';
+import { wireKeyInZone, zoneWireKey } from './wire/names';
+import { parseQuery, type ParsedQuery } from './wire/query';
 
 /** A server block's chain as reachable from one listen address. */
 export interface Route {
@@ -22,13 +22,19 @@ export interface Route {
 export class WireCounters implements WireStats {
   udpReceived = 0;
   tcpReceived = 0;
-  readonly dropped: Record<string, number> = { short: 0, response: 0, shutdown: 0 };
+  readonly dropped: Record<string, number> = { short: 0, response: 0, shutdown: 0, source_port_0: 0 };
   formerr = 0;
   notimp = 0;
   badvers = 0;
   refusedZone = 0;
+  refusedMeta = 0;
+  readonly sendErrors: Record<'udp' | 'tcp', number> = { udp: 0, tcp: 0 };
   tcpConnections = 0;
   tcpConnectionsRefused = 0;
+  readonly tcpClosed: Record<TcpCloseReason, number> = { evicted: 0, per_client: 0, read_timeout: 0, idle_timeout: 0, drain_timeout: 0, half_closed: 0 };
+  tcpPaused = 0;
+  tcpPauses = 0;
+  tcpInflightFull = 0;
   inFlight = 0;
 }
 
@@ -55,7 +61,10 @@ export class Dispatcher {
   }
 
   setRoutes(routes: Map<string, Route[]>): void {
-    for (const list of routes.values()) list.sort((a, b) => b.zone.length - a.zone.length);
+    for (const list of routes.values()) {
+      list.sort((a, b) => b.zone.length - a.zone.length);
+      for (const r of list) if (!zoneKeys.has(r.zone)) zoneKeys.set(r.zone, keyOfZone(r.zone));
+    }
     this.routes = routes;
   }
 
@@ -64,18 +73,31 @@ export class Dispatcher {
   }
 
   /** The sink a listener bound to `listenKey` feeds. */
-  sinkFor(listenKey: string): {
-    onMessage(raw: Buffer, peer: PeerInfo, transport: 'udp' | 'tcp', reply: Reply, done: () => void): void;
-    onTcpConnection(open: boolean): void;
-    onTcpRefused(): void;
-  } {
+  sinkFor(listenKey: string): MessageSink {
+    const c = this.counters;
     return {
       onMessage: (raw, peer, transport, reply, done) => this.dispatch(listenKey, raw, peer, transport, reply, done),
       onTcpConnection: (open) => {
-        this.counters.tcpConnections += open ? 1 : -1;
+        c.tcpConnections += open ? 1 : -1;
       },
       onTcpRefused: () => {
-        this.counters.tcpConnectionsRefused++;
+        c.tcpConnectionsRefused++;
+      },
+      onTcpClosed: (reason) => {
+        c.tcpClosed[reason]++;
+      },
+      onTcpPaused: (paused) => {
+        c.tcpPaused += paused ? 1 : -1;
+        if (paused) c.tcpPauses++;
+      },
+      onTcpInflightFull: () => {
+        c.tcpInflightFull++;
+      },
+      onDropped: (reason) => {
+        c.dropped[reason] = (c.dropped[reason] ?? 0) + 1;
+      },
+      onSendError: (transport) => {
+        c.sendErrors[transport]++;
       },
     };
   }
@@ -88,7 +110,7 @@ export class Dispatcher {
       c.dropped.shutdown++;
       return done();
     }
-    const q = parseQuery(raw);
+    const q = parseQuery(raw, transport === 'tcp');
     if (q.kind === 'drop') {
       c.dropped[q.reason]++;
       return done();
@@ -102,7 +124,16 @@ export class Dispatcher {
     const ourSize = routes?.[0]?.ednsSize ?? 1232;
     if (q.kind === 'notimp') {
       c.notimp++;
-      reply(errorReply(raw, q.id, q.flags, q.questionEnd, Rcode.NOTIMP, 0, false));
+      const out = errorReply(raw, q.id, q.flags, q.questionEnd, Rcode.NOTIMP, 0, false);
+      // RD, RA, AD and CD are defined for QUERY only (RFC 1035 §4.1.1, RFC 6895 §2): an unknown opcode gets
+      // them all clear, its opcode echoed.
+      if ((q.flags & OPCODE_MASK) !== 0) out.writeUInt16BE(Flag.QR | (q.flags & OPCODE_MASK) | Rcode.NOTIMP, 2);
+      reply(out);
+      return done();
+    }
+    if (q.kind === 'refused') {
+      c.refusedMeta++;
+      reply(errorReply(raw, q.id, q.flags, q.questionEnd, Rcode.REFUSED, 0, false));
       return done();
     }
     if (q.edns !== null && q.edns.version > 0) {
@@ -153,9 +184,26 @@ export class Dispatcher {
   }
 }
 
+const OPCODE_MASK = 0x7800;
+
+/** Zones as wire keys, made once per zone text: routing compares labels, never dotted strings. */
+const zoneKeys = new Map<string, string>();
+
+/** A zone that cannot be a name (a label over 63 bytes) gets a key no query name ends with (and not the root's length). */
+function keyOfZone(zone: string): string {
+  try {
+    return zoneWireKey(zone);
+  } catch {
+    return '\uffff\uffff';
+  }
+}
+
 function pickRoute(routes: readonly Route[], q: ParsedQuery): Route | undefined {
   if (routes.length === 1 && routes[0].zone === '') return routes[0];
-  const name = wireKeyToName(q.wireKey);
-  for (const r of routes) if (isInZone(name, r.zone)) return r;
+  for (const r of routes) {
+    let key = zoneKeys.get(r.zone);
+    if (key === undefined) zoneKeys.set(r.zone, (key = keyOfZone(r.zone)));
+    if (wireKeyInZone(q.wireKey, key)) return r;
+  }
   return undefined;
 }

@@ -75,8 +75,20 @@ export interface WireStats {
   readonly badvers: number;
   /** Queries for a zone no block serves (answered REFUSED by the core). */
   readonly refusedZone: number;
+  /** Meta queries refused by the core (zone transfers). */
+  readonly refusedMeta: number;
+  /** Replies that could not be sent (the send failed), by transport. */
+  readonly sendErrors: Readonly<Record<'udp' | 'tcp', number>>;
   readonly tcpConnections: number;
   readonly tcpConnectionsRefused: number;
+  /** TCP connections the server closed, by reason (evicted, per_client, read_timeout, idle_timeout, drain_timeout, half_closed). */
+  readonly tcpClosed: Readonly<Record<string, number>>;
+  /** TCP connections not being read now because their unsent replies passed `max_unsent`. */
+  readonly tcpPaused: number;
+  /** Times a TCP connection was paused for that reason. */
+  readonly tcpPauses: number;
+  /** Times a TCP connection stopped being read because `max_inflight` of its queries were in flight. */
+  readonly tcpInflightFull: number;
   readonly inFlight: number;
 }
 

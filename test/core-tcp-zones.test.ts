@@ -64,13 +64,15 @@ describe('zones', () => {
 });
 
 describe('TCP bounds', () => {
-  test('connections beyond max_connections are closed at once and counted', async () => {
-    const s = await startServer('servers:\n  - listen: [tcp://127.0.0.1:0]\n    tcp: { max_connections: 2 }\n    plugins:\n      - answerer: {}\n', { catalog });
+  // A connection with a query in flight is never evicted to make room (an idle one would be: tcp-limits.test).
+  test('connections beyond max_connections are closed at once and counted when none is idle', async () => {
+    const s = await startServer('servers:\n  - listen: [tcp://127.0.0.1:0]\n    tcp: { max_connections: 2 }\n    plugins:\n      - answerer: { delay: 5s }\n', { catalog });
     const socks: net.Socket[] = [];
     try {
       for (let i = 0; i < 2; i++) {
         const c = net.connect({ host: '127.0.0.1', port: s.tcpPort });
         await new Promise<void>((r) => c.once('connect', () => r()));
+        c.write(frame(buildQuery(`busy${i}.example`, 'A')));
         socks.push(c);
       }
       await new Promise((r) => setTimeout(r, 50));
@@ -126,6 +128,7 @@ describe('TCP bounds', () => {
       });
       c.destroy();
       assert.equal(peak, 3);
+      assert.ok(s.server.dispatcher.counters.tcpInflightFull >= 1, 'the pauses at max_inflight are counted');
     } finally {
       await s.stop();
     }

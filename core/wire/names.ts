@@ -100,3 +100,77 @@ export function isInZone(name: string, zone: string): boolean {
   if (name.length === zone.length) return name === zone;
   return name.length > zone.length && name.endsWith(zone) && name.charCodeAt(name.length - zone.length - 1) === 46;
 }
+
+/**
+ * A name's labels in presentation form (RFC 1035 §5.1): `.` and `\` inside a label are backslash-escaped and
+ * bytes outside printable ASCII become `\DDD`, so a label holding a dot, a space or a newline can neither pass
+ * for two labels nor break a log line. `labels` is a wire key (length-prefixed labels, as `ParsedQuery.wireKey`);
+ * the result has no trailing dot ('' = root).
+ */
+export function wireKeyToText(wireKey: string): string {
+  let out = '';
+  let pos = 0;
+  while (pos < wireKey.length) {
+    const len = wireKey.charCodeAt(pos);
+    if (len === 0) break;
+    if (pos !== 0) out += '.';
+    const end = pos + 1 + len;
+    let plain = true;
+    for (let i = pos + 1; i < end; i++) {
+      const c = wireKey.charCodeAt(i);
+      if (c <= 0x20 || c >= 0x7f || c === 0x2e || c === 0x5c || c === 0x22 || c === 0x3b || c === 0x28 || c === 0x29) {
+        plain = false;
+        break;
+      }
+    }
+    out += plain ? wireKey.slice(pos + 1, end) : escapeLabel(wireKey, pos + 1, end);
+    pos = end;
+  }
+  return out;
+}
+
+function escapeLabel(s: string, from: number, to: number): string {
+  let out = '';
+  for (let i = from; i < to; i++) {
+    const c = s.charCodeAt(i);
+    if (c <= 0x20 || c >= 0x7f) out += '\\' + String(c).padStart(3, '0');
+    else if (c === 0x2e || c === 0x5c || c === 0x22 || c === 0x3b || c === 0x28 || c === 0x29) out += '\\' + s[i];
+    else out += s[i];
+  }
+  return out;
+}
+
+/**
+ * The offset of the next label separator in a presentation-form name at or after `from`, skipping escaped dots
+ * (`\.`, and a dot after `\\` is a separator); -1 when there is none.
+ */
+export function nextLabelDot(name: string, from: number): number {
+  for (let i = from; i < name.length; i++) {
+    const c = name.charCodeAt(i);
+    if (c === 0x5c) i++;
+    else if (c === 0x2e) return i;
+  }
+  return -1;
+}
+
+/** A zone as a wire key (lower case, length-prefixed labels, root label included): what `wireKeyInZone` compares. */
+export function zoneWireKey(zone: string): string {
+  return lowerAscii(encodeName(zone).toString('latin1'));
+}
+
+/**
+ * True when the name whose wire key is `wireKey` equals the zone or lies below it, compared label by label:
+ * a label that contains a dot cannot make a name look like it is inside another zone.
+ */
+export function wireKeyInZone(wireKey: string, zoneKey: string): boolean {
+  if (zoneKey.length === 1) return true;
+  let pos = 0;
+  for (;;) {
+    const rest = wireKey.length - pos;
+    if (rest === zoneKey.length) return wireKey.endsWith(zoneKey);
+    if (rest < zoneKey.length) return false;
+    const len = wireKey.charCodeAt(pos);
+    if (len === 0) return false;
+    pos += len + 1;
+  }
+}

@@ -1,5 +1,5 @@
-import { EDNS_DO, Flag, HEADER_LEN, RrType } from './constants';
-import { NameError, lowerAscii, skipName } from './names';
+import { EDNS_DO, Flag, HEADER_LEN, MAX_LABEL_LEN, MAX_NAME_LEN, RrType } from './constants';
+import { NameError, lowerAscii, skipName, wireKeyToText } from './names';
 
 /** EDNS(0) information taken from a query's OPT record. */
 export interface EdnsInfo {
@@ -28,29 +28,45 @@ export interface ParsedQuery {
 export type QueryProblem =
   | { readonly kind: 'drop'; readonly reason: 'short' | 'response' }
   | { readonly kind: 'formerr'; readonly reason: string; readonly id: number; readonly flags: number; readonly questionEnd: number }
-  | { readonly kind: 'notimp'; readonly id: number; readonly flags: number; readonly questionEnd: number };
+  | { readonly kind: 'notimp'; readonly reason: string; readonly id: number; readonly flags: number; readonly questionEnd: number }
+  | { readonly kind: 'refused'; readonly reason: string; readonly id: number; readonly flags: number; readonly questionEnd: number };
+
+/** Meta query types a forwarder answers itself (RFC 6895 §3.1): never sent upstream. */
+const QTYPE_IXFR = 251;
+const QTYPE_AXFR = 252;
+const QTYPE_MAILB = 253;
+const QTYPE_MAILA = 254;
 
 /**
  * Reads a query's header, its question and its OPT record, checking what dns-packet does not:
- * label/name lengths, pointer loops, truncation, QDCOUNT, duplicate OPT and option lengths overrunning the OPT data.
+ * opcode (before anything else, so a header-only opcode 15 is NOTIMP), QDCOUNT, label/name lengths, a
+ * compression pointer in the question (nothing precedes it that it could validly point to), truncation,
+ * meta QTYPEs, duplicate OPT and option lengths overrunning the OPT data. `tcp` tells whether zone transfers
+ * could be asked at all: over UDP they are refused.
  */
-export function parseQuery(raw: Buffer): ParsedQuery | QueryProblem {
+export function parseQuery(raw: Buffer, tcp = false): ParsedQuery | QueryProblem {
   if (raw.length < HEADER_LEN) return { kind: 'drop', reason: 'short' };
   const id = raw.readUInt16BE(0);
   const flags = raw.readUInt16BE(2);
   if (flags & Flag.QR) return { kind: 'drop', reason: 'response' };
   const opcode = (flags >> 11) & 0xf;
   const qdcount = raw.readUInt16BE(4);
+  // The question is echoed only when it is one well-formed question; otherwise the reply is the header alone.
+  const nameEnd = qdcount === 1 ? questionNameEnd(raw) : 'truncated';
+  const echoEnd = typeof nameEnd === 'number' && nameEnd + 4 <= raw.length ? nameEnd + 4 : HEADER_LEN;
+  if (opcode !== 0) return { kind: 'notimp', reason: `opcode ${opcode}`, id, flags, questionEnd: echoEnd };
   if (qdcount !== 1) return formerr(`QDCOUNT ${qdcount}`, id, flags, HEADER_LEN);
-  const nameEnd = skipName(raw, HEADER_LEN);
   if (typeof nameEnd !== 'number') return formerr(describe(nameEnd), id, flags, HEADER_LEN);
-  // A compressed question name cannot point anywhere valid (nothing precedes it) and would break echoing.
-  if (raw[nameEnd - 1] !== 0) return formerr('compressed question name', id, flags, HEADER_LEN);
   if (nameEnd + 4 > raw.length) return formerr('truncated question', id, flags, HEADER_LEN);
   const questionEnd = nameEnd + 4;
-  if (opcode !== 0) return { kind: 'notimp', id, flags, questionEnd };
   const qtype = raw.readUInt16BE(nameEnd);
   const qclass = raw.readUInt16BE(nameEnd + 2);
+  if (qtype === RrType.OPT) return formerr('QTYPE OPT', id, flags, questionEnd);
+  if (qtype === QTYPE_MAILA || qtype === QTYPE_MAILB) return { kind: 'notimp', reason: 'QTYPE MAILA/MAILB', id, flags, questionEnd };
+  if (qtype === QTYPE_AXFR || qtype === QTYPE_IXFR) {
+    // A forwarder serves no zone to transfer; over UDP a transfer is not even possible (RFC 5936 §4.2).
+    return { kind: 'refused', reason: tcp ? 'zone transfer' : 'zone transfer over UDP', id, flags, questionEnd };
+  }
 
   let edns: EdnsInfo | null = null;
   const records = raw.readUInt16BE(6) + raw.readUInt16BE(8);
@@ -76,6 +92,25 @@ export function parseQuery(raw: Buffer): ParsedQuery | QueryProblem {
   return { kind: 'query', id, flags, opcode, questionEnd, qtype, qclass, wireKey: lowerAscii(raw.toString('latin1', HEADER_LEN, nameEnd)), edns };
 }
 
+/**
+ * The end of the question's name, which must be plain labels: a compression pointer there can only point into
+ * the header (nothing else precedes it) and would make the echoed question and the name we route on differ.
+ */
+function questionNameEnd(raw: Buffer): number | NameError | 'compressed' {
+  let pos = HEADER_LEN;
+  let total = 1;
+  for (;;) {
+    if (pos >= raw.length) return 'truncated';
+    const len = raw[pos];
+    if (len === 0) return pos + 1;
+    if ((len & 0xc0) === 0xc0) return 'compressed';
+    if (len > MAX_LABEL_LEN) return 'label-too-long';
+    total += len + 1;
+    if (total > MAX_NAME_LEN) return 'name-too-long';
+    pos += len + 1;
+  }
+}
+
 function optionsFit(raw: Buffer, start: number, end: number): boolean {
   let p = start;
   while (p < end) {
@@ -89,8 +124,9 @@ function formerr(reason: string, id: number, flags: number, questionEnd: number)
   return { kind: 'formerr', reason, id, flags, questionEnd };
 }
 
-function describe(e: NameError): string {
+function describe(e: NameError | 'compressed'): string {
   switch (e) {
+    case 'compressed': return 'compressed question name';
     case 'truncated': return 'truncated question';
     case 'label-too-long': return 'label longer than 63 bytes';
     case 'name-too-long': return 'name longer than 255 bytes';
@@ -99,16 +135,10 @@ function describe(e: NameError): string {
   }
 }
 
-/** Converts a wire key (length-prefixed labels) to a dotted lower-case name without the trailing dot. */
+/**
+ * Converts a wire key (length-prefixed labels) to a lower-case name without the trailing dot, in presentation
+ * form: a dot, a backslash or an unprintable byte inside a label is escaped (`\.`, `\\`, `\DDD`).
+ */
 export function wireKeyToName(wireKey: string): string {
-  let out = '';
-  let pos = 0;
-  while (pos < wireKey.length) {
-    const len = wireKey.charCodeAt(pos);
-    if (len === 0) break;
-    if (out.length) out += '.';
-    out += wireKey.slice(pos + 1, pos + 1 + len);
-    pos += len + 1;
-  }
-  return out;
+  return wireKeyToText(wireKey);
 }

@@ -6,7 +6,7 @@
  * authority section so the answer is negatively cacheable (RFC 2308).
  */
 import { CLASS_IN, Flag, HEADER_LEN, Rcode, RrType } from '../../core/wire/constants';
-import { encodeName } from '../../core/wire/names';
+import { encodeName, nextLabelDot } from '../../core/wire/names';
 
 function range(from: number, to: number): number[] {
   const out: number[] = [];
@@ -53,13 +53,13 @@ export function maybePrivate(wireKey: string): boolean {
   return wireKey.endsWith(ARPA_SUFFIX);
 }
 
-/** The locally served zone a name (lower case, no trailing dot) lies in, or undefined. */
+/** The locally served zone a name (lower case, no trailing dot, escaped as `ctx.qname` is) lies in, or undefined. */
 export function privateZoneOf(name: string): string | undefined {
   let pos = 0;
   for (;;) {
     const suffix = pos === 0 ? name : name.slice(pos);
     if (ZONE_SET.has(suffix)) return suffix;
-    const dot = name.indexOf('.', pos);
+    const dot = nextLabelDot(name, pos);
     if (dot === -1) return undefined;
     pos = dot + 1;
   }

@@ -1,5 +1,5 @@
 import { Flag, RCODE_NAMES, Rcode } from '../../core/wire/constants';
-import { wireKeyToName } from '../../core/wire/query';
+import { wireKeyToText } from '../../core/wire/names';
 import { typeName } from '../../core/context';
 
 /**
@@ -76,9 +76,12 @@ export function flagNames(flags: number, rcode: number): string {
   return out || '-';
 }
 
-/** The question name in CoreDNS's form: lower case, with the trailing dot (`.` for the root). */
+/**
+ * The question name in CoreDNS's form: lower case, with the trailing dot (`.` for the root), escaped as RFC 1035
+ * presentation format (`\.`, `\DDD`) so a label holding a dot, a space or a newline cannot forge a log line.
+ */
 export function fqdn(wireKey: string): string {
-  const name = wireKeyToName(wireKey);
+  const name = wireKeyToText(wireKey);
   return name === '' ? '.' : `${name}.`;
 }
 

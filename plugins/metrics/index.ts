@@ -164,7 +164,7 @@ function registerServerMetrics(api: PluginApi): void {
   const refused = f.counter({
     subsystem: 'dns',
     name: 'tcp_connections_refused_total',
-    help: 'TCP connections closed at once because the connection limit was reached.',
+    help: 'TCP connections refused at accept: max_connections was reached and no connection was idle to make room (or the server was shutting down).',
     collect() {
       mirror(refused, 'tcpRefused', src.wire().tcpConnectionsRefused);
     },
@@ -175,6 +175,66 @@ function registerServerMetrics(api: PluginApi): void {
     help: 'Open DNS TCP connections.',
     collect() {
       this.set(src.wire().tcpConnections);
+    },
+  });
+  const notimp = f.counter({
+    subsystem: 'dns',
+    name: 'notimp_total',
+    help: 'Queries answered NOTIMP by the core (an opcode other than QUERY, QTYPE MAILA/MAILB).',
+    collect() {
+      mirror(notimp, 'notimp', src.wire().notimp);
+    },
+  });
+  const meta = f.counter({
+    subsystem: 'dns',
+    name: 'meta_refused_total',
+    help: 'Zone transfer queries (AXFR, IXFR) answered REFUSED by the core, never forwarded.',
+    collect() {
+      mirror(meta, 'refusedMeta', src.wire().refusedMeta);
+    },
+  });
+  const sendErrors = f.counter({
+    subsystem: 'dns',
+    name: 'send_errors_total',
+    help: 'Replies that could not be sent (the socket refused or failed the send), by transport.',
+    labelNames: ['proto'] as const,
+    collect() {
+      const w = src.wire();
+      mirror(sendErrors, 'sendUdp', w.sendErrors.udp, { proto: 'udp' });
+      mirror(sendErrors, 'sendTcp', w.sendErrors.tcp, { proto: 'tcp' });
+    },
+  });
+  const tcpClosed = f.counter({
+    subsystem: 'dns',
+    name: 'tcp_connections_closed_total',
+    help: 'TCP connections closed by the server, by reason: evicted (idle longest, to admit a new one at max_connections), per_client (max_per_client reached), read_timeout (a message not whole within read_timeout of its first byte), idle_timeout, drain_timeout (unsent replies above max_unsent for drain_timeout), half_closed (the client shut its write side; ended after its answers).',
+    labelNames: ['reason'] as const,
+    collect() {
+      for (const [reason, n] of Object.entries(src.wire().tcpClosed)) mirror(tcpClosed, `tcpClosed:${reason}`, n, { reason });
+    },
+  });
+  const pauses = f.counter({
+    subsystem: 'dns',
+    name: 'tcp_backpressure_pauses_total',
+    help: 'Times a TCP connection stopped being read because its unsent replies passed max_unsent.',
+    collect() {
+      mirror(pauses, 'tcpPauses', src.wire().tcpPauses);
+    },
+  });
+  const inflightFull = f.counter({
+    subsystem: 'dns',
+    name: 'tcp_inflight_full_total',
+    help: 'Times a TCP connection stopped being read because max_inflight of its queries were in flight.',
+    collect() {
+      mirror(inflightFull, 'tcpInflightFull', src.wire().tcpInflightFull);
+    },
+  });
+  f.gauge({
+    subsystem: 'dns',
+    name: 'tcp_connections_paused',
+    help: 'TCP connections not being read now because their unsent replies passed max_unsent.',
+    collect() {
+      this.set(src.wire().tcpPaused);
     },
   });
   f.gauge({
