@@ -23,6 +23,8 @@ export function storageOptions(cfg: StorageConfig): import('../storage/open').St
     synchronous: cfg.synchronous,
     busy_timeout_ms: cfg.busy_timeout,
     acquire_timeout_ms: cfg.acquire_timeout,
+    lock_timeout_ms: cfg.lock_timeout,
+    statement_timeout_ms: cfg.statement_timeout,
     ...(cfg.pool ? { pool: cfg.pool } : {}),
     ...(cfg.schema ? { searchPath: cfg.schema } : {}),
   };

@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Chain, PluginSetupError, type ChainServices } from './chain';
@@ -336,12 +337,15 @@ export class CodexServer {
     this.watcher?.close();
     if (this.refreshTimer) clearInterval(this.refreshTimer);
     const grace = this.config?.shutdownGraceMs ?? 5000;
+    const stopUntil = performance.now() + grace;
     this.dispatcher.stopAccepting();
     const tcpClosing = Promise.all([...this.listeners.entries()].filter(([, l]) => l instanceof TcpListener).map(([k]) => this.closeListener(k, grace)));
     await Promise.all(this.chains.map((c) => c.shutdown('shutdown', grace)));
     await tcpClosing;
     await this.closeAllListeners();
-    await this.storage?.close();
+    // A write blocked by another session's lock must not hold the exit past the grace (plugins have flushed
+    // what they could and reported what they could not).
+    await this.storage?.close(Math.max(500, stopUntil - performance.now()));
     this.ready = false;
     this.log.info('codexdns stopped');
   }

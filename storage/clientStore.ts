@@ -330,6 +330,16 @@ export class ClientStore {
     );
   }
 
+  /** See Storage.checkFile: true when the SQLite file had been deleted or replaced and is now reopened. */
+  checkFile(): Promise<boolean> {
+    return this.storage.checkFile();
+  }
+
+  /** Whether `checkFile` can ever say true (SQLite on a file). */
+  get hasFile(): boolean {
+    return this.storage.client === 'sqlite3' && this.storage.filename !== undefined && this.storage.filename !== ':memory:';
+  }
+
   /** SQLite: statements in one transaction on the writer's connection (its pool holds exactly one). */
   private async sqliteTransaction(statements: ReadonlyArray<{ sql: string; bindings: Binding[] }>): Promise<void> {
     const writer = this.storage.writer;
