@@ -2,7 +2,7 @@ import { type Clock, monotonicClock } from '../../core/clock';
 import type { Logger } from '../../core/log';
 import { RepeatingWarning } from '../../core/primitives/rateLimitedLog';
 import type { ClientRow, ClientUpdate } from '../../storage/clientStore';
-import { classifyError, errorMessage, shortErrorMessage } from '../../storage/errors';
+import { classifyError, errorMessage, shortErrorMessage, StorageError } from '../../storage/errors';
 import type { DiscoveryUpdate, WriterMetrics } from './types';
 
 /** What the batcher and the tracker need from the database (ClientStore has it; tests pass a fake). */
@@ -572,7 +572,9 @@ export class Batcher {
     const kind = classifyError(err);
     const now = this.clock.now();
     this.lastErrorText = shortErrorMessage(err);
-    this.lastErrorKind = kind;
+    // The typed error says busy; its cause says more (a lock or statement timeout, a cancelled statement).
+    const cause = err instanceof StorageError && err.cause !== undefined ? classifyError(err.cause) : 'other';
+    this.lastErrorKind = cause !== 'other' ? cause : kind;
     if (chunk !== null) this.failedBatches++;
     if (this.failuresInARow === 0) this.failingSince = now;
     // The rows this write took but did not reach go back too (not failed, not counted as such).

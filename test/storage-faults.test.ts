@@ -1,0 +1,449 @@
+// Storage faults (issue 15, point 8): nothing the writer accepted is lost, nothing fails silently. The tracking
+// writer (Batcher) over the real ClientStore, on real SQLite files and on PostgreSQL when CODEXDNS_TEST_PG is set
+// (each test in a fresh schema): a renamed table, a cancelled statement, a statement timeout, terminated
+// connections, a lock held past the timeout, a refused row, the SQLite file deleted while open, shutdown while
+// the database is blocked. Timeouts are short (a few hundred ms) so every test takes seconds.
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { createLogger, type Logger } from '../core/log';
+import { Batcher } from '../plugins/clienttrack/batcher';
+import { ClientStore } from '../storage/clientStore';
+import { openStorage, type Storage, type StorageConfig } from '../storage/open';
+import { shortErrorMessage } from '../storage/errors';
+
+const PG_URL = process.env.CODEXDNS_TEST_PG;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    if (await cond()) return;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+function capture(): { log: Logger; lines: string[] } {
+  const lines: string[] = [];
+  return { log: createLogger({ level: 'debug', format: 'text' }, (l) => lines.push(l)), lines };
+}
+
+interface Db {
+  name: 'sqlite3' | 'pg';
+  config: StorageConfig;
+  baseDir: string;
+  file?: string;
+  /** A second session on the same database (the other process / the administrator). */
+  admin(): Promise<Storage>;
+  cleanup(): Promise<void>;
+}
+
+async function sqliteDb(extra: Partial<StorageConfig> = {}): Promise<Db> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'codexdns-sf-'));
+  const file = path.join(dir, 'clients.sqlite');
+  const config: StorageConfig = { client: 'sqlite3', connection: { filename: file }, busy_timeout_ms: 200, ...extra };
+  return {
+    name: 'sqlite3',
+    config,
+    baseDir: dir,
+    file,
+    admin: () => openStorage({ client: 'sqlite3', connection: { filename: file }, busy_timeout_ms: 200 }, { baseDir: dir }),
+    cleanup: async () => fs.rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+let seq = 0;
+async function pgDb(extra: Partial<StorageConfig> = {}): Promise<Db> {
+  const schema = `codexdns_sf_${process.pid}_${Date.now().toString(36)}_${seq++}`;
+  const a = await openStorage({ client: 'pg', connection: PG_URL! }, { baseDir: '.' });
+  await a.writer.raw(`create schema "${schema}"`);
+  await a.close();
+  const connection = { connectionString: PG_URL!, options: `-c search_path=${schema}`, application_name: `codexdns_${schema}` };
+  return {
+    name: 'pg',
+    config: { client: 'pg', connection, ...extra },
+    baseDir: '.',
+    admin: () => openStorage({ client: 'pg', connection: { connectionString: PG_URL!, options: `-c search_path=${schema}` }, lock_timeout_ms: 0 }, { baseDir: '.' }),
+    cleanup: async () => {
+      const b = await openStorage({ client: 'pg', connection: PG_URL!, lock_timeout_ms: 0 }, { baseDir: '.' });
+      await b.writer.raw(`select pg_terminate_backend(pid) from pg_stat_activity where application_name = ?`, [`codexdns_${schema}`]).catch(() => undefined);
+      await b.writer.raw(`drop schema if exists "${schema}" cascade`);
+      await b.close();
+    },
+  };
+}
+
+interface Rig {
+  db: Db;
+  storage: Storage;
+  store: ClientStore;
+  batcher: Batcher;
+  lines: string[];
+  sent: number;
+  /** Adds `n` queries spread over `clients` addresses. */
+  add(n: number, clients?: number, prefix?: string): void;
+  sum(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+async function rig(db: Db, o: { flushMs?: number; giveUpMs?: number; fileCheckMs?: number; logIntervalMs?: number } = {}): Promise<Rig> {
+  const { log, lines } = capture();
+  const storage = await openStorage(db.config, { baseDir: db.baseDir, log });
+  await storage.migrate.latest();
+  const store = new ClientStore(storage, { log, retry: { attempts: 2, minDelayMs: 10, maxDelayMs: 20 } });
+  const batcher = new Batcher({
+    batch: 50,
+    flushMs: o.flushMs ?? 100,
+    maxPending: 10_000,
+    logIntervalMs: o.logIntervalMs ?? 10_000,
+    giveUpMs: o.giveUpMs,
+    fileCheckMs: o.fileCheckMs ?? 100,
+    openStore: async () => store,
+    log,
+  });
+  const timer = setInterval(() => batcher.tick(), 20);
+  const r: Rig = {
+    db,
+    storage,
+    store,
+    batcher,
+    lines,
+    sent: 0,
+    add(n, clients = 20, prefix = '10.1.0.') {
+      for (let i = 0; i < n; i++) {
+        batcher.addActivity(`${prefix}${i % clients}`, Date.now(), 1);
+        r.sent++;
+      }
+    },
+    async sum() {
+      const a = await db.admin();
+      try {
+        const [row] = (await a.reader('clients').sum({ q: 'query_count' })) as Array<{ q: number | string | null }>;
+        return Number(row.q ?? 0);
+      } finally {
+        await a.close();
+      }
+    },
+    async stop() {
+      clearInterval(timer);
+      batcher.close();
+      await storage.close(1000);
+    },
+  };
+  return r;
+}
+
+/** Everything sent is written, nothing dropped, and the writer says so. */
+async function settled(r: Rig, extraQueries = 0): Promise<void> {
+  await waitFor('pending rows written', () => r.batcher.size === 0 && !r.batcher.isWriting && r.batcher.metrics().storageOk);
+  const m = r.batcher.metrics();
+  assert.equal(m.droppedQueries, 0, 'nothing dropped');
+  assert.equal(m.lastError, null, 'the error is cleared once writes succeed again');
+  assert.equal(await r.sum(), r.sent + extraQueries, 'every query counted, exactly once');
+}
+
+function faultTests(makeDb: (extra?: Partial<StorageConfig>) => Promise<Db>): void {
+  test('a table renamed for a while: rows kept and retried (not dropped), written once it is back; the error is short and cleared', async () => {
+    const db = await makeDb();
+    const r = await rig(db);
+    try {
+      r.add(200);
+      await settled(r);
+      const a = await db.admin();
+      await a.writer.raw('alter table clients rename to clients_away');
+      r.add(300);
+      await waitFor('a failed write', () => r.batcher.metrics().consecutiveFailures >= 2);
+      const m = r.batcher.metrics();
+      assert.equal(m.storageOk, false);
+      assert.equal(m.lastErrorKind, 'other');
+      assert.ok(m.lastError !== null && m.lastError.length <= 160 && !/insert into/i.test(m.lastError), `short, without the SQL: ${m.lastError}`);
+      assert.equal(m.droppedQueries, 0, 'an unrecognised error does not drop the batch');
+      r.add(100);
+      await sleep(300);
+      await a.writer.raw('alter table clients_away rename to clients');
+      await a.close();
+      await settled(r);
+      const errs = r.lines.filter((l) => / ERROR /.test(l));
+      assert.deepEqual(errs, [], 'no rows were dropped, so no error line');
+    } finally {
+      await r.stop();
+      await db.cleanup();
+    }
+  });
+
+  test('an unrecognised error that lasts past give_up: the failing rows are dropped, counted, and logged once with the count', async () => {
+    const db = await makeDb();
+    const r = await rig(db, { giveUpMs: 400, flushMs: 50, logIntervalMs: 60_000 });
+    try {
+      const a = await db.admin();
+      await a.writer.raw('alter table clients rename to clients_away');
+      r.add(300);
+      await waitFor('rows abandoned', () => r.batcher.metrics().abandonedRows > 0 && r.batcher.size === 0, 15_000);
+      const m = r.batcher.metrics();
+      assert.equal(m.droppedQueries, 300, 'every query of the abandoned rows is counted');
+      r.batcher.close();
+      const errors = r.lines.filter((l) => /tracking rows dropped/.test(l));
+      assert.ok(errors.length >= 1 && errors.length <= 2, `rate-limited: ${errors.length} lines`);
+      assert.ok(errors.every((l) => l.length < 600 && !/insert into/i.test(l)), errors.join('\n'));
+      await a.writer.raw('alter table clients_away rename to clients');
+      await a.close();
+    } finally {
+      await r.stop();
+      await db.cleanup();
+    }
+  });
+
+  test('a row the schema refuses: its batch is split, the other rows written, that row alone dropped and counted', async () => {
+    const db = await makeDb();
+    const r = await rig(db);
+    try {
+      const a = await db.admin();
+      if (db.name === 'pg') await a.writer.raw(`alter table clients add constraint no_bad check (ip <> '10.1.0.7')`);
+      else await a.writer.raw(`create trigger no_bad before insert on clients when new.ip = '10.1.0.7' begin select raise(abort, 'refused by test'); end`);
+      await a.close();
+      r.add(100, 20); // 5 queries per client
+      await waitFor('written', () => r.batcher.size === 0 && !r.batcher.isWriting && r.batcher.metrics().rejectedRows === 1);
+      const m = r.batcher.metrics();
+      assert.equal(m.rejectedRows, 1);
+      assert.equal(m.droppedQueries, 5);
+      assert.equal(await r.sum(), 95);
+      const errors = r.lines.filter((l) => /tracking rows dropped/.test(l));
+      assert.equal(errors.length, 1);
+      assert.ok(errors[0].length < 600 && !/insert into/i.test(errors[0]), errors[0]);
+    } finally {
+      await r.stop();
+      await db.cleanup();
+    }
+  });
+
+  test('shutdown while the database is blocked: bounded, and the real pending counts are reported', async () => {
+    const db = await makeDb({ lock_timeout_ms: 0, statement_timeout_ms: 0, busy_timeout_ms: 60_000 });
+    const r = await rig(db);
+    const a = await db.admin();
+    try {
+      r.add(40);
+      await settled(r);
+      // Hold the table (PostgreSQL) / the file (SQLite) so the next write blocks.
+      let release: () => Promise<void>;
+      if (db.name === 'pg') {
+        const trx = await a.writer.transaction();
+        await trx.raw('lock table clients in access exclusive mode');
+        release = async () => void (await trx.rollback());
+      } else {
+        const conn = await (a.writer.client as { acquireConnection(): Promise<unknown> }).acquireConnection();
+        await a.writer.raw('begin exclusive').connection(conn as never);
+        release = async () => {
+          await a.writer.raw('rollback').connection(conn as never);
+          await (a.writer.client as { releaseConnection(c: unknown): Promise<void> }).releaseConnection(conn);
+        };
+      }
+      r.add(60);
+      await waitFor('a write blocked past the flush interval', () => r.batcher.metrics().stalled, 5000);
+      assert.ok(r.batcher.metrics().writeAgeMs > 100);
+      r.add(7, 1, '10.2.0.');
+      const t0 = Date.now();
+      const flushed = await r.batcher.flushAll(performance.now() + 500);
+      const lost = r.batcher.close();
+      const t1 = Date.now();
+      await r.storage.close(500);
+      const took = Date.now() - t0;
+      assert.equal(flushed, false);
+      assert.ok(t1 - t0 < 1500, `flushAll kept its deadline (${t1 - t0} ms)`);
+      assert.ok(took < 2500, `close kept its bound (${took} ms)`);
+      assert.equal(lost.queries + lost.inFlightQueries, 67, `every unwritten query is reported: ${JSON.stringify(lost)}`);
+      assert.ok(lost.inFlightRows > 0, 'the blocked write is reported as in flight');
+      await release();
+    } finally {
+      await r.stop();
+      await a.close();
+      await db.cleanup();
+    }
+  });
+}
+
+describe('storage faults: SQLite', () => {
+  faultTests((extra) => sqliteDb(extra));
+
+  test('a write lock held past busy_timeout: the write fails fast (timed), rows kept, exact once the lock goes', async () => {
+    const db = await sqliteDb();
+    const r = await rig(db);
+    const a = await db.admin();
+    try {
+      r.add(50);
+      await settled(r);
+      const conn = await (a.writer.client as { acquireConnection(): Promise<unknown> }).acquireConnection();
+      await a.writer.raw('begin exclusive').connection(conn as never);
+      const t0 = Date.now();
+      let failedAfter = 0;
+      try {
+        await r.store.writeBatch([{ ip: '10.3.0.1', firstSeen: 1, lastSeen: 1, queries: 1 }]);
+      } catch {
+        failedAfter = Date.now() - t0;
+      }
+      // 2 tries with busy_timeout 200 ms (and a 10-20 ms pause): the figure storage/README.md explains.
+      assert.ok(failedAfter > 0 && failedAfter < 2000, `a locked write gave up after ${failedAfter} ms`);
+      r.add(100);
+      await waitFor('failures while locked', () => r.batcher.metrics().consecutiveFailures >= 1);
+      assert.equal(r.batcher.metrics().lastErrorKind, 'busy');
+      await a.writer.raw('rollback').connection(conn as never);
+      await (a.writer.client as { releaseConnection(c: unknown): Promise<void> }).releaseConnection(conn);
+      await settled(r);
+    } finally {
+      await a.close();
+      await r.stop();
+      await db.cleanup();
+    }
+  });
+
+  test('the database file deleted while open: noticed, reopened, migrated, what it held since the last check rewritten, logged once', async () => {
+    const db = await sqliteDb();
+    const r = await rig(db, { fileCheckMs: 200 });
+    try {
+      r.add(100);
+      await settled(r);
+      await sleep(500); // two checks: the first 100 are verified in the old file
+      for (const f of [db.file!, `${db.file}-wal`, `${db.file}-shm`]) fs.rmSync(f, { force: true });
+      r.add(150, 30, '10.4.0.');
+      await waitFor('the file back', () => fs.existsSync(db.file!) && r.batcher.size === 0 && !r.batcher.isWriting, 10_000);
+      await waitFor('rows rewritten', async () => (await r.sum().catch(() => -1)) === 150, 10_000);
+      const h = await r.storage.health();
+      assert.equal(h.ok, true, JSON.stringify(h));
+      const warns = r.lines.filter((l) => /deleted or replaced while open/.test(l));
+      assert.equal(warns.length, 1, warns.join('\n'));
+      // Writes go on into the new file.
+      r.add(10, 10, '10.4.0.');
+      await waitFor('more written', async () => (await r.sum()) === 160);
+    } finally {
+      await r.stop();
+      await db.cleanup();
+    }
+  });
+
+  test('shortErrorMessage drops the SQL knex puts before the driver error', () => {
+    const e = new Error(`insert into "clients" ("ip") select ${'x, '.repeat(200)} - SQLITE_ERROR: no such table: clients`);
+    assert.equal(shortErrorMessage(e), 'SQLITE_ERROR: no such table: clients');
+  });
+});
+
+describe('storage faults: PostgreSQL', { skip: PG_URL ? false : 'set CODEXDNS_TEST_PG=postgres://postgres@127.0.0.1:5432/test to run' }, () => {
+  faultTests((extra) => pgDb(extra));
+
+  async function blockAnd(db: Db, r: Rig, act: (a: Storage) => Promise<void>): Promise<void> {
+    const trace = process.env.SF_TRACE ? (m: string) => console.error('TRACE', m) : () => undefined;
+    const a = await db.admin();
+    try {
+      const trx = await a.writer.transaction();
+      trace('trx');
+      await trx.raw('lock table clients in access exclusive mode');
+      trace('locked');
+      r.add(200);
+      await waitFor('a write waiting on the lock', () => r.batcher.isWriting && r.batcher.writeAgeMs > 50);
+      trace('waiting');
+      try {
+        await act(a);
+        trace('acted');
+        await sleep(200);
+      } finally {
+        await trx.rollback();
+      }
+      trace('released');
+    } finally {
+      await a.close();
+    }
+  }
+
+  const appName = (db: Db) => (db.config.connection as { application_name: string }).application_name;
+
+  test('a statement cancelled (pg_cancel_backend): kept and retried, counts exact', async () => {
+    const db = await pgDb({ lock_timeout_ms: 0 });
+    const r = await rig(db);
+    try {
+      r.add(100);
+      await settled(r);
+      await blockAnd(db, r, async (a) => {
+        const res = (await a.writer.raw(`select pg_cancel_backend(pid) as c from pg_stat_activity where application_name = ? and wait_event_type = 'Lock'`, [appName(db)])) as { rows: Array<{ c: boolean }> };
+        assert.ok(res.rows.length >= 1 && res.rows.every((x) => x.c), 'cancelled');
+        await waitFor('the cancel seen', () => r.batcher.metrics().lastErrorKind === 'timeout');
+      });
+      await settled(r);
+    } finally {
+      await r.stop();
+      await db.cleanup();
+    }
+  });
+
+  test("a statement_timeout (ours or a role's) and a lock_timeout: kept and retried, counts exact", async () => {
+    const db = await pgDb({ lock_timeout_ms: 0, statement_timeout_ms: 150 });
+    const r = await rig(db);
+    try {
+      await blockAnd(db, r, async () => {
+        await waitFor('timed out', () => r.batcher.metrics().consecutiveFailures >= 2);
+        assert.equal(r.batcher.metrics().lastErrorKind, 'timeout');
+      });
+      await settled(r);
+      const db2 = await pgDb({ lock_timeout_ms: 150 });
+      const r2 = await rig(db2);
+      try {
+        await blockAnd(db2, r2, async () => {
+          await waitFor('lock timed out', () => r2.batcher.metrics().consecutiveFailures >= 2);
+          assert.equal(r2.batcher.metrics().lastErrorKind, 'timeout');
+          assert.equal(r2.batcher.metrics().droppedQueries, 0);
+        });
+        await settled(r2);
+      } finally {
+        await r2.stop();
+        await db2.cleanup();
+      }
+    } finally {
+      await r.stop();
+      await db.cleanup();
+    }
+  });
+
+  test('connections terminated (pg_terminate_backend) mid-write: counts exact', async () => {
+    const db = await pgDb({ lock_timeout_ms: 0 });
+    const r = await rig(db);
+    try {
+      await blockAnd(db, r, async (a) => {
+        await a.writer.raw(`select pg_terminate_backend(pid) from pg_stat_activity where application_name = ?`, [appName(db)]);
+        await waitFor('the failure seen', () => r.batcher.metrics().consecutiveFailures >= 1);
+      });
+      r.add(50);
+      await settled(r);
+    } finally {
+      await r.stop();
+      await db.cleanup();
+    }
+  });
+
+  test('a read-only server (default_transaction_read_only, as a standby after a failover): classified unavailable, rows kept, nothing dropped', async () => {
+    const db = await pgDb();
+    const r = await rig(db);
+    try {
+      const ro = { ...(db.config.connection as object), options: `${(db.config.connection as { options: string }).options} -c default_transaction_read_only=on` };
+      await r.stop();
+      const { log, lines } = capture();
+      const s2 = await openStorage({ ...db.config, connection: ro }, { baseDir: '.', log });
+      const store2 = new ClientStore(s2, { log });
+      const b2 = new Batcher({ batch: 50, flushMs: 100, maxPending: 10_000, logIntervalMs: 10_000, openStore: async () => store2, log });
+      const timer = setInterval(() => b2.tick(), 20);
+      try {
+        for (let i = 0; i < 80; i++) b2.addActivity(`10.5.0.${i % 8}`, Date.now(), 1);
+        await waitFor('read-only failures', () => b2.metrics().consecutiveFailures >= 2);
+        assert.equal(b2.metrics().lastErrorKind, 'unavailable');
+        assert.equal(b2.metrics().droppedQueries, 0);
+        assert.equal(b2.size, 8);
+        void lines;
+      } finally {
+        clearInterval(timer);
+        b2.close();
+        await s2.close();
+      }
+    } finally {
+      await db.cleanup();
+    }
+  });
+});
