@@ -153,6 +153,10 @@ export async function parseConfig(text: string, file: string, catalog: PluginCat
       plugins.push(entry);
     }
     warnings.push(...orderWarnings(plugins, positions, fileName));
+    if (entries.length === plugins.length && !plugins.some((p) => roleOf(p) === 'guard')) {
+      const pos = positions.of([...blockPath, 'plugins']);
+      warnings.push({ file: fileName, line: pos.line, col: pos.col, severity: 'warning', message: 'no acl (or other guard) in this server block: only loopback and on-link private clients will be answered, others get REFUSED; add `acl: { allow: [...] }` to choose who may query' });
+    }
     servers.push({
       name: `block${b}`,
       listen,
@@ -260,6 +264,10 @@ async function resolveEntry(
  * Chain order is the user's, so a guard (acl, a query rate limit) listed after a plugin that can answer
  * (a cache hit) would be skipped for those answers: say so.
  */
+function roleOf(p: PluginEntryConfig): string | undefined {
+  return typeof p.definition.role === 'function' ? p.definition.role(p.options as never) : p.definition.role;
+}
+
 function orderWarnings(plugins: readonly PluginEntryConfig[], positions: PositionIndex, file: string): ConfigIssue[] {
   const out: ConfigIssue[] = [];
   let firstAnswerer: PluginEntryConfig | undefined;
