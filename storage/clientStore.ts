@@ -271,7 +271,9 @@ export class ClientStore {
 
   constructor(storage: Storage, opts: ClientStoreOptions = {}) {
     this.storage = storage;
-    this.retry = opts.retry ?? DEFAULT_BUSY_RETRY;
+    const retry = opts.retry ?? DEFAULT_BUSY_RETRY;
+    // 80 %: a statement that waited most of busy_timeout waited for a lock, not for a fast-failing conflict.
+    this.retry = storage.busyTimeoutMs && retry.noRetryAfterWaitMs === undefined ? { ...retry, noRetryAfterWaitMs: storage.busyTimeoutMs * 0.8 } : retry;
     this.log = opts.log ?? storage.log;
     this.maxRows = Math.max(1, Math.floor(opts.maxRowsPerStatement ?? 1000));
     this.isPg = storage.client === 'pg';

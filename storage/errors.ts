@@ -1,3 +1,5 @@
+import { performance } from 'node:perf_hooks';
+
 // Typed storage errors, error classification and the bounded retry used by every storage operation.
 //
 // Callers (the clienttrack plugin, the API, the CLI) only ever see three kinds of failure from storage:
@@ -40,7 +42,7 @@ export class StorageBusyError extends StorageError {
   /** How many times the operation was tried. */
   readonly attempts: number;
   constructor(operation: string, attempts: number, cause: unknown) {
-    super(`storage ${operation}: database busy after ${attempts} attempts (${errorMessage(cause)})`, { cause });
+    super(`storage ${operation}: database busy after ${attempts} attempts (${shortErrorMessage(cause, 300)})`, { cause });
     this.attempts = attempts;
   }
 }
@@ -48,7 +50,7 @@ export class StorageBusyError extends StorageError {
 /** The database cannot be reached or used (PostgreSQL down, connection lost, SQLite file unusable). */
 export class StorageUnavailableError extends StorageError {
   constructor(operation: string, cause: unknown) {
-    super(`storage ${operation}: database unavailable (${errorMessage(cause)})`, { cause });
+    super(`storage ${operation}: database unavailable (${shortErrorMessage(cause, 300)})`, { cause });
   }
 }
 
@@ -178,6 +180,12 @@ export interface RetryPolicy {
   minDelayMs: number;
   /** …up to this. */
   maxDelayMs: number;
+  /**
+   * An attempt that itself lasted this long before failing busy is not retried: the driver's busy handler
+   * (SQLite's busy_timeout) already waited for the lock, and another try would wait as long again. Only what
+   * fails fast (SQLite's deadlock avoidance returns SQLITE_BUSY at once) is retried.
+   */
+  noRetryAfterWaitMs?: number;
 }
 
 /** Default for batch writes and reads: 5 tries, 10 ms → 200 ms (≈ 0.3 s of waiting in all, plus busy_timeout). */
@@ -203,6 +211,7 @@ export async function withBusyRetry<T>(
 ): Promise<T> {
   const attempts = Math.max(1, Math.floor(policy.attempts));
   for (let attempt = 1; ; attempt++) {
+    const started = performance.now();
     try {
       return await fn();
     } catch (err) {
@@ -212,7 +221,8 @@ export async function withBusyRetry<T>(
       }
       if (kind === 'timeout') throw new StorageBusyError(operation, attempt, err);
       if (kind !== 'busy') throw err;
-      if (attempt >= attempts) {
+      const waited = policy.noRetryAfterWaitMs !== undefined && performance.now() - started >= policy.noRetryAfterWaitMs;
+      if (attempt >= attempts || waited) {
         throw err instanceof StorageBusyError ? err : new StorageBusyError(operation, attempt, err);
       }
       const delay = backoffDelay(policy, attempt);

@@ -75,6 +75,11 @@ export interface Storage {
   readonly migrate: Migrator;
   /** Bound parameters allowed in one statement (SQLite 999 or 32766 depending on the build; PostgreSQL 65535). */
   readonly maxParams: number;
+  /**
+   * SQLite: how long one statement already waits for another process's lock (busy_timeout) before failing
+   * busy. A retry after such a wait would wait as long again: callers retry at once only what failed fast.
+   */
+  readonly busyTimeoutMs?: number;
   /** SQLite: the absolute path of the database file. */
   readonly filename?: string;
   readonly log: StorageLogger;
@@ -299,7 +304,7 @@ async function openSqlite(cfg: StorageConfig, opts: OpenStorageOptions, log: Sto
     reader = memory ? writer : makeKnex(readerPragmas, { min: 0, max: 2 }, false);
     log.info('storage: SQLite opened', { filename, version: v, journal_mode: journalMode, synchronous });
     const file = memory ? undefined : { identity, opened: identity(), reopen: () => mkdirp(path.dirname(filename)) };
-    return makeStorage({ client: 'sqlite3', writer, reader, maxParams, filename, log, opts, file });
+    return makeStorage({ client: 'sqlite3', writer, reader, maxParams, filename, log, opts, file, busyTimeoutMs: busyTimeout });
   } catch (err) {
     await writer.destroy().catch(() => {});
     throw toStorageError('open', err);
@@ -370,8 +375,9 @@ function makeStorage(p: {
   opts: OpenStorageOptions;
   /** SQLite on a file: its identity (dev:ino) when opened, and how to read it now. */
   file?: { identity: () => string | null; opened: string | null; reopen: () => void };
+  busyTimeoutMs?: number;
 }): Storage {
-  const { client, writer, reader, maxParams, filename, log, file } = p;
+  const { client, writer, reader, maxParams, filename, log, file, busyTimeoutMs } = p;
   const migrate = new Migrator(writer, { ...p.opts.migrator, client, log });
   let closing: Promise<void> | undefined;
   let checking: Promise<boolean> | null = null;
@@ -405,6 +411,7 @@ function makeStorage(p: {
     client,
     migrate,
     maxParams,
+    busyTimeoutMs,
     filename,
     log,
     checkFile(): Promise<boolean> {
