@@ -12,7 +12,14 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import * as dnsPacket from 'dns-packet';
+import * as http from 'node:http';
 import { createLogger, type Logger } from '../core/log';
+import { startServer } from '../testing';
+import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
+import { Type } from '../config/types';
+import { DnsResponse } from '../core/response';
+import { builtinCatalog } from '../plugins/catalog';
+import { httpListeners } from '../plugins/metrics';
 import { Batcher } from '../plugins/clienttrack/batcher';
 import { ClientStore } from '../storage/clientStore';
 import { openStorage, type Storage, type StorageConfig } from '../storage/open';
@@ -409,6 +416,80 @@ reload: { watch: false }
     } finally {
       sock.close();
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await db.cleanup();
+    }
+  });
+
+  test('/health: a stalled write shows (degraded, stalled, write age gauge), an error shows, and both go once writes succeed', async () => {
+    const db = await sqliteDb();
+    const answerer = definePlugin({
+      name: 'answerer',
+      options: Type.Object({}),
+      setup(api) {
+        api.hooks.query.tap('answerer', (ctx) => DnsResponse.fromPacket({ type: 'response', id: 0, flags: 0, questions: ctx.message.questions, answers: [{ name: ctx.message.questions![0].name, type: 'A', ttl: 60, data: '192.0.2.9' }] }));
+      },
+    });
+    const catalog = { get: (n: string) => (n === 'answerer' ? (answerer as unknown as AnyPluginDefinition) : builtinCatalog.get(n)), names: () => builtinCatalog.names() };
+    const s = await startServer(
+      `servers:
+  - listen: [udp://127.0.0.1:0]
+    plugins:
+      - acl: { allow: [127.0.0.0/8] }
+      - metrics: { listen: "127.0.0.1:0" }
+      - clienttrack: { flush: 100ms }
+      - answerer: {}
+storage: { client: sqlite3, connection: { filename: ${JSON.stringify(db.file)} }, busy_timeout: 60s }
+`,
+      { catalog },
+    );
+    const port = httpListeners(s.server.metrics.registry)[0].port;
+    const get = (p: string): Promise<{ status: number; body: string }> =>
+      new Promise((resolve, reject) => {
+        http.get({ host: '127.0.0.1', port, path: p, headers: { Host: `127.0.0.1:${port}` }, agent: false }, (res) => {
+          let body = '';
+          res.on('data', (c: Buffer) => (body += c.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        }).on('error', reject);
+      });
+    const tracking = async (): Promise<Record<string, any>> => JSON.parse((await get('/health')).body).parts.tracking;
+    const a = await db.admin();
+    try {
+      await s.query('a.example', 'A');
+      await waitFor('first row', async () => (await tracking()).pendingRows === 0 && (await r0()) === 1);
+      async function r0(): Promise<number> {
+        const [row] = (await a.reader('clients').sum({ q: 'query_count' })) as Array<{ q: number | null }>;
+        return Number(row.q ?? 0);
+      }
+      // A lock held by another process: the write waits (busy_timeout 60 s) and shows as stalled.
+      const conn = await (a.writer.client as { acquireConnection(): Promise<unknown> }).acquireConnection();
+      await a.writer.raw('begin exclusive').connection(conn as never);
+      await s.query('b.example', 'A');
+      await waitFor('stalled in /health', async () => (await tracking()).stalled === true);
+      const t = await tracking();
+      assert.equal(t.state, 'degraded');
+      assert.ok(t.writeAgeMs > 100, JSON.stringify(t));
+      assert.match((await get('/metrics')).body, /codexdns_tracking_write_age_seconds 0\.[1-9]|codexdns_tracking_write_age_seconds [1-9]/);
+      await a.writer.raw('rollback').connection(conn as never);
+      await (a.writer.client as { releaseConnection(c: unknown): Promise<void> }).releaseConnection(conn);
+      await waitFor('written after the lock', async () => (await r0()) === 2);
+      // A failing write: the error shows, then goes away with the first write that succeeds.
+      await a.writer.raw('alter table clients rename to clients_away');
+      await s.query('c.example', 'A');
+      await waitFor('the error in /health', async () => (await tracking()).lastError !== null);
+      const failing = await tracking();
+      assert.equal(failing.state, 'degraded');
+      assert.match(failing.lastError, /no such table/);
+      assert.ok(failing.lastError.length < 200 && !/insert into/i.test(failing.lastError));
+      await a.writer.raw('alter table clients_away rename to clients');
+      await waitFor('recovered', async () => (await tracking()).state === 'up', 20_000);
+      const ok = await tracking();
+      assert.equal(ok.lastError, null, 'no stale error after recovery');
+      assert.equal(ok.storageOk, true);
+      assert.equal(JSON.parse((await get('/health')).body).status, 'ok');
+      assert.equal(await r0(), 3);
+    } finally {
+      await a.close();
+      await s.stop();
       await db.cleanup();
     }
   });
