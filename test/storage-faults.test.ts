@@ -179,6 +179,10 @@ function faultTests(makeDb: (extra?: Partial<StorageConfig>) => Promise<Db>): vo
       await settled(r);
       const errs = r.lines.filter((l) => / ERROR /.test(l));
       assert.deepEqual(errs, [], 'no rows were dropped, so no error line');
+      // The repeating warning keeps its interval (10 s here) though the flush timer ticks every 20 ms: the first
+      // failure, then the count when writes recover.
+      const warns = r.lines.filter((l) => /storage write failed/.test(l));
+      assert.ok(warns.length >= 1 && warns.length <= 2, warns.join('\n'));
     } finally {
       await r.stop();
       await db.cleanup();
@@ -543,6 +547,84 @@ describe('storage faults: PostgreSQL', { skip: PG_URL ? false : 'set CODEXDNS_TE
       await settled(r);
     } finally {
       await r.stop();
+      await db.cleanup();
+    }
+  });
+
+  test('SIGTERM while PostgreSQL is blocked: the process exits within shutdown_grace + shutdown_flush, reporting the real pending counts', async () => {
+    const db = await pgDb();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'codexdns-sf-term-'));
+    const a = await db.admin();
+    const conn = db.config.connection as { connectionString: string; options: string; application_name: string };
+    // The first start creates the table (migrations), so it can be locked before the second start writes.
+    await openStorage({ client: 'pg', connection: conn }, { baseDir: '.' }).then(async (s0) => {
+      await s0.migrate.latest();
+      await s0.close();
+    });
+    fs.writeFileSync(
+      path.join(dir, 'answer.js'),
+      `const { DnsResponse } = require(${JSON.stringify(path.resolve(__dirname, '../core/response'))});
+module.exports = { name: 'answer', options: { type: 'object', properties: {} }, setup(api) {
+  api.hooks.query.tap('answer', (ctx) => { const q = ctx.message.questions[0];
+    return DnsResponse.fromPacket({ type: 'response', id: 0, flags: 0, questions: [q], answers: [{ name: q.name, type: 'A', ttl: 60, data: '192.0.2.1' }] }); });
+} };\n`,
+    );
+    const port = await new Promise<number>((resolve) => {
+      const srv = net.createServer().listen(0, '127.0.0.1', () => {
+        const p = (srv.address() as net.AddressInfo).port;
+        srv.close(() => resolve(p));
+      });
+    });
+    fs.writeFileSync(
+      path.join(dir, 'Corefile.yaml'),
+      `servers:
+  - listen: [udp://127.0.0.1:${port}]
+    plugins:
+      - acl: { allow: [127.0.0.0/8] }
+      - clienttrack: { flush: 100ms, shutdown_flush: 1s }
+      - use: ./answer.js
+storage: { client: pg, connection: ${JSON.stringify(conn)}, lock_timeout: 0s, statement_timeout: 0s }
+shutdown_grace: 1s
+reload: { watch: false }
+`,
+    );
+    const trx = await a.writer.transaction();
+    const child = spawn(process.execPath, [path.resolve(__dirname, '../cli/codexdns.js'), '--conf', path.join(dir, 'Corefile.yaml')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+    const sock = dgram.createSocket('udp4');
+    try {
+      await waitFor('child listening', () => /codexdns started/.test(err), 15_000);
+      await sleep(300); // the client index is read before the table is locked
+      await trx.raw('lock table clients in access exclusive mode');
+      await new Promise<void>((resolve) => sock.bind({ address: '127.0.0.1', port: 0 }, () => resolve()));
+      let answered = 0;
+      sock.on('message', () => answered++);
+      for (let i = 0; i < 30; i++) sock.send(dnsPacket.encode({ type: 'query', id: i, flags: dnsPacket.RECURSION_DESIRED, questions: [{ name: `t${i}.example`, type: 'A', class: 'IN' }] }), port, '127.0.0.1');
+      await waitFor('answers', () => answered === 30, 5000);
+      await sleep(400); // the batch write is now waiting on the lock
+      const t0 = Date.now();
+      child.kill('SIGTERM');
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([exited, new Promise<void>((resolve) => (timer = setTimeout(resolve, 15_000)))]);
+      clearTimeout(timer);
+      const took = Date.now() - t0;
+      assert.ok(child.exitCode !== null || child.signalCode !== null, 'exited');
+      // shutdown_grace 1 s + shutdown_flush 1 s, and some margin for a loaded machine.
+      assert.ok(took < 4500, `SIGTERM took ${took} ms`);
+      const line = err.split('\n').find((l) => /could not be written in time/.test(l)) ?? '';
+      assert.ok(line !== '', err.slice(-2000));
+      const num = (k: string) => Number(new RegExp(`\\b${k}=(\\d+)`).exec(line)?.[1] ?? NaN);
+      assert.equal(num('queries') + num('in_flight_queries'), 30, line);
+      assert.ok(!/error=null/.test(line), line);
+      if (process.env.SF_TRACE) console.error(`# SIGTERM took ${took} ms: ${line}`);
+    } finally {
+      sock.close();
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await trx.rollback().catch(() => undefined);
+      await a.close();
+      fs.rmSync(dir, { recursive: true, force: true });
       await db.cleanup();
     }
   });
