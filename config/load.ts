@@ -64,6 +64,12 @@ export interface CoreConfig {
   /** Finds line:column for a path in the file (used for errors raised later, e.g. by a plugin's setup). */
   readonly positions: PositionIndex;
   readonly warnings: readonly ConfigIssue[];
+  /**
+   * Blocks the server will guard by itself (no acl nor another guard: only loopback and on-link private clients
+   * are answered). Printed as warnings by `codexdns validate` and at start; kept apart from `warnings`, which
+   * are about the chain as written.
+   */
+  readonly unguarded: readonly ConfigIssue[];
 }
 
 /** Where built-in plugins come from; the loader asks it before treating a name as unknown. */
@@ -98,6 +104,7 @@ export async function parseConfig(text: string, file: string, catalog: PluginCat
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
   const issues: ConfigIssue[] = [];
   const warnings: ConfigIssue[] = [];
+  const unguarded: ConfigIssue[] = [];
   const at = (pos: Position, message: string, extra: Partial<ConfigIssue> = {}): ConfigIssue => ({ file: fileName, line: pos.line, col: pos.col, message, severity: 'error', ...extra });
   for (const e of doc.errors) {
     const p = e.linePos?.[0] ?? { line: 1, col: 1 };
@@ -155,7 +162,7 @@ export async function parseConfig(text: string, file: string, catalog: PluginCat
     warnings.push(...orderWarnings(plugins, positions, fileName));
     if (entries.length === plugins.length && !plugins.some((p) => roleOf(p) === 'guard')) {
       const pos = positions.of([...blockPath, 'plugins']);
-      warnings.push({ file: fileName, line: pos.line, col: pos.col, severity: 'warning', message: 'no acl (or other guard) in this server block: only loopback and on-link private clients will be answered, others get REFUSED; add `acl: { allow: [...] }` to choose who may query' });
+      unguarded.push({ file: fileName, line: pos.line, col: pos.col, severity: 'warning', message: 'no acl (or other guard) in this server block: only loopback and on-link private clients will be answered, others get REFUSED; add `acl: { allow: [...] }` to choose who may query' });
     }
     servers.push({
       name: `block${b}`,
@@ -182,6 +189,7 @@ export async function parseConfig(text: string, file: string, catalog: PluginCat
     reload: { watch: reload.watch, debounceMs: reload.debounce },
     positions,
     warnings,
+    unguarded,
   };
 }
 

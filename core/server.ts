@@ -76,7 +76,7 @@ export class CodexServer {
       : await loadConfigFile(this.opts.configFile, this.catalog);
     this.storage = new LazyStorage(cfg.storage, cfg.dir, this.log.child('storage'));
     this.useLogger(createLogger(cfg.log, this.opts.logSink));
-    for (const w of cfg.warnings) this.log.warn(formatIssue(w));
+    for (const w of [...cfg.warnings, ...cfg.unguarded]) this.log.warn(formatIssue(w));
     const chains = await this.buildChains(cfg, [], this.log);
     try {
       await this.bindListeners(cfg);
@@ -151,7 +151,7 @@ export class CodexServer {
     for (const c of chains) c.retained.detachPrevious();
     this.reloads.success++;
     this.reloadCounter.success.inc();
-    for (const w of cfg.warnings) this.log.warn(formatIssue(w));
+    for (const w of [...cfg.warnings, ...cfg.unguarded]) this.log.warn(formatIssue(w));
     this.log.info('configuration reloaded', { blocks: chains.length, plugins: chains.map((c) => c.entries.map((e) => e.name).join('>')).join(' | ') });
     return { ok: true };
   }

@@ -84,7 +84,7 @@ describe('safe by default', () => {
   test('validate warns about a block without a guard, at its plugin list', async () => {
     const text = 'servers:\n  - listen: [udp://127.0.0.1:5300]\n    plugins:\n      - answerer: {}\n  - listen: [udp://127.0.0.1:5301]\n    plugins:\n      - acl: { allow: [10.0.0.0/8] }\n      - answerer: {}\n';
     const cfg = await parseConfig(text, '/tmp/Corefile.yaml', catalog);
-    const w = cfg.warnings.filter((x) => /no acl/.test(x.message));
+    const w = cfg.unguarded.filter((x) => /no acl/.test(x.message));
     assert.equal(w.length, 1);
     assert.equal(w[0].line, 4, 'the first entry of its plugin list');
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'codexdns-safe-'));
