@@ -33,7 +33,7 @@ function confArg(args: string[], fallback = 'Corefile.yaml'): string {
 async function validate(file: string): Promise<number> {
   try {
     const cfg = await loadConfigFile(file, builtinCatalog);
-    for (const w of cfg.warnings) process.stdout.write(formatIssue(w) + '\n');
+    for (const w of [...cfg.warnings, ...cfg.unguarded]) process.stdout.write(formatIssue(w) + '\n');
     process.stdout.write(`${path.relative(process.cwd(), cfg.file) || cfg.file}: OK (${cfg.servers.length} server block${cfg.servers.length === 1 ? '' : 's'}, ${cfg.servers.reduce((n, s) => n + s.plugins.length, 0)} plugins)\n`);
     return 0;
   } catch (err) {

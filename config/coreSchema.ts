@@ -25,6 +25,8 @@ export const StorageSchema = Type.Object({
   pool: Type.Optional(Type.Object({ min: Type.Optional(Type.Integer({ minimum: 0 })), max: Type.Optional(Type.Integer({ minimum: 1 })) })),
   schema: Type.Optional(Type.String({ description: 'PostgreSQL schema (search path) holding the tables' })),
   acquire_timeout: Duration(10_000, 'How long to wait for a pooled connection before counting the database unavailable'),
+  lock_timeout: Duration(5_000, 'PostgreSQL: a write waiting this long for another session\'s lock fails and is retried later (0: wait for ever)'),
+  statement_timeout: Duration(30_000, 'PostgreSQL: the longest any one statement may run (0: no bound)'),
 }, { default: {} });
 
 export const LogSchema = Type.Object({

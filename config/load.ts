@@ -23,6 +23,8 @@ export function storageOptions(cfg: StorageConfig): import('../storage/open').St
     synchronous: cfg.synchronous,
     busy_timeout_ms: cfg.busy_timeout,
     acquire_timeout_ms: cfg.acquire_timeout,
+    lock_timeout_ms: cfg.lock_timeout,
+    statement_timeout_ms: cfg.statement_timeout,
     ...(cfg.pool ? { pool: cfg.pool } : {}),
     ...(cfg.schema ? { searchPath: cfg.schema } : {}),
   };
@@ -62,6 +64,12 @@ export interface CoreConfig {
   /** Finds line:column for a path in the file (used for errors raised later, e.g. by a plugin's setup). */
   readonly positions: PositionIndex;
   readonly warnings: readonly ConfigIssue[];
+  /**
+   * Blocks the server will guard by itself (no acl nor another guard: only loopback and on-link private clients
+   * are answered). Printed as warnings by `codexdns validate` and at start; kept apart from `warnings`, which
+   * are about the chain as written.
+   */
+  readonly unguarded: readonly ConfigIssue[];
 }
 
 /** Where built-in plugins come from; the loader asks it before treating a name as unknown. */
@@ -96,6 +104,7 @@ export async function parseConfig(text: string, file: string, catalog: PluginCat
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
   const issues: ConfigIssue[] = [];
   const warnings: ConfigIssue[] = [];
+  const unguarded: ConfigIssue[] = [];
   const at = (pos: Position, message: string, extra: Partial<ConfigIssue> = {}): ConfigIssue => ({ file: fileName, line: pos.line, col: pos.col, message, severity: 'error', ...extra });
   for (const e of doc.errors) {
     // `linePos` is filled only with prettyErrors (which would also rewrite the message); the offset always is.
@@ -152,6 +161,10 @@ export async function parseConfig(text: string, file: string, catalog: PluginCat
       plugins.push(entry);
     }
     warnings.push(...orderWarnings(plugins, positions, fileName));
+    if (entries.length === plugins.length && !plugins.some((p) => roleOf(p) === 'guard')) {
+      const pos = positions.of([...blockPath, 'plugins']);
+      unguarded.push({ file: fileName, line: pos.line, col: pos.col, severity: 'warning', message: 'no acl (or other guard) in this server block: only loopback and on-link private clients will be answered, others get REFUSED; add `acl: { allow: [...] }` to choose who may query' });
+    }
     servers.push({
       name: `block${b}`,
       listen,
@@ -185,6 +198,7 @@ export async function parseConfig(text: string, file: string, catalog: PluginCat
     reload: { watch: reload.watch, debounceMs: reload.debounce },
     positions,
     warnings,
+    unguarded,
   };
 }
 
@@ -267,6 +281,10 @@ async function resolveEntry(
  * Chain order is the user's, so a guard (acl, a query rate limit) listed after a plugin that can answer
  * (a cache hit) would be skipped for those answers: say so.
  */
+function roleOf(p: PluginEntryConfig): string | undefined {
+  return typeof p.definition.role === 'function' ? p.definition.role(p.options as never) : p.definition.role;
+}
+
 function orderWarnings(plugins: readonly PluginEntryConfig[], positions: PositionIndex, file: string): ConfigIssue[] {
   const out: ConfigIssue[] = [];
   let firstAnswerer: PluginEntryConfig | undefined;

@@ -1,6 +1,7 @@
+import { performance } from 'node:perf_hooks';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Chain, PluginSetupError, type ChainServices } from './chain';
+import { Chain, PluginSetupError, type ChainEntry, type ChainServices } from './chain';
 import { Dispatcher, type Route } from './dispatcher';
 import { createLogger, type LogSink, type Logger } from './log';
 import { ListenError, TcpListener, UdpListener, isWildcard, type ListenSpec } from './listeners';
@@ -75,7 +76,7 @@ export class CodexServer {
       : await loadConfigFile(this.opts.configFile, this.catalog);
     this.storage = new LazyStorage(cfg.storage, cfg.dir, this.log.child('storage'));
     this.useLogger(createLogger(cfg.log, this.opts.logSink));
-    for (const w of cfg.warnings) this.log.warn(formatIssue(w));
+    for (const w of [...cfg.warnings, ...cfg.unguarded]) this.log.warn(formatIssue(w));
     const chains = await this.buildChains(cfg, [], this.log);
     try {
       await this.bindListeners(cfg);
@@ -150,7 +151,7 @@ export class CodexServer {
     for (const c of chains) c.retained.detachPrevious();
     this.reloads.success++;
     this.reloadCounter.success.inc();
-    for (const w of cfg.warnings) this.log.warn(formatIssue(w));
+    for (const w of [...cfg.warnings, ...cfg.unguarded]) this.log.warn(formatIssue(w));
     this.log.info('configuration reloaded', { blocks: chains.length, plugins: chains.map((c) => c.entries.map((e) => e.name).join('>')).join(' | ') });
     return { ok: true };
   }
@@ -182,16 +183,33 @@ export class CodexServer {
     for (const block of cfg.servers) {
       const info = this.blockInfo(cfg, block);
       const prev = previous.find((c) => c.block.name === block.name && sameBlock(c.block, info));
-      const chain = new Chain(info, block.plugins, services, prev?.retained);
+      const guard = this.defaultGuard(block);
+      const entries: readonly ChainEntry[] = guard === null ? block.plugins : [guard, ...block.plugins];
+      const chain = new Chain(info, entries, services, prev?.retained);
       try {
         await chain.setup();
       } catch (err) {
         await Promise.all(built.map((c) => c.discard()));
-        throw this.setupError(cfg, block, err);
+        throw this.setupError(cfg, block, err instanceof PluginSetupError && guard !== null ? new PluginSetupError(err.plugin, Math.max(0, err.index - 1), err.cause) : err);
       }
       built.push(chain);
     }
     return built;
+  }
+
+  /**
+   * Safe by default: a block with no guard (acl, ratelimit's query limits) is not an open resolver. It gets the
+   * acl plugin with `allow: [local]` in front of its chain: loopback and the private subnets of this machine's
+   * interfaces are answered, anyone else gets REFUSED (counted in codexdns_acl_refused_total) and is not
+   * tracked. `codexdns validate` warns about such a block.
+   */
+  private defaultGuard(block: ServerBlockConfig): ChainEntry | null {
+    const guarded = block.plugins.some((p) => (typeof p.definition.role === 'function' ? p.definition.role(p.options as never) : p.definition.role) === 'guard');
+    if (guarded) return null;
+    const acl = this.catalog.get('acl') ?? builtinCatalog.get('acl');
+    if (acl === undefined) return null;
+    const options = { allow: ['local'], deny: [], action: 'refuse', cache_size: 10_000, local_refresh: 30_000 };
+    return { name: 'acl', definition: acl, options, signature: `implicit:${JSON.stringify(options)}` };
   }
 
   private setupError(cfg: CoreConfig, block: ServerBlockConfig, err: unknown): Error {
@@ -336,12 +354,15 @@ export class CodexServer {
     this.watcher?.close();
     if (this.refreshTimer) clearInterval(this.refreshTimer);
     const grace = this.config?.shutdownGraceMs ?? 5000;
+    const stopUntil = performance.now() + grace;
     this.dispatcher.stopAccepting();
     const tcpClosing = Promise.all([...this.listeners.entries()].filter(([, l]) => l instanceof TcpListener).map(([k]) => this.closeListener(k, grace)));
     await Promise.all(this.chains.map((c) => c.shutdown('shutdown', grace)));
     await tcpClosing;
     await this.closeAllListeners();
-    await this.storage?.close();
+    // A write blocked by another session's lock must not hold the exit past the grace (plugins have flushed
+    // what they could and reported what they could not).
+    await this.storage?.close(Math.max(500, stopUntil - performance.now()));
     this.ready = false;
     this.log.info('codexdns stopped');
   }

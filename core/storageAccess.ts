@@ -76,10 +76,11 @@ export class LazyStorage implements StorageAccess {
     return this.opened !== null;
   }
 
-  async close(): Promise<void> {
+  /** `timeoutMs` bounds the wait for a statement still running (see Storage.close). */
+  async close(timeoutMs?: number): Promise<void> {
     const s = this.opened ?? (this.opening ? await this.opening.catch(() => null) : null);
     this.opened = null;
     this.opening = null;
-    if (s) await s.close();
+    if (s) await s.close(timeoutMs);
   }
 }

@@ -271,7 +271,10 @@ export class ClientStore {
 
   constructor(storage: Storage, opts: ClientStoreOptions = {}) {
     this.storage = storage;
-    this.retry = opts.retry ?? DEFAULT_BUSY_RETRY;
+    // The default policy does not repeat a try that waited most (80 %) of busy_timeout: that one waited for a
+    // lock, and five of them made a locked write take 5 x busy_timeout (25 s with the Corefile's 5 s) before the
+    // writer could back off. A policy given explicitly is followed as given.
+    this.retry = opts.retry ?? (storage.busyTimeoutMs ? { ...DEFAULT_BUSY_RETRY, noRetryAfterWaitMs: storage.busyTimeoutMs * 0.8 } : DEFAULT_BUSY_RETRY);
     this.log = opts.log ?? storage.log;
     this.maxRows = Math.max(1, Math.floor(opts.maxRowsPerStatement ?? 1000));
     this.isPg = storage.client === 'pg';
@@ -328,6 +331,16 @@ export class ClientStore {
       (attempt, delayMs, err) =>
         this.log.warn('storage: batch write retry, database busy', { attempt, delayMs, error: errorMessage(err) }),
     );
+  }
+
+  /** See Storage.checkFile: true when the SQLite file had been deleted or replaced and is now reopened. */
+  checkFile(): Promise<boolean> {
+    return this.storage.checkFile();
+  }
+
+  /** Whether `checkFile` can ever say true (SQLite on a file). */
+  get hasFile(): boolean {
+    return this.storage.client === 'sqlite3' && this.storage.filename !== undefined && this.storage.filename !== ':memory:';
   }
 
   /** SQLite: statements in one transaction on the writer's connection (its pool holds exactly one). */

@@ -1,3 +1,5 @@
+import { performance } from 'node:perf_hooks';
+
 // Typed storage errors, error classification and the bounded retry used by every storage operation.
 //
 // Callers (the clienttrack plugin, the API, the CLI) only ever see three kinds of failure from storage:
@@ -7,7 +9,10 @@
 //     unreachable, connection dropped, pool acquire timeout, SQLite file cannot be opened / disk full / I/O
 //     error). Nothing was written (or, for a connection lost during COMMIT on PostgreSQL, the outcome is
 //     unknown). Transient from the caller's point of view: keep the data in memory and retry later.
-//   - anything else: a bug (bad SQL, constraint violation), passed through unchanged.
+//   - anything else passed through unchanged. `classifyError` tells a caller that keeps data whether it may
+//     retry: 'permanent' only when retrying cannot help (a row the schema refuses: constraint, type, value
+//     range); 'other' is an error we do not recognise (a renamed table, a cancelled statement, a permission
+//     change): it may well go away, so data is kept and retried with a bound, never dropped at once.
 
 /** Logger shape accepted by the storage layer (structurally compatible with the core logger). */
 export interface StorageLogger {
@@ -37,7 +42,7 @@ export class StorageBusyError extends StorageError {
   /** How many times the operation was tried. */
   readonly attempts: number;
   constructor(operation: string, attempts: number, cause: unknown) {
-    super(`storage ${operation}: database busy after ${attempts} attempts (${errorMessage(cause)})`, { cause });
+    super(`storage ${operation}: database busy after ${attempts} attempts (${shortErrorMessage(cause, 300)})`, { cause });
     this.attempts = attempts;
   }
 }
@@ -45,7 +50,7 @@ export class StorageBusyError extends StorageError {
 /** The database cannot be reached or used (PostgreSQL down, connection lost, SQLite file unusable). */
 export class StorageUnavailableError extends StorageError {
   constructor(operation: string, cause: unknown) {
-    super(`storage ${operation}: database unavailable (${errorMessage(cause)})`, { cause });
+    super(`storage ${operation}: database unavailable (${shortErrorMessage(cause, 300)})`, { cause });
   }
 }
 
@@ -63,7 +68,7 @@ export class MigrationLockedError extends StorageError {
   }
 }
 
-export type ErrorKind = 'busy' | 'unavailable' | 'other';
+export type ErrorKind = 'busy' | 'timeout' | 'unavailable' | 'permanent' | 'other';
 
 const SQLITE_BUSY_CODES = new Set(['SQLITE_BUSY', 'SQLITE_LOCKED']);
 const SQLITE_UNAVAILABLE_CODES = new Set([
@@ -90,8 +95,14 @@ const NET_CODES = new Set([
   'EAI_AGAIN',
   'EADDRNOTAVAIL',
 ]);
-// PostgreSQL SQLSTATE: lock conflicts that resolve by retrying.
-const PG_BUSY_CODES = new Set(['40P01' /* deadlock */, '40001' /* serialization */, '55P03' /* lock_not_available */]);
+// PostgreSQL SQLSTATE: lock conflicts that resolve by retrying at once.
+const PG_BUSY_CODES = new Set(['40P01' /* deadlock */, '40001' /* serialization */]);
+// PostgreSQL SQLSTATE: a statement that waited its whole lock_timeout / statement_timeout (ours or a role's), or
+// was cancelled (pg_cancel_backend). Busy too, but retrying at once would wait the whole timeout again: the
+// caller gets StorageBusyError after one attempt and retries later, with its own backoff.
+const PG_TIMEOUT_CODES = new Set(['55P03' /* lock_not_available */, '57014' /* query_canceled */]);
+// SQLite result codes for a row the schema refuses: the same row fails again however often it is retried.
+const SQLITE_PERMANENT_CODES = new Set(['SQLITE_CONSTRAINT', 'SQLITE_MISMATCH', 'SQLITE_TOOBIG', 'SQLITE_RANGE']);
 // PostgreSQL SQLSTATE: server going away / refusing connections.
 const PG_UNAVAILABLE_CODES = new Set([
   '57P01', // admin_shutdown (also pg_terminate_backend)
@@ -100,6 +111,7 @@ const PG_UNAVAILABLE_CODES = new Set([
   '53300', // too_many_connections
   '53100', // disk_full
   '58030', // io_error
+  '25006', // read_only_sql_transaction: a standby after a failover, or default_transaction_read_only
 ]);
 const UNAVAILABLE_MESSAGES = [
   /connection terminated/i,
@@ -136,15 +148,20 @@ export function classifyError(err: unknown, depth = 0): ErrorKind {
   const code = errorCode(err);
   if (code !== undefined) {
     if (SQLITE_BUSY_CODES.has(code) || PG_BUSY_CODES.has(code)) return 'busy';
+    if (PG_TIMEOUT_CODES.has(code)) return 'timeout';
     if (SQLITE_UNAVAILABLE_CODES.has(code) || NET_CODES.has(code) || PG_UNAVAILABLE_CODES.has(code)) {
       return 'unavailable';
     }
     if (/^08/.test(code)) return 'unavailable'; // SQLSTATE class 08: connection exception
+    // SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation): the data, not the server.
+    if (/^2[23][0-9A-Z]{3}$/.test(code) || SQLITE_PERMANENT_CODES.has(code)) return 'permanent';
   }
   if (err instanceof Error) {
     if (err.name === 'KnexTimeoutError') return 'unavailable';
     if (UNAVAILABLE_MESSAGES.some((re) => re.test(err.message))) return 'unavailable';
     if (/SQLITE_BUSY|SQLITE_LOCKED|database is locked/.test(err.message)) return 'busy';
+    if (/SQLITE_READONLY|read-only transaction/.test(err.message)) return 'unavailable';
+    if (/SQLITE_CONSTRAINT|SQLITE_MISMATCH|SQLITE_TOOBIG/.test(err.message)) return 'permanent';
   }
   if (err instanceof AggregateError) {
     for (const e of err.errors) {
@@ -163,6 +180,12 @@ export interface RetryPolicy {
   minDelayMs: number;
   /** …up to this. */
   maxDelayMs: number;
+  /**
+   * An attempt that itself lasted this long before failing busy is not retried: the driver's busy handler
+   * (SQLite's busy_timeout) already waited for the lock, and another try would wait as long again. Only what
+   * fails fast (SQLite's deadlock avoidance returns SQLITE_BUSY at once) is retried.
+   */
+  noRetryAfterWaitMs?: number;
 }
 
 /** Default for batch writes and reads: 5 tries, 10 ms → 200 ms (≈ 0.3 s of waiting in all, plus busy_timeout). */
@@ -188,6 +211,7 @@ export async function withBusyRetry<T>(
 ): Promise<T> {
   const attempts = Math.max(1, Math.floor(policy.attempts));
   for (let attempt = 1; ; attempt++) {
+    const started = performance.now();
     try {
       return await fn();
     } catch (err) {
@@ -195,8 +219,10 @@ export async function withBusyRetry<T>(
       if (kind === 'unavailable') {
         throw err instanceof StorageUnavailableError ? err : new StorageUnavailableError(operation, err);
       }
+      if (kind === 'timeout') throw new StorageBusyError(operation, attempt, err);
       if (kind !== 'busy') throw err;
-      if (attempt >= attempts) {
+      const waited = policy.noRetryAfterWaitMs !== undefined && performance.now() - started >= policy.noRetryAfterWaitMs;
+      if (attempt >= attempts || waited) {
         throw err instanceof StorageBusyError ? err : new StorageBusyError(operation, attempt, err);
       }
       const delay = backoffDelay(policy, attempt);
@@ -206,12 +232,25 @@ export async function withBusyRetry<T>(
   }
 }
 
+/**
+ * The driver's own words, without the SQL knex prefixes to them (`<statement> - <message>`: ≈ 600 characters
+ * for a batch upsert), cut to `max` characters: for logs and /health.
+ */
+export function shortErrorMessage(err: unknown, max = 160): string {
+  let m = errorMessage(err);
+  const cut = m.lastIndexOf(' - ');
+  if (cut >= 0 && /^\s*(insert|update|delete|select|with|begin|commit|create|alter|drop)\b/i.test(m)) m = m.slice(cut + 3);
+  m = m.replace(/\s+/g, ' ').trim();
+  return m.length > max ? `${m.slice(0, max - 1)}…` : m;
+}
+
 /** Map an error onto the typed errors without retrying (busy → StorageBusyError after one attempt). */
 export function toStorageError(operation: string, err: unknown): unknown {
   switch (classifyError(err)) {
     case 'unavailable':
       return err instanceof StorageUnavailableError ? err : new StorageUnavailableError(operation, err);
     case 'busy':
+    case 'timeout':
       return err instanceof StorageBusyError ? err : new StorageBusyError(operation, 1, err);
     default:
       return err;

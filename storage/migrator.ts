@@ -305,7 +305,9 @@ export class Migrator {
         if (classifyError(err) === 'unavailable') throw this.wrap(err, op);
         if (err instanceof MigrationLockedError) throw err; // the advisory lock wait is already bounded
         const locked = isMigrationLocked(err);
-        const retryable = locked || isCreateRace(err) || classifyError(err) === 'busy';
+        // 'timeout': our lock_timeout ended a wait behind another instance's migration: wait again.
+        const kind = classifyError(err);
+        const retryable = locked || isCreateRace(err) || kind === 'busy' || kind === 'timeout';
         if (!retryable) throw err;
         if (attempt >= policy.attempts) {
           if (locked) throw new MigrationLockedError(set.name, attempt, err);

@@ -43,6 +43,13 @@ export interface StorageConfig {
   searchPath?: string | string[];
   /** How long to wait for a pooled connection before failing with StorageUnavailableError. Default 10000. */
   acquire_timeout_ms?: number;
+  /**
+   * PostgreSQL `lock_timeout` (ms, 0 = none): a write queued behind another session's lock (a `LOCK TABLE`, a
+   * long migration) fails after this long instead of waiting for ever; it is kept and retried. Default 5000.
+   */
+  lock_timeout_ms?: number;
+  /** PostgreSQL `statement_timeout` (ms, 0 = none): the bound of any one statement. Default 30000. */
+  statement_timeout_ms?: number;
 }
 
 export interface OpenStorageOptions {
@@ -68,18 +75,37 @@ export interface Storage {
   readonly migrate: Migrator;
   /** Bound parameters allowed in one statement (SQLite 999 or 32766 depending on the build; PostgreSQL 65535). */
   readonly maxParams: number;
+  /**
+   * SQLite: how long one statement already waits for another process's lock (busy_timeout) before failing
+   * busy. A retry after such a wait would wait as long again: callers retry at once only what failed fast.
+   */
+  readonly busyTimeoutMs?: number;
   /** SQLite: the absolute path of the database file. */
   readonly filename?: string;
   readonly log: StorageLogger;
   /** A trivial read on the read side, bounded by a timeout; never throws. */
   health(timeoutMs?: number): Promise<StorageHealth>;
-  /** Close every connection. Idempotent. */
-  close(): Promise<void>;
+  /**
+   * SQLite: whether the file open is still the one at `filename` (same device and inode). A file deleted or
+   * replaced while open takes every later write with it, silently: when that happened, the connections are
+   * reopened on the path (a new file), migrated, it is logged once, and this resolves true — what the caller
+   * wrote since its previous check went to the old file, and is for it to write again. PostgreSQL: false.
+   * Cheap (one stat): meant for a timer, not for every write.
+   */
+  checkFile(): Promise<boolean>;
+  /**
+   * Close every connection. Idempotent. `timeoutMs` bounds the wait for statements still running (a write
+   * blocked by another session's lock): past it, close resolves and the connections are left to the process's
+   * exit. Default 5000.
+   */
+  close(timeoutMs?: number): Promise<void>;
 }
 
 const SYNC_LEVELS: Record<SqliteSynchronous, string> = { off: 'OFF', normal: 'NORMAL', full: 'FULL' };
 const DEFAULT_BUSY_TIMEOUT_MS = 2000;
 const DEFAULT_ACQUIRE_TIMEOUT_MS = 10_000;
+const DEFAULT_PG_LOCK_TIMEOUT_MS = 5_000;
+const DEFAULT_PG_STATEMENT_TIMEOUT_MS = 30_000;
 /** Keep the WAL file from staying huge after a burst: truncate it to this after a checkpoint. */
 const WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024;
 const PG_MAX_PARAMS = 65535;
@@ -241,6 +267,15 @@ async function openSqlite(cfg: StorageConfig, opts: OpenStorageOptions, log: Sto
   // The writer keeps its connection for the life of the process (min 1): reopening a WAL database costs a
   // WAL index rebuild, and the connection holds the prepared state.
   const writer = makeKnex(writerPragmas, { min: 1, max: 1, idleTimeoutMillis: 2 ** 31 - 1 }, true);
+  const identity = (): string | null => {
+    if (memory) return null;
+    try {
+      const st = fs.statSync(filename);
+      return `${st.dev}:${st.ino}`;
+    } catch {
+      return null;
+    }
+  };
   let reader: Knex;
   try {
     // Open now, so a bad path or an unreadable file fails at start-up with a clear message. Switching a
@@ -268,7 +303,8 @@ async function openSqlite(cfg: StorageConfig, opts: OpenStorageOptions, log: Sto
     // ':memory:' is one database per connection: the reader has to share the writer's.
     reader = memory ? writer : makeKnex(readerPragmas, { min: 0, max: 2 }, false);
     log.info('storage: SQLite opened', { filename, version: v, journal_mode: journalMode, synchronous });
-    return makeStorage({ client: 'sqlite3', writer, reader, maxParams, filename, log, opts });
+    const file = memory ? undefined : { identity, opened: identity(), reopen: () => mkdirp(path.dirname(filename)) };
+    return makeStorage({ client: 'sqlite3', writer, reader, maxParams, filename, log, opts, file, busyTimeoutMs: busyTimeout });
   } catch (err) {
     await writer.destroy().catch(() => {});
     throw toStorageError('open', err);
@@ -281,6 +317,11 @@ async function openPg(cfg: StorageConfig, opts: OpenStorageOptions, log: Storage
     connection = { ...(connection as object), application_name: 'codexdns' } as Knex.Config['connection'];
   }
   const acquireTimeout = nonNegativeInt(cfg.acquire_timeout_ms, 'acquire_timeout_ms', DEFAULT_ACQUIRE_TIMEOUT_MS);
+  const lockTimeout = nonNegativeInt(cfg.lock_timeout_ms, 'lock_timeout_ms', DEFAULT_PG_LOCK_TIMEOUT_MS);
+  const statementTimeout = nonNegativeInt(cfg.statement_timeout_ms, 'statement_timeout_ms', DEFAULT_PG_STATEMENT_TIMEOUT_MS);
+  // Session settings, so they hold however the pool reconnects; they override a role's defaults (a role's
+  // statement_timeout shorter than a batch would otherwise fail every write).
+  const sessionSql = `SET lock_timeout = ${lockTimeout}; SET statement_timeout = ${statementTimeout}`;
   // No connection is made here: a PostgreSQL outage at start-up must not stop the DNS server (DESIGN §7:
   // /ready is the listeners; storage health is /health). The first query reports the outage as a
   // StorageUnavailableError; knex's pg client handles 'error' on idle pooled connections (it marks them
@@ -291,9 +332,37 @@ async function openPg(cfg: StorageConfig, opts: OpenStorageOptions, log: Storage
     searchPath: cfg.searchPath,
     acquireConnectionTimeout: acquireTimeout,
     log: knexLog(log),
-    pool: { min: cfg.pool?.min ?? 0, max: cfg.pool?.max ?? 10 },
+    pool: {
+      min: cfg.pool?.min ?? 0,
+      max: cfg.pool?.max ?? 10,
+      afterCreate(conn: { query(sql: string, cb: (err: Error | null) => void): void }, done: (err: Error | null, conn: unknown) => void) {
+        conn.query(sessionSql, (err) => done(err, conn));
+      },
+    },
   });
   return makeStorage({ client: 'pg', writer: db, reader: db, maxParams: PG_MAX_PARAMS, log, opts });
+}
+
+/** Runs `close`, but resolves after `timeoutMs` whatever it waits for (logged), so shutdown keeps its bound. */
+function boundedClose(log: StorageLogger, timeoutMs: number, close: () => Promise<void>): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      log.warn('storage: a statement was still running at close; not waiting for it', { waited_ms: timeoutMs });
+      resolve();
+    }, timeoutMs);
+    timer.unref();
+    close().then(
+      () => {
+        clearTimeout(timer);
+        resolve();
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        log.warn('storage: error while closing', { error: errorMessage(err) });
+        resolve();
+      },
+    );
+  });
 }
 
 function makeStorage(p: {
@@ -304,10 +373,37 @@ function makeStorage(p: {
   filename?: string;
   log: StorageLogger;
   opts: OpenStorageOptions;
+  /** SQLite on a file: its identity (dev:ino) when opened, and how to read it now. */
+  file?: { identity: () => string | null; opened: string | null; reopen: () => void };
+  busyTimeoutMs?: number;
 }): Storage {
-  const { client, writer, reader, maxParams, filename, log } = p;
+  const { client, writer, reader, maxParams, filename, log, file, busyTimeoutMs } = p;
   const migrate = new Migrator(writer, { ...p.opts.migrator, client, log });
   let closing: Promise<void> | undefined;
+  let checking: Promise<boolean> | null = null;
+
+  const reopen = async (was: string | null): Promise<boolean> => {
+    if (file === undefined) return false;
+    log.warn('storage: the SQLite file was deleted or replaced while open; reopening it, migrating, and rewriting what was pending', {
+      filename,
+      was,
+      now: file.identity(),
+    });
+    file.reopen();
+    // The same knex objects, new pools: every holder of `writer` / `reader` (ClientStore, plugins) follows.
+    // destroy() waits for a statement still running on the old file.
+    await writer.destroy();
+    writer.initialize();
+    if (reader !== writer) {
+      await reader.destroy();
+      reader.initialize();
+    }
+    await writer.raw('select 1');
+    file.opened = file.identity();
+    await migrate.latest();
+    log.info('storage: SQLite file reopened and migrated', { filename });
+    return true;
+  };
 
   const storage: Storage = {
     writer,
@@ -315,11 +411,26 @@ function makeStorage(p: {
     client,
     migrate,
     maxParams,
+    busyTimeoutMs,
     filename,
     log,
+    checkFile(): Promise<boolean> {
+      if (file === undefined || closing) return Promise.resolve(false);
+      checking ??= (async () => {
+        const now = file.identity();
+        if (now !== null && now === file.opened) return false;
+        return reopen(file.opened);
+      })().finally(() => {
+        checking = null;
+      });
+      return checking;
+    },
     async health(timeoutMs = 2000): Promise<StorageHealth> {
       const t0 = performance.now();
       if (closing) return { ok: false, error: 'storage closed', latencyMs: 0 };
+      if (file !== undefined && file.identity() !== file.opened) {
+        return { ok: false, error: `the database file ${filename} was deleted or replaced while open (reopened at the next check)`, latencyMs: 0 };
+      }
       let timer: NodeJS.Timeout | undefined;
       // SQLite: reading the schema cookie touches the file header (`select 1` would not); never blocked in WAL.
       const query = Promise.resolve(reader.raw(client === 'sqlite3' ? 'PRAGMA schema_version' : 'select 1 as ok'));
@@ -339,8 +450,8 @@ function makeStorage(p: {
         if (timer) clearTimeout(timer);
       }
     },
-    close(): Promise<void> {
-      closing ??= (async () => {
+    close(timeoutMs = 5000): Promise<void> {
+      closing ??= boundedClose(log, timeoutMs, async () => {
         if (client === 'sqlite3') {
           // Let SQLite refresh its query planner statistics on the way out (cheap, recommended on close).
           await writer.raw('PRAGMA optimize').catch(() => {});
@@ -351,7 +462,7 @@ function makeStorage(p: {
         for (const r of results) {
           if (r.status === 'rejected') log.warn('storage: error while closing', { error: errorMessage(r.reason) });
         }
-      })();
+      });
       return closing;
     },
   };

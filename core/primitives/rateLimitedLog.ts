@@ -53,6 +53,17 @@ export class RepeatingWarning {
     if (this.waiting > 0) this.send(this.clock.now());
   }
 
+  /**
+   * Emits the hits counted since the last emission once the interval has passed: for a periodic timer, which
+   * must not turn a one-line-per-interval warning into one line per tick.
+   */
+  flushDue(): void {
+    if (this.waiting === 0) return;
+    const now = this.clock.now();
+    if (this.emittedOnce && now - this.lastEmit < this.intervalMs) return;
+    this.send(now);
+  }
+
   private send(now: number): void {
     const count = this.waiting;
     // State first: if emit throws, the hits are not reported twice and the interval still holds.

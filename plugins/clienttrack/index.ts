@@ -48,6 +48,7 @@ export const options = Type.Object({
   log_interval: Duration(10_000, 'At most one `queue full` (and other repeating) warning per interval, with the count'),
   index_wait: Duration(10_000, 'How long jobs wait for the client index to load at start-up before tracking goes on without it'),
   shutdown_flush: Duration(5000, 'At shutdown, how long queued jobs and pending rows may take to be written'),
+  give_up: Type.Optional(Duration(600_000, 'Rows whose writes fail with an error not known to be passing (not busy, unreachable, timed out) are retried this long, then dropped and counted')),
 });
 
 export type ClienttrackOptions = typeof options.static;
@@ -74,6 +75,7 @@ export function trackerOptions(o: ClienttrackOptions): TrackerOptions {
     logIntervalMs: o.log_interval,
     indexWaitMs: o.index_wait,
     shutdownFlushMs: o.shutdown_flush,
+    giveUpMs: o.give_up ?? 600_000,
   };
 }
 

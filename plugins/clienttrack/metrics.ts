@@ -67,6 +67,7 @@ export function registerMetrics(factory: MetricsFactory, current: () => Tracker)
   gauge('clients_discovering', 'Indexed clients whose discovery has not finished', [] as const, (g, m) => g.set(m.clients.discovering));
   gauge('pending_rows', 'Client rows waiting for the next batch write', [] as const, (g, m) => g.set(m.writer.pending));
   gauge('storage_up', '1 when the last tracking write succeeded', [] as const, (g, m) => g.set(m.writer.storageOk ? 1 : 0));
+  gauge('write_age_seconds', 'How long the running batch write has been running (0: none); above the flush interval it is stalled', [] as const, (g, m) => g.set(m.writer.writeAgeMs / 1000));
 
   counter('submitted_total', 'Tracking jobs submitted (accepted or dropped)', [] as const, (m) => [[null, m.submitted]]);
   counter('processed_total', 'Tracking jobs processed', [] as const, (m) => [[null, m.processed]]);
@@ -88,6 +89,10 @@ export function registerMetrics(factory: MetricsFactory, current: () => Tracker)
   counter('rows_written_total', 'Client rows written (upserts)', [] as const, (m) => [[null, m.writer.rowsWritten]]);
   counter('write_dropped_total', 'Client updates discarded by the writer (buffer full during an outage, rejected batch, shutdown timeout)', [] as const, (m) => [
     [null, m.writer.droppedUpdates],
+  ]);
+  counter('write_refused_total', 'Client rows dropped by the writer because retrying could not help, by reason (rejected: the schema refused the row; abandoned: an unrecognised error lasted give_up)', ['reason'] as const, (m) => [
+    [{ reason: 'rejected' }, m.writer.rejectedRows],
+    [{ reason: 'abandoned' }, m.writer.abandonedRows],
   ]);
   counter('pruned_total', 'Clients deleted by retention', [] as const, (m) => [[null, m.writer.pruned]]);
 

@@ -27,6 +27,8 @@ export interface TrackerOptions {
   /** How long jobs are held while the client index loads before tracking goes on without it. */
   indexWaitMs: number;
   shutdownFlushMs: number;
+  /** Rows failing with an unrecognised error are retried this long, then dropped and counted (default 10 min). */
+  giveUpMs?: number;
 }
 
 export interface TrackerDeps {
@@ -153,6 +155,7 @@ export class Tracker {
       flushMs: opts.flushMs,
       maxPending: opts.maxPending,
       logIntervalMs: opts.logIntervalMs,
+      giveUpMs: opts.giveUpMs,
       openStore: this.openStore,
       log: this.log,
       clock: this.clock,
@@ -445,7 +448,11 @@ export class Tracker {
         queued_jobs: m.queued + m.busy,
         rows: lost.rows,
         queries: lost.queries,
-        error: m.writer.lastError,
+        // A write the database still holds (a lock): it may commit after we are gone, or not.
+        in_flight_rows: lost.inFlightRows,
+        in_flight_queries: lost.inFlightQueries,
+        write_age_ms: Math.round(this.batcher.writeAgeMs),
+        error: m.writer.lastError ?? (lost.inFlightRows > 0 ? 'write still running (database blocked)' : null),
       });
     }
     this.log.info('tracking stopped', {

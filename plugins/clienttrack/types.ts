@@ -111,9 +111,21 @@ export interface WriterMetrics {
    */
   readonly droppedUpdates: number;
   readonly droppedQueries: number;
-  /** Whether the last write succeeded, and the last error when it did not. */
+  /** Of the dropped updates: rows the schema refused (each alone, after splitting their batch). */
+  readonly rejectedRows: number;
+  /** Of the dropped updates: rows of batches that failed with an unrecognised error for `giveUpMs`. */
+  readonly abandonedRows: number;
+  /** Rows of the write running now. */
+  readonly inFlightRows: number;
+  /** How long the running write has been running (0: none). */
+  readonly writeAgeMs: number;
+  /** The running write is older than the flush interval (a lock or a hung server holds it). */
+  readonly stalled: boolean;
+  /** Whether the last write succeeded, and the last error when it did not (null again once a write succeeds). */
   readonly storageOk: boolean;
   readonly lastError: string | null;
+  /** How the last error was classified: busy, timeout, unavailable, permanent, other. */
+  readonly lastErrorKind: string | null;
   readonly consecutiveFailures: number;
   /** Milliseconds until the next write attempt after a failure (0 when not backing off). */
   readonly retryInMs: number;

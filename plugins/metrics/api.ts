@@ -320,8 +320,22 @@ export async function healthJson(views: readonly BlockView[], registry: Registry
   if (q === null) parts.tracking = { state: 'disabled' };
   else {
     const m = q.value;
-    const state: PartState = !m.writer.storageOk ? 'degraded' : m.queued >= m.capacity.total ? 'degraded' : 'up';
-    parts.tracking = { state, queued: m.queued, dropped: m.dropped, storageOk: m.writer.storageOk, lastError: m.writer.lastError, indexLoaded: m.clients.indexLoaded };
+    const w = m.writer;
+    // A write older than the flush interval (a lock held elsewhere) is degraded before it has failed.
+    const state: PartState = !w.storageOk || w.stalled === true ? 'degraded' : m.queued >= m.capacity.total ? 'degraded' : 'up';
+    parts.tracking = {
+      state,
+      queued: m.queued,
+      dropped: m.dropped,
+      storageOk: w.storageOk,
+      lastError: w.lastError,
+      ...(w.lastErrorKind ? { lastErrorKind: w.lastErrorKind } : {}),
+      pendingRows: w.pending,
+      writeAgeMs: Math.round(w.writeAgeMs ?? 0),
+      ...(w.stalled === true ? { stalled: true } : {}),
+      writeDropped: { updates: w.droppedUpdates, queries: w.droppedQueries, rejected: w.rejectedRows ?? 0, abandoned: w.abandonedRows ?? 0 },
+      indexLoaded: m.clients.indexLoaded,
+    };
   }
 
   const d = firstWith(views, (v) => v.sources.discovery());
