@@ -29,6 +29,8 @@ import type { DiscoveryDenial, DiscoveryHooks, DiscoveryMetrics, DiscoveryOutcom
 import { buildNbstatResponse, parseNbstatRequest } from '../plugins/discovery/methods/netbios';
 import { reverseName } from '../plugins/discovery/address';
 import { vendorOf, PRIVATE_ADDRESS } from '../plugins/discovery/vendor';
+import { registerPrometheus } from '../plugins/discovery/metrics';
+import { MetricsHub } from '../core/metricsRegistry';
 import type { DiscoveryMethod, MethodOutcome } from '../plugins/discovery/methods/types';
 import { chooseResolvers, defaultGateways } from '../plugins/discovery/resolvers';
 import { bindUdp, randomOctet, sleep, waitFor } from './helpers/net';
@@ -338,6 +340,8 @@ describe('discovery engine', () => {
       stale: async () => [],
     };
     const r = rig({ workers: 1, queue: 1, backlog: 3 }, [rdns], { store, restoreDelayMs: 30, restoreEveryMs: 30 });
+    const hub = new MetricsHub();
+    r.engine.stats.prom = registerPrometheus(hub.factory('discovery'), () => undefined);
     r.engine.connect({
       own: r.hooks,
       apply: (u) => {
@@ -351,6 +355,8 @@ describe('discovery engine', () => {
         r.engine.announce(`10.0.5.${i}`);
       }
       assert.ok(r.engine.metrics().backlog.overflowed > 0);
+      const overflowMetric = (await hub.registry.getSingleMetric('codexdns_discovery_backlog_overflow_total')!.get()).values[0].value;
+      assert.equal(overflowMetric, r.engine.metrics().backlog.overflowed, 'every overflow is counted in /metrics');
       await waitFor('all 30', () => r.finals().size === 30, 15_000);
       assert.equal(db.size, 0);
       assert.ok(r.engine.metrics().totals.restored > 0);

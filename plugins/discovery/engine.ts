@@ -355,6 +355,7 @@ export class DiscoveryEngine {
       // from there; a refresh is simply tried at a later scan.
       if (open) {
         this.overflowed++;
+        this.stats.overflow();
         this.needRestore = true;
         this.lastOverflowIp = ip;
         this.overflowWarning.hit();

@@ -52,6 +52,7 @@ export interface PromDiscovery {
   jobs: Record<JobResult, Counter.Internal>;
   denied: (reason: string) => Counter.Internal;
   dropped: Counter.Internal;
+  overflowed: Counter.Internal;
   skipped: Counter.Internal;
   retries: Counter.Internal;
   gaveUp: Counter.Internal;
@@ -68,6 +69,7 @@ export function registerPrometheus(
   const jobs = factory.counter({ subsystem: SUBSYSTEM, name: 'jobs_total', help: 'Discovery jobs run, by result (succeeded, failed, not_found)', labelNames: ['result'] as const });
   const denied = factory.counter({ subsystem: SUBSYSTEM, name: 'denied_total', help: 'Discovery attempts denied by a guard, by reason (rate-limited, circuit-open): deferred, not lost', labelNames: ['reason'] as const });
   const dropped = factory.counter({ subsystem: SUBSYSTEM, name: 'dropped_total', help: 'New clients that did not fit in the discovery queue (they wait in the backlog)' });
+  const overflowed = factory.counter({ subsystem: SUBSYSTEM, name: 'backlog_overflow_total', help: 'Clients neither queue nor backlog could hold (`backlog`): left discovering in the database and restored from there later' });
   const skipped = factory.counter({ subsystem: SUBSYSTEM, name: 'skipped_total', help: 'Clients never probed: public addresses not on a local link' });
   const retries = factory.counter({ subsystem: SUBSYSTEM, name: 'retries_total', help: 'Failed discoveries scheduled for another attempt (exponential backoff)' });
   const gaveUp = factory.counter({ subsystem: SUBSYSTEM, name: 'gave_up_total', help: 'Failed discoveries given up after the last retry (tried again at the next refresh)' });
@@ -104,6 +106,7 @@ export function registerPrometheus(
       return c;
     },
     dropped,
+    overflowed,
     skipped,
     retries,
     gaveUp,
@@ -155,6 +158,10 @@ export class DiscoveryStats {
   drop(): void {
     this.dropped++;
     this.prom?.dropped.inc();
+  }
+
+  overflow(): void {
+    this.prom?.overflowed.inc();
   }
 
   skip(): void {
