@@ -124,6 +124,7 @@ servers:
       - metrics: { listen: "127.0.0.1:0" }
       - blocker: {}
       - cache: {}
+      - clienttrack: { flush: 100ms }
       - querylog: ${querylog}
       - forward: { to: ["127.0.0.1:${up.port}"] }
 storage: ${db.yaml}
@@ -233,6 +234,18 @@ function serverTests(makeDb: () => Promise<Db>): void {
       assert.equal(act.body.recent.length, 2);
       assert.deepEqual(act.body.blocked.map((q: Json) => q.name), ['ads.blocked.test']);
       assert.equal(act.body.rcodes.NXDOMAIN, 2);
+
+      // The device list carries today's count (an apiClient field), and forward's upstreams their figures.
+      await waitFor('clients written', async () => (await get(port, '/api/clients')).body.total === 3);
+      const list = (await get(port, '/api/clients?sort=ip&order=asc')).body.clients as Json[];
+      assert.deepEqual(list.map((c) => [c.ip, c.queriesToday]), [['127.0.0.2', 3], ['127.0.0.3', 2], ['127.0.0.4', 5]]);
+      const ups = await get(port, '/api/upstreams');
+      assert.equal(ups.body.enabled, true);
+      assert.equal(ups.body.upstreams.length, 1);
+      assert.equal(ups.body.upstreams[0].to, `127.0.0.1:${up.port}`);
+      assert.equal(ups.body.upstreams[0].up, true);
+      assert.equal(ups.body.upstreams[0].answers, 8);
+      assert.ok(ups.body.upstreams[0].avgMs > 0);
 
       const metrics = (await get(port, '/metrics')).text;
       assert.equal(metricValue(metrics, 'codexdns_querylog_written_total'), sent.length);

@@ -17,7 +17,7 @@ import * as path from 'node:path';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../../core/log';
 import { httpStatusOf } from '../pkg/httpError';
-import { ClientReader, HttpError, discoveryJson, errorText, goroutinesJson, healthJson, queueJson, type BlockView } from './api';
+import { ClientReader, HttpError, discoveryJson, errorText, goroutinesJson, healthJson, queueJson, upstreamsJson, type BlockView } from './api';
 import type { CoreMetrics } from './requestMetrics';
 import type { RouteMatch } from './routes';
 import { HISTORY_SECONDS, Sampler, type Sample } from './series';
@@ -337,6 +337,8 @@ export class MetricsHost {
           return this.json(res, 200, await goroutinesJson(views, this.registry));
         case '/api/clients':
           return this.json(res, 200, await this.clients.list(views, url.searchParams));
+        case '/api/upstreams':
+          return this.json(res, 200, await upstreamsJson(views, this.registry));
         case '/api/dashboard':
           return this.json(res, 200, {
             intervalMs: this.settings.intervalMs,

@@ -110,9 +110,18 @@ export default definePlugin({
       const s = await storage.open();
       if (store !== null && storeFor === s) return store;
       await storage.migrate(migrationsDir(), 'querylog');
-      store = new QuerylogStore(s.writer, s.reader, s.maxParams);
+      const fresh = new QuerylogStore(s.writer, s.reader, s.maxParams);
+      store = fresh;
       storeFor = s;
-      return store;
+      // Today's counts per client, for the device list, from what earlier runs stored; the batch writes of
+      // this run add to them as they go. Entries this run wrote before the seed are counted twice at worst
+      // (one batch), which a device list can bear.
+      const since = ql.dayStart;
+      fresh
+        .top('c', since, ql.opts.maxHourlyKeys * 4)
+        .then((rows) => ql.seedToday(rows, since))
+        .catch(() => undefined);
+      return fresh;
     };
     const ql = api.retain(
       'log',
@@ -120,8 +129,16 @@ export default definePlugin({
       (q) => q.close(opts.shutdown_flush),
     );
     ql.onBatch = registerMetrics(api.metrics, () => ql);
+    // Open (and migrate) after the listeners are up, so the first answer never waits for it and today's counts
+    // are seeded before the first batch.
+    api.hooks.startup.tap('querylog', () => void openStore().catch(() => undefined));
     api.hooks.served.tap('querylog', (ctx, res) => ql.record(ctx, res));
     api.timers.setInterval(() => ql.tick(), Math.max(10, Math.min(qopts.flushMs, 1000)));
-    api.hooksOf('metrics')?.routes.tap('querylog', (t) => addRoutes(t, () => ql, openStore));
+    const metrics = api.hooksOf('metrics');
+    metrics?.routes.tap('querylog', (t) => addRoutes(t, () => ql, openStore));
+    metrics?.apiClient.tap('querylog', (c) => {
+      const n = ql.queriesToday(c.ip);
+      return { ...c, queriesToday: n ?? 0 };
+    });
   },
 });

@@ -81,6 +81,9 @@ export class QueryLog {
   private readonly minutes: Minute[] = [];
   /** Distinct keys per kind and hour, to bound the hourly tables (a scan of random names must not grow them). */
   private readonly keysSeen = new Map<string, Set<string>>();
+  /** Queries per client since local midnight, for the device list (`queriesToday`); bounded like the hourly keys. */
+  private readonly today = new Map<string, number>();
+  private todayStart = startOfDay(Date.now());
   private writing: Promise<void> | null = null;
   private lastFlush = performance.now();
   private lastPrune = -Infinity;
@@ -230,8 +233,14 @@ export class QueryLog {
       if (r.rcode === 2) a.failed++;
       a.durationUs += r.durationUs;
     };
+    const day = startOfDay(Date.now());
+    if (day !== this.todayStart) {
+      this.todayStart = day;
+      this.today.clear();
+    }
     for (const r of rows) {
       const hour = Math.floor(r.t / HOUR) * HOUR;
+      if (r.t >= day) this.countToday(r.client, 1);
       add(hour, 't', '', r);
       add(hour, 'c', r.client, r);
       add(hour, 'd', r.name, r);
@@ -267,6 +276,27 @@ export class QueryLog {
     }
     seen.add(key);
     return key;
+  }
+
+  private countToday(client: string, n: number): void {
+    const v = this.today.get(client);
+    if (v !== undefined) this.today.set(client, v + n);
+    else if (this.today.size < this.opts.maxHourlyKeys * 4) this.today.set(client, n);
+  }
+
+  /** Queries today by this client (null when none was logged). */
+  queriesToday(client: string): number | null {
+    return this.today.get(client) ?? null;
+  }
+
+  /** Seeds today's per-client counts from the stored hourly counts (once, when the store opens). */
+  seedToday(counts: readonly { key: string; queries: number }[], since: number): void {
+    if (since !== this.todayStart) return;
+    for (const c of counts) this.countToday(c.key, c.queries);
+  }
+
+  get dayStart(): number {
+    return this.todayStart;
   }
 
   /** Per-minute counts of the last hour (oldest first; minutes without queries are zeros). */
@@ -325,6 +355,12 @@ export class QueryLog {
   async idle(): Promise<void> {
     if (this.writing !== null) await this.writing.catch(() => undefined);
   }
+}
+
+function startOfDay(t: number): number {
+  const d = new Date(t);
+  d.setHours(0, 0, 0, 0);
+  return d.getTime();
 }
 
 function buildBlockList(entries: readonly string[]): BlockList {
