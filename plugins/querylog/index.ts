@@ -103,25 +103,31 @@ export default definePlugin({
   options,
   setup(api, opts) {
     const qopts = queryLogOptions(opts);
-    let store: QuerylogStore | null = null;
+    let opening: Promise<QuerylogStore> | null = null;
     let storeFor: Storage | null = null;
     const storage = api.storage;
     const openStore = async (): Promise<QuerylogStore> => {
       const s = await storage.open();
-      if (store !== null && storeFor === s) return store;
-      await storage.migrate(migrationsDir(), 'querylog');
-      const fresh = new QuerylogStore(s.writer, s.reader, s.maxParams);
-      store = fresh;
+      if (opening !== null && storeFor === s) return opening;
       storeFor = s;
-      // Today's counts per client, for the device list, from what earlier runs stored; the batch writes of
-      // this run add to them as they go. Entries this run wrote before the seed are counted twice at worst
-      // (one batch), which a device list can bear.
-      const since = ql.dayStart;
-      fresh
-        .top('c', since, ql.opts.maxHourlyKeys * 4)
-        .then((rows) => ql.seedToday(rows, since))
-        .catch(() => undefined);
-      return fresh;
+      opening = (async () => {
+        await storage.migrate(migrationsDir(), 'querylog');
+        const fresh = new QuerylogStore(s.writer, s.reader, s.maxParams);
+        // Today's counts per client (the device list) start from what earlier runs stored; read before this
+        // store writes anything, so no batch is counted twice.
+        const since = ql.dayStart;
+        try {
+          ql.seedToday(await fresh.top('c', since, ql.opts.maxHourlyKeys * 4), since);
+        } catch {
+          // The counts start from zero; the log itself is unaffected.
+        }
+        return fresh;
+      })();
+      opening.catch(() => {
+        opening = null;
+        storeFor = null;
+      });
+      return opening;
     };
     const ql = api.retain(
       'log',
