@@ -85,6 +85,7 @@ interface Asset {
 const ASSET_FILES: Record<string, { file: string; type: string; vendor?: boolean }> = {
   '/': { file: 'index.html', type: 'text/html; charset=utf-8' },
   '/app.js': { file: 'app.js', type: 'text/javascript; charset=utf-8' },
+  '/owner.js': { file: 'owner.js', type: 'text/javascript; charset=utf-8' },
   '/app.css': { file: 'app.css', type: 'text/css; charset=utf-8' },
   '/vendor/uPlot.iife.min.js': { file: 'uplot/dist/uPlot.iife.min.js', type: 'text/javascript; charset=utf-8', vendor: true },
   '/vendor/uPlot.min.css': { file: 'uplot/dist/uPlot.min.css', type: 'text/css; charset=utf-8', vendor: true },
@@ -345,6 +346,12 @@ export class MetricsHost {
             historySeconds: HISTORY_SECONDS,
             blocks: views.map((v) => v.block),
             auth: this.settings.token !== undefined,
+            // Which of the owner's views have data: the query log's and the filter's routes are other plugins'.
+            features: {
+              querylog: this.pluginRoute(views, 'GET', '/api/queries') !== null,
+              filter: this.pluginRoute(views, 'GET', '/api/filter') !== null,
+              clienttrack: views.some((v) => v.sources.hasClienttrack),
+            },
             samples: this.sampler.history,
             clients: this.topClients?.data ?? (await this.refreshTopClients(true)),
           });
