@@ -98,7 +98,7 @@ declare const document: {
   querySelectorAll(s: string): ArrayLike<{ textContent: string }>;
   documentElement: { scrollWidth: number };
 };
-declare const window: { innerWidth: number };
+declare const window: { innerWidth: number; scrollTo(x: number, y: number): void };
 declare const location: { hash: string };
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -249,6 +249,7 @@ servers:
       await page.click('#log-newest');
       await page.waitForFunction(() => document.getElementById('log')?.getAttribute('data-page') === '1', undefined, { timeout: 5000 });
       assert.deepEqual(await column(page, 'log', 2), firstPage);
+      await page.evaluate(() => window.scrollTo(0, 0));
       await page.screenshot({ path: path.join(SHOTS, 'dashboard-log.png') });
 
       // System: the internals, still there.
