@@ -294,6 +294,33 @@ function serverTests(makeDb: () => Promise<Db>): void {
 describe('querylog on SQLite', () => {
   serverTests(sqliteDb);
 
+  test('nothing written while the flush interval runs; what waits in the ring is written at shutdown', async () => {
+    const db = await sqliteDb();
+    const up = await startFakeUpstream({ records: { '*.example': { A: '192.0.2.1' } } });
+    let s = await startServer(corefile(db, up, '{ flush: 1h }'), { catalog });
+    try {
+      for (let i = 0; i < 3; i++) await s.query(`late${i}.example`, 'A', { from: '127.0.0.2' });
+      let port = metricsPort(s);
+      await new Promise((r) => setTimeout(r, 1500));
+      const m = (await get(port, '/metrics')).text;
+      assert.equal(metricValue(m, 'codexdns_querylog_batches_total'), 0, 'no write before the interval');
+      assert.equal(metricValue(m, 'codexdns_querylog_ring_entries'), 3);
+      // The live log shows them anyway (pending, no id yet).
+      const live = (await get(port, '/api/queries')).body.queries as Json[];
+      assert.deepEqual(live.map((q) => [q.name, q.pending, q.id]), [['late2.example', true, null], ['late1.example', true, null], ['late0.example', true, null]]);
+      await s.stop();
+      s = await startServer(corefile(db, up, '{ flush: 1h }'), { catalog });
+      port = metricsPort(s);
+      const stored = (await get(port, '/api/queries')).body.queries as Json[];
+      assert.deepEqual(stored.map((q) => q.name), ['late2.example', 'late1.example', 'late0.example']);
+      assert.ok(stored.every((q) => typeof q.id === 'number'));
+    } finally {
+      await s.stop();
+      await up.stop();
+      await db.cleanup();
+    }
+  });
+
   test('a full ring and an unusable database drop entries and count them; every query is answered', async () => {
     const up = await startFakeUpstream({ records: { '*.example': { A: '192.0.2.1' } } });
     const dir = tmpDir();
