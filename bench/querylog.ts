@@ -22,7 +22,10 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { encodeQuery, envInt, findBinary, freeUdpPort } from './common';
 import { openStorage, type Storage } from '../storage/open';
-import { QuerylogStore, migrationsDir, type LogRow } from '../plugins/querylog';
+import { QueryLog, QuerylogStore, migrationsDir, queryLogOptions, type LogRow } from '../plugins/querylog';
+import { QueryContext } from '../core/context';
+import { DnsResponse } from '../core/response';
+import { parseQuery, type ParsedQuery } from '../core/wire/query';
 import { startServer } from '../testing';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -358,7 +361,7 @@ function rows(n: number, start: number): LogRow[] {
 async function fill(storage: Storage): Promise<{ rowsPerSecond: number }> {
   storage.migrate.addPlugin('querylog', migrationsDir());
   await storage.migrate.latest('querylog');
-  const store = new QuerylogStore(storage.writer, storage.reader, storage.maxParams);
+  const store = new QuerylogStore(storage.writer, storage.reader, storage.client === 'pg');
   const t0 = performance.now();
   for (let k = 0; k < ROWS; k += 5000) await store.write(rows(Math.min(5000, ROWS - k), k), []);
   return { rowsPerSecond: ROWS / ((performance.now() - t0) / 1000) };
@@ -458,16 +461,68 @@ async function storageFigures(): Promise<Record<string, unknown>> {
   return out;
 }
 
+// ----------------------------------------------------------------------------- 0. CPU per logged query
+
+/**
+ * In-process, so it holds on a busy machine: the `served` tap's nanoseconds per query, and the writer's CPU
+ * (this process's user + system time: the event loop and SQLite's worker thread) per entry written, through the
+ * real QueryLog and a real SQLite file, in batches of the default size.
+ */
+async function cpuCost(): Promise<Record<string, number>> {
+  const file = path.join(tmp, 'cpu.sqlite');
+  const st = await openStorage({ client: 'sqlite3', connection: { filename: file } }, { baseDir: tmp });
+  try {
+    st.migrate.addPlugin('querylog', migrationsDir());
+    await st.migrate.latest('querylog');
+    const store = new QuerylogStore(st.writer, st.reader, st.client === 'pg');
+    const DAY = 86_400_000;
+    const opts = queryLogOptions({ flush: 30_000, batch: 5000, ring: 20_000, retention: 7 * DAY, max_rows: 1_000_000, stats_retention: 30 * DAY, max_hourly_keys: 2000, sample: 1, exclude: [], prune_interval: 3_600_000, log_interval: 10_000, shutdown_flush: 5000 });
+    const silent = { debug() {}, info() {}, warn() {}, error() {}, child() { return silent; } };
+    const ql = new QueryLog({ ...opts, ring: 1_000_000, batch: 5000 }, async () => store, silent as never);
+    const client = { address: '192.168.1.23', port: 5353, family: 4 as const, transport: 'udp' as const, localAddress: '127.0.0.1', ednsSize: 0, dnssecOk: false, checkingDisabled: false };
+    const runner = { runFrom: () => Promise.reject(new Error('unused')) };
+    const ctxs: QueryContext[] = [];
+    for (let i = 0; i < 1000; i++) {
+      const raw = encodeQuery(i, `site${i}.cdn${i % 7}.example.net`);
+      const c = new QueryContext(raw, parseQuery(raw) as ParsedQuery, { ...client, address: `192.168.1.${10 + (i % 30)}` }, '', 'block0', performance.now(), runner);
+      c.replyFlags = 0x8180;
+      ctxs.push(c);
+    }
+    const raw = encodeQuery(1, 'x.example');
+    const res = DnsResponse.fromWire(Buffer.concat([raw, Buffer.from([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0x0e, 0x10, 0, 4, 192, 0, 2, 1])]));
+    res.plugin = 'cache';
+    const N = 200_000;
+    for (let i = 0; i < 20_000; i++) ql.record(ctxs[i % 1000], res);
+    await ql.flush();
+    const t0 = performance.now();
+    for (let i = 0; i < N; i++) ql.record(ctxs[i % 1000], res);
+    const recordNs = ((performance.now() - t0) * 1e6) / N;
+    const cpu0 = process.cpuUsage();
+    const elu0 = performance.eventLoopUtilization();
+    const w0 = performance.now();
+    await ql.flush();
+    const cpu = process.cpuUsage(cpu0);
+    const elu = performance.eventLoopUtilization(elu0);
+    const wall = performance.now() - w0;
+    const out = { recordNsPerQuery: Math.round(recordNs), eventLoopUsPerEntry: Math.round(((elu.active * 1000) / N) * 100) / 100, writerCpuUsPerEntry: Math.round(((cpu.user + cpu.system) / N) * 100) / 100, writerWallUsPerEntry: Math.round(((wall * 1000) / N) * 100) / 100 };
+    console.log('cpu', JSON.stringify(out));
+    return out;
+  } finally {
+    await st.close();
+  }
+}
+
 async function main(): Promise<void> {
   const started = new Date().toISOString();
   const load = fs.readFileSync('/proc/loadavg', 'utf8').trim();
   try {
-    const hit = await hitPath();
+    const cpu = await cpuCost();
+    const hit = process.env.BENCH_SKIP_LOAD === '1' ? {} : await hitPath();
     stopAll();
-    const home = await household();
+    const home = process.env.BENCH_SKIP_LOAD === '1' ? {} : await household();
     stopAll();
     const storage = await storageFigures();
-    const result = { started, loadavgAtStart: load, loadavgAtEnd: fs.readFileSync('/proc/loadavg', 'utf8').trim(), pinned: PIN, hit, household: home, storage };
+    const result = { started, loadavgAtStart: load, loadavgAtEnd: fs.readFileSync('/proc/loadavg', 'utf8').trim(), pinned: PIN, cpu, hit, household: home, storage };
     fs.mkdirSync(path.join(ROOT, 'bench', 'results'), { recursive: true });
     fs.writeFileSync(path.join(ROOT, 'bench', 'results', 'querylog.json'), JSON.stringify(result, null, 2));
     console.log(JSON.stringify(result, null, 2));

@@ -360,7 +360,7 @@ describe('querylog on SQLite', () => {
     try {
       storage.migrate.addPlugin('querylog', migrationsDir());
       await storage.migrate.latest('querylog');
-      const store = new QuerylogStore(storage.writer, storage.reader, storage.maxParams);
+      const store = new QuerylogStore(storage.writer, storage.reader, storage.client === 'pg');
       const now = Date.now();
       const rows: LogRow[] = [];
       for (let i = 0; i < 12_000; i++) rows.push({ t: now - (12_000 - i) * 1000, client: '10.0.0.1', name: `n${i % 50}.example`, qtype: 1, rcode: 0, answeredBy: 'forward', upstream: null, durationUs: 100, flags: 0 });
@@ -376,6 +376,26 @@ describe('querylog on SQLite', () => {
       assert.equal(((await storage.reader('querylog_hourly').count({ n: '*' })) as Json[])[0].n, 0);
     } finally {
       await storage.close();
+      await db.cleanup();
+    }
+  });
+
+  test('max_hourly_keys bounds the hourly counts: more names go under (other), and are counted', async () => {
+    const db = await sqliteDb();
+    const up = await startFakeUpstream({ records: { '*.example': { A: '192.0.2.1' } } });
+    const s = await startServer(corefile(db, up, '{ flush: 100ms, max_hourly_keys: 2 }'), { catalog });
+    try {
+      const port = metricsPort(s);
+      for (const n of ['a', 'b', 'c', 'd', 'a']) await s.query(`${n}.example`, 'A', { from: '127.0.0.2' });
+      await waitFor('written', async () => (await get(port, '/api/querylog/summary')).body.log?.written === 5);
+      const top = (await get(port, '/api/top/domains?range=24h')).body.domains as Json[];
+      assert.deepEqual(top.map((d) => [d.name, d.queries]).sort(), [['(other)', 2], ['a.example', 2], ['b.example', 1]]);
+      assert.equal(metricValue((await get(port, '/metrics')).text, 'codexdns_querylog_hourly_keys_overflow_total'), 2);
+      // The log itself keeps every name.
+      assert.equal(((await get(port, '/api/queries')).body.queries as Json[]).length, 5);
+    } finally {
+      await s.stop();
+      await up.stop();
       await db.cleanup();
     }
   });

@@ -112,7 +112,7 @@ export default definePlugin({
       storeFor = s;
       opening = (async () => {
         await storage.migrate(migrationsDir(), 'querylog');
-        const fresh = new QuerylogStore(s.writer, s.reader, s.maxParams);
+        const fresh = new QuerylogStore(s.writer, s.reader, s.client === 'pg');
         // Today's counts per client (the device list) start from what earlier runs stored; read before this
         // store writes anything, so no batch is counted twice.
         const since = ql.dayStart;

@@ -80,7 +80,7 @@ export class QueryLog {
   private readonly names: ReadonlySet<string>;
   private readonly minutes: Minute[] = [];
   /** Distinct keys per kind and hour, to bound the hourly tables (a scan of random names must not grow them). */
-  private readonly keysSeen = new Map<string, Set<string>>();
+  private readonly keysSeen = new Map<number, { c: Set<string>; d: Set<string> }>();
   /** Queries per client since local midnight, for the device list (`queriesToday`); bounded like the hourly keys. */
   private readonly today = new Map<string, number>();
   private todayStart = startOfDay(Date.now());
@@ -218,21 +218,9 @@ export class QueryLog {
 
   /** Per-batch hourly counts (merged into the stored ones by the write), and the in-memory minute counts. */
   private aggregate(rows: readonly LogRow[]): AggRow[] {
-    const out = new Map<string, AggRow>();
-    const add = (hour: number, kind: AggKind, key: string, r: LogRow): void => {
-      if (kind === 'c' || kind === 'd') key = this.boundKey(kind, hour, key);
-      const id = `${kind}\u0000${hour}\u0000${key}`;
-      let a = out.get(id);
-      if (a === undefined) {
-        a = { hour, kind, key, queries: 0, blocked: 0, cached: 0, failed: 0, durationUs: 0 };
-        out.set(id, a);
-      }
-      a.queries++;
-      if ((r.flags & FLAG_BLOCKED) !== 0) a.blocked++;
-      if ((r.flags & FLAG_CACHED) !== 0) a.cached++;
-      if (r.rcode === 2) a.failed++;
-      a.durationUs += r.durationUs;
-    };
+    // Keyed by number and by the plain key, one map per kind: no key string is built per row.
+    const hours = new Map<number, HourAggs>();
+    const out: AggRow[] = [];
     const day = startOfDay(Date.now());
     if (day !== this.todayStart) {
       this.todayStart = day;
@@ -241,11 +229,20 @@ export class QueryLog {
     for (const r of rows) {
       const hour = Math.floor(r.t / HOUR) * HOUR;
       if (r.t >= day) this.countToday(r.client, 1);
-      add(hour, 't', '', r);
-      add(hour, 'c', r.client, r);
-      add(hour, 'd', r.name, r);
-      add(hour, 'r', String(r.rcode), r);
-      add(hour, 'a', r.answeredBy, r);
+      let h = hours.get(hour);
+      if (h === undefined) {
+        h = { t: null, c: new Map(), d: new Map(), r: new Map(), a: new Map(), seen: this.seenFor(hour) };
+        hours.set(hour, h);
+      }
+      if (h.t === null) {
+        h.t = newAgg(hour, 't', '');
+        out.push(h.t);
+      }
+      count(h.t, r);
+      count(this.slot(h.c, hour, 'c', h.seen.c, r.client, out), r);
+      count(this.slot(h.d, hour, 'd', h.seen.d, r.name, out), r);
+      count(slotOf(h.r, hour, 'r', r.rcode, out), r);
+      count(slotOf(h.a, hour, 'a', r.answeredBy, out), r);
       const minute = Math.floor(r.t / 60_000);
       const m = this.minutes[minute % MINUTES];
       if (m.minute !== minute) {
@@ -257,25 +254,38 @@ export class QueryLog {
       if ((r.flags & FLAG_BLOCKED) !== 0) m.blocked++;
       if ((r.flags & FLAG_CACHED) !== 0) m.cached++;
     }
-    return [...out.values()];
+    return out;
   }
 
-  private boundKey(kind: AggKind, hour: number, key: string): string {
-    const id = `${kind}${hour}`;
-    let seen = this.keysSeen.get(id);
-    if (seen === undefined) {
-      seen = new Set();
-      this.keysSeen.set(id, seen);
+  /** The count for a client or a name, or `(other)` once the hour has `max_hourly_keys` of them. */
+  private slot(map: Map<string, AggRow>, hour: number, kind: 'c' | 'd', seen: Set<string>, key: string, out: AggRow[]): AggRow {
+    const a = map.get(key);
+    if (a !== undefined) return a;
+    let k = key;
+    if (!seen.has(key)) {
+      if (seen.size >= this.opts.maxHourlyKeys) {
+        this.stats.keysOverflow++;
+        k = OTHER;
+        const other = map.get(OTHER);
+        if (other !== undefined) return other;
+      } else seen.add(key);
+    }
+    const fresh = newAgg(hour, kind, k);
+    map.set(k, fresh);
+    out.push(fresh);
+    return fresh;
+  }
+
+  /** Distinct clients and names counted for an hour, across batches. */
+  private seenFor(hour: number): { c: Set<string>; d: Set<string> } {
+    let s = this.keysSeen.get(hour);
+    if (s === undefined) {
+      s = { c: new Set(), d: new Set() };
+      this.keysSeen.set(hour, s);
       // Only the current and the previous hour still get entries (a batch can straddle an hour).
-      for (const k of this.keysSeen.keys()) if (Number(k.slice(1)) < hour - HOUR) this.keysSeen.delete(k);
+      for (const k of this.keysSeen.keys()) if (k < hour - HOUR) this.keysSeen.delete(k);
     }
-    if (seen.has(key)) return key;
-    if (seen.size >= this.opts.maxHourlyKeys) {
-      this.stats.keysOverflow++;
-      return OTHER;
-    }
-    seen.add(key);
-    return key;
+    return s;
   }
 
   private countToday(client: string, n: number): void {
@@ -355,6 +365,37 @@ export class QueryLog {
   async idle(): Promise<void> {
     if (this.writing !== null) await this.writing.catch(() => undefined);
   }
+}
+
+interface HourAggs {
+  t: AggRow | null;
+  c: Map<string, AggRow>;
+  d: Map<string, AggRow>;
+  r: Map<number, AggRow>;
+  a: Map<string, AggRow>;
+  seen: { c: Set<string>; d: Set<string> };
+}
+
+function newAgg(hour: number, kind: AggKind, key: string): AggRow {
+  return { hour, kind, key, queries: 0, blocked: 0, cached: 0, failed: 0, durationUs: 0 };
+}
+
+function slotOf<K extends string | number>(map: Map<K, AggRow>, hour: number, kind: AggKind, key: K, out: AggRow[]): AggRow {
+  let a = map.get(key);
+  if (a === undefined) {
+    a = newAgg(hour, kind, String(key));
+    map.set(key, a);
+    out.push(a);
+  }
+  return a;
+}
+
+function count(a: AggRow, r: LogRow): void {
+  a.queries++;
+  if ((r.flags & FLAG_BLOCKED) !== 0) a.blocked++;
+  if ((r.flags & FLAG_CACHED) !== 0) a.cached++;
+  if (r.rcode === 2) a.failed++;
+  a.durationUs += r.durationUs;
 }
 
 function startOfDay(t: number): number {

@@ -98,40 +98,52 @@ const PRUNE_CHUNK = 5000;
 
 const num = (v: unknown): number => (typeof v === 'number' ? v : Number(v));
 
-function placeholders(cols: number, rows: number): string {
-  const one = `(${new Array<string>(cols).fill('?').join(',')})`;
-  return new Array<string>(rows).fill(one).join(',');
+const ROW_TYPES = ['bigint', 'varchar', 'varchar', 'integer', 'integer', 'varchar', 'varchar', 'integer', 'integer'];
+const AGG_TYPES = ['bigint', 'varchar', 'varchar', 'bigint', 'bigint', 'bigint', 'bigint', 'bigint'];
+const AGG_MERGE = `ON CONFLICT (kind, hour, key) DO UPDATE SET queries = querylog_hourly.queries + excluded.queries,
+  blocked = querylog_hourly.blocked + excluded.blocked, cached = querylog_hourly.cached + excluded.cached,
+  failed = querylog_hourly.failed + excluded.failed, duration_us = querylog_hourly.duration_us + excluded.duration_us`;
+/** Rows per statement: one JSON text parameter each, so the bound is memory, not the parameter limit. */
+const STATEMENT_ROWS = 2000;
+
+/**
+ * The rows of a statement travel as ONE JSON text parameter, unpacked by the database (json_each on SQLite,
+ * json_array_elements on PostgreSQL), as in storage/clientStore.ts: node-sqlite3 converts each bound parameter
+ * on the main thread, and nine per row was most of the writer's event-loop time.
+ */
+function fromJson(isPg: boolean, table: string, cols: readonly string[], types: readonly string[], suffix = ''): string {
+  if (isPg) return `INSERT INTO ${table} (${cols.join(',')}) SELECT ${types.map((t, i) => `(e->>${i})::${t}`).join(', ')} FROM json_array_elements(?::json) AS e ${suffix}`;
+  // `WHERE true` tells SQLite's parser that an upsert clause follows, not a join's ON.
+  return `INSERT INTO ${table} (${cols.join(',')}) SELECT ${cols.map((_, i) => `json_extract(value, '$[${i}]')`).join(', ')} FROM json_each(?) WHERE true ${suffix}`;
 }
 
 export class QuerylogStore {
-  private readonly rowChunk: number;
-  private readonly aggChunk: number;
+  private readonly insertRows: string;
+  private readonly upsertAggs: string;
 
-  constructor(private readonly writer: Knex, private readonly reader: Knex, maxParams: number) {
-    this.rowChunk = Math.max(1, Math.min(1000, Math.floor(maxParams / COLUMNS.length)));
-    this.aggChunk = Math.max(1, Math.min(1000, Math.floor(maxParams / AGG_COLUMNS.length)));
+  constructor(private readonly writer: Knex, private readonly reader: Knex, isPg: boolean) {
+    this.insertRows = fromJson(isPg, 'querylog', COLUMNS, ROW_TYPES);
+    this.upsertAggs = fromJson(isPg, 'querylog_hourly', AGG_COLUMNS, AGG_TYPES, AGG_MERGE);
   }
 
   /** One transaction: the rows, then the hourly counts merged into what is stored. */
   async write(rows: readonly LogRow[], aggs: readonly AggRow[]): Promise<void> {
     await this.writer.transaction(async (trx) => {
-      for (let i = 0; i < rows.length; i += this.rowChunk) {
-        const part = rows.slice(i, i + this.rowChunk);
-        const values: (string | number | null)[] = [];
-        for (const r of part) values.push(r.t, r.client, r.name, r.qtype, r.rcode, r.answeredBy, r.upstream, r.durationUs, r.flags);
-        await trx.raw(`INSERT INTO querylog (${COLUMNS.join(',')}) VALUES ${placeholders(COLUMNS.length, part.length)}`, values);
+      for (let i = 0; i < rows.length; i += STATEMENT_ROWS) {
+        const part: unknown[] = [];
+        for (let k = i; k < Math.min(rows.length, i + STATEMENT_ROWS); k++) {
+          const r = rows[k];
+          part.push([r.t, r.client, r.name, r.qtype, r.rcode, r.answeredBy, r.upstream, r.durationUs, r.flags]);
+        }
+        await trx.raw(this.insertRows, [JSON.stringify(part)]);
       }
-      for (let i = 0; i < aggs.length; i += this.aggChunk) {
-        const part = aggs.slice(i, i + this.aggChunk);
-        const values: (string | number)[] = [];
-        for (const a of part) values.push(a.hour, a.kind, a.key, a.queries, a.blocked, a.cached, a.failed, a.durationUs);
-        await trx.raw(
-          `INSERT INTO querylog_hourly (${AGG_COLUMNS.join(',')}) VALUES ${placeholders(AGG_COLUMNS.length, part.length)}
-           ON CONFLICT (kind, hour, key) DO UPDATE SET queries = querylog_hourly.queries + excluded.queries,
-             blocked = querylog_hourly.blocked + excluded.blocked, cached = querylog_hourly.cached + excluded.cached,
-             failed = querylog_hourly.failed + excluded.failed, duration_us = querylog_hourly.duration_us + excluded.duration_us`,
-          values,
-        );
+      for (let i = 0; i < aggs.length; i += STATEMENT_ROWS) {
+        const part: unknown[] = [];
+        for (let k = i; k < Math.min(aggs.length, i + STATEMENT_ROWS); k++) {
+          const a = aggs[k];
+          part.push([a.hour, a.kind, a.key, a.queries, a.blocked, a.cached, a.failed, a.durationUs]);
+        }
+        await trx.raw(this.upsertAggs, [JSON.stringify(part)]);
       }
     });
   }
