@@ -59,10 +59,13 @@ function run(cmd: string, args: string[], cpu: number | null, cwd = tmp): ChildP
 function stopAll(): void {
   for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
 }
-process.on('SIGINT', () => {
-  stopAll();
-  process.exit(130);
-});
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(sig, () => {
+    stopAll();
+    fs.rmSync(tmp, { recursive: true, force: true });
+    process.exit(130);
+  });
+}
 
 function getJson(port: number, p: string): Promise<{ ms: number; body: Record<string, unknown>; text: string }> {
   const t0 = performance.now();

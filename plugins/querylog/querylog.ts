@@ -176,8 +176,18 @@ export class QueryLog {
   }
 
   private async writeBatch(entries: RawEntry[]): Promise<void> {
-    const rows = entries.map((e) => this.toRow(e));
-    const aggs = this.aggregate(rows);
+    // Converted and counted in slices with a turn of the event loop between them: a 5,000-entry batch is
+    // tens of milliseconds of work, which must not sit in front of the queries arriving meanwhile.
+    const rows: LogRow[] = [];
+    const acc: AggAcc = { hours: new Map(), out: [] };
+    for (let i = 0; i < entries.length; i += SLICE) {
+      const end = Math.min(entries.length, i + SLICE);
+      const start = rows.length;
+      for (let k = i; k < end; k++) rows.push(this.toRow(entries[k]));
+      this.aggregate(rows, start, acc);
+      if (end < entries.length) await new Promise<void>((r) => setImmediate(r));
+    }
+    const aggs = acc.out;
     const started = performance.now();
     try {
       const store = await this.openStore();
@@ -217,16 +227,17 @@ export class QueryLog {
   }
 
   /** Per-batch hourly counts (merged into the stored ones by the write), and the in-memory minute counts. */
-  private aggregate(rows: readonly LogRow[]): AggRow[] {
+  private aggregate(rows: readonly LogRow[], from: number, acc: AggAcc): void {
     // Keyed by number and by the plain key, one map per kind: no key string is built per row.
-    const hours = new Map<number, HourAggs>();
-    const out: AggRow[] = [];
+    const hours = acc.hours;
+    const out = acc.out;
     const day = startOfDay(Date.now());
     if (day !== this.todayStart) {
       this.todayStart = day;
       this.today.clear();
     }
-    for (const r of rows) {
+    for (let i = from; i < rows.length; i++) {
+      const r = rows[i];
       const hour = Math.floor(r.t / HOUR) * HOUR;
       if (r.t >= day) this.countToday(r.client, 1);
       let h = hours.get(hour);
@@ -254,7 +265,6 @@ export class QueryLog {
       if ((r.flags & FLAG_BLOCKED) !== 0) m.blocked++;
       if ((r.flags & FLAG_CACHED) !== 0) m.cached++;
     }
-    return out;
   }
 
   /** The count for a client or a name, or `(other)` once the hour has `max_hourly_keys` of them. */
@@ -365,6 +375,14 @@ export class QueryLog {
   async idle(): Promise<void> {
     if (this.writing !== null) await this.writing.catch(() => undefined);
   }
+}
+
+/** Entries converted between two turns of the event loop. */
+const SLICE = 500;
+
+interface AggAcc {
+  hours: Map<number, HourAggs>;
+  out: AggRow[];
 }
 
 interface HourAggs {

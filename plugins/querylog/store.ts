@@ -104,7 +104,7 @@ const AGG_MERGE = `ON CONFLICT (kind, hour, key) DO UPDATE SET queries = querylo
   blocked = querylog_hourly.blocked + excluded.blocked, cached = querylog_hourly.cached + excluded.cached,
   failed = querylog_hourly.failed + excluded.failed, duration_us = querylog_hourly.duration_us + excluded.duration_us`;
 /** Rows per statement: one JSON text parameter each, so the bound is memory, not the parameter limit. */
-const STATEMENT_ROWS = 2000;
+const STATEMENT_ROWS = 1000;
 
 /**
  * The rows of a statement travel as ONE JSON text parameter, unpacked by the database (json_each on SQLite,
