@@ -273,7 +273,8 @@ log: { level: warn }
     const row = { rate, p99none, p99querylog: p99ql, ratio: p99ql / p99none, dropped, lost: per.querylog.reduce((a, x) => a + x.lost, 0) };
     console.log(`rate ${rate}/s: p99 ${p99none.toFixed(2)} ms without, ${p99ql.toFixed(2)} ms with querylog (${row.ratio.toFixed(2)}x), dropped ${dropped}`);
     rates.push(row);
-    if (row.ratio <= 1.2 && dropped === 0) best = rate;
+    // The figure is the highest rate below which every rate passed: one noisy pass above a failure does not count.
+    if (row.ratio <= 1.2 && dropped === 0 && rates.every((x) => (x.ratio as number) <= 1.2 && x.dropped === 0)) best = rate;
   }
   await sleep(1500);
   const ql = servers[1];

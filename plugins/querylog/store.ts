@@ -93,7 +93,8 @@ const COLUMNS = ['t', 'client', 'name', 'qtype', 'rcode', 'answered_by', 'upstre
 const AGG_COLUMNS = ['hour', 'kind', 'key', 'queries', 'blocked', 'cached', 'failed', 'duration_us'] as const;
 /** How far one scan step of a filtered page reaches (ids), and how long a page may keep stepping. */
 const SCAN_WINDOW = 20_000;
-const SCAN_BUDGET_MS = 60;
+const SCAN_BUDGET_MS = 40;
+const SCAN_WINDOW_MAX = 80_000;
 const PRUNE_CHUNK = 5000;
 
 const num = (v: unknown): number => (typeof v === 'number' ? v : Number(v));
@@ -241,7 +242,7 @@ export class QuerylogStore {
       if (rows.length >= f.limit) return { rows, cursor: rows[rows.length - 1].id, partial: false };
       hi = bottom;
       if (performance.now() - started > SCAN_BUDGET_MS) return { rows, cursor: hi > lo ? hi : null, partial: hi > lo };
-      window *= 2;
+      window = Math.min(window * 2, SCAN_WINDOW_MAX);
     }
     return { rows, cursor: null, partial: false };
   }
