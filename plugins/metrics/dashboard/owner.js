@@ -42,7 +42,14 @@
     var d = new Date(iso);
     var today = new Date();
     var sameDay = d.toDateString() === today.toDateString();
-    return sameDay ? d.toLocaleTimeString() : d.toLocaleDateString() + ' ' + d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    // Always with the day: "last seen 10:02" alone reads as today even when it was last week.
+    return (sameDay ? 'today' : d.toLocaleDateString()) + ' ' + d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: sameDay ? '2-digit' : undefined });
+  }
+
+  /** The log's time column: the time alone today (every row would say "today"), the date otherwise. */
+  function clock(iso) {
+    var d = new Date(iso);
+    return d.toDateString() === new Date().toDateString() ? d.toLocaleTimeString() : when(iso);
   }
 
   function el(tag, text, cls) {
@@ -368,14 +375,14 @@
         });
         fill($('dev-blocked'), a.blocked, function (q) {
           var tr = el('tr');
-          tr.appendChild(td(when(q.time)));
+          tr.appendChild(td(clock(q.time)));
           tr.appendChild(td(q.name, 'name'));
           tr.appendChild(td(q.type));
           return tr;
         });
         fill($('dev-recent'), a.recent, function (q) {
           var tr = el('tr');
-          tr.appendChild(td(when(q.time)));
+          tr.appendChild(td(clock(q.time)));
           tr.appendChild(td(q.name, 'name'));
           tr.appendChild(td(q.type));
           tr.appendChild(td(answer(q)));
@@ -443,7 +450,7 @@
         fill(table, r.queries, function (x) {
           var tr = el('tr');
           if (x.pending) tr.className = 'pending';
-          tr.appendChild(td(when(x.time)));
+          tr.appendChild(td(clock(x.time)));
           tr.appendChild(td(link(deviceName(x.client), logHref({ client: x.client }), 'client')));
           tr.appendChild(td(link(x.name, logHref({ name: x.name }), 'name')));
           tr.appendChild(td(x.type));
