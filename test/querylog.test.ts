@@ -380,6 +380,34 @@ describe('querylog on SQLite', () => {
     }
   });
 
+  test('a reload with the same options keeps the ring; changed options write the old ring before the new log takes over', async () => {
+    const db = await sqliteDb();
+    const up = await startFakeUpstream({ records: { '*.example': { A: '192.0.2.1' } } });
+    const s = await startServer(corefile(db, up, '{ flush: 1h }'), { catalog });
+    try {
+      const port = metricsPort(s);
+      await s.query('r1.example', 'A', { from: '127.0.0.2' });
+      const r1 = await s.reload(corefile(db, up, '{ flush: 1h }'));
+      assert.equal(r1.ok, true, r1.error);
+      await s.query('r2.example', 'A', { from: '127.0.0.2' });
+      let m = (await get(port, '/metrics')).text;
+      assert.equal(metricValue(m, 'codexdns_querylog_ring_entries'), 2, 'same options: the same ring');
+      assert.equal(metricValue(m, 'codexdns_querylog_batches_total'), 0);
+      const r2 = await s.reload(corefile(db, up, '{ flush: 1h, ring: 100, batch: 50 }'));
+      assert.equal(r2.ok, true, r2.error);
+      await s.query('r3.example', 'A', { from: '127.0.0.2' });
+      await waitFor('old ring written', async () => ((await get(port, '/api/queries')).body.queries as Json[]).filter((q) => q.id !== null).length === 2);
+      const q = (await get(port, '/api/queries')).body.queries as Json[];
+      assert.deepEqual(q.map((x) => [x.name, x.pending === true]), [['r3.example', true], ['r2.example', false], ['r1.example', false]]);
+      m = (await get(port, '/metrics')).text;
+      assert.equal(metricValue(m, 'codexdns_querylog_ring_capacity'), 100);
+    } finally {
+      await s.stop();
+      await up.stop();
+      await db.cleanup();
+    }
+  });
+
   test('max_hourly_keys bounds the hourly counts: more names go under (other), and are counted', async () => {
     const db = await sqliteDb();
     const up = await startFakeUpstream({ records: { '*.example': { A: '192.0.2.1' } } });
@@ -390,7 +418,9 @@ describe('querylog on SQLite', () => {
       await waitFor('written', async () => (await get(port, '/api/querylog/summary')).body.log?.written === 5);
       const top = (await get(port, '/api/top/domains?range=24h')).body.domains as Json[];
       assert.deepEqual(top.map((d) => [d.name, d.queries]).sort(), [['(other)', 2], ['a.example', 2], ['b.example', 1]]);
-      assert.equal(metricValue((await get(port, '/metrics')).text, 'codexdns_querylog_hourly_keys_overflow_total'), 2);
+      const m = (await get(port, '/metrics')).text;
+      assert.equal(metricValue(m, 'codexdns_querylog_hourly_keys_overflow_total'), 2);
+      assert.equal(metricValue(m, 'codexdns_querylog_tracked_keys'), 1 + 1 + 2, "today's client, this hour's client and its 2 names");
       // The log itself keeps every name.
       assert.equal(((await get(port, '/api/queries')).body.queries as Json[]).length, 5);
     } finally {

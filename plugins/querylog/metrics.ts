@@ -28,6 +28,14 @@ export function registerMetrics(factory: MetricsFactory, current: () => QueryLog
   });
   factory.gauge({
     subsystem: SUBSYSTEM,
+    name: 'tracked_keys',
+    help: 'Distinct clients and names held in memory for the hourly and daily counts (bounded by max_hourly_keys).',
+    collect() {
+      this.set(current().trackedKeys);
+    },
+  });
+  factory.gauge({
+    subsystem: SUBSYSTEM,
     name: 'storage_ok',
     help: '1 when the last batch was written, 0 when it failed.',
     collect() {
@@ -59,7 +67,7 @@ export function registerMetrics(factory: MetricsFactory, current: () => QueryLog
   ]);
   mirrored('batches_total', 'Batches written (one transaction each).', [], (s) => [[null, s.batches]]);
   mirrored('batch_failures_total', 'Batches the database refused (their entries are dropped).', [], (s) => [[null, s.failedBatches]]);
-  mirrored('hourly_keys_overflow_total', 'Hourly counts merged into "(other)" because the hour already had `max_hourly_keys` clients or names.', [], (s) => [[null, s.keysOverflow]]);
+  mirrored('hourly_keys_overflow_total', 'Counts merged into "(other)" (or, for today\'s per-client count, not kept) because the bound of `max_hourly_keys` was reached.', [], (s) => [[null, s.keysOverflow]]);
   mirrored('pruned_total', 'Rows deleted by `retention` and `max_rows`.', [], (s) => [[null, s.pruned]]);
   const h = factory.histogram({
     subsystem: SUBSYSTEM,

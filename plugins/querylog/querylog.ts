@@ -302,6 +302,14 @@ export class QueryLog {
     const v = this.today.get(client);
     if (v !== undefined) this.today.set(client, v + n);
     else if (this.today.size < this.opts.maxHourlyKeys * 4) this.today.set(client, n);
+    else this.stats.keysOverflow++;
+  }
+
+  /** Distinct keys held in memory for the counts: this hour's clients and names, and today's clients. */
+  get trackedKeys(): number {
+    let n = this.today.size;
+    for (const s of this.keysSeen.values()) n += s.c.size + s.d.size;
+    return n;
   }
 
   /** Queries today by this client (null when none was logged). */
