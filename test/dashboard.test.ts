@@ -173,7 +173,8 @@ ${discovery}      - answerer: {}
     const load = traffic(s);
     const { page, errors } = await openPage();
     try {
-      await page.goto(`${metricsUrl(s)}/`);
+      // The internals live on the System view (the owner's views are test/dashboard-owner.test.ts).
+      await page.goto(`${metricsUrl(s)}/#/system`);
       assert.equal(await page.title(), 'codexdns');
       // Each graph gets data points (the page counts the samples in which a series had a value).
       await page.waitForFunction(
@@ -212,7 +213,7 @@ ${discovery}      - answerer: {}
       await sleep(800);
       const fit = await page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, width: window.innerWidth }));
       assert.ok(fit.scroll <= fit.width + 1, `page ${fit.scroll}px wide on a ${fit.width}px screen`);
-      const columns = await page.$eval('main', (m) => getComputedStyle(m).gridTemplateColumns.split(' ').length);
+      const columns = await page.$eval('main#view-system', (m) => getComputedStyle(m).gridTemplateColumns.split(' ').length);
       assert.equal(columns, 1);
       await page.screenshot({ path: path.join(OUT, 'dashboard-phone.png'), fullPage: true });
       assert.deepEqual(errors, [], 'no script errors or CSP violations');
@@ -256,7 +257,8 @@ servers:
       const session = cookies.find((c) => c.name === 'codexdns_session');
       assert.ok(session && session.httpOnly && session.sameSite === 'Strict');
       assert.equal(await page.isVisible('#logout'), true);
-      // Panels of plugins that are not in the chain say so.
+      // Panels of plugins that are not in the chain say so (on the System view).
+      await page.click('#nav a[data-view="system"]');
       assert.equal(await page.isVisible('#panel-queue .off'), true);
       assert.match((await page.textContent('#panel-queue .off')) ?? '', /not enabled/);
       assert.equal(await page.getAttribute('#breaker', 'data-state'), 'none');

@@ -362,3 +362,65 @@ export async function healthJson(views: readonly BlockView[], registry: Registry
   const status: HealthJson['status'] = !ready ? 'down' : states.some((s) => s === 'down' || s === 'degraded') ? 'degraded' : 'ok';
   return { status, ready, uptimeSeconds: Math.round((Date.now() - startedAt) / 1000), parts };
 }
+
+// ------------------------------------------------------------------------------------------- upstreams
+
+export interface UpstreamJson {
+  to: string;
+  up: boolean | null;
+  /** Tries sent (UDP, TCP retries, failovers). */
+  tries: number;
+  /** Answers accepted, by RCODE. */
+  answers: number;
+  rcodes: Record<string, number>;
+  /** Tries that got no accepted answer (timeouts, errors). */
+  failedTries: number;
+  /** Health probes of this upstream while it was down that got no answer. */
+  healthcheckFailures: number;
+  avgMs: number | null;
+}
+
+interface RawSeries {
+  labels: Record<string, unknown>;
+  value: number;
+  metricName?: string;
+}
+
+async function seriesOf(registry: Registry, name: string): Promise<RawSeries[]> {
+  const metric = registry.getSingleMetric(name) as unknown as { get(): Promise<{ values: RawSeries[] }> } | undefined;
+  if (metric === undefined) return [];
+  try {
+    return (await metric.get()).values;
+  } catch {
+    return [];
+  }
+}
+
+/** Each forward upstream's health, tries, answers by RCODE, failures and mean latency, read from forward's metrics. */
+export async function upstreamsJson(views: readonly BlockView[], registry: Registry): Promise<{ enabled: boolean; upstreams: UpstreamJson[] }> {
+  if (!views.some((v) => v.api.server.pluginOptions('forward') !== undefined)) return { enabled: false, upstreams: [] };
+  const byTo = new Map<string, UpstreamJson & { sumS: number }>();
+  const get = (to: string): UpstreamJson & { sumS: number } => {
+    let u = byTo.get(to);
+    if (u === undefined) {
+      u = { to, up: null, tries: 0, answers: 0, rcodes: {}, failedTries: 0, healthcheckFailures: 0, avgMs: null, sumS: 0 };
+      byTo.set(to, u);
+    }
+    return u;
+  };
+  for (const s of await seriesOf(registry, 'codexdns_forward_upstream_up')) get(String(s.labels.to)).up = s.value === 1;
+  for (const s of await seriesOf(registry, 'codexdns_forward_requests_total')) get(String(s.labels.to)).tries += s.value;
+  for (const s of await seriesOf(registry, 'codexdns_forward_healthcheck_failures_total')) get(String(s.labels.to)).healthcheckFailures += s.value;
+  for (const s of await seriesOf(registry, 'codexdns_forward_request_duration_seconds')) {
+    if (s.labels.to === undefined) continue;
+    const u = get(String(s.labels.to));
+    if (s.metricName?.endsWith('_count')) {
+      u.answers += s.value;
+      const rc = String(s.labels.rcode ?? '?');
+      u.rcodes[rc] = (u.rcodes[rc] ?? 0) + s.value;
+    } else if (s.metricName?.endsWith('_sum')) u.sumS += s.value;
+  }
+  const upstreams = [...byTo.values()].map(({ sumS, ...u }) => ({ ...u, failedTries: Math.max(0, u.tries - u.answers), avgMs: u.answers > 0 ? Math.round((sumS / u.answers) * 1e6) / 1000 : null }));
+  upstreams.sort((a, b) => a.to.localeCompare(b.to));
+  return { enabled: true, upstreams };
+}

@@ -17,7 +17,7 @@ import * as path from 'node:path';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../../core/log';
 import { httpStatusOf } from '../pkg/httpError';
-import { ClientReader, HttpError, discoveryJson, errorText, goroutinesJson, healthJson, queueJson, type BlockView } from './api';
+import { ClientReader, HttpError, discoveryJson, errorText, goroutinesJson, healthJson, queueJson, upstreamsJson, type BlockView } from './api';
 import type { CoreMetrics } from './requestMetrics';
 import type { RouteMatch } from './routes';
 import { HISTORY_SECONDS, Sampler, type Sample } from './series';
@@ -85,6 +85,7 @@ interface Asset {
 const ASSET_FILES: Record<string, { file: string; type: string; vendor?: boolean }> = {
   '/': { file: 'index.html', type: 'text/html; charset=utf-8' },
   '/app.js': { file: 'app.js', type: 'text/javascript; charset=utf-8' },
+  '/owner.js': { file: 'owner.js', type: 'text/javascript; charset=utf-8' },
   '/app.css': { file: 'app.css', type: 'text/css; charset=utf-8' },
   '/vendor/uPlot.iife.min.js': { file: 'uplot/dist/uPlot.iife.min.js', type: 'text/javascript; charset=utf-8', vendor: true },
   '/vendor/uPlot.min.css': { file: 'uplot/dist/uPlot.min.css', type: 'text/css; charset=utf-8', vendor: true },
@@ -337,12 +338,20 @@ export class MetricsHost {
           return this.json(res, 200, await goroutinesJson(views, this.registry));
         case '/api/clients':
           return this.json(res, 200, await this.clients.list(views, url.searchParams));
+        case '/api/upstreams':
+          return this.json(res, 200, await upstreamsJson(views, this.registry));
         case '/api/dashboard':
           return this.json(res, 200, {
             intervalMs: this.settings.intervalMs,
             historySeconds: HISTORY_SECONDS,
             blocks: views.map((v) => v.block),
             auth: this.settings.token !== undefined,
+            // Which of the owner's views have data: the query log's and the filter's routes are other plugins'.
+            features: {
+              querylog: this.pluginRoute(views, 'GET', '/api/queries') !== null,
+              filter: this.pluginRoute(views, 'GET', '/api/filter') !== null,
+              clienttrack: views.some((v) => v.sources.hasClienttrack),
+            },
             samples: this.sampler.history,
             clients: this.topClients?.data ?? (await this.refreshTopClients(true)),
           });

@@ -1,4 +1,4 @@
-// codexdns dashboard: plain JavaScript, no build step. History from /api/dashboard, then one sample per
+// codexdns dashboard, System view (owner.js has the Overview, Devices and Query log views): plain JavaScript, no build step. History from /api/dashboard, then one sample per
 // interval over server-sent events (/api/stream); falls back to polling /api/dashboard when EventSource is not
 // available. Charts are uPlot, served by the metrics plugin itself (no CDN: the box may be offline).
 'use strict';
@@ -301,8 +301,10 @@
         connect();
         health();
         setInterval(health, 5000);
-        if (window.ResizeObserver) new ResizeObserver(resizeAll).observe(document.querySelector('main'));
+        if (window.ResizeObserver) new ResizeObserver(resizeAll).observe(document.getElementById('view-system'));
         else window.addEventListener('resize', resizeAll);
+        // The System view is hidden until chosen: size the charts when it shows.
+        window.addEventListener('codexdns:view', resizeAll);
       })
       .catch(function (err) {
         if (err && err.message === 'login') return;
