@@ -151,4 +151,30 @@ describe('metrics: routes of other plugins', () => {
       await s.stop();
     }
   });
+
+  test('dashboard streams are bounded, with a gauge of open ones and a counter of refused ones', async () => {
+    const { s, port } = await start(false);
+    const open: http.ClientRequest[] = [];
+    try {
+      const openStream = (): Promise<number> =>
+        new Promise((resolve, reject) => {
+          const req = http.request({ host: '127.0.0.1', port, path: '/api/stream', headers: { Host: `127.0.0.1:${port}` }, agent: false }, (res) => {
+            if (res.statusCode !== 200) res.resume();
+            resolve(res.statusCode ?? 0);
+          });
+          req.on('error', reject);
+          req.end();
+          open.push(req);
+        });
+      const statuses: number[] = [];
+      for (let i = 0; i < 17; i++) statuses.push(await openStream());
+      assert.deepEqual(statuses, [...Array(16).fill(200), 503]);
+      const text = await s.server.metrics.registry.metrics();
+      assert.match(text, /^codexdns_http_dashboard_streams 16$/m);
+      assert.match(text, /^codexdns_http_dashboard_streams_closed_total\{reason="refused"\} 1$/m);
+    } finally {
+      for (const r of open) r.destroy();
+      await s.stop();
+    }
+  });
 });

@@ -71,6 +71,8 @@ const PUBLIC_PATHS = new Set(['/app.css', '/favicon.ico']);
 const SESSION_MS = 30 * 86_400_000;
 const MAX_BODY = 4096;
 const MAX_STREAMS = 16;
+/** Unsent bytes a dashboard stream may hold: a reader that stopped reading is closed, not buffered for. */
+const MAX_STREAM_UNSENT = 256 * 1024;
 const TOP_CLIENTS = 10;
 
 // ------------------------------------------------------------------------------------------- assets
@@ -166,6 +168,18 @@ export async function acquireHost(registry: Registry, core: CoreMetrics, listen:
   };
 }
 
+/** Dashboard streams of every listener of a server process: open now, refused at the limit, closed for not reading. */
+export function dashboardStreams(registry: Registry): { open: number; refused: number; slow: number } {
+  const sum = { open: 0, refused: 0, slow: 0 };
+  for (const h of hosts.get(registry)?.values() ?? []) {
+    const st = h.streamStats();
+    sum.open += st.open;
+    sum.refused += st.refused;
+    sum.slow += st.slow;
+  }
+  return sum;
+}
+
 /** The HTTP listeners of a server process, with their bound ports (port 0 in tests). */
 export function httpListeners(registry: Registry): Array<{ listen: string; host: string; port: number }> {
   return [...(hosts.get(registry)?.values() ?? [])].map((h) => ({ listen: h.listen.key, host: h.listen.host, port: h.port }));
@@ -181,6 +195,8 @@ export class MetricsHost {
   private samplerTimer: NodeJS.Timeout | null = null;
   private samplerEvery = 0;
   private readonly streams = new Set<http.ServerResponse>();
+  private streamsRefused = 0;
+  private streamsSlow = 0;
   private readonly clients = new ClientReader();
   private topClients: { at: number; data: unknown } | null = null;
   private topClientsBusy = false;
@@ -473,8 +489,16 @@ export class MetricsHost {
 
   // ------------------------------------------------------------------------------------------- streams
 
+  /** Open dashboard streams, and those refused (limit) or closed for not reading, since start. */
+  streamStats(): { open: number; refused: number; slow: number } {
+    return { open: this.streams.size, refused: this.streamsRefused, slow: this.streamsSlow };
+  }
+
   private stream(req: http.IncomingMessage, res: http.ServerResponse): void {
-    if (this.streams.size >= MAX_STREAMS) return this.json(res, 503, { error: 'too many dashboard streams' });
+    if (this.streams.size >= MAX_STREAMS) {
+      this.streamsRefused++;
+      return this.json(res, 503, { error: 'too many dashboard streams' });
+    }
     res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-store', Connection: 'keep-alive' });
     res.write(`retry: 2000\n\n`);
     this.streams.add(res);
@@ -494,7 +518,15 @@ export class MetricsHost {
   private send(event: string, data: unknown): void {
     if (this.streams.size === 0) return;
     const frame = `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
-    for (const s of this.streams) s.write(frame);
+    for (const s of this.streams) {
+      if (s.writableLength > MAX_STREAM_UNSENT) {
+        this.streamsSlow++;
+        this.streams.delete(s);
+        s.destroy();
+        continue;
+      }
+      s.write(frame);
+    }
   }
 
   private sendTo(res: http.ServerResponse, event: string, data: unknown): void {

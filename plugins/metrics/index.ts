@@ -12,7 +12,7 @@ import { Duration, Type } from '../../config/types';
 import { definePlugin, type PluginApi, type WireStats } from '../../core/plugin';
 import type { BlockView } from './api';
 import type { ApiClient, HttpRouteTable, MetricsHooks } from './hooks';
-import { acquireHost, parseHttpListen, type HostLease, type HostSettings } from './http';
+import { acquireHost, dashboardStreams, parseHttpListen, type HostLease, type HostSettings } from './http';
 import { RequestRecorder, coreMetrics } from './requestMetrics';
 import { PluginRoutes } from './routes';
 import { BlockSources } from './sources';
@@ -243,6 +243,25 @@ function registerServerMetrics(api: PluginApi): void {
     help: 'Queries being handled by a chain now.',
     collect() {
       this.set(src.wire().inFlight);
+    },
+  });
+  f.gauge({
+    subsystem: 'http',
+    name: 'dashboard_streams',
+    help: 'Dashboard live streams open now (at most 16 per listener).',
+    collect() {
+      this.set(dashboardStreams(registry).open);
+    },
+  });
+  const streamsClosed = f.counter({
+    subsystem: 'http',
+    name: 'dashboard_streams_closed_total',
+    help: 'Dashboard streams refused at the limit (refused) or closed because the reader stopped reading (slow).',
+    labelNames: ['reason'] as const,
+    collect() {
+      const st = dashboardStreams(registry);
+      mirror(streamsClosed, 'streams:refused', st.refused, { reason: 'refused' });
+      mirror(streamsClosed, 'streams:slow', st.slow, { reason: 'slow' });
     },
   });
   const info = f.gauge({ subsystem: 'build', name: 'info', help: 'Always 1; the labels tell the codexdns and Node.js versions.', labelNames: ['version', 'nodejs'] as const });
