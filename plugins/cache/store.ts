@@ -290,7 +290,7 @@ function layoutFromChunk(buf: Buffer, off: number): MessageLayout {
 }
 
 /** FNV-1a of the lower-cased wire name, kept a small integer (31 bits) so the map's keys stay unboxed. */
-function nameHash(name: string): number {
+export function nameHash(name: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193);
   return (h >>> 1) & 0x3fffffff;
