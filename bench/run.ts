@@ -48,6 +48,8 @@ const ALL_ROWS = ['bare', 'packet', 'relay', 'relay-fresh', 'dnsmasq', 'unbound'
 const LIFETIME_S = 600 + ALL_ROWS.length * 2 * REPEAT * (QUIET_WAIT_S > 0 ? 3 : 1) * (QUIET_WAIT_S + SECONDS + 15);
 type RowId = (typeof ALL_ROWS)[number];
 const DEFAULT_ROWS: RowId[] = ['bare', 'packet', 'relay', 'dnsmasq', 'unbound', 'codexdns'];
+/** `BENCH_SETS=misses` (or `hits`): only those runs, e.g. for a --cpu-prof of the miss path alone. */
+const SETS = (process.env.BENCH_SETS ?? 'hits,misses').split(',').map((s) => s.trim()).filter((s): s is 'hits' | 'misses' => s === 'hits' || s === 'misses');
 
 function selectedRows(): RowId[] {
   const raw = process.env.BENCH_ONLY;
@@ -668,7 +670,7 @@ interface Row {
   skipped?: string;
   error?: string;
   /** Every measured run when BENCH_REPEAT > 1 (the row keeps the best QPS of each set). */
-  all?: Array<RunResult & { set: SetName }>;
+  all?: Array<RunResult & { set: SetName; load?: string }>;
 }
 
 function fmtQps(r: RunResult | undefined, applies: boolean): string {
@@ -849,7 +851,7 @@ async function main(): Promise<void> {
   }
 
   for (let rep = 0; rep < REPEAT; rep++) {
-    for (const set of ['hits', 'misses'] as const) {
+    for (const set of SETS) {
       // The pairs behind the two targets run back to back (bare responder then codexdns for hits, unbound then
       // codexdns for misses), so that a drift of the machine affects both sides alike.
       const partner: RowId = set === 'hits' ? 'bare' : 'unbound';
@@ -863,10 +865,12 @@ async function main(): Promise<void> {
             if (QUIET_WAIT_S > 0) await waitQuiet();
             const file = set === 'hits' ? hitsFile : await missFile(a.missRuns++);
             const r = await measure(a.proc, a.port, file);
-            (a.row.all ??= []).push({ set, ...r });
+            // The machine's load beside each figure (shared machines: other builds and tests run meanwhile).
+            const load = os.loadavg().map((x) => x.toFixed(2)).join(' ');
+            (a.row.all ??= []).push({ set, load, ...r });
             console.log(`[${a.def.label}] ${set}: ${r.qps.toFixed(0)} QPS, ${r.cpuUsPerQuery?.toFixed(1) ?? '?'} µs/query, ` +
               `server CPU ${r.serverCpuPct.toFixed(0)}%, lost ${r.lostPct.toFixed(2)}%, ` +
-              `avg latency ${r.avgLatencyMs?.toFixed(2) ?? '?'} ms, ${r.rcodes}` +
+              `avg latency ${r.avgLatencyMs?.toFixed(2) ?? '?'} ms, ${r.rcodes}, load average ${load}` +
               (r.otherCpuPct >= BUSY_PCT ? ` — other processes used ${r.otherCpuPct.toFixed(0)}% of a CPU meanwhile` : ''));
             const disturbed = r.otherCpuPct >= BUSY_PCT;
             const best = a.row[set];

@@ -361,6 +361,12 @@ export class CacheStore {
   readonly maxEntryBytes: number;
   /** Entries by kind: [success, denial (negative + SERVFAIL)]. */
   private readonly counts = [0, 0];
+  /**
+   * The evictor's hand: a live iterator over the names, kept between evictions. Every name it has passed was
+   * either evicted or moved to the back, so where it stands is the oldest name; starting a new iterator per
+   * eviction would skip the deleted slots at the front of V8's table each time (4.5% of a miss run's CPU).
+   */
+  private hand: IterableIterator<[number, CacheEntry]> | null = null;
 
   constructor(limits: StoreLimits, clock: Clock = monotonicClock) {
     if (!Number.isInteger(limits.capacity) || limits.capacity < 1) throw new RangeError(`capacity must be an integer >= 1, got ${limits.capacity}`);
@@ -469,6 +475,7 @@ export class CacheStore {
 
   clear(): void {
     this.names.clear();
+    this.hand = null;
     this.slab.clear();
     this.count = 0;
     this.byteCount = 0;
@@ -597,8 +604,14 @@ export class CacheStore {
     const maxBytes = this.maxBytes;
     const now = this.clock.now();
     while (this.count > capacity || this.byteCount > maxBytes) {
-      const oldest = names.entries().next();
-      if (oldest.done === true) return;
+      if (this.hand === null) this.hand = names.entries();
+      let oldest = this.hand.next();
+      if (oldest.done === true) {
+        // Past the end (names were all passed, or added behind a finished hand): start over from the oldest.
+        this.hand = names.entries();
+        oldest = this.hand.next();
+        if (oldest.done === true) return;
+      }
       const [hash, head] = oldest.value;
       let used = false;
       for (let e: CacheEntry | undefined = head; e !== undefined; e = e.next) {
