@@ -127,7 +127,17 @@ describe('cache: slab-backed entries (issue 20.3)', () => {
     assert.equal(store.bytes, sum);
     assert.ok(store.bytes / store.size < 250, `per entry ${store.bytes / store.size}`);
     assert.ok(store.slabBytes >= store.size * 64);
-    for (const e of [...store.entries()]) store.delete(e);
+    // A hit keeps the entry's layout for the hits to come, and the entry's size says so.
+    const cold = store.bytes;
+    const e = store.get(q('b7.test'))!;
+    const r1 = store.render(e, 1000);
+    const r2 = store.render(e, 1000);
+    assert.equal(r1.layout, r2.layout, 'one layout object per hit entry');
+    assert.ok(store.bytes > cold && store.bytes - cold <= 300, `a hit entry costs ${store.bytes - cold} more`);
+    sum = 0;
+    for (const x of store.entries()) sum += x.size;
+    assert.equal(store.bytes, sum);
+    for (const x of [...store.entries()]) store.delete(x);
     assert.equal(store.bytes, 0);
     assert.ok(store.slabBytes <= 65536);
   });

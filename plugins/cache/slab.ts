@@ -3,15 +3,18 @@
  * slab allocator). An entry is then a few small integers and one chunk, not a Buffer object, a layout object and a
  * typed array of its own: about 100 bytes of heap per entry instead of about 400 around a 60-byte answer.
  *
- * A chunk is addressed by a `ref`, page × 4096 + slot, a small integer V8 keeps unboxed. Free chunks of a page
+ * A chunk is addressed by a `ref`, page × 65536 + its byte offset in the page (a page of more than 64 KiB holds
+ * one chunk, at 0), a small integer V8 keeps unboxed and that reads back with a shift and a mask. Free chunks of a page
  * form a list threaded through the chunks themselves (the first two bytes of a free chunk name the next), so a
  * page costs nothing beyond its bytes; a page whose last chunk is freed goes back to the allocator, unless it is
  * its class's only page with room (so a class does not allocate and free a page on every other store).
  */
 
 const PAGE_BYTES = 64 * 1024;
-/** ref = page × SLOTS_PER_REF + slot: a 64 KiB page holds at most 2,048 chunks of the smallest class. */
-const SLOTS_PER_REF = 4096;
+/** ref = page × REF_PAGE + offset. */
+const REF_PAGE = 65536;
+/** A 64 KiB page holds at most 2,048 chunks of the smallest class. */
+const MAX_SLOTS = 4096;
 const NONE = 0xffff;
 const MIN_CHUNK = 32;
 
@@ -27,7 +30,28 @@ function buildClasses(maxChunk: number): number[] {
   return out;
 }
 
-export class Slab {
+/** Where a chunk's bytes are read from: the slab, or one chunk's own copy (an entry detached from its store). */
+export interface ChunkSource {
+  bufferOf(ref: number): Buffer;
+  offsetOf(ref: number): number;
+  sizeOf(ref: number): number;
+}
+
+/** One chunk copied out of a slab (at offset 0). */
+export class DetachedChunk implements ChunkSource {
+  constructor(private readonly bytes: Buffer) {}
+  bufferOf(): Buffer {
+    return this.bytes;
+  }
+  offsetOf(): number {
+    return 0;
+  }
+  sizeOf(): number {
+    return this.bytes.length;
+  }
+}
+
+export class Slab implements ChunkSource {
   /** Chunk size of each class. */
   readonly classSizes: number[];
   /** Class of a length, by (length + 15) >> 4. */
@@ -87,14 +111,14 @@ export class Slab {
     }
     if (++this.pageUsed[p] === this.pageSlots[p]) this.unlist(p);
     this.chunkBytes += size;
-    return p * SLOTS_PER_REF + slot;
+    return p * REF_PAGE + slot * size;
   }
 
   free(ref: number): void {
-    const p = Math.floor(ref / SLOTS_PER_REF);
-    const slot = ref - p * SLOTS_PER_REF;
+    const p = ref >>> 16;
     const c = this.pageClass[p];
     const size = this.classSizes[c];
+    const slot = (ref & 0xffff) / size;
     const wasFull = this.pageUsed[p] === this.pageSlots[p];
     (this.pages[p] as Buffer).writeUInt16LE(this.pageFreeHead[p], slot * size);
     this.pageFreeHead[p] = slot;
@@ -109,16 +133,15 @@ export class Slab {
 
   /** The page holding `ref` (read with `offsetOf`). */
   bufferOf(ref: number): Buffer {
-    return this.pages[Math.floor(ref / SLOTS_PER_REF)] as Buffer;
+    return this.pages[ref >>> 16] as Buffer;
   }
 
   offsetOf(ref: number): number {
-    const p = Math.floor(ref / SLOTS_PER_REF);
-    return (ref - p * SLOTS_PER_REF) * this.classSizes[this.pageClass[p]];
+    return ref & 0xffff;
   }
 
   sizeOf(ref: number): number {
-    return this.classSizes[this.pageClass[Math.floor(ref / SLOTS_PER_REF)]];
+    return this.classSizes[this.pageClass[ref >>> 16]];
   }
 
   clear(): void {
@@ -128,7 +151,8 @@ export class Slab {
   private newPage(c: number): number {
     const size = this.classSizes[c];
     const bytes = Math.max(PAGE_BYTES, size);
-    const slots = Math.min(Math.floor(bytes / size), SLOTS_PER_REF);
+    // Offsets stay below 65,536: a page is 64 KiB, or one chunk at 0.
+    const slots = Math.min(Math.floor(bytes / size), MAX_SLOTS);
     const p = this.freePages.length > 0 ? (this.freePages.pop() as number) : this.pages.length;
     // Outside the V8 heap (allocUnsafeSlow: its own ArrayBuffer, not a slice of the shared pool), freed whole.
     this.pages[p] = Buffer.allocUnsafeSlow(slots * size);

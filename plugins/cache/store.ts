@@ -4,7 +4,7 @@ import { Flag, Rcode } from '../../core/wire/constants';
 import type { MessageLayout } from '../../core/wire/message';
 import type { ParsedQuery } from '../../core/wire/query';
 import { HEADER_LEN } from '../../core/wire/constants';
-import { Slab } from './slab';
+import { DetachedChunk, Slab, type ChunkSource } from './slab';
 
 /** What an entry holds, for metrics (`success` / `denial`) and for the rules on what may replace what. */
 export const EntryKind = {
@@ -88,15 +88,25 @@ class EntryAux {
   windowStart = -Infinity;
   failedAt = -Infinity;
   pending: Promise<DnsResponse | null> | undefined = undefined;
-  /** The entry's chunk, copied out when it left the store while a refresh still held it (see `detach`). */
-  detached: Buffer | undefined = undefined;
+  /** The layout handed out with every render, built at the first (an entry never hit keeps none). */
+  layout: MessageLayout | undefined = undefined;
+}
+
+/**
+ * What a hit entry adds once its layout is kept (the EntryAux object with its two boxed times, the layout object
+ * and its offsets array): counted in its size from then on.
+ */
+function hotCost(records: number): number {
+  return 256 + 8 * records;
 }
 
 const KIND_MASK = 3;
 const USED = 4;
 const REFRESHING = 8;
 const AUTHORITATIVE = 16;
-const VARIANT_SHIFT = 5;
+/** The entry keeps its layout (and EntryAux): `hotCost` is part of its size. */
+const HOT = 32;
+const VARIANT_SHIFT = 6;
 
 /**
  * One cached response. Its bytes — the wire bytes from below without their OPT record, the TTL offsets and the
@@ -111,13 +121,14 @@ export class CacheEntry {
   private aux: EntryAux | undefined = undefined;
 
   constructor(
-    private readonly slab: Slab,
+    /** The store's slab; the entry's own copy of its chunk once detached (see `detach`). */
+    private slab: ChunkSource,
     /** The map key: a hash of the lower-cased wire name. */
     readonly hash: number,
     /** Its chunk in the slab. */
     readonly ref: number,
     readonly qtype: number,
-    /** variant << 5 | AUTHORITATIVE | REFRESHING | USED | kind. */
+    /** variant << 6 | HOT | AUTHORITATIVE | REFRESHING | USED | kind. */
     private bits: number,
     /** Monotonic ms (whole) when stored. */
     readonly storedAt: number,
@@ -205,13 +216,12 @@ export class CacheEntry {
 
   /** The buffer holding the entry's chunk (a slab page, or its own copy once detached). */
   chunkBuffer(): Buffer {
-    const d = this.aux?.detached;
-    return d !== undefined ? d : this.slab.bufferOf(this.ref);
+    return this.slab.bufferOf(this.ref);
   }
 
   /** Where the chunk starts in `chunkBuffer()`. */
   chunkOffset(): number {
-    return this.aux?.detached !== undefined ? 0 : this.slab.offsetOf(this.ref);
+    return this.slab.offsetOf(this.ref);
   }
 
   /**
@@ -221,7 +231,7 @@ export class CacheEntry {
   detach(): void {
     const size = this.slab.sizeOf(this.ref);
     const off = this.slab.offsetOf(this.ref);
-    this.more().detached = Buffer.from(this.slab.bufferOf(this.ref).subarray(off, off + size));
+    this.slab = new DetachedChunk(Buffer.from(this.slab.bufferOf(this.ref).subarray(off, off + size)));
   }
 
   private more(): EntryAux {
@@ -252,7 +262,32 @@ export class CacheEntry {
 
   /** What it counts against max_bytes (`entryCost`). */
   get size(): number {
-    return this.slab.sizeOf(this.ref) + ENTRY_OVERHEAD;
+    const base = this.slab.sizeOf(this.ref) + ENTRY_OVERHEAD;
+    return (this.bits & HOT) === 0 ? base : base + hotCost(this.records());
+  }
+
+  private records(): number {
+    const buf = this.chunkBuffer();
+    const off = this.chunkOffset();
+    return buf[off + 2] | (buf[off + 3] << 8);
+  }
+
+  /** The layout kept by an earlier render, if any. */
+  keptLayout(): MessageLayout | undefined {
+    return this.aux?.layout;
+  }
+
+  /** Keeps `layout` for the renders to come; returns the bytes this adds to the entry's size. */
+  keepLayout(layout: MessageLayout): number {
+    this.more().layout = layout;
+    if ((this.bits & HOT) !== 0) return 0;
+    this.bits |= HOT;
+    return hotCost(layout.ttlOffsets.length);
+  }
+
+  /** Whether the entry reads its bytes from `slab` (false once detached). */
+  isIn(slab: ChunkSource): boolean {
+    return this.slab === slab;
   }
 
   /** Record TTLs (seconds) at store time, parallel to `layout.ttlOffsets`. */
@@ -433,7 +468,7 @@ export class CacheStore {
     const buf = e.chunkBuffer();
     const off = e.chunkOffset();
     const n = name.length;
-    if (buf.readUInt16LE(off + 4) - 4 - HEADER_LEN !== n) return false;
+    if (buf[off + 4] + (buf[off + 5] << 8) - 4 - HEADER_LEN !== n) return false;
     const w = off + CHUNK_HEADER + HEADER_LEN;
     for (let i = 0; i < n; i++) {
       let c = buf[w + i];
@@ -678,34 +713,30 @@ export class CacheStore {
   private renderWith(e: CacheEntry, elapsed: number, fixed: number): DnsResponse {
     const src = e.chunkBuffer();
     const off = e.chunkOffset();
-    const len = src.readUInt16LE(off);
-    const n = src.readUInt16LE(off + 2);
+    const len = src[off] | (src[off + 1] << 8);
+    const n = src[off + 2] | (src[off + 3] << 8);
     const w = off + CHUNK_HEADER;
     const out = Buffer.allocUnsafe(len);
     src.copy(out, 0, w, w + len);
-    const t = w + len;
-    const ttlOffsets = new Array<number>(n);
+    let layout = e.keptLayout();
+    if (layout === undefined) {
+      layout = layoutFromChunk(src, off);
+      // A hit entry keeps its layout (one object per entry, as many renders as it gets), and pays for it.
+      if (e.isIn(this.slab)) {
+        this.byteCount += e.keepLayout(layout);
+        if (this.byteCount > this.maxBytes) this.evict(e);
+      }
+    }
+    const offsets = layout.ttlOffsets;
+    const t = w + len + 2 * n;
     for (let i = 0; i < n; i++) {
-      const at = src.readUInt16LE(t + 2 * i);
-      ttlOffsets[i] = at;
       let v = fixed;
       if (v < 0) {
-        v = src.readUInt32LE(t + 2 * n + 4 * i) - elapsed;
+        v = src.readUInt32LE(t + 4 * i) - elapsed;
         if (v < 0) v = 0;
       }
-      writeTtl(out, at, v);
+      writeTtl(out, offsets[i], v);
     }
-    const layout: MessageLayout = {
-      questionEnd: src.readUInt16LE(off + 4),
-      answerCount: (out[6] << 8) | out[7],
-      authorityCount: (out[8] << 8) | out[9],
-      ttlOffsets,
-      optStart: -1,
-      optEnd: -1,
-      optTtl: 0,
-      minTtl: src.readInt32LE(off + 6),
-      soaNegativeTtl: src.readInt32LE(off + 10),
-    };
     const res = DnsResponse.fromWire(out, layout);
     if (e.authoritative) res.authoritative = true;
     const ede = e.ede;
