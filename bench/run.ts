@@ -740,6 +740,33 @@ function report(rows: Row[], defs: PeerDef[]): { markdown: string; ratios: Recor
     }
   }
   if (others.length > 0) lines.push(`- codexdns QPS ÷ each peer's: ${others.join('; ')}`);
+  // Issue 20 asks for the median of the rounds and their spread, beside the best run above.
+  const med = (a: number[]): number => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
+  const medians = new Map<string, { qps: number; us: number }>();
+  lines.push('');
+  lines.push('Medians of the rounds [spread], QPS and CPU µs/query, with the 1-minute load average of each run:');
+  lines.push('');
+  lines.push('| | set | QPS median [min–max] | µs/query median [min–max] | load average per run |');
+  lines.push('|---|---|---|---|---|');
+  for (const row of rows) {
+    for (const set of ['hits', 'misses'] as const) {
+      const runs = (row.all ?? []).filter((r) => r.set === set);
+      if (runs.length === 0) continue;
+      const q = runs.map((r) => r.qps);
+      const c = runs.map((r) => r.cpuUsPerQuery ?? NaN).filter((x) => Number.isFinite(x));
+      const m = { qps: med(q), us: c.length > 0 ? med(c) : NaN };
+      medians.set(`${row.id}/${set}`, m);
+      lines.push(`| ${row.label} | ${set} | ${(m.qps / 1000).toFixed(1)}k [${(Math.min(...q) / 1000).toFixed(1)}–${(Math.max(...q) / 1000).toFixed(1)}] | ` +
+        `${c.length > 0 ? `${m.us.toFixed(1)} [${Math.min(...c).toFixed(1)}–${Math.max(...c).toFixed(1)}]` : '?'} | ${runs.map((r) => r.load?.split(' ')[0] ?? '?').join(', ')} |`);
+    }
+  }
+  const mr = (a: string, b: string): string => {
+    const x = medians.get(a);
+    const y = medians.get(b);
+    return x && y ? `${(x.qps / y.qps).toFixed(2)} (by CPU µs/query ${(y.us / x.us).toFixed(2)})` : '—';
+  };
+  lines.push('');
+  lines.push(`- medians: codexdns hits ÷ bare ${mr('codexdns/hits', 'bare/hits')}; misses ÷ unbound ${mr('codexdns/misses', 'unbound/misses')}; misses ÷ relay ${mr('codexdns/misses', 'relay/misses')}`);
   return {
     markdown: lines.join('\n'),
     ratios: { hitsVsBare: hitRatio, missesVsUnbound: missRatio, missesVsRelay: relayRatio, hitsVsBareByCpu: hitCost, missesVsUnboundByCpu: missCost, missesVsRelayByCpu: relayCost },
