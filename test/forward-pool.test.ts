@@ -6,6 +6,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import * as dgram from 'node:dgram';
+import { startServer, startFakeUpstream, type TestServer } from '../testing';
 import { UdpPool, buildQuery, questionEndOf, type RejectReason, type UdpPoolOptions, type UdpPoolSink, type UdpTryOwner } from '../plugins/forward/exchange';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -291,6 +292,36 @@ describe('forward: UDP socket pool', () => {
       assert.equal(p.inFlight, 0);
     } finally {
       p.close();
+    }
+  });
+});
+
+async function metric(s: TestServer, name: string): Promise<number> {
+  const m = s.server.metrics.registry.getSingleMetric(name);
+  if (!m) return NaN;
+  const v = await m.get();
+  return v.values.reduce((a, x) => a + x.value, 0);
+}
+
+describe('forward: the pool in the server', () => {
+  test('queries go out through the pool; its gauges and counters are exported', async () => {
+    const up = await startFakeUpstream();
+    const s = await startServer(`servers:
+  - listen: [udp://127.0.0.1:0]
+    plugins:
+      - forward: { to: [${up.address}], max_concurrent: 50 }
+`);
+    try {
+      for (let i = 0; i < 5; i++) up.set(`p${i}.test`, 'A', '192.0.2.1');
+      for (let i = 0; i < 5; i++) assert.equal((await s.query(`p${i}.test`, 'A')).rcode, 'NOERROR');
+      assert.equal(await metric(s, 'codexdns_forward_udp_sockets_opened_total'), 5, 'one new socket for each of the first tries');
+      assert.equal(await metric(s, 'codexdns_forward_udp_sockets'), 5);
+      assert.equal(await metric(s, 'codexdns_forward_udp_inflight_tries'), 0);
+      assert.equal(await metric(s, 'codexdns_forward_udp_inflight_tries_limit'), 51);
+      assert.equal(await metric(s, 'codexdns_forward_udp_pool_exhausted_total'), 0);
+    } finally {
+      await s.stop();
+      await up.stop();
     }
   });
 });
