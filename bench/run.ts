@@ -48,6 +48,8 @@ const ALL_ROWS = ['bare', 'packet', 'relay', 'relay-fresh', 'dnsmasq', 'unbound'
 const LIFETIME_S = 600 + ALL_ROWS.length * 2 * REPEAT * (QUIET_WAIT_S > 0 ? 3 : 1) * (QUIET_WAIT_S + SECONDS + 15);
 type RowId = (typeof ALL_ROWS)[number];
 const DEFAULT_ROWS: RowId[] = ['bare', 'packet', 'relay', 'dnsmasq', 'unbound', 'codexdns'];
+/** `BENCH_SETS=misses` (or `hits`): only those runs, e.g. for a --cpu-prof of the miss path alone. */
+const SETS = (process.env.BENCH_SETS ?? 'hits,misses').split(',').map((s) => s.trim()).filter((s): s is 'hits' | 'misses' => s === 'hits' || s === 'misses');
 
 function selectedRows(): RowId[] {
   const raw = process.env.BENCH_ONLY;
@@ -668,7 +670,7 @@ interface Row {
   skipped?: string;
   error?: string;
   /** Every measured run when BENCH_REPEAT > 1 (the row keeps the best QPS of each set). */
-  all?: Array<RunResult & { set: SetName }>;
+  all?: Array<RunResult & { set: SetName; load?: string }>;
 }
 
 function fmtQps(r: RunResult | undefined, applies: boolean): string {
@@ -715,14 +717,18 @@ function report(rows: Row[], defs: PeerDef[]): { markdown: string; ratios: Recor
     a?.cpuUsPerQuery != null && b?.cpuUsPerQuery != null && a.cpuUsPerQuery > 0 ? b.cpuUsPerQuery / a.cpuUsPerQuery : null;
   const hitCost = costRatio(cx?.hits, by('bare')?.hits);
   const missCost = costRatio(cx?.misses, by('unbound')?.misses);
+  const relayRatio = ratio(cx?.misses, by('relay')?.misses);
+  const relayCost = costRatio(cx?.misses, by('relay')?.misses);
   const verdict = (r: number | null, cost: number | null, target: number): string =>
     r === null
       ? 'not measured'
       : `${r.toFixed(2)} (target ≥ ${target.toFixed(2)}: ${r >= target ? 'met' : 'MISSED'}); ` +
         `by CPU µs/query: ${cost === null ? '?' : cost.toFixed(2)}`;
   lines.push('');
-  lines.push(`- codexdns cache hits QPS ÷ bare Node responder's: ${verdict(hitRatio, hitCost, 0.8)}`);
-  lines.push(`- codexdns cache misses QPS ÷ unbound's (1 thread): ${verdict(missRatio, missCost, 1.0)}`);
+  // Issue 20's targets.
+  lines.push(`- codexdns cache hits QPS ÷ bare Node responder's: ${verdict(hitRatio, hitCost, 0.9)}`);
+  lines.push(`- codexdns cache misses QPS ÷ unbound's (1 thread): ${verdict(missRatio, missCost, 1.5)}`);
+  lines.push(`- codexdns cache misses QPS ÷ the one-socket Node relay's: ${verdict(relayRatio, relayCost, 0.6)}`);
   const others: string[] = [];
   if (cx !== undefined && cx.skipped === undefined) {
     for (const r of rows) {
@@ -734,9 +740,36 @@ function report(rows: Row[], defs: PeerDef[]): { markdown: string; ratios: Recor
     }
   }
   if (others.length > 0) lines.push(`- codexdns QPS ÷ each peer's: ${others.join('; ')}`);
+  // Issue 20 asks for the median of the rounds and their spread, beside the best run above.
+  const med = (a: number[]): number => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
+  const medians = new Map<string, { qps: number; us: number }>();
+  lines.push('');
+  lines.push('Medians of the rounds [spread], QPS and CPU µs/query, with the 1-minute load average of each run:');
+  lines.push('');
+  lines.push('| | set | QPS median [min–max] | µs/query median [min–max] | load average per run |');
+  lines.push('|---|---|---|---|---|');
+  for (const row of rows) {
+    for (const set of ['hits', 'misses'] as const) {
+      const runs = (row.all ?? []).filter((r) => r.set === set);
+      if (runs.length === 0) continue;
+      const q = runs.map((r) => r.qps);
+      const c = runs.map((r) => r.cpuUsPerQuery ?? NaN).filter((x) => Number.isFinite(x));
+      const m = { qps: med(q), us: c.length > 0 ? med(c) : NaN };
+      medians.set(`${row.id}/${set}`, m);
+      lines.push(`| ${row.label} | ${set} | ${(m.qps / 1000).toFixed(1)}k [${(Math.min(...q) / 1000).toFixed(1)}–${(Math.max(...q) / 1000).toFixed(1)}] | ` +
+        `${c.length > 0 ? `${m.us.toFixed(1)} [${Math.min(...c).toFixed(1)}–${Math.max(...c).toFixed(1)}]` : '?'} | ${runs.map((r) => r.load?.split(' ')[0] ?? '?').join(', ')} |`);
+    }
+  }
+  const mr = (a: string, b: string): string => {
+    const x = medians.get(a);
+    const y = medians.get(b);
+    return x && y ? `${(x.qps / y.qps).toFixed(2)} (by CPU µs/query ${(y.us / x.us).toFixed(2)})` : '—';
+  };
+  lines.push('');
+  lines.push(`- medians: codexdns hits ÷ bare ${mr('codexdns/hits', 'bare/hits')}; misses ÷ unbound ${mr('codexdns/misses', 'unbound/misses')}; misses ÷ relay ${mr('codexdns/misses', 'relay/misses')}`);
   return {
     markdown: lines.join('\n'),
-    ratios: { hitsVsBare: hitRatio, missesVsUnbound: missRatio, hitsVsBareByCpu: hitCost, missesVsUnboundByCpu: missCost },
+    ratios: { hitsVsBare: hitRatio, missesVsUnbound: missRatio, missesVsRelay: relayRatio, hitsVsBareByCpu: hitCost, missesVsUnboundByCpu: missCost, missesVsRelayByCpu: relayCost },
   };
 }
 
@@ -849,7 +882,7 @@ async function main(): Promise<void> {
   }
 
   for (let rep = 0; rep < REPEAT; rep++) {
-    for (const set of ['hits', 'misses'] as const) {
+    for (const set of SETS) {
       // The pairs behind the two targets run back to back (bare responder then codexdns for hits, unbound then
       // codexdns for misses), so that a drift of the machine affects both sides alike.
       const partner: RowId = set === 'hits' ? 'bare' : 'unbound';
@@ -863,10 +896,12 @@ async function main(): Promise<void> {
             if (QUIET_WAIT_S > 0) await waitQuiet();
             const file = set === 'hits' ? hitsFile : await missFile(a.missRuns++);
             const r = await measure(a.proc, a.port, file);
-            (a.row.all ??= []).push({ set, ...r });
+            // The machine's load beside each figure (shared machines: other builds and tests run meanwhile).
+            const load = os.loadavg().map((x) => x.toFixed(2)).join(' ');
+            (a.row.all ??= []).push({ set, load, ...r });
             console.log(`[${a.def.label}] ${set}: ${r.qps.toFixed(0)} QPS, ${r.cpuUsPerQuery?.toFixed(1) ?? '?'} µs/query, ` +
               `server CPU ${r.serverCpuPct.toFixed(0)}%, lost ${r.lostPct.toFixed(2)}%, ` +
-              `avg latency ${r.avgLatencyMs?.toFixed(2) ?? '?'} ms, ${r.rcodes}` +
+              `avg latency ${r.avgLatencyMs?.toFixed(2) ?? '?'} ms, ${r.rcodes}, load average ${load}` +
               (r.otherCpuPct >= BUSY_PCT ? ` — other processes used ${r.otherCpuPct.toFixed(0)}% of a CPU meanwhile` : ''));
             const disturbed = r.otherCpuPct >= BUSY_PCT;
             const best = a.row[set];

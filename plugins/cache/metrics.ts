@@ -37,6 +37,7 @@ interface MetricSet {
   readonly prefetch: Counter<'server'>;
   readonly servedStale: Counter<'server'>;
   readonly bytes: Gauge<'server'>;
+  readonly slabBytes: Gauge<'server'>;
   readonly sizeDrops: Counter<'server' | 'reason'>;
   readonly sources: Set<Source>;
 }
@@ -61,7 +62,8 @@ function metricSet(factory: MetricsFactory): MetricSet {
     evictions: factory.counter({ subsystem, name: 'evictions_total', help: 'Entries pushed out of a full cache (least recently used first).', labelNames: ['server', 'type'], collect: flush }),
     prefetch: factory.counter({ subsystem, name: 'prefetch_total', help: 'Popular entries refreshed before they expired.', labelNames: ['server'], collect: flush }),
     servedStale: factory.counter({ subsystem, name: 'served_stale_total', help: 'Expired entries served because the answer from below failed or was late (RFC 8767).', labelNames: ['server'], collect: flush }),
-    bytes: factory.gauge({ subsystem, name: 'bytes', help: 'Estimated memory held by cache entries (wire bytes plus per-entry overhead), bounded by max_bytes.', labelNames: ['server'], collect: flush }),
+    bytes: factory.gauge({ subsystem, name: 'bytes', help: 'Memory held by cache entries (each its slab chunk plus its object and map slot), bounded by max_bytes.', labelNames: ['server'], collect: flush }),
+    slabBytes: factory.gauge({ subsystem, name: 'slab_bytes', help: 'Slab pages the cache holds (chunks in use and free): the wire part of cache_bytes plus the pages\' free room.', labelNames: ['server'], collect: flush }),
     sizeDrops: factory.counter({
       subsystem,
       name: 'size_drops_total',
@@ -91,6 +93,7 @@ function flushSource(m: MetricSet, s: Source): void {
   m.entries.set({ server, type: 'success' }, s.store.successCount);
   m.entries.set({ server, type: 'denial' }, s.store.denialCount);
   m.bytes.set({ server }, s.store.bytes);
+  m.slabBytes.set({ server }, s.store.slabBytes);
 }
 
 /** Connects one cache instance's numbers to the registry; `detach` (at shutdown) reports the last of them. */
@@ -117,6 +120,7 @@ export function bindCacheMetrics(factory: MetricsFactory, server: string, stats:
         m.entries.remove({ server, type: 'success' });
         m.entries.remove({ server, type: 'denial' });
         m.bytes.remove({ server });
+        m.slabBytes.remove({ server });
       }
     },
   };

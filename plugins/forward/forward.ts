@@ -3,10 +3,10 @@
  * exchange, failover in policy order within a deadline, health accounting, `max_concurrent` and `client_share`.
  *
  * Per query the hot path allocates the merge key, one Flight (shared by every identical query) with the list of
- * its waiters' addresses, the upstream query bytes, one socket and one timer; listeners and timer callbacks are shared functions that find their
- * state on the socket or in the timer's argument — no closures per query.
+ * its waiters' addresses, the upstream query bytes and one timer; the UDP try takes a slot in the upstream's
+ * socket pool (a fixed-size table, no socket per query). Listeners and timer callbacks are shared functions that
+ * find their state on the socket or in the timer's argument — no closures per query.
  */
-import type * as dgram from 'node:dgram';
 import { performance } from 'node:perf_hooks';
 import type { QueryContext } from '../../core/context';
 import type { Logger } from '../../core/log';
@@ -14,7 +14,7 @@ import { RepeatingWarning } from '../../core/primitives/rateLimitedLog';
 import { DnsResponse } from '../../core/response';
 import { Flag, Rcode } from '../../core/wire/constants';
 import { layoutOf, type MessageLayout } from '../../core/wire/message';
-import { buildQuery, closeTry, edeOf, isTruncated, nextId, questionEndOf, startUdpTry, type RejectReason, type UdpTryOwner } from './exchange';
+import { buildQuery, edeOf, isTruncated, questionEndOf, type RejectReason, type UdpTryOwner } from './exchange';
 import type { ForwardMetrics, RejectReasonLabel } from './metrics';
 import type { Policy } from './policy';
 import type { HealthOptions, TcpConnection, TcpOwner, Upstream } from './upstream';
@@ -212,7 +212,10 @@ export class Forwarder {
 }
 
 /** Socket errors that say this machine ran short, not that the upstream failed. */
-const LOCAL_ERRORS = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM', 'EADDRINUSE', 'EADDRNOTAVAIL']);
+const LOCAL_ERRORS = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM', 'EADDRINUSE', 'EADDRNOTAVAIL', 'EPOOLFULL']);
+
+/** The upstream's UDP pool had no room for another try (its in-flight table full): our shortage, counted by the pool. */
+const POOL_FULL: Error = Object.assign(new Error('the UDP socket pool is full'), { code: 'EPOOLFULL' });
 
 function onTryTimer(f: Flight): void {
   f.onTimeout();
@@ -247,7 +250,8 @@ export class Flight implements UdpTryOwner, TcpOwner {
   private skipMask = 0;
   private current: Upstream | null = null;
   private currentIndex = 0;
-  private sock: dgram.Socket | null = null;
+  /** The current UDP try's key in the upstream's pool (-1: none). */
+  private udpKey = -1;
   private tcpConn: TcpConnection | null = null;
   private tcpId = 0;
   /** The current try is the TCP retry of a truncated UDP answer (its failure says nothing of UDP health). */
@@ -334,9 +338,9 @@ export class Flight implements UdpTryOwner, TcpOwner {
       return;
     }
     up.m.requests.inc();
-    this.query.writeUInt16BE(nextId(), 0);
     this.sentAt = performance.now();
-    this.sock = startUdpTry(this, up.family, up.host, up.peerAddress, up.port, this.query, this.qEnd);
+    this.udpKey = up.udp.send(this);
+    if (this.udpKey === -1) this.onUdpError(POOL_FULL);
   }
 
   private armTimer(): void {
@@ -360,9 +364,9 @@ export class Flight implements UdpTryOwner, TcpOwner {
       clearTimeout(this.timer);
       this.timer = null;
     }
-    if (this.sock !== null) {
-      closeTry(this.sock);
-      this.sock = null;
+    if (this.udpKey !== -1) {
+      (this.current as Upstream).udp.cancel(this.udpKey, this);
+      this.udpKey = -1;
     }
     if (this.tcpConn !== null) {
       this.tcpConn.cancel(this.tcpId, this);

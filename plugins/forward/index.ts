@@ -66,13 +66,15 @@ export const forward = definePlugin({
     const priv = options.private !== undefined ? resolveUpstreams(api, 'private', options.private, own) : undefined;
 
     const metrics = new ForwardMetrics(api.metrics);
-    const labels = `${to.map((u) => u.label).join(',')}|${priv?.map((u) => u.label).join(',') ?? '-'}`;
+    const labels = `${to.map((u) => u.label).join(',')}|${priv?.map((u) => u.label).join(',') ?? '-'}|${options.max_concurrent}`;
+    // Every distinct question in flight may be at one upstream at once, plus its health probe.
+    const pool = { maxInFlight: options.max_concurrent + 1 };
     // Health and TCP connections survive a reload with unchanged options (and unchanged resolv.conf contents).
     const groups = api.retain<RetainedGroups>(
       `upstreams:${labels}`,
       () => ({
-        main: new UpstreamGroup(to.map((a) => new Upstream(a, metrics, api.log)), createPolicy(options.policy)),
-        priv: priv && new UpstreamGroup(priv.map((a) => new Upstream(a, metrics, api.log)), createPolicy(options.policy)),
+        main: new UpstreamGroup(to.map((a) => new Upstream(a, metrics, api.log, pool)), createPolicy(options.policy)),
+        priv: priv && new UpstreamGroup(priv.map((a) => new Upstream(a, metrics, api.log, pool)), createPolicy(options.policy)),
       }),
       (g) => {
         g.main.close();

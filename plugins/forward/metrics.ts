@@ -5,6 +5,7 @@
 import type { Counter, Gauge, Histogram } from 'prom-client';
 import type { MetricsFactory } from '../../core/metricsRegistry';
 import { RCODE_NAMES } from '../../core/wire/constants';
+import type { UdpPoolSink } from './exchange';
 
 /** prom-client's bound children, as far as we use them. */
 export interface CounterChild { inc(value?: number): void }
@@ -30,6 +31,28 @@ export function registerInFlight(src: InFlightSource): () => void {
   return () => inFlightSources.delete(src);
 }
 
+/** A UDP socket pool as its gauges see it. */
+export interface PoolSource {
+  readonly sockets: number;
+  readonly inFlight: number;
+  readonly capacity: number;
+}
+
+// The live pools by upstream label (several forward instances may share a label: their figures add up).
+const poolSources = new Map<PoolSource, string>();
+
+export function registerPool(to: string, pool: PoolSource): () => void {
+  poolSources.set(pool, to);
+  return () => poolSources.delete(pool);
+}
+
+function sumPools(g: Gauge<'to'>, read: (p: PoolSource) => number): void {
+  g.reset();
+  const by = new Map<string, number>();
+  for (const [p, to] of poolSources) by.set(to, (by.get(to) ?? 0) + read(p));
+  for (const [to, v] of by) g.set({ to }, v);
+}
+
 export class ForwardMetrics {
   readonly requests: Counter<'to'>;
   readonly duration: Histogram<'to' | 'rcode'>;
@@ -49,6 +72,13 @@ export class ForwardMetrics {
   readonly localAnswers: Counter<string>;
   readonly upstreamUp: Gauge<'to'>;
   readonly inFlight: Gauge<'server'>;
+  readonly udpSockets: Gauge<'to'>;
+  readonly udpTries: Gauge<'to'>;
+  readonly udpTriesLimit: Gauge<'to'>;
+  readonly udpSocketsOpened: Counter<'to'>;
+  readonly udpSocketsRetired: Counter<'to'>;
+  readonly udpIdCollisions: Counter<'to'>;
+  readonly udpPoolExhausted: Counter<'to'>;
   private readonly ignoredChildren = new Map<string, CounterChild>();
 
   constructor(factory: MetricsFactory) {
@@ -100,6 +130,34 @@ export class ForwardMetrics {
         for (const s of inFlightSources) this.set({ server: s.block }, s.merging);
       },
     });
+    this.udpSockets = factory.gauge({
+      name: 'udp_sockets',
+      help: 'UDP sockets open to each upstream (its pool: in use, and retired ones still waiting for their last answer).',
+      labelNames: ['to'],
+      collect(this: Gauge<'to'>) {
+        sumPools(this, (p) => p.sockets);
+      },
+    });
+    this.udpTries = factory.gauge({
+      name: 'udp_inflight_tries',
+      help: 'UDP tries waiting for an answer in each upstream\'s pool (its in-flight table; bounded by udp_inflight_tries_limit).',
+      labelNames: ['to'],
+      collect(this: Gauge<'to'>) {
+        sumPools(this, (p) => p.inFlight);
+      },
+    });
+    this.udpTriesLimit = factory.gauge({
+      name: 'udp_inflight_tries_limit',
+      help: 'Size of each upstream pool\'s in-flight table: tries beyond it fail at once (udp_pool_exhausted_total).',
+      labelNames: ['to'],
+      collect(this: Gauge<'to'>) {
+        sumPools(this, (p) => p.capacity);
+      },
+    });
+    this.udpSocketsOpened = factory.counter({ name: 'udp_sockets_opened_total', help: 'UDP sockets opened to each upstream (each bound by the kernel to a random port).', labelNames: ['to'] });
+    this.udpSocketsRetired = factory.counter({ name: 'udp_sockets_retired_total', help: 'UDP sockets retired after their query or age limit, so source ports keep changing.', labelNames: ['to'] });
+    this.udpIdCollisions = factory.counter({ name: 'udp_id_collisions_total', help: 'Random IDs drawn again because another try on the same socket had them.', labelNames: ['to'] });
+    this.udpPoolExhausted = factory.counter({ name: 'udp_pool_exhausted_total', help: 'UDP tries not sent because the upstream pool\'s in-flight table (or its socket numbers) was full.', labelNames: ['to'] });
   }
 
   rejected(reason: RejectReasonLabel): void {
@@ -124,8 +182,18 @@ export class UpstreamMetrics {
   readonly timeouts: CounterChild;
   readonly tcpFailures: CounterChild;
   private readonly byRcode: (HistogramChild | undefined)[] = [];
+  /** What the upstream's UDP pool reports to. */
+  readonly poolSink: UdpPoolSink;
 
   constructor(private readonly metrics: ForwardMetrics, private readonly to: string) {
+    this.poolSink = {
+      stray: (reason) => metrics.ignored(reason),
+      opened: metrics.udpSocketsOpened.labels(to),
+      retired: metrics.udpSocketsRetired.labels(to),
+      idCollisions: metrics.udpIdCollisions.labels(to),
+      exhausted: metrics.udpPoolExhausted.labels(to),
+    };
+    this.poolSink.exhausted.inc(0);
     this.requests = metrics.requests.labels(to);
     this.healthcheckFailures = metrics.healthcheckFailures.labels(to);
     this.truncated = metrics.truncatedRetries.labels(to);

@@ -5,10 +5,9 @@
 import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../../core/log';
-import { buildProbe, closeTry, mismatch, nextId, questionEndOf, startUdpTry, type RejectReason, type UdpTryOwner } from './exchange';
+import { UDP_POOL_SIZE, UDP_SOCKET_MAX_AGE_MS, UDP_SOCKET_MAX_QUERIES, UdpPool, buildProbe, mismatch, nextId, questionEndOf, type RejectReason, type UdpPoolOptions, type UdpTryOwner } from './exchange';
 import type { ForwardMetrics } from './metrics';
-import { UpstreamMetrics } from './metrics';
-import type * as dgram from 'node:dgram';
+import { UpstreamMetrics, registerPool } from './metrics';
 
 // ---------------------------------------------------------------------------------------------- addresses
 
@@ -223,7 +222,10 @@ export class Upstream implements UpstreamAddress {
   /** The source address its datagrams arrive from ('' for a scoped address: the connected socket checks it). */
   readonly peerAddress: string;
   readonly tcp: TcpPool;
+  /** The UDP sockets its tries go out on. */
+  readonly udp: UdpPool;
   readonly m: UpstreamMetrics;
+  private readonly unregisterPool: () => void;
   /**
    * Consecutive failures that count against the upstream: failed health probes and transport errors (CoreDNS's
    * rule). A try that merely timed out is not one: the authority behind a good upstream may be slow or lame for
@@ -241,7 +243,7 @@ export class Upstream implements UpstreamAddress {
    */
   tcpFailedAt = -Infinity;
 
-  constructor(addr: UpstreamAddress, metrics: ForwardMetrics, private readonly log: Logger) {
+  constructor(addr: UpstreamAddress, metrics: ForwardMetrics, private readonly log: Logger, pool: Partial<UdpPoolOptions> = {}) {
     this.host = addr.host;
     this.port = addr.port;
     this.family = addr.family;
@@ -250,6 +252,13 @@ export class Upstream implements UpstreamAddress {
     this.tcp = new TcpPool(addr.host, addr.port, (reason) => metrics.ignored(reason));
     this.m = new UpstreamMetrics(metrics, addr.label);
     this.m.setUp(true);
+    this.udp = new UdpPool(addr.family, addr.host, this.peerAddress, addr.port, {
+      size: pool.size ?? UDP_POOL_SIZE,
+      maxInFlight: pool.maxInFlight ?? 1024,
+      maxQueries: pool.maxQueries ?? UDP_SOCKET_MAX_QUERIES,
+      maxAgeMs: pool.maxAgeMs ?? UDP_SOCKET_MAX_AGE_MS,
+    }, this.m.poolSink);
+    this.unregisterPool = registerPool(addr.label, this.udp);
   }
 
   /** A failure that counts (transport error, failed probe). Returns true when this marks the upstream down. */
@@ -293,13 +302,15 @@ export class Upstream implements UpstreamAddress {
   close(): void {
     this.probing?.cancel();
     this.tcp.close();
+    this.udp.close();
+    this.unregisterPool();
   }
 }
 
 class Probe implements UdpTryOwner, TcpOwner {
   readonly query: Buffer;
   readonly qEnd: number;
-  private sock: dgram.Socket | null = null;
+  private udpKey = -1;
   private tcp: { conn: TcpConnection; id: number } | null = null;
   private timer: NodeJS.Timeout | null = null;
   private done = false;
@@ -316,8 +327,9 @@ class Probe implements UdpTryOwner, TcpOwner {
     if (this.opts.forceTcp) {
       this.tcp = this.up.tcp.send(this);
     } else {
-      this.query.writeUInt16BE(nextId(), 0);
-      this.sock = startUdpTry(this, this.up.family, this.up.host, this.up.peerAddress, this.up.port, this.query, this.qEnd);
+      this.udpKey = this.up.udp.send(this);
+      // A full pool is our own shortage: no verdict on the upstream.
+      if (this.udpKey === -1) this.finish(null);
     }
   }
 
@@ -330,7 +342,8 @@ class Probe implements UdpTryOwner, TcpOwner {
     if (this.done) return;
     this.done = true;
     if (this.timer !== null) clearTimeout(this.timer);
-    if (this.sock !== null) closeTry(this.sock);
+    this.up.udp.cancel(this.udpKey, this);
+    this.udpKey = -1;
     if (this.tcp !== null) this.tcp.conn.cancel(this.tcp.id, this);
     this.up.probing = null;
     if (ok === true) this.up.answered();
