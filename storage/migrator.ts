@@ -338,7 +338,10 @@ export class Migrator {
     if (poolMax < 2) return fn();
     const trx = await this.knex.transaction();
     try {
-      const key = hash32(set.tableName);
+      // Per schema: instances in other schemas of the same database migrate other tables and must not wait.
+      const searchPath = (this.knex.client as { config?: { searchPath?: string | string[] } }).config?.searchPath;
+      const schema = Array.isArray(searchPath) ? searchPath.join(',') : (searchPath ?? '');
+      const key = hash32(`${schema}|${set.tableName}`);
       let got = false;
       for (let attempt = 1; attempt <= this.lockRetry.attempts; attempt++) {
         const res = (await trx.raw('select pg_try_advisory_xact_lock(?, ?) as got', [ADVISORY_CLASS_ID, key])) as {

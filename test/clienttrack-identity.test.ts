@@ -85,7 +85,7 @@ async function ready(t: Tracker): Promise<void> {
 /** Runs what is queued and writes what is pending. */
 async function settle(r: Rig): Promise<void> {
   assert.equal(await r.t.pool.drain(5000), true);
-  await r.t.batcher.flushAll(Date.now() + 5000);
+  assert.equal(await r.t.batcher.flushAll(performance.now() + 5000), true);
 }
 
 describe('clienttrack identity hooks: identified', () => {

@@ -212,13 +212,27 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzStats> {
   const tcpShare = o.tcpShare ?? 0.1;
   const burst = o.burst ?? 64;
   const stats: FuzzStats = { sent: 0, udpSent: 0, tcpSent: 0, udpReplies: 0, tcpReplies: 0, maxRatio: 0, maxRatioQuery: 0, maxRatioReply: 0, largestUdpReply: 0, elapsedMs: 0, timedOut: false, violations: 0, examples: [] };
-  const sizeById = new Uint16Array(65536);
-  const flagsById = new Uint16Array(65536);
-  const arById = new Uint16Array(65536);
-  const udp = dgram.createSocket('udp4');
-  await new Promise<void>((r) => udp.bind(0, '127.0.0.1', () => r()));
-  udp.on('error', () => undefined);
-  udp.on('message', (msg) => {
+  /**
+   * One UDP socket per 65,536 packets: the ID is a sequence number, and a forwarded query may be answered
+   * seconds later, so after a wrap a late reply on a shared socket would be checked against the wrong query.
+   */
+  interface Lap {
+    readonly udp: dgram.Socket;
+    readonly sizeById: Uint16Array;
+    readonly flagsById: Uint16Array;
+    readonly arById: Uint16Array;
+  }
+  const laps: Lap[] = [];
+  const newLap = async (): Promise<Lap> => {
+    const lap: Lap = { udp: dgram.createSocket('udp4'), sizeById: new Uint16Array(65536), flagsById: new Uint16Array(65536), arById: new Uint16Array(65536) };
+    await new Promise<void>((r) => lap.udp.bind(0, '127.0.0.1', () => r()));
+    lap.udp.on('error', () => undefined);
+    lap.udp.on('message', (msg) => onReply(lap, msg));
+    laps.push(lap);
+    return lap;
+  };
+  const onReply = (lap: Lap, msg: Buffer): void => {
+    const { sizeById, flagsById, arById } = lap;
     stats.udpReplies++;
     if (msg.length > stats.largestUdpReply) stats.largestUdpReply = msg.length;
     if (msg.length < 2) return;
@@ -236,7 +250,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzStats> {
       stats.maxRatioQuery = q;
       stats.maxRatioReply = msg.length;
     }
-  });
+  };
 
   const conns: (net.Socket | null)[] = [null, null, null, null];
   const open = (i: number): net.Socket => {
@@ -258,6 +272,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzStats> {
 
   const started = Date.now();
   let seq = 0;
+  let lap = await newLap();
   const window = o.window ?? 2000;
   let lastSeen = 0;
   try {
@@ -280,14 +295,16 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzStats> {
         } else {
           if (p.length >= 2) {
             seq = (seq + 1) & 0xffff;
+            if (seq === 0) lap = await newLap();
             p.writeUInt16BE(seq, 0);
+            const { sizeById, flagsById, arById } = lap;
             sizeById[seq] = p.length;
             if (p.length >= 12) {
               flagsById[seq] = p.readUInt16BE(2);
               arById[seq] = p.readUInt16BE(10);
             }
           }
-          udp.send(p, o.port, '127.0.0.1');
+          lap.udp.send(p, o.port, '127.0.0.1');
           stats.udpSent++;
         }
       }
@@ -312,7 +329,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzStats> {
   } finally {
     stats.elapsedMs = Date.now() - started;
     for (const c of conns) c?.destroy();
-    udp.close();
+    for (const l of laps) l.udp.close();
   }
   return stats;
 }
