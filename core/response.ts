@@ -24,6 +24,8 @@ export class DnsResponse {
    * most briefly, since it says more about that moment than about the name.
    */
   localFailure = false;
+  /** The server that gave this answer (`IP:port`), set by a plugin that asks others (forward): for logs. */
+  upstream: string | undefined = undefined;
   /** Send nothing at all (a rate limiter's `drop` action). */
   dropped = false;
   private wireBytes: Buffer | undefined;

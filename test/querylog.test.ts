@@ -161,6 +161,7 @@ function serverTests(makeDb: () => Promise<Db>): void {
       assert.equal(newest.type, 'A');
       assert.equal(newest.rcode, 'NOERROR');
       assert.equal(newest.answeredBy, 'forward');
+      assert.equal(newest.upstream, `127.0.0.1:${up.port}`, 'the upstream that answered');
       assert.ok(typeof newest.durationMs === 'number' && newest.durationMs >= 0);
       assert.ok(!Number.isNaN(Date.parse(newest.time)));
       const ids = all.body.queries.map((q: Json) => q.id);
@@ -170,6 +171,7 @@ function serverTests(makeDb: () => Promise<Db>): void {
       const byName = (n: string): Json[] => all.body.queries.filter((q: Json) => q.name === n);
       assert.deepEqual(byName('a.example').map((q) => q.answeredBy).sort(), ['cache', 'forward']);
       assert.equal(byName('a.example').find((q) => q.answeredBy === 'cache')?.cached, true);
+      assert.equal(byName('a.example').find((q) => q.answeredBy === 'cache')?.upstream, null, 'a cache hit asked nobody');
       const blocked = byName('ads.blocked.test')[0];
       assert.equal(blocked.blocked, true);
       assert.equal(blocked.answeredBy, 'blocker');

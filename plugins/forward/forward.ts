@@ -263,6 +263,7 @@ export class Flight implements UdpTryOwner, TcpOwner {
   private readonly deadlineAt: number;
   private servfail: Buffer | null = null;
   private servfailLayout: MessageLayout | null = null;
+  private servfailFrom: string | undefined = undefined;
   /** A TC=1 answer whose TCP retry failed: what UDP clients get when nothing better comes. */
   private truncated: Buffer | null = null;
   private truncatedLayout: MessageLayout | null = null;
@@ -436,11 +437,12 @@ export class Flight implements UdpTryOwner, TcpOwner {
     if (rcode === Rcode.SERVFAIL) {
       this.servfail = reply;
       this.servfailLayout = layout;
+      this.servfailFrom = up.label;
       this.skipMask |= 1 << this.currentIndex;
       this.tryNext();
       return;
     }
-    this.succeed(reply, layout);
+    this.succeed(reply, layout, up.label);
   }
 
   onUdpError(err: Error): void {
@@ -510,10 +512,10 @@ export class Flight implements UdpTryOwner, TcpOwner {
 
   // ------------------------------------------------------------------------------------------- settling
 
-  private succeed(reply: Buffer, layout: MessageLayout): void {
+  private succeed(reply: Buffer, layout: MessageLayout, upstream: string | undefined): void {
     this.done = true;
     this.fwd.settle(this);
-    this.deliver(reply, layout, edeOf(reply, layout), false);
+    this.deliver(reply, layout, edeOf(reply, layout), false, upstream);
   }
 
   /**
@@ -527,7 +529,7 @@ export class Flight implements UdpTryOwner, TcpOwner {
       this.deliverTruncated(this.truncated, this.truncatedLayout as MessageLayout);
       return;
     }
-    if (this.servfail !== null) return this.succeed(this.servfail, this.servfailLayout as MessageLayout);
+    if (this.servfail !== null) return this.succeed(this.servfail, this.servfailLayout as MessageLayout, this.servfailFrom);
     this.done = true;
     this.fwd.settle(this);
     this.deliverFailure(why);
@@ -564,19 +566,20 @@ export class Flight implements UdpTryOwner, TcpOwner {
     if (more !== null) for (let i = 0; i < more.length; i++) one(more[i], (this.moreTcp as boolean[])[i]);
   }
 
-  private deliver(reply: Buffer, layout: MessageLayout, ede: Ede | undefined, local: boolean): void {
-    this.call(this.first, reply, layout, ede, local);
+  private deliver(reply: Buffer, layout: MessageLayout, ede: Ede | undefined, local: boolean, upstream?: string): void {
+    this.call(this.first, reply, layout, ede, local, upstream);
     const more = this.more;
-    if (more !== null) for (let i = 0; i < more.length; i++) this.call(more[i], reply, layout, ede, local);
+    if (more !== null) for (let i = 0; i < more.length; i++) this.call(more[i], reply, layout, ede, local, upstream);
   }
 
-  private call(cb: Callback, reply: Buffer, layout: MessageLayout, ede: Ede | undefined, local: boolean): void {
+  private call(cb: Callback, reply: Buffer, layout: MessageLayout, ede: Ede | undefined, local: boolean, upstream?: string): void {
     try {
       // Each waiter its own DnsResponse over the same bytes (responses are never written in place); the
       // writer gives each client its own ID, question case and OPT.
       const res = DnsResponse.fromWire(reply, layout);
       if (ede !== undefined) res.ede = ede;
       if (local) res.localFailure = true;
+      res.upstream = upstream;
       cb(null, res);
     } catch (e) {
       // One waiter's failure downstream must not keep the answer from the others.

@@ -131,8 +131,7 @@ export class QueryLog {
       qtype: ctx.query.qtype,
       rcode: res.dropped ? -1 : flagsWord & 0x0f,
       answeredBy: res.plugin === '' ? 'core' : res.plugin,
-      // forward does not say on the context which upstream answered (see README): nothing to record yet.
-      upstream: null,
+      upstream: res.upstream ?? null,
       durationUs: Math.round((performance.now() - ctx.startedAt) * 1000),
       flags,
     };
