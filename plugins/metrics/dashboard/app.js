@@ -125,7 +125,8 @@
     });
     renderBreaker(s.breaker);
     $('kpi-qps').textContent = fmt(s.qps);
-    $('kpi-hit').textContent = s.cacheHitRatio === null ? '–' : fmt(s.cacheHitRatio * 100) + '%';
+    // An idle second has no ratio of its own: the header keeps the last one seen rather than blanking.
+    if (s.cacheHitRatio !== null) $('kpi-hit').textContent = fmt(s.cacheHitRatio * 100) + '%';
     $('updated').textContent = 'updated ' + new Date(s.t).toLocaleTimeString();
   }
 
