@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import './v8Flags';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ConfigError, formatIssue } from '../config/errors';
 import { loadConfigFile, storageOptions } from '../config/load';
@@ -49,8 +50,17 @@ async function migrate(action: string | undefined, file: string): Promise<number
   if (action !== 'up' && action !== 'down' && action !== 'status' && action !== 'unlock') fail(`migrate takes up, down, status or unlock\n${USAGE}`, 2);
   const cfg = await loadConfigFile(file, builtinCatalog);
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const { openStorage } = require('../storage/open') as typeof import('../storage/open');
-  const storage = await openStorage(storageOptions(cfg.storage), { baseDir: cfg.dir });
+  const { openStorage, sqliteFilename } = require('../storage/open') as typeof import('../storage/open');
+  const options = storageOptions(cfg.storage);
+  if (action !== 'up' && options.client === 'sqlite3') {
+    // Only `up` may create the database: asking about one must not leave an empty file behind.
+    const filename = sqliteFilename(options, cfg.dir);
+    if (filename !== ':memory:' && !fs.existsSync(filename)) {
+      process.stdout.write(`no database at ${filename}: nothing is applied (\`codexdns migrate up\` or the server's start creates it)\n`);
+      return 0;
+    }
+  }
+  const storage = await openStorage(options, { baseDir: cfg.dir });
   try {
     if (action === 'up') {
       const done = await storage.migrate.latest();

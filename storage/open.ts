@@ -136,7 +136,8 @@ function knexLog(log: StorageLogger): Knex.Config['log'] {
   };
 }
 
-function sqliteFilename(cfg: StorageConfig, baseDir: string): string {
+/** The SQLite file a configuration names, resolved against `baseDir` (or `:memory:`). */
+export function sqliteFilename(cfg: StorageConfig, baseDir: string): string {
   const c = cfg.connection;
   let filename: unknown;
   if (typeof c === 'string') filename = c;

@@ -125,3 +125,25 @@ describe('codexdns CLI', () => {
     assert.match(r.stderr, /Corefile\.yaml:2:14 option listen: .*address already in use/);
   });
 });
+
+describe('cli: read-only commands create nothing', () => {
+  test('migrate status, down and unlock on a SQLite file that does not exist leave no file; up creates it', () => {
+    const file = tmpConfig('servers:\n  - listen: [udp://127.0.0.1:5399]\n    plugins: [forward: { to: [127.0.0.1:5398] }]\nstorage: { client: sqlite3, connection: { filename: ./data/db.sqlite } }\n');
+    const dir = path.dirname(file);
+    try {
+      for (const action of ['status', 'down', 'unlock']) {
+        const r = spawnSync(process.execPath, [CLI, 'migrate', action, '--conf', file], { encoding: 'utf8' });
+        assert.equal(r.status, 0, r.stderr);
+        assert.match(r.stdout, /no database at .*db\.sqlite: nothing is applied/);
+        assert.ok(!fs.existsSync(path.join(dir, 'data')), `migrate ${action} created ${path.join(dir, 'data')}`);
+      }
+      const up = spawnSync(process.execPath, [CLI, 'migrate', 'up', '--conf', file], { encoding: 'utf8' });
+      assert.equal(up.status, 0, up.stderr);
+      assert.ok(fs.existsSync(path.join(dir, 'data', 'db.sqlite')));
+      const status = spawnSync(process.execPath, [CLI, 'migrate', 'status', '--conf', file], { encoding: 'utf8' });
+      assert.deepEqual((JSON.parse(status.stdout) as { pending: string[] }).pending, []);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
