@@ -39,3 +39,8 @@ export class OptionError extends Error {
     this.option = option;
   }
 }
+
+/** `dhcp.leases[0]` → `['dhcp', 'leases', 0]`: where an OptionError's option is in the YAML. */
+export function optionPath(option: string): (string | number)[] {
+  return option.split('.').flatMap((s) => s.split(/\[(\d+)\]/).filter(Boolean).map((x) => (/^\d+$/.test(x) ? Number(x) : x)));
+}

@@ -8,7 +8,7 @@ import type { AnyPluginDefinition } from '../core/plugin';
 import { normaliseName } from '../core/wire/names';
 import { LogSchema, ServerBlockSchema, StorageSchema, TopSchema } from './coreSchema';
 import { loadCustomPlugin } from './customPlugin';
-import { ConfigError, type ConfigIssue } from './errors';
+import { ConfigError, OptionError, optionPath, type ConfigIssue } from './errors';
 import { parseListen } from './listen';
 import { PositionIndex, type Path, type Position } from './positions';
 import { validateAgainst, type SchemaProblem } from './validate';
@@ -151,7 +151,7 @@ export async function parseConfig(text: string, file: string, catalog: PluginCat
     const seen = new Map<string, number>();
     for (let i = 0; i < entries.length; i++) {
       const entryPath: Path = [...blockPath, 'plugins', i];
-      const entry = await resolveEntry(entries[i], entryPath, dir, catalog, positions, issues, at, report);
+      const entry = await resolveEntry(entries[i], entryPath, dir, block.listen as string[], catalog, positions, issues, at, report);
       if (!entry) continue;
       if (seen.has(entry.name)) {
         issues.push(at(positions.of(entryPath), `listed twice in this block (first at entry ${seen.get(entry.name)! + 1})`, { plugin: entry.name }));
@@ -209,7 +209,7 @@ function optionName(p: readonly (string | number)[]): string {
 type At = (pos: Position, message: string, extra?: Partial<ConfigIssue>) => ConfigIssue;
 
 async function resolveEntry(
-  value: unknown, entryPath: Path, dir: string, catalog: PluginCatalog, positions: PositionIndex, issues: ConfigIssue[], at: At,
+  value: unknown, entryPath: Path, dir: string, listen: readonly string[], catalog: PluginCatalog, positions: PositionIndex, issues: ConfigIssue[], at: At,
   report: (base: Path, problems: SchemaProblem[], plugin?: string) => void,
 ): Promise<PluginEntryConfig | undefined> {
   let name: string;
@@ -269,10 +269,23 @@ async function resolveEntry(
     return undefined;
   }
   const copy = JSON.parse(JSON.stringify(options)) as Record<string, unknown>;
+  const label = source === 'builtin' ? name : `${name} (${source})`;
   const problems = validateAgainst(definition.options, copy);
   if (problems.length) {
-    report(optionsPath, problems, source === 'builtin' ? name : `${name} (${source})`);
+    report(optionsPath, problems, label);
     return undefined;
+  }
+  if (definition.check) {
+    try {
+      definition.check(copy, { resolvePath: (p) => path.resolve(dir, p), listen });
+    } catch (err) {
+      if (err instanceof OptionError) {
+        issues.push(at(positions.of([...optionsPath, ...optionPath(err.option)]), err.message, { plugin: label, option: err.option }));
+      } else {
+        issues.push(at(positions.of(entryPath), `checking the options failed: ${(err as Error).message}`, { plugin: label }));
+      }
+      return undefined;
+    }
   }
   return { name, definition, options: copy, signature: JSON.stringify(options) + version, source, path: entryPath, optionsPath };
 }

@@ -28,6 +28,14 @@ export interface BlockInfo {
   localAddresses(): readonly string[];
 }
 
+/** What a plugin's `check` may use: reading, never binding or writing. */
+export interface CheckContext {
+  /** Resolves a path from the configuration against the configuration file's folder. */
+  resolvePath(p: string): string;
+  /** The server block's `listen` entries as written. */
+  readonly listen: readonly string[];
+}
+
 /** Phase one of setup: publish hooks before anyone taps. */
 export interface DeclareApi {
   readonly block: BlockInfo;
@@ -131,6 +139,13 @@ export interface PluginDefinition<S extends TSchema = TSchema, Own extends objec
    * limit) listed after a plugin that `answers` (cache) would be skipped for what that plugin answers.
    */
   readonly role?: PluginRole | ((options: Static<S>) => PluginRole | undefined);
+  /**
+   * Checks of the options that a schema cannot express (a CIDR that parses, an address with a valid port, a time
+   * of day), without side effects: no socket, no timer, no storage. `codexdns validate` and start-up both run it,
+   * so validate reports everything start-up would refuse. Throw `OptionError(option, message)`: it is reported
+   * at that option's line and column.
+   */
+  check?(options: Static<S>, context: CheckContext): void;
   declare?(api: DeclareApi): Own;
   setup(api: PluginApi<Own>, options: Static<S>): void | Promise<void>;
 }

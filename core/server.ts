@@ -8,7 +8,7 @@ import { ListenError, TcpListener, UdpListener, isWildcard, type ListenSpec } fr
 import { MetricsHub } from './metricsRegistry';
 import type { BlockInfo } from './plugin';
 import { LazyStorage } from './storageAccess';
-import { ConfigError, OptionError, formatIssue, type ConfigIssue } from '../config/errors';
+import { ConfigError, OptionError, formatIssue, optionPath, type ConfigIssue } from '../config/errors';
 import { displayName, loadConfigFile, parseConfig, type CoreConfig, type PluginCatalog, type ServerBlockConfig } from '../config/load';
 import { builtinCatalog } from '../plugins/catalog';
 
@@ -220,8 +220,7 @@ export class CodexServer {
     const plugin = entry.source === 'builtin' ? entry.name : `${entry.name} (${entry.source})`;
     let issue: ConfigIssue;
     if (cause instanceof OptionError) {
-      const segs = cause.option.split('.').flatMap((s) => s.split(/\[(\d+)\]/).filter(Boolean).map((x) => (/^\d+$/.test(x) ? Number(x) : x)));
-      const pos = cfg.positions.of([...entry.optionsPath, ...segs]);
+      const pos = cfg.positions.of([...entry.optionsPath, ...optionPath(cause.option)]);
       issue = { file, line: pos.line, col: pos.col, plugin, option: cause.option, message: cause.message, severity: 'error' };
     } else {
       const pos = cfg.positions.of(entry.path);

@@ -79,6 +79,10 @@ export default definePlugin({
   role: 'guard',
   description: 'Refuses queries from clients outside the allowed networks',
   options,
+  check(opts) {
+    parseList(opts.allow, 'allow');
+    parseList(opts.deny, 'deny');
+  },
   setup(api, opts) {
     const staticAllow = parseList(opts.allow, 'allow');
     const deny = parseList(opts.deny, 'deny');

@@ -58,9 +58,13 @@ export const forward = definePlugin({
   description: 'Forwards queries to upstream resolvers: failover, health checks, merged identical queries, forgery-resistant exchanges',
   options: ForwardOptions,
   role: 'answers',
-  setup(api, options) {
+  check(options, context) {
     if (options.timeout <= 0) throw new OptionError('timeout', 'must be above 0');
     if (options.deadline <= 0) throw new OptionError('deadline', 'must be above 0');
+    checkEntries('to', options.to, context.resolvePath);
+    if (options.private !== undefined) checkEntries('private', options.private, context.resolvePath);
+  },
+  setup(api, options) {
     const own = ownEndpoints(api);
     const to = resolveUpstreams(api, 'to', options.to, own);
     const priv = options.private !== undefined ? resolveUpstreams(api, 'private', options.private, own) : undefined;
@@ -136,6 +140,23 @@ function ownEndpoints(api: PluginApi): Set<string> {
     for (const h of hosts) out.add(`${canonicalIp(h, h.includes(':') ? 6 : 4)}|${spec.port}`);
   }
   return out;
+}
+
+/** Each `to`/`private` entry is an address or a readable resolv.conf: what start-up would refuse, said at its entry. */
+function checkEntries(option: 'to' | 'private', entries: readonly string[], resolvePath: (p: string) => string): void {
+  entries.forEach((entry, i) => {
+    if (isResolvConfPath(entry)) {
+      const file = resolvePath(entry);
+      try {
+        readResolvConf(file);
+      } catch (err) {
+        throw new OptionError(`${option}[${i}]`, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      }
+      return;
+    }
+    const a = parseUpstream(entry);
+    if (typeof a === 'string') throw new OptionError(`${option}[${i}]`, a);
+  });
 }
 
 function isOwn(own: Set<string>, a: UpstreamAddress): boolean {
