@@ -147,3 +147,21 @@ describe('cli: read-only commands create nothing', () => {
     }
   });
 });
+
+describe('cli: a listener that cannot bind', () => {
+  test('is reported at its listen line, with no misleading database warning first', async () => {
+    const taken = dgram.createSocket('udp4');
+    await new Promise<void>((r) => taken.bind(0, '127.0.0.1', () => r()));
+    const port = taken.address().port;
+    const file = tmpConfig(`servers:\n  - listen: [udp://127.0.0.1:${port}]\n    plugins:\n      - acl: {}\n      - clienttrack: {}\n      - forward: { to: [127.0.0.1:5399] }\nstorage: { client: sqlite3, connection: { filename: ./data/db.sqlite } }\n`);
+    try {
+      const r = spawnSync(process.execPath, [CLI, '--conf', file], { encoding: 'utf8', timeout: 30_000 });
+      assert.equal(r.status, 1);
+      assert.match(r.stderr, /Corefile\.yaml:2:\d+ option listen: udp:\/\/127\.0\.0\.1:\d+: address already in use/);
+      assert.doesNotMatch(r.stdout + r.stderr, /database unavailable/);
+    } finally {
+      taken.close();
+      fs.rmSync(path.dirname(file), { recursive: true, force: true });
+    }
+  });
+});

@@ -434,8 +434,9 @@ export class Tracker {
   private async doClose(timeoutMs: number): Promise<void> {
     const deadline = this.clock.now() + timeoutMs;
     this.pool.close();
-    // Still waiting for the index: run the held jobs without it rather than lose them.
-    if (this.state === 'loading') this.enterDegraded();
+    // Still waiting for the index: run the held jobs without it rather than lose them (no warning: stopping
+    // early, e.g. a listener that could not bind, says nothing about the database).
+    if (this.state === 'loading') this.enterDegraded(false);
     const drained = await this.pool.drain(Math.max(0, deadline - this.clock.now()));
     const flushed = await this.batcher.flushAll(deadline);
     const lost = this.batcher.close();
@@ -575,10 +576,10 @@ export class Tracker {
     }
   }
 
-  private enterDegraded(): void {
+  private enterDegraded(warn = true): void {
     if (this.state !== 'loading') return;
     this.state = 'degraded';
-    this.log.warn('client index not loaded (database unavailable): tracking without it until it loads; clients seen meanwhile are sorted into new and known then', {
+    if (warn) this.log.warn('client index not loaded (database unavailable): tracking without it until it loads; clients seen meanwhile are sorted into new and known then', {
       waited_ms: Math.round(this.clock.now() - this.loadStartedAt),
     });
     this.pool.resume();
