@@ -100,6 +100,19 @@ function schemaAt(root: JsonSchema, schemaPath: string): JsonSchema | undefined 
   return node as JsonSchema | undefined;
 }
 
+/**
+ * The schema's own words for a failed value: an `errorMessage` string on the node that failed (or on the
+ * property holding an `anyOf` that did), so a plugin says "a time such as 07:30" rather than a raw pattern.
+ */
+function customMessage(root: JsonSchema, schemaPath: string): string | undefined {
+  const parent = schemaPath.replace(/\/[^/]+$/, '');
+  for (const p of [parent, parent.replace(/\/(anyOf|oneOf)\/\d+.*$/, ''), schemaPath.replace(/\/(anyOf|oneOf)$/, '')]) {
+    const m = schemaAt(root, p)?.errorMessage;
+    if (typeof m === 'string') return m;
+  }
+  return undefined;
+}
+
 function describe(errors: ErrorObject[], root: JsonSchema): SchemaProblem[] {
   const out: SchemaProblem[] = [];
   const seen = new Set<string>();
@@ -112,7 +125,10 @@ function describe(errors: ErrorObject[], root: JsonSchema): SchemaProblem[] {
   for (const e of errors) {
     const path = pathOf(e.instancePath);
     let problem: SchemaProblem;
-    if (durationPaths.has(e.instancePath)) {
+    const custom = e.keyword === 'additionalProperties' || e.keyword === 'required' ? undefined : customMessage(root, e.schemaPath);
+    if (custom !== undefined) {
+      problem = { path, message: custom };
+    } else if (durationPaths.has(e.instancePath)) {
       problem = { path, message: 'must be a duration such as 500ms, 30s, 5m or 24h' };
     } else if (e.keyword === 'additionalProperties') {
       const key = String((e.params as { additionalProperty: string }).additionalProperty);

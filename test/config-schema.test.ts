@@ -10,6 +10,8 @@ import { parseConfig } from '../config/load';
 import { ConfigError, formatIssue } from '../config/errors';
 import { configJsonSchema } from '../config/schemaExport';
 import { builtinCatalog } from '../plugins/catalog';
+import { Type } from '../config/types';
+import { definePlugin } from '../core/plugin';
 
 const root = path.resolve(__dirname, '..', '..');
 
@@ -79,4 +81,26 @@ describe('config: YAML syntax errors carry their line and column', () => {
       assert.ok(!lines.some((l) => /:1:1 YAML/.test(l)) || /:1:1/.test(expected.source), `not every error at 1:1: ${lines.join('\n')}`);
     });
   }
+});
+
+describe('config: a schema can say what it wants in its own words', () => {
+  test('errorMessage replaces the raw pattern (and an anyOf failure), at the option', async () => {
+    const hours = definePlugin({
+      name: 'quiet-hours',
+      options: Type.Object({
+        from: Type.String({ pattern: '^([01]\\d|2[0-3]):[0-5]\\d$', default: '22:00', errorMessage: 'a time of day such as 07:30 (00:00 to 23:59)' }),
+        days: Type.Union([Type.Literal('weekdays'), Type.Literal('all')], { default: 'all', errorMessage: 'weekdays or all' }),
+        plain: Type.String({ pattern: '^x+$', default: 'x' }),
+      }),
+      setup() {},
+    });
+    const catalog = { get: (n: string) => (n === 'quiet-hours' ? (hours as never) : builtinCatalog.get(n)), names: () => [...builtinCatalog.names(), 'quiet-hours'] };
+    const err = await parseConfig('servers:\n  - listen: [udp://127.0.0.1:5353]\n    plugins:\n      - quiet-hours: { from: "25:00", days: sometimes, plain: y }\n', '/tmp/Corefile.yaml', catalog).then(() => null, (e: unknown) => e);
+    assert.ok(err instanceof ConfigError);
+    const lines = err.issues.map(formatIssue);
+    assert.ok(lines.some((l) => /:4:30 plugin quiet-hours: option from: a time of day such as 07:30 \(00:00 to 23:59\)$/.test(l)), lines.join('\n'));
+    assert.ok(lines.some((l) => /option days: weekdays or all$/.test(l)), lines.join('\n'));
+    assert.ok(lines.some((l) => /option plain: must match pattern/.test(l)), 'without errorMessage the schema error stays');
+    assert.ok(!lines.some((l) => /option from: must match pattern/.test(l)), lines.join('\n'));
+  });
 });
