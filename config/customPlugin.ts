@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -34,7 +35,13 @@ export async function loadCustomPlugin(spec: string, configDir: string): Promise
   }
   const stat = fs.statSync(file);
   const version = `${stat.mtimeMs}-${stat.size}`;
-  const mod = await importFresh(file, version);
+  let mod: unknown;
+  try {
+    mod = await importFresh(file, version);
+  } catch (err) {
+    const where = locate(err, file);
+    throw new Error(`${where ?? file}: ${err instanceof Error ? err.message : String(err)}`);
+  }
   const definition = pickDefinition(mod);
   if (!definition) throw new Error(`${file}: exports no plugin definition (export default definePlugin({ name, options, setup }))`);
   return { definition, file, version };
@@ -67,6 +74,36 @@ async function importFresh(file: string, version: string): Promise<unknown> {
     esmUrls.set(file, entry);
   }
   return import(entry.url);
+}
+
+/**
+ * `FILE:LINE:COL` of what went wrong inside a plugin file that failed to load: from the stack (a CommonJS syntax
+ * error's first line and caret, or the first frame in the file), else, for an ES module's syntax error (whose
+ * stack names no file), from `node --check` — run only on this failure path.
+ */
+function locate(err: unknown, file: string): string | undefined {
+  const stack = err instanceof Error ? (err.stack ?? '') : '';
+  const fromCaret = (text: string): string | undefined => {
+    const lines = text.split('\n');
+    const head = new RegExp(`^${escapeRe(file)}:(\\d+)$`).exec(lines[0] ?? '');
+    if (head === null) return undefined;
+    const caret = (lines[2] ?? '').indexOf('^');
+    return `${file}:${head[1]}:${caret >= 0 ? caret + 1 : 1}`;
+  };
+  const direct = fromCaret(stack);
+  if (direct !== undefined) return direct;
+  const url = pathToFileURL(file).href;
+  const frame = new RegExp(`(?:${escapeRe(file)}|${escapeRe(url)}(?:\\?[^:]*)?):(\\d+):(\\d+)`).exec(stack);
+  if (frame !== null) return `${file}:${frame[1]}:${frame[2]}`;
+  if (err instanceof SyntaxError) {
+    const check = spawnSync(process.execPath, ['--check', file], { encoding: 'utf8', timeout: 10_000 });
+    return fromCaret(check.stderr ?? '');
+  }
+  return undefined;
+}
+
+function escapeRe(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 function nearestPackageType(file: string): string | undefined {
