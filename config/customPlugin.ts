@@ -33,21 +33,53 @@ export async function loadCustomPlugin(spec: string, configDir: string): Promise
       throw new Error(`package ${spec} is not installed (npm install ${spec} next to the configuration)`);
     }
   }
-  const stat = fs.statSync(file);
-  const version = `${stat.mtimeMs}-${stat.size}`;
+  // The files it required count too: a saved helper module is a new version of the plugin.
+  const versionOf = (): string => [file, ...(localDeps.get(file) ?? [])].map(fileVersion).join('|');
   let mod: unknown;
   try {
-    mod = await importFresh(file, version);
+    mod = await importFresh(file, versionOf());
   } catch (err) {
     const where = locate(err, file);
     throw new Error(`${where ?? file}: ${err instanceof Error ? err.message : String(err)}`);
   }
   const definition = pickDefinition(mod);
   if (!definition) throw new Error(`${file}: exports no plugin definition (export default definePlugin({ name, options, setup }))`);
+  const version = versionOf();
+  loadedVersions.set(file, version);
   return { definition, file, version };
 }
 
 const loadedVersions = new Map<string, string>();
+/** The local files (not under node_modules) each CommonJS plugin required when it was last loaded. */
+const localDeps = new Map<string, string[]>();
+
+function fileVersion(f: string): string {
+  try {
+    const st = fs.statSync(f);
+    return `${st.mtimeMs}-${st.size}`;
+  } catch {
+    return 'gone';
+  }
+}
+
+/**
+ * The plugin's own modules that `file` required, transitively (bounded), as loaded now: files in its folder or
+ * below, not under node_modules — not codexdns itself, nor any package.
+ */
+function localModules(file: string): string[] {
+  const out = new Set<string>();
+  const home = path.dirname(file) + path.sep;
+  const walk = (m: NodeModule | undefined, depth: number): void => {
+    for (const c of m?.children ?? []) {
+      if (out.has(c.filename) || out.size >= 256 || depth > 16 || !c.filename.startsWith(home) || c.filename.includes(`${path.sep}node_modules${path.sep}`)) continue;
+      out.add(c.filename);
+      walk(c, depth + 1);
+    }
+  };
+  walk(require.cache[file], 0);
+  out.delete(file);
+  return [...out];
+}
 /** The URL each ES module plugin was last imported under, with its version: reused while the file is unchanged. */
 const esmUrls = new Map<string, { version: string; url: string }>();
 
@@ -56,6 +88,7 @@ async function importFresh(file: string, version: string): Promise<unknown> {
   if (!esm) {
     if (loadedVersions.get(file) !== version) {
       const old = require.cache[file];
+      for (const dep of localDeps.get(file) ?? []) delete require.cache[dep];
       delete require.cache[file];
       // require() also lists every module it loads in module.children: drop the old copy there too, or it
       // stays reachable (and in memory) for the life of the process.
@@ -66,7 +99,9 @@ async function importFresh(file: string, version: string): Promise<unknown> {
     }
     loadedVersions.set(file, version);
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    return require(file);
+    const mod: unknown = require(file);
+    localDeps.set(file, localModules(file));
+    return mod;
   }
   let entry = esmUrls.get(file);
   if (entry === undefined || entry.version !== version) {

@@ -49,6 +49,9 @@ export class CodexServer {
   private storage: LazyStorage | null = null;
   private ready = false;
   private watcher: fs.FSWatcher | null = null;
+  /** Folders of custom plugin files (and their local imports), watched so a saved plugin reloads like the file. */
+  private readonly pluginWatchers = new Map<string, { watcher: fs.FSWatcher; names: Set<string> }>();
+  private reloadTimer: NodeJS.Timeout | null = null;
   private refreshTimer: NodeJS.Timeout | null = null;
   private reloading: Promise<ReloadResult> = Promise.resolve({ ok: true });
   private readonly catalog: PluginCatalog;
@@ -92,7 +95,10 @@ export class CodexServer {
     for (const c of chains) await c.startup('startup');
     this.refreshTimer = setInterval(() => void this.refreshWildcards(), 30_000);
     this.refreshTimer.unref();
-    if (this.opts.watch ?? cfg.reload.watch) this.watch(cfg);
+    if (this.opts.watch ?? cfg.reload.watch) {
+      this.watch(cfg);
+      this.watchPlugins(cfg);
+    }
     this.log.info('codexdns started', { listen: [...this.listeners.keys()].join(','), config: cfg.file });
   }
 
@@ -152,6 +158,7 @@ export class CodexServer {
     this.reloads.success++;
     this.reloadCounter.success.inc();
     for (const w of [...cfg.warnings, ...cfg.unguarded]) this.log.warn(formatIssue(w));
+    if (this.opts.watch ?? cfg.reload.watch) this.watchPlugins(cfg);
     this.log.info('configuration reloaded', { blocks: chains.length, plugins: chains.map((c) => c.entries.map((e) => e.name).join('>')).join(' | ') });
     return { ok: true };
   }
@@ -327,21 +334,72 @@ export class CodexServer {
 
   private watch(cfg: CoreConfig): void {
     const base = path.basename(cfg.file);
-    let timer: NodeJS.Timeout | null = null;
     try {
       this.watcher = fs.watch(cfg.dir, (_event, name) => {
         if (name !== null && name !== base) return;
-        if (timer) clearTimeout(timer);
-        timer = setTimeout(() => {
-          this.log.info('configuration file changed; reloading');
-          void this.reload();
-        }, this.config?.reload.debounceMs ?? 500);
-        timer.unref();
+        this.scheduleReload('configuration file changed; reloading');
       });
       this.watcher.on('error', (err) => this.log.warn('cannot watch the configuration file', { error: err.message }));
       this.watcher.unref();
     } catch (err) {
       this.log.warn('cannot watch the configuration file; SIGHUP still reloads', { error: (err as Error).message });
+    }
+  }
+
+  /** One reload after a burst of saves (an editor writes a file in several steps). */
+  private scheduleReload(why: string, fields?: Record<string, string>): void {
+    if (this.reloadTimer) clearTimeout(this.reloadTimer);
+    this.reloadTimer = setTimeout(() => {
+      this.log.info(why, fields);
+      void this.reload();
+    }, this.config?.reload.debounceMs ?? 500);
+    this.reloadTimer.unref();
+  }
+
+  /**
+   * Watches every custom plugin file of `cfg` and the files it required from its own folder or below (not
+   * packages: nothing under node_modules), by folder — an editor that saves by renaming replaces the file a per-file watch would hold. An ES module's
+   * own imports are not known to the loader: its file is watched, the files it imports are not.
+   */
+  private watchPlugins(cfg: CoreConfig): void {
+    const files = new Set<string>();
+    const add = (file: string, home: string, depth: number): void => {
+      if (files.has(file) || files.size >= 256 || depth > 16 || !file.startsWith(home) || file.includes(`${path.sep}node_modules${path.sep}`)) return;
+      files.add(file);
+      for (const child of require.cache[file]?.children ?? []) add(child.filename, home, depth + 1);
+    };
+    for (const b of cfg.servers) {
+      for (const p of b.plugins) if (p.source !== 'builtin' && path.isAbsolute(p.source)) add(p.source, path.dirname(p.source) + path.sep, 0);
+    }
+    const byDir = new Map<string, Set<string>>();
+    for (const f of files) {
+      const dir = path.dirname(f);
+      let names = byDir.get(dir);
+      if (names === undefined) byDir.set(dir, (names = new Set()));
+      names.add(path.basename(f));
+    }
+    for (const [dir, w] of this.pluginWatchers) {
+      if (byDir.has(dir)) continue;
+      w.watcher.close();
+      this.pluginWatchers.delete(dir);
+    }
+    for (const [dir, names] of byDir) {
+      const existing = this.pluginWatchers.get(dir);
+      if (existing !== undefined) {
+        existing.names.clear();
+        for (const n of names) existing.names.add(n);
+        continue;
+      }
+      try {
+        const entry = { watcher: fs.watch(dir, (_event, name) => {
+          if (name !== null && entry.names.has(name)) this.scheduleReload('plugin file changed; reloading', { file: path.join(dir, name) });
+        }), names };
+        entry.watcher.on('error', (err) => this.log.warn('cannot watch a plugin file', { dir, error: err.message }));
+        entry.watcher.unref();
+        this.pluginWatchers.set(dir, entry);
+      } catch (err) {
+        this.log.warn('cannot watch a plugin file; save Corefile.yaml or send SIGHUP to reload it', { dir, error: (err as Error).message });
+      }
     }
   }
 
@@ -351,6 +409,9 @@ export class CodexServer {
     this.stopped = true;
     await this.reloading.catch(() => undefined);
     this.watcher?.close();
+    for (const w of this.pluginWatchers.values()) w.watcher.close();
+    this.pluginWatchers.clear();
+    if (this.reloadTimer) clearTimeout(this.reloadTimer);
     if (this.refreshTimer) clearInterval(this.refreshTimer);
     const grace = this.config?.shutdownGraceMs ?? 5000;
     const stopUntil = performance.now() + grace;
