@@ -523,6 +523,7 @@ storage: { client: sqlite3, connection: { filename: ./clients.sqlite } }
       assert.equal(list.find((c) => c.ip === '127.0.60.1')?.filterGroup, 'bymac', 'API clients carry filterGroup');
       // The laptop moves to another address: its lease says so; discovery names it there.
       fs.writeFileSync(path.join(s.dir, 'dnsmasq.leases'), leases(['1900000000 aa:bb:cc:00:00:01 127.0.60.9 laptop *', '1900000000 aa:bb:cc:00:00:02 127.0.60.2 tablet *']));
+      await sleep(800); // discovery re-reads the lease file 200 ms after it changes
       await dig(s.port, 'ok.test', 'A', '127.0.60.9');
       await until('the moved laptop keeps its group', async () => (await api(port, '/api/filter/why?name=x&client=127.0.60.9')).body.group === 'bymac', 20_000);
       assert.match((await dig(s.port, 'mac.test', 'A', '127.0.60.9')).ede ?? '', /^15/);
