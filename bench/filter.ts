@@ -1,0 +1,249 @@
+/**
+ * bench/filter.ts — the filter plugin's memory and speed (issue 17, point 7). Bounded: it stops by itself.
+ *
+ *   node --expose-gc dist/bench/filter.js [--names 1000000] [--refreshes 20] [--seconds 5] [--rounds 3] [--skip-qps]
+ *
+ * 1. Generates `names` names in 4 lists locally and serves them from a loopback HTTP server.
+ * 2. Builds the tables as the plugin does (download → stream → sorted chunks → merge), sampling RSS every 10 ms:
+ *    bytes a name, peak RSS rise while building, and the event loop's delay meanwhile (the answer path's pause).
+ * 3. Refreshes all 4 lists `refreshes` times: RSS / heap after each (no growth allowed).
+ * 4. Verdict cost (ns) for hits and misses against the 4 tables.
+ * 5. Cache-hit QPS of a real server with and without the plugin (1 M names loaded), a UDP load generator in a
+ *    child process, `rounds` alternating rounds of `seconds` each.
+ */
+import { fork } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import * as v8 from 'node:v8';
+import * as vm from 'node:vm';
+import { buildConfig, loadAll, FilterState, options as filterOptions } from '../plugins/filter';
+import { startFakeUpstream, startServer } from '../testing';
+import { encodeQuery, parseArgs } from './common';
+
+const args = parseArgs(process.argv.slice(2));
+const N = Number(args.get('names') ?? 1_000_000);
+const REFRESHES = Number(args.get('refreshes') ?? 20);
+const SECONDS = Number(args.get('seconds') ?? 5);
+const ROUNDS = Number(args.get('rounds') ?? 3);
+
+function gc(): void {
+  const g = (globalThis as { gc?: () => void }).gc ?? (v8.setFlagsFromString('--expose-gc'), vm.runInNewContext('gc') as () => void);
+  g();
+  g();
+}
+const MB = (b: number): number => Math.round((b / 1e6) * 10) / 10;
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+const TLDS = ['com', 'net', 'org', 'io', 'de', 'co.uk', 'info', 'biz'];
+const WORDS = ['ads', 'track', 'metrics', 'cdn', 'stats', 'pixel', 'telemetry', 'beacon', 'tag', 'collect'];
+function makeName(r: () => number, i: number): string {
+  const letters = 'abcdefghijklmnopqrstuvwxyz0123456789';
+  const word = (min: number, max: number): string => {
+    const len = min + Math.floor(r() * (max - min + 1));
+    let s = '';
+    for (let k = 0; k < len; k++) s += letters[Math.floor(r() * letters.length)];
+    return s;
+  };
+  const base = `${word(4, 12)}.${TLDS[Math.floor(r() * TLDS.length)]}`;
+  const d = r();
+  return d < 0.3 ? base : d < 0.85 ? `${WORDS[Math.floor(r() * WORDS.length)]}${i % 97}.${base}` : `${word(2, 6)}.${WORDS[Math.floor(r() * WORDS.length)]}.${base}`;
+}
+
+async function main(): Promise<void> {
+  const out: Record<string, unknown> = { node: process.version, cpu: os.cpus()[0]?.model, cores: os.cpus().length, loadavg: os.loadavg().map((x) => Math.round(x * 100) / 100), names: N };
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'filter-bench-'));
+  const r = rng(1);
+  const sample: string[] = [];
+  for (let f = 0; f < 4; f++) {
+    const fd = fs.openSync(path.join(dir, `list${f}.txt`), 'w');
+    let buf = f === 0 ? '# hosts format\n' : '';
+    for (let i = 0; i < N / 4; i++) {
+      const n = makeName(r, i);
+      if (i % 1000 === 0) sample.push(n);
+      buf += f === 0 ? `0.0.0.0 ${n}\n` : f === 3 ? `||${n}^\n` : `${n}\n`;
+      if (buf.length > 1 << 20) {
+        fs.writeSync(fd, buf);
+        buf = '';
+      }
+    }
+    fs.writeSync(fd, buf);
+    fs.closeSync(fd);
+  }
+  const served = http.createServer((req, res) => {
+    const f = path.join(dir, path.basename(req.url ?? ''));
+    if (!fs.existsSync(f)) return void res.writeHead(404).end();
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    fs.createReadStream(f).pipe(res);
+  });
+  await new Promise<void>((res) => served.listen(0, '127.0.0.1', res));
+  const port = (served.address() as { port: number }).port;
+  const urls = [0, 1, 2, 3].map((f) => `http://127.0.0.1:${port}/list${f}.txt`);
+
+  // --- build ------------------------------------------------------------------------------------------------
+  const opts = { ...defaults(), block: urls, cache_dir: path.join(dir, 'copies') };
+  gc();
+  const base = process.memoryUsage();
+  let peak = base.rss;
+  const sampler = setInterval(() => {
+    const rss = process.memoryUsage().rss;
+    if (rss > peak) peak = rss;
+  }, 10);
+  const loop = monitorEventLoopDelay({ resolution: 1 });
+  loop.enable();
+  const built = buildConfig(opts, (p) => path.resolve(dir, p));
+  const state = new FilterState(built.sources, built.lists, built.groups, 10);
+  const t0 = performance.now();
+  await loadAll(state, built.limits);
+  const buildMs = performance.now() - t0;
+  loop.disable();
+  clearInterval(sampler);
+  gc();
+  const afterBuild = process.memoryUsage();
+  out.build = {
+    ms: Math.round(buildMs),
+    kept: state.engine.names,
+    tableMB: MB(state.engine.byteLength),
+    bytesPerName: Math.round((state.engine.byteLength / N) * 10) / 10,
+    peakRssRiseMB: MB(peak - base.rss),
+    heapPlusExternalRiseMB: MB(afterBuild.heapUsed + afterBuild.external + afterBuild.arrayBuffers - (base.heapUsed + base.external + base.arrayBuffers)),
+    rssAfterMB: MB(afterBuild.rss),
+    eventLoopDelayMs: { p50: loop.percentile(50) / 1e6, p99: loop.percentile(99) / 1e6, max: loop.max / 1e6 },
+  };
+  console.log(JSON.stringify({ build: out.build }));
+
+  // --- refreshes ----------------------------------------------------------------------------------------------
+  const rss: number[] = [];
+  const heap: number[] = [];
+  let refreshPeak = 0;
+  const s2 = setInterval(() => {
+    const x = process.memoryUsage().rss;
+    if (x > refreshPeak) refreshPeak = x;
+  }, 10);
+  const loop2 = monitorEventLoopDelay({ resolution: 1 });
+  loop2.enable();
+  for (let i = 0; i < REFRESHES; i++) {
+    for (const s of state.sources) {
+      s.etag = undefined;
+      s.lastModified = undefined;
+      await state.serialize(() => s.refresh(built.limits));
+    }
+    state.engine.recompile();
+    gc();
+    const m = process.memoryUsage();
+    rss.push(MB(m.rss));
+    heap.push(MB(m.heapUsed + m.arrayBuffers));
+  }
+  loop2.disable();
+  clearInterval(s2);
+  out.refreshes = { count: REFRESHES, rssMB: rss, heapPlusBuffersMB: heap, growthMB: Math.round((rss[rss.length - 1] - rss[0]) * 10) / 10, peakRssRiseOverFirstMB: MB(refreshPeak - afterBuild.rss), eventLoopDelayMs: { p99: loop2.percentile(99) / 1e6, max: loop2.max / 1e6 } };
+  console.log(JSON.stringify({ refreshes: out.refreshes }));
+
+  // --- verdict cost -------------------------------------------------------------------------------------------
+  const hits = sample.map((n, i) => (i % 2 === 0 ? n : `x${i}.${n}`));
+  const misses = hits.map((n, i) => `miss${i}.example-${i}.test`);
+  const ns = (names: string[]): number => {
+    let best = Infinity;
+    for (let round = 0; round < 5; round++) {
+      const t = process.hrtime.bigint();
+      for (let k = 0; k < 50; k++) for (const n of names) state.engine.verdict(state.groups.defaultIndex, n);
+      best = Math.min(best, Number(process.hrtime.bigint() - t) / (names.length * 50));
+    }
+    return Math.round(best);
+  };
+  const hitBlocked = hits.filter((n) => state.engine.verdict(state.groups.defaultIndex, n) === 1).length;
+  out.verdictNs = { hit: ns(hits), miss: ns(misses), hitsFound: `${hitBlocked}/${hits.length}` };
+  console.log(JSON.stringify({ verdictNs: out.verdictNs }));
+
+  // --- QPS ----------------------------------------------------------------------------------------------------
+  if (!args.has('skip-qps')) {
+    const up = await startFakeUpstream({ unknown: 'NOERROR', records: { 'hit.bench.test': { A: '192.0.2.1' } }, ttl: 3600 });
+    const text = (filter: boolean): string => `
+servers:
+  - listen: [udp://127.0.0.1:0]
+    plugins:
+${filter ? `      - filter: { block: [${urls.map((u) => `"${u}"`).join(', ')}], cache_dir: "${path.join(dir, 'copies')}", refresh: 24h, cname: ${args.get('cname') ?? 'true'} }\n` : ''}      - cache: { capacity: 1000 }
+      - forward: { to: ["${up.address}"] }
+`;
+    const without = await startServer(text(false));
+    const withF = await startServer(text(true));
+    const qps: { without: number[]; with: number[] } = { without: [], with: [] };
+    for (let round = 0; round < ROUNDS; round++) {
+      qps.without.push(await load(without.port));
+      qps.with.push(await load(withF.port));
+    }
+    await without.stop();
+    await withF.stop();
+    await up.stop();
+    const med = (a: number[]): number => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
+    out.qps = { ...qps, medianWithout: med(qps.without), medianWith: med(qps.with), ratio: Math.round((med(qps.with) / med(qps.without)) * 1000) / 1000, loadavg: os.loadavg().map((x) => Math.round(x * 100) / 100) };
+    console.log(JSON.stringify({ qps: out.qps }));
+  }
+  served.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+  console.log(JSON.stringify(out, null, 2));
+  process.exit(0);
+}
+
+function defaults(): import('../plugins/filter').FilterOptions {
+  // The schema's defaults, as the loader fills them in (durations in ms).
+  void filterOptions;
+  return {
+    block: [], allow: [], groups: [], answer: 'null', address: [], ttl: 60, cname: true, cache_dir: './data/filter', refresh: 86_400_000, jitter: 3_600_000, retry: 300_000,
+    file_check: 30_000, timeout: 120_000, max_size: 256 * 1024 * 1024, max_patterns: 1000, max_identities: 10_000, max_clients: 10_000, top_names: 1000,
+  };
+}
+
+/** Cache-hit load from a child process: a window of 64 queries in flight for SECONDS seconds; resolves with QPS. */
+function load(port: number): Promise<number> {
+  const script = `
+const dgram = require('node:dgram');
+const q = Buffer.from(process.argv[2], 'hex');
+const port = Number(process.argv[3]);
+const seconds = Number(process.argv[4]);
+const s = dgram.createSocket('udp4');
+let got = 0, id = 0, done = false;
+const send = () => { id = (id + 1) & 0xffff; q.writeUInt16BE(id, 0); s.send(q, port, '127.0.0.1'); };
+let last = Date.now();
+s.on('message', () => { if (done) return; got++; last = Date.now(); send(); });
+s.bind(0, '127.0.0.1', () => {
+  for (let i = 0; i < 64; i++) send();
+  const t0 = Date.now();
+  const warm = setTimeout(() => { got = 0; const t1 = Date.now(); setTimeout(() => { done = true; process.send({ qps: got / ((Date.now() - t1) / 1000) }); s.close(); }, seconds * 1000); }, 500);
+  // Lost packets shrink the window: refill it when nothing came back for 100 ms.
+  const top = setInterval(() => { if (!done && Date.now() - last > 100) for (let i = 0; i < 64; i++) send(); }, 100); top.unref();
+});`;
+  const f = path.join(os.tmpdir(), `filter-bench-load-${process.pid}.js`);
+  fs.writeFileSync(f, script);
+  return new Promise((resolve, reject) => {
+    const child = fork(f, [encodeQuery(1, 'hit.bench.test').toString('hex'), String(port), String(SECONDS)], { stdio: 'inherit' });
+    const killer = setTimeout(() => child.kill(), (SECONDS + 10) * 1000);
+    child.once('message', (m: { qps: number }) => {
+      clearTimeout(killer);
+      child.kill();
+      resolve(Math.round(m.qps));
+    });
+    child.once('error', reject);
+  });
+}
+
+const deadline = setTimeout(() => {
+  console.error('bench/filter: deadline reached, stopping');
+  process.exit(1);
+}, 20 * 60_000);
+deadline.unref();
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
