@@ -11,7 +11,11 @@ import { TopNames } from './topNames';
 
 export class FilterState {
   readonly engine: FilterEngine;
-  readonly counters: { queries: number; blocked: number }[];
+  /** Per group; plain numbers on the answer path, exported to /metrics by difference at each scrape. */
+  readonly counters: { queries: number; blocked: number; blockedCname: number; allowed: number }[];
+  /** Blocked queries per client address (the API's per-client view), bounded like the group cache. */
+  readonly blockedByClient = new Map<string, number>();
+  blockedByClientDropped = 0;
   readonly top: TopNames;
   /** The group names in order, the default group last. */
   readonly groupNames: string[];
@@ -27,7 +31,7 @@ export class FilterState {
   constructor(readonly sources: readonly Source[], lists: readonly GroupLists[], readonly groups: ClientGroups, topCapacity: number) {
     this.engine = new FilterEngine(lists, sources);
     this.groupNames = lists.map((l) => l.name);
-    this.counters = lists.map(() => ({ queries: 0, blocked: 0 }));
+    this.counters = lists.map(() => ({ queries: 0, blocked: 0, blockedCname: 0, allowed: 0 }));
     this.pauseUntil = lists.map(() => 0);
     this.top = new TopNames(topCapacity);
   }
@@ -37,6 +41,13 @@ export class FilterState {
     const p = this.chain.then(fn, fn);
     this.chain = p.catch(() => undefined);
     return p;
+  }
+
+  countBlockedClient(ip: string, max: number): void {
+    const n = this.blockedByClient.get(ip);
+    if (n !== undefined) this.blockedByClient.set(ip, n + 1);
+    else if (this.blockedByClient.size < max) this.blockedByClient.set(ip, 1);
+    else this.blockedByClientDropped++;
   }
 
   indexOfGroup(name: string): number {

@@ -194,7 +194,7 @@ export const filter = definePlugin({
     const built = buildConfig(o, (p) => api.resolvePath(p));
     const state = api.retain('state', () => new FilterState(built.sources, built.lists, built.groups, o.top_names));
     const limits = built.limits;
-    const metrics = registerFilterMetrics(api.metrics, api.block.name, state.groupNames, () => state);
+    const metrics = registerFilterMetrics(api.metrics, api.block.name, () => state);
     if (!state.loaded) {
       const started = performance.now();
       await loadAll(state, limits, api.log);
@@ -206,26 +206,28 @@ export const filter = definePlugin({
     const answer = new BlockedAnswer(o.answer, o.address, o.ttl);
     const own = api.own;
     const counters = state.counters;
-    const gm = metrics.groups;
     const names = state.groupNames;
 
     const blockedAnswer = (ctx: QueryContext, g: number, stage: 'query' | 'cname', target?: string): DnsResponse => {
       counters[g].blocked++;
-      (stage === 'query' ? gm[g].blockedQuery : gm[g].blockedCname).inc();
+      if (stage === 'cname') counters[g].blockedCname++;
       state.top.add(ctx.qname);
+      state.countBlockedClient(ctx.client.address, o.max_clients);
       if (own.blocked.isUsed()) own.blocked.call({ name: ctx.qname, client: ctx.client.address, group: names[g], stage, ...(target !== undefined ? { target } : {}) });
       return answer.reply(ctx);
     };
 
+    // Without groups every client is in the default group: no per-query address lookup.
+    const single = o.groups.length === 0;
+    const groupOf = (ip: string): number => (single ? 0 : groups.groupOf(ip));
     api.hooks.query.tap('filter', (ctx) => {
-      const g = groups.groupOf(ctx.client.address);
+      const g = groupOf(ctx.client.address);
       counters[g].queries++;
-      gm[g].queries.inc();
       if (state.paused(g)) return undefined;
       const v = engine.verdict(g, ctx.qname);
       if (v === Verdict.None) return undefined;
       if (v === Verdict.Allowed) {
-        gm[g].allowed.inc();
+        counters[g].allowed++;
         return undefined;
       }
       return blockedAnswer(ctx, g, 'query');
@@ -236,7 +238,7 @@ export const filter = definePlugin({
         if (res.dropped || res.ede?.code === 15) return res;
         const wire = res.wire;
         if (wire.length < 12 || wire.readUInt16BE(6) === 0) return res;
-        const g = groups.groupOf(ctx.client.address);
+        const g = groupOf(ctx.client.address);
         if (state.paused(g)) return res;
         const target = listedCname(wire, res, (name) => engine.verdict(g, name));
         return target === undefined ? res : blockedAnswer(ctx, g, 'cname', target);
@@ -248,7 +250,7 @@ export const filter = definePlugin({
     const m = api.hooksOf('metrics');
     if (m !== undefined) {
       addFilterRoutes(m, state);
-      m.apiClient.tap('filter', (c) => ({ ...c, filterGroup: names[groups.groupOf(c.ip)] }));
+      m.apiClient.tap('filter', (c) => ({ ...c, filterGroup: names[groupOf(c.ip)], filterBlocked: state.blockedByClient.get(c.ip) ?? 0 }));
     }
     const ct = api.hooksOf('clienttrack');
     if (ct !== undefined) {

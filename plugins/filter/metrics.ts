@@ -8,15 +8,7 @@ import type { FilterState } from './filterState';
 
 const SUBSYSTEM = 'filter';
 
-export interface GroupCounters {
-  readonly queries: Counter.Internal;
-  readonly blockedQuery: Counter.Internal;
-  readonly blockedCname: Counter.Internal;
-  readonly allowed: Counter.Internal;
-}
-
 export interface FilterMetrics {
-  readonly groups: GroupCounters[];
   readonly refreshes: Counter<'server' | 'source' | 'result'>;
 }
 
@@ -31,7 +23,30 @@ function countFrom(counter: Counter<'server'>, server: string, read: () => numbe
   };
 }
 
-export function registerFilterMetrics(factory: MetricsFactory, server: string, groupNames: readonly string[], state: () => FilterState): FilterMetrics {
+type Counts = FilterState['counters'][number];
+
+/** Per-group counters kept as plain numbers by the state (no prom-client call per query), exported by difference. */
+function groupCounter<L extends string>(counter: Counter<L>, state: () => FilterState, parts: readonly [(group: string) => Record<L, string>, (c: Counts) => number][]): void {
+  let marks: number[][] = [];
+  let seen: FilterState | undefined;
+  (counter as unknown as { collect: () => void }).collect = () => {
+    const st = state();
+    if (st !== seen) {
+      // A new state (options changed): its numbers start from 0.
+      seen = st;
+      marks = parts.map(() => st.counters.map(() => 0));
+    }
+    parts.forEach(([labels, read], p) => {
+      st.counters.forEach((c, i) => {
+        const n = read(c);
+        if (n > marks[p][i]) counter.inc(labels(st.groupNames[i]), n - marks[p][i]);
+        marks[p][i] = n;
+      });
+    });
+  };
+}
+
+export function registerFilterMetrics(factory: MetricsFactory, server: string, state: () => FilterState): FilterMetrics {
   const queries = factory.counter({ subsystem: SUBSYSTEM, name: 'queries_total', help: 'Queries the filter looked at, by client group', labelNames: ['server', 'group'] as const });
   const blocked = factory.counter({ subsystem: SUBSYSTEM, name: 'blocked_total', help: 'Queries answered as blocked, by group and stage (query: the name was listed; cname: a CNAME target of its answer was)', labelNames: ['server', 'group', 'stage'] as const });
   const allowed = factory.counter({ subsystem: SUBSYSTEM, name: 'allowed_total', help: 'Queries an allow rule or exception let through (whether or not a block rule also matched)', labelNames: ['server', 'group'] as const });
@@ -78,13 +93,12 @@ export function registerFilterMetrics(factory: MetricsFactory, server: string, g
   countFrom(factory.counter({ subsystem: SUBSYSTEM, name: 'identities_dropped_total', help: 'Client identities not kept because max_identities was reached', labelNames: ['server'] as const }), server, () => state().groups.identitiesDropped);
   countFrom(factory.counter({ subsystem: SUBSYSTEM, name: 'group_cache_evictions_total', help: 'Group decisions forgotten because max_clients was reached (recomputed on the next query)', labelNames: ['server'] as const }), server, () => state().groups.cacheEvictions);
   countFrom(factory.counter({ subsystem: SUBSYSTEM, name: 'top_names_dropped_total', help: 'Blocked names not counted in the top list because it was full of busier names', labelNames: ['server'] as const }), server, () => state().top.dropped);
-  return {
-    groups: groupNames.map((g) => ({
-      queries: queries.labels(server, g),
-      blockedQuery: blocked.labels(server, g, 'query'),
-      blockedCname: blocked.labels(server, g, 'cname'),
-      allowed: allowed.labels(server, g),
-    })),
-    refreshes,
-  };
+  groupCounter(queries, state, [[(group) => ({ server, group }), (c) => c.queries]]);
+  groupCounter(blocked, state, [
+    [(group) => ({ server, group, stage: 'query' }), (c) => c.blocked - c.blockedCname],
+    [(group) => ({ server, group, stage: 'cname' }), (c) => c.blockedCname],
+  ]);
+  groupCounter(allowed, state, [[(group) => ({ server, group }), (c) => c.allowed]]);
+  countFrom(factory.counter({ subsystem: SUBSYSTEM, name: 'client_counts_dropped_total', help: 'Blocked queries not counted per client because max_clients addresses were already counted', labelNames: ['server'] as const }), server, () => state().blockedByClientDropped);
+  return { refreshes };
 }
