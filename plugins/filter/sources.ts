@@ -13,6 +13,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { LineKind, newParsedLine, parseLine } from './listParser';
 import { NameTable, TableBuilder } from './nameTable';
 import { Pattern, PatternError } from './patternMatcher';
@@ -353,8 +354,69 @@ async function buildFromLines(lines: readonly string[], id: string, kind: Source
   return r.finish();
 }
 
+export interface BuildRequest {
+  readonly file: string;
+  readonly id: string;
+  readonly kind: SourceKind;
+  readonly maxPatterns: number;
+}
+
+interface WorkerResult {
+  error?: string;
+  block: { keys: Uint8Array; offsets: Uint32Array; count: number };
+  allow: { keys: Uint8Array; offsets: Uint32Array; count: number };
+  blockPatterns: string[];
+  allowPatterns: string[];
+  lines: number;
+  names: number;
+  badLines: number;
+  unsupported: number;
+  badSamples: string[];
+  patternsDropped: number;
+}
+
+/** Builds in a worker thread (see buildWorker.ts); falls back to the chunked build here when none can start. */
+export function buildFromFile(file: string, id: string, kind: SourceKind, maxPatterns: number): Promise<BuiltTables> {
+  const script = path.join(__dirname, 'buildWorker.js');
+  if (!fs.existsSync(script)) return buildFromFileInline(file, id, kind, maxPatterns);
+  return new Promise<BuiltTables>((resolve, reject) => {
+    const req: BuildRequest = { file, id, kind, maxPatterns };
+    const worker = new Worker(script, { workerData: req });
+    let settled = false;
+    worker.once('message', (m: WorkerResult) => {
+      settled = true;
+      if (m.error !== undefined) {
+        reject(new SourceError(m.error));
+        return;
+      }
+      const table = (t: WorkerResult['block']): NameTable => (t.count === 0 ? NameTable.EMPTY : new NameTable(t));
+      // Patterns were checked in the worker; compiling them again here is bounded by max_patterns.
+      resolve({
+        block: table(m.block),
+        allow: table(m.allow),
+        blockPatterns: m.blockPatterns.map((p) => new Pattern(p)),
+        allowPatterns: m.allowPatterns.map((p) => new Pattern(p)),
+        lines: m.lines,
+        names: m.names,
+        badLines: m.badLines,
+        unsupported: m.unsupported,
+        badSamples: m.badSamples,
+        patternsDropped: m.patternsDropped,
+      });
+    });
+    worker.once('error', (err) => {
+      if (!settled) reject(new SourceError(`list builder failed: ${err.message}`));
+      settled = true;
+    });
+    worker.once('exit', (code) => {
+      if (!settled) reject(new SourceError(`list builder exited with code ${code}`));
+      settled = true;
+    });
+  });
+}
+
 /** Streams a file line by line (64 KiB at a time): never the whole text in memory. */
-export async function buildFromFile(file: string, id: string, kind: SourceKind, maxPatterns: number): Promise<BuiltTables> {
+export async function buildFromFileInline(file: string, id: string, kind: SourceKind, maxPatterns: number): Promise<BuiltTables> {
   const r = new ListReader(id, kind, maxPatterns);
   await forEachLine(file, (line) => r.line(line), () => r.flush());
   return r.finish();
