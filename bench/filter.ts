@@ -1,7 +1,9 @@
 /**
  * bench/filter.ts — the filter plugin's memory and speed (issue 17, point 7). Bounded: it stops by itself.
  *
- *   node --expose-gc dist/bench/filter.js [--names 1000000] [--refreshes 20] [--seconds 5] [--rounds 3] [--skip-qps]
+ *   node dist/bench/filter.js [--names 1000000] [--refreshes 20] [--seconds 5] [--rounds 3] [--skip-qps] [--as-is]
+ *
+ * It re-runs itself with the service unit's environment and node flags (packaging/codexdns.service).
  *
  * 1. Generates `names` names in 4 lists locally and serves them from a loopback HTTP server.
  * 2. Builds the tables as the plugin does (download → stream → sorted chunks → merge), sampling RSS every 10 ms:
@@ -13,7 +15,6 @@
  */
 import { fork } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -21,7 +22,7 @@ import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import { buildConfig, loadAll, FilterState, options as filterOptions } from '../plugins/filter';
 import { startFakeUpstream, startServer } from '../testing';
-import { encodeQuery, parseArgs } from './common';
+import { encodeQuery, parseArgs, unitEnvironment, unitExecNodeFlags } from './common';
 
 const args = parseArgs(process.argv.slice(2));
 const N = Number(args.get('names') ?? 1_000_000);
@@ -81,14 +82,21 @@ async function main(): Promise<void> {
     fs.writeSync(fd, buf);
     fs.closeSync(fd);
   }
-  const served = http.createServer((req, res) => {
-    const f = path.join(dir, path.basename(req.url ?? ''));
-    if (!fs.existsSync(f)) return void res.writeHead(404).end();
-    res.writeHead(200, { 'content-type': 'text/plain' });
-    fs.createReadStream(f).pipe(res);
-  });
-  await new Promise<void>((res) => served.listen(0, '127.0.0.1', res));
-  const port = (served.address() as { port: number }).port;
+  // The list server runs in a child process, so its buffers are not counted in this process's RSS.
+  const serverScript = path.join(dir, 'serve.js');
+  fs.writeFileSync(serverScript, `
+const http = require('node:http'), fs = require('node:fs'), path = require('node:path');
+const dir = process.argv[2];
+const s = http.createServer((req, res) => {
+  const f = path.join(dir, path.basename(req.url || ''));
+  if (!fs.existsSync(f)) return void res.writeHead(404).end();
+  res.writeHead(200, { 'content-type': 'text/plain' });
+  fs.createReadStream(f).pipe(res);
+});
+s.listen(0, '127.0.0.1', () => process.send(s.address().port));
+process.on('disconnect', () => process.exit(0));`);
+  const served = fork(serverScript, [dir], { stdio: 'inherit' });
+  const port = await new Promise<number>((res) => served.once('message', (p) => res(p as number)));
   const urls = [0, 1, 2, 3].map((f) => `http://127.0.0.1:${port}/list${f}.txt`);
 
   // --- build ------------------------------------------------------------------------------------------------
@@ -214,7 +222,7 @@ ${filter ? `      - filter: { block: [${urls.map((u) => `"${u}"`).join(', ')}], 
     };
     console.log(JSON.stringify({ qps: out.qps }));
   }
-  served.close();
+  served.kill();
   fs.rmSync(dir, { recursive: true, force: true });
   console.log(JSON.stringify(out, null, 2));
   process.exit(0);
@@ -272,12 +280,27 @@ s.bind(0, '127.0.0.1', () => {
   });
 }
 
+/**
+ * Runs itself again the way the service unit runs the server (its Environment=, e.g. MALLOC_ARENA_MAX=2, and
+ * its node flags, e.g. --single-threaded-gc, --max-semi-space-size=2): memory figures are the installed
+ * service's. `--as-is` measures this process as started.
+ */
+function asTheUnitRunsIt(): boolean {
+  if (args.has('as-is') || process.env.CODEXDNS_FILTER_BENCH_CHILD === '1') return false;
+  const env: NodeJS.ProcessEnv = { ...process.env, ...unitEnvironment(), CODEXDNS_FILTER_BENCH_CHILD: '1' };
+  const flags = [...unitExecNodeFlags(), '--expose-gc'];
+  console.log(JSON.stringify({ runAs: { flags, NODE_OPTIONS: env.NODE_OPTIONS, MALLOC_ARENA_MAX: env.MALLOC_ARENA_MAX } }));
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const r = (require('node:child_process') as typeof import('node:child_process')).spawnSync(process.execPath, [...flags, __filename, ...process.argv.slice(2)], { env, stdio: 'inherit', timeout: 20 * 60_000 });
+  process.exit(r.status ?? 1);
+}
+
 const deadline = setTimeout(() => {
   console.error('bench/filter: deadline reached, stopping');
   process.exit(1);
 }, 20 * 60_000);
 deadline.unref();
-main().catch((err: unknown) => {
+if (!asTheUnitRunsIt()) main().catch((err: unknown) => {
   console.error(err);
   process.exit(1);
 });

@@ -521,6 +521,7 @@ storage: { client: sqlite3, connection: { filename: ./clients.sqlite } }
       const clients = (await api(port, '/api/clients')).body;
       const list = (Array.isArray(clients) ? clients : (clients.clients as unknown[])) as { ip: string; filterGroup?: string }[];
       assert.equal(list.find((c) => c.ip === '127.0.60.1')?.filterGroup, 'bymac', 'API clients carry filterGroup');
+      assert.equal((list.find((c) => c.ip === '127.0.60.1') as { filterBlocked?: number } | undefined)?.filterBlocked, 1, 'and their blocked queries');
       // The laptop moves to another address: its lease says so; discovery names it there.
       fs.writeFileSync(path.join(s.dir, 'dnsmasq.leases'), leases(['1900000000 aa:bb:cc:00:00:01 127.0.60.9 laptop *', '1900000000 aa:bb:cc:00:00:02 127.0.60.2 tablet *']));
       await sleep(800); // discovery re-reads the lease file 200 ms after it changes

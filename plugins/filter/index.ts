@@ -53,7 +53,7 @@ export const options = Type.Object({
   file_check: Duration(30_000, 'How often list files are checked for changes (size and modification time)'),
   timeout: Duration(30_000, 'Longest a download may take, from connecting to the last byte'),
   max_size: Type.Integer({ minimum: 1024, default: 64 * 1024 * 1024, description: 'Largest list download in bytes; reading stops there and the previous copy stays' }),
-  ca_file: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of CA certificates to trust for https lists (in addition to the system\'s CAs is NOT implied: only these)' })),
+  ca_file: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of the CA certificates trusted for https lists (instead of the system\'s), for this plugin\'s downloads only' })),
   max_patterns: Type.Integer({ minimum: 0, default: 1000, description: 'Regular expressions and wildcards kept per source (each one is tried per query); more are counted as unsupported' }),
   max_identities: Type.Integer({ minimum: 1, default: 10_000, description: 'Client identities (MAC, name) kept in memory for groups' }),
   max_clients: Type.Integer({ minimum: 1, default: 10_000, description: 'Client addresses whose group decision is cached' }),

@@ -69,6 +69,8 @@ function pack(sorted: string[], count: number): Run {
   return { keys, offsets, count };
 }
 
+const EMPTY_RUN: Run = { keys: new Uint8Array(0), offsets: new Uint32Array(1), count: 0 };
+
 export class NameTable {
   readonly keys: Uint8Array;
   readonly offsets: Uint32Array;
@@ -100,8 +102,9 @@ export class NameTable {
 
   static readonly EMPTY = new NameTable({ keys: new Uint8Array(0), offsets: new Uint32Array(1), count: 0 });
 
+  /** Memory held, counting the whole buffers a view may sit in. */
   get byteLength(): number {
-    return this.keys.byteLength + this.offsets.byteLength + this.sampleKeys.byteLength + this.sampleOffsets.byteLength;
+    return this.keys.buffer.byteLength + this.offsets.buffer.byteLength + this.sampleKeys.byteLength + this.sampleOffsets.byteLength;
   }
 
   /** The key at `i` as a string (for `why` and tests). */
@@ -256,6 +259,8 @@ export class TableBuilder {
       }
       pos[r] = i + 1;
       if (pos[r] >= run.count) {
+        // Exhausted: let its memory go while the merge goes on.
+        runs[r] = EMPTY_RUN;
         const lastItem = heap.pop() as number;
         if (heap.length > 0) {
           heap[0] = lastItem;
@@ -265,8 +270,10 @@ export class TableBuilder {
       if (++steps % CHUNK === 0) await yieldToLoop();
     }
     offsets[kept] = out;
-    // Exact-size copies: the merge buffers were sized before duplicates were dropped.
-    const table = new NameTable({ keys: keys.slice(0, out), offsets: offsets.slice(0, kept + 1), count: kept });
-    return table;
+    // The merge buffers were sized before duplicates were dropped: copy to the exact size only when that saves
+    // more than it costs at the peak (a copy briefly doubles the table).
+    const exactKeys = out > keys.length * 0.95 ? keys.subarray(0, out) : keys.slice(0, out);
+    const exactOffsets = kept + 1 > offsets.length * 0.95 ? offsets.subarray(0, kept + 1) : offsets.slice(0, kept + 1);
+    return new NameTable({ keys: exactKeys, offsets: exactOffsets, count: kept });
   }
 }

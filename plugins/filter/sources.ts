@@ -381,7 +381,10 @@ export function buildFromFile(file: string, id: string, kind: SourceKind, maxPat
   if (!fs.existsSync(script)) return buildFromFileInline(file, id, kind, maxPatterns);
   return new Promise<BuiltTables>((resolve, reject) => {
     const req: BuildRequest = { file, id, kind, maxPatterns };
-    const worker = new Worker(script, { workerData: req });
+    // A small young generation: the worker's garbage is collected often instead of growing the process's RSS.
+    const worker = new Worker(script, { workerData: req, resourceLimits: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 96 } });
+    // A build in progress must not hold the process open at shutdown.
+    worker.unref();
     let settled = false;
     worker.once('message', (m: WorkerResult) => {
       settled = true;
