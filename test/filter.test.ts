@@ -346,6 +346,12 @@ ${extra}      - filter: ${filter}
       const metrics = await s.server.metrics.registry.metrics();
       assert.match(metrics, /codexdns_filter_blocked_total\{server="block0",group="default",stage="query"\} \d+/);
       assert.match(metrics, /codexdns_filter_source_names\{/);
+      // Prometheus conventions for every filter metric (as test/metrics.test.ts lints the others).
+      for (const m of await s.server.metrics.registry.getMetricsAsJSON()) {
+        if (!m.name.startsWith('codexdns_filter_')) continue;
+        assert.equal(String(m.type) === 'counter', m.name.endsWith('_total'), `${m.name} (${m.type}): only counters end in _total`);
+        assert.ok(m.help.length > 10, `${m.name} has help`);
+      }
     } finally {
       await s.stop();
     }
@@ -499,7 +505,7 @@ servers:
             - { name: bymac, clients: ["aa:bb:cc:00:00:01"], block: [mac.test] }
             - { name: byname, clients: [tablet], block: [name.test] }
       - clienttrack: { flush: 100ms }
-      - discovery: { methods: [dhcp], timeout: 500ms, dhcp: { leases: [./dnsmasq.leases] } }
+      - discovery: { methods: [dhcp], timeout: 2s, dhcp: { leases: [./dnsmasq.leases] } }
       - forward: { to: ["${up.address}"] }
 storage: { client: sqlite3, connection: { filename: ./clients.sqlite } }
 `,

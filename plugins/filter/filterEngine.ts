@@ -4,7 +4,7 @@
  * costs one key reversal and one binary search per non-empty table — no allocation, no string slicing.
  */
 import { LineKind, SEP, newParsedLine, parseLine, reverseKey } from './listParser';
-import { MAX_KEY, type NameTable, reverseInto } from './nameTable';
+import { MAX_KEY, type NameTable, reverseInto, reverseWireInto } from './nameTable';
 import { Pattern } from './patternMatcher';
 import { forEachLine, type Source } from './sources';
 
@@ -63,14 +63,29 @@ export class FilterEngine {
   }
 
   verdict(group: number, name: string): Verdict {
+    const len = reverseInto(name, this.scratch);
+    return len < 0 ? Verdict.None : this.verdictOfKey(group, len, name);
+  }
+
+  /** The verdict for a query's question (`ctx.query.wireKey`); `name()` is asked only when patterns need it. */
+  verdictWire(group: number, wireKey: string, name: () => string): Verdict {
+    const len = reverseWireInto(wireKey, this.scratch);
+    return len < 0 ? Verdict.None : this.verdictOfKey(group, len, name);
+  }
+
+  private verdictOfKey(group: number, len: number, name: string | (() => string)): Verdict {
     const c = this.compiled[group];
     const q = this.scratch;
-    const len = reverseInto(name, q);
-    if (len < 0) return Verdict.None;
     for (const t of c.allowTables) if (t.find(q, len) !== -1) return Verdict.Allowed;
-    for (const p of c.allowPatterns) if (p.test(name)) return Verdict.Allowed;
+    if (c.allowPatterns.length > 0) {
+      const n = typeof name === 'string' ? name : name();
+      for (const p of c.allowPatterns) if (p.test(n)) return Verdict.Allowed;
+    }
     for (const t of c.blockTables) if (t.find(q, len) !== -1) return Verdict.Blocked;
-    for (const p of c.blockPatterns) if (p.test(name)) return Verdict.Blocked;
+    if (c.blockPatterns.length > 0) {
+      const n = typeof name === 'string' ? name : name();
+      for (const p of c.blockPatterns) if (p.test(n)) return Verdict.Blocked;
+    }
     return Verdict.None;
   }
 

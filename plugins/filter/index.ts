@@ -224,7 +224,7 @@ export const filter = definePlugin({
       const g = groupOf(ctx.client.address);
       counters[g].queries++;
       if (state.paused(g)) return undefined;
-      const v = engine.verdict(g, ctx.qname);
+      const v = engine.verdictWire(g, ctx.query.wireKey, () => ctx.qname);
       if (v === Verdict.None) return undefined;
       if (v === Verdict.Allowed) {
         counters[g].allowed++;

@@ -48,6 +48,33 @@ export function reverseInto(name: string, out: Uint8Array): number {
   return pos;
 }
 
+const labelStarts = new Int32Array(128);
+
+/**
+ * The same key from the question's wire form (`ctx.query.wireKey`: length-prefixed labels, already lower case),
+ * without making the dotted name: the answer path of a name that is not listed allocates nothing.
+ */
+export function reverseWireInto(wireKey: string, out: Uint8Array): number {
+  let n = 0;
+  let pos = 0;
+  while (pos < wireKey.length) {
+    const len = wireKey.charCodeAt(pos);
+    if (len === 0) break;
+    if (n === labelStarts.length) return -1;
+    labelStarts[n++] = pos;
+    pos += len + 1;
+  }
+  if (n === 0 || pos > 254) return -1;
+  let o = 0;
+  for (let i = n - 1; i >= 0; i--) {
+    const start = labelStarts[i];
+    const len = wireKey.charCodeAt(start);
+    for (let j = 1; j <= len; j++) out[o++] = wireKey.charCodeAt(start + j) & 0xff;
+    if (i > 0) out[o++] = SEP;
+  }
+  return o;
+}
+
 interface Run {
   keys: Uint8Array;
   offsets: Uint32Array;
