@@ -77,6 +77,7 @@ export function registerFilterMetrics(factory: MetricsFactory, server: string, s
   simple('patterns', 'Regular expressions and wildcards held (each is tried per query: keep them few)', () => state().engine.patterns);
   simple('identities', 'Clients whose MAC or name is known (bounded by max_identities)', () => state().groups.identityCount);
   simple('group_cache_entries', 'Client addresses whose group is decided (bounded by max_clients)', () => state().groups.cacheSize);
+  simple('verdict_cache_entries', 'Verdicts remembered for repeated names (at most 4096 per group; emptied when a table changes)', () => state().engine.recentSize);
   simple('top_names', 'Blocked names counted for the top list (bounded by top_names)', () => state().top.size);
   factory.gauge({
     subsystem: SUBSYSTEM,
@@ -92,6 +93,7 @@ export function registerFilterMetrics(factory: MetricsFactory, server: string, s
   });
   countFrom(factory.counter({ subsystem: SUBSYSTEM, name: 'identities_dropped_total', help: 'Client identities not kept because max_identities was reached', labelNames: ['server'] as const }), server, () => state().groups.identitiesDropped);
   countFrom(factory.counter({ subsystem: SUBSYSTEM, name: 'group_cache_evictions_total', help: 'Group decisions forgotten because max_clients was reached (recomputed on the next query)', labelNames: ['server'] as const }), server, () => state().groups.cacheEvictions);
+  countFrom(factory.counter({ subsystem: SUBSYSTEM, name: 'verdict_cache_clears_total', help: 'Times a group\'s remembered verdicts were dropped because the bound was reached', labelNames: ['server'] as const }), server, () => state().engine.recentClears);
   countFrom(factory.counter({ subsystem: SUBSYSTEM, name: 'top_names_dropped_total', help: 'Blocked names not counted in the top list because it was full of busier names', labelNames: ['server'] as const }), server, () => state().top.dropped);
   groupCounter(queries, state, [[(group) => ({ server, group }), (c) => c.queries]]);
   groupCounter(blocked, state, [

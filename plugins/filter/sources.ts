@@ -382,7 +382,7 @@ export function buildFromFile(file: string, id: string, kind: SourceKind, maxPat
   return new Promise<BuiltTables>((resolve, reject) => {
     const req: BuildRequest = { file, id, kind, maxPatterns };
     // A small young generation: the worker's garbage is collected often instead of growing the process's RSS.
-    const worker = new Worker(script, { workerData: req, resourceLimits: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 96 } });
+    const worker = new Worker(script, { workerData: req, resourceLimits: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 32 } });
     // A build in progress must not hold the process open at shutdown.
     worker.unref();
     let settled = false;
