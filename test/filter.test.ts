@@ -16,6 +16,8 @@ import { LineKind, newParsedLine, parseLine, nameOfKey } from '../plugins/filter
 import { Pattern } from '../plugins/filter/patternMatcher';
 import { TableBuilder, CHUNK } from '../plugins/filter/nameTable';
 import { CidrSet } from '../plugins/pkg/cidr';
+import { parseConfig } from '../config/load';
+import { builtinCatalog } from '../plugins/catalog';
 
 const root = path.resolve(__dirname, '..', '..');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -246,6 +248,12 @@ describe('filter: units', () => {
     assert.ok(t.hasName('x.wild.test') && t.hasName('deep.y.wild.test'));
     assert.ok(!t.hasName('wild.test'));
     assert.ok(t.hasName('n5.bulk.test') && t.hasName(`n${CHUNK * 3 + 16}.bulk.test`) && !t.hasName('bulk.test'));
+  });
+
+  test('validate warns when filter is listed after cache (a cached name would skip it)', async () => {
+    const text = 'servers:\n  - listen: [udp://127.0.0.1:5300]\n    plugins:\n      - cache: {}\n      - filter: { block: [ads.test] }\n      - forward: { to: [127.0.0.1:9] }\n';
+    const cfg = await parseConfig(text, path.join(os.tmpdir(), 'Corefile.yaml'), builtinCatalog);
+    assert.ok(cfg.warnings.some((w) => w.plugin === 'filter' || /filter/.test(w.message)), JSON.stringify(cfg.warnings));
   });
 
   test('CIDR sets', () => {
