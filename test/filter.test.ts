@@ -16,7 +16,10 @@ import { LineKind, newParsedLine, parseLine, nameOfKey } from '../plugins/filter
 import { Pattern } from '../plugins/filter/patternMatcher';
 import { TableBuilder, CHUNK } from '../plugins/filter/nameTable';
 import { CidrSet } from '../plugins/pkg/cidr';
-import { parseConfig } from '../config/load';
+import { parseConfig, type PluginCatalog } from '../config/load';
+import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
+import { Type } from '../config/types';
+import type { FilterBlockedEvent } from '../plugins/filter/hooks';
 import { builtinCatalog } from '../plugins/catalog';
 
 const root = path.resolve(__dirname, '..', '..');
@@ -492,6 +495,52 @@ ${extra}      - filter: ${filter}
       for (const n of ['keepa', 'keepb', 'keepc', 'keepd']) assert.match((await dig(s.port, `${n}.test`)).ede ?? '', /^15/, `${n} from the disk copy`);
     } finally {
       await s.stop();
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+describe('filter: the hooks it publishes', () => {
+  test('another plugin sees each blocked answer (blocked) and can ask for the status and a why', async () => {
+    const seen: FilterBlockedEvent[] = [];
+    let ask: (() => Promise<unknown>) | undefined;
+    const probe = definePlugin({
+      name: 'fprobe',
+      options: Type.Object({}),
+      setup(api) {
+        const f = api.hooksOf('filter');
+        if (f === undefined) return;
+        f.blocked.tap('fprobe', (e) => {
+          seen.push(e);
+        });
+        ask = async () => ({ status: f.status.call(), why: await f.why.promise({ name: 'x.ads.test' }) });
+      },
+    });
+    const catalog: PluginCatalog = {
+      get: (name) => (name === 'fprobe' ? (probe as unknown as AnyPluginDefinition) : builtinCatalog.get(name)),
+      names: () => [...builtinCatalog.names(), 'fprobe'],
+    };
+    const up = await startFakeUpstream({ unknown: 'NOERROR' });
+    const s = await startServer(`
+servers:
+  - listen: [udp://127.0.0.1:0]
+    plugins:
+      - fprobe
+      - filter: { block: ["||ads.test^"] }
+      - forward: { to: ["${up.address}"] }
+`, { catalog });
+    try {
+      await s.query('www.ads.test', 'A');
+      await s.query('fine.test', 'A');
+      assert.deepEqual(seen, [{ name: 'www.ads.test', client: '127.0.0.1', group: 'default', stage: 'query' }]);
+      const r = (await ask!()) as { status: { blocked: number; queries: number }; why: { verdict: string; matches: { rule: string }[] } };
+      assert.equal(r.status.blocked, 1);
+      assert.equal(r.status.queries, 2);
+      assert.equal(r.why.verdict, 'blocked');
+      assert.equal(r.why.matches[0].rule, '||ads.test^');
+    } finally {
+      await s.stop();
+      await up.stop();
     }
   });
 });
