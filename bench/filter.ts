@@ -29,6 +29,8 @@ const N = Number(args.get('names') ?? 1_000_000);
 const REFRESHES = Number(args.get('refreshes') ?? 20);
 const SECONDS = Number(args.get('seconds') ?? 5);
 const ROUNDS = Number(args.get('rounds') ?? 3);
+/** The bench's temporary folder (lists, copies, scripts), removed at the end. */
+let workDir = os.tmpdir();
 
 function gc(): void {
   const g = (globalThis as { gc?: () => void }).gc ?? (v8.setFlagsFromString('--expose-gc'), vm.runInNewContext('gc') as () => void);
@@ -65,6 +67,7 @@ function makeName(r: () => number, i: number): string {
 async function main(): Promise<void> {
   const out: Record<string, unknown> = { node: process.version, cpu: os.cpus()[0]?.model, cores: os.cpus().length, loadavg: os.loadavg().map((x) => Math.round(x * 100) / 100), names: N };
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'filter-bench-'));
+  workDir = dir;
   const r = rng(1);
   const sample: string[] = [];
   for (let f = 0; f < 4; f++) {
@@ -261,7 +264,7 @@ s.bind(0, '127.0.0.1', () => {
   // Lost packets shrink the window: refill it when nothing came back for 100 ms.
   const top = setInterval(() => { if (!done && Date.now() - last > 100) for (let i = 0; i < 64; i++) send(); }, 100); top.unref();
 });`;
-  const f = path.join(os.tmpdir(), `filter-bench-load-${process.pid}.js`);
+  const f = path.join(workDir, 'load.js');
   fs.writeFileSync(f, script);
   return new Promise((resolve, reject) => {
     const child = fork(f, [encodeQuery(1, 'hit.bench.test').toString('hex'), String(port), String(SECONDS)], { stdio: 'inherit' });
