@@ -192,11 +192,11 @@ process.on('disconnect', () => process.exit(0));`);
   // --- QPS ----------------------------------------------------------------------------------------------------
   if (!args.has('skip-qps')) {
     const up = await startFakeUpstream({ unknown: 'NOERROR', records: { 'hit.bench.test': { A: '192.0.2.1' } }, ttl: 3600 });
-    const text = (filter: boolean): string => `
+    const text = (filter: boolean, refresh = '24h'): string => `
 servers:
   - listen: [udp://127.0.0.1:0]
     plugins:
-${filter ? `      - filter: { block: [${urls.map((u) => `"${u}"`).join(', ')}], cache_dir: "${path.join(dir, 'copies')}", refresh: 24h, cname: ${args.get('cname') ?? 'true'} }\n` : ''}      - cache: { capacity: 1000 }
+${filter ? `      - filter: { block: [${urls.map((u) => `"${u}"`).join(', ')}], cache_dir: "${path.join(dir, 'copies')}", refresh: ${refresh}, jitter: 0s, cname: ${args.get('cname') ?? 'true'} }\n` : ''}      - cache: { capacity: 1000 }
       - forward: { to: ["${up.address}"] }
 `;
     const without = await startServer(text(false));
@@ -212,6 +212,25 @@ ${filter ? `      - filter: { block: [${urls.map((u) => `"${u}"`).join(', ')}], 
       cpu.with.push(b.cpuUsPerQuery);
     }
     await without.stop();
+    // Hit latency while the lists are rebuilt without pause (every list due every 2 s; the child's list server
+    // sends no validators, so each refresh is a full download and build), against the same server idle.
+    const building = await startServer(text(true, '2s'));
+    const idleLat: number[] = [];
+    const buildLat: number[] = [];
+    const idleMax: number[] = [];
+    const buildMax: number[] = [];
+    const refreshesBefore = building.logs.filter((l) => l.includes('list refreshed')).length;
+    await new Promise((res) => setTimeout(res, 2500));
+    for (let round = 0; round < ROUNDS; round++) {
+      const a = await load(withF.port);
+      idleLat.push(a.p99);
+      idleMax.push(a.max);
+      const b = await load(building.port);
+      buildLat.push(b.p99);
+      buildMax.push(b.max);
+    }
+    const rebuilt = building.logs.filter((l) => l.includes('list refreshed')).length - refreshesBefore;
+    await building.stop();
     await withF.stop();
     await up.stop();
     const med = (a: number[]): number => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
@@ -222,6 +241,7 @@ ${filter ? `      - filter: { block: [${urls.map((u) => `"${u}"`).join(', ')}], 
       ratio: Math.round((med(qps.with) / med(qps.without)) * 1000) / 1000,
       serverCpuUsPerQuery: cpu,
       cpuRatio: Math.round((med(cpu.without) / med(cpu.with)) * 1000) / 1000,
+      hitLatencyMs: { idleP99: idleLat, duringBuildsP99: buildLat, idleMax, duringBuildsMax: buildMax, p99Ratio: Math.round((med(buildLat) / Math.max(1e-6, med(idleLat))) * 100) / 100, listsRebuilt: rebuilt },
       loadavg: os.loadavg().map((x) => Math.round(x * 100) / 100),
     };
     console.log(JSON.stringify({ qps: out.qps }));
@@ -246,21 +266,24 @@ function defaults(): import('../plugins/filter').FilterOptions {
  * QPS and the server's CPU microseconds per query (this process's CPU time over the window: the servers run
  * here, the load generator does not), which a busy machine does not distort the way it distorts QPS.
  */
-function load(port: number): Promise<{ qps: number; cpuUsPerQuery: number }> {
+function load(port: number): Promise<{ qps: number; cpuUsPerQuery: number; p50: number; p99: number; max: number }> {
   const script = `
 const dgram = require('node:dgram');
 const q = Buffer.from(process.argv[2], 'hex');
 const port = Number(process.argv[3]);
 const seconds = Number(process.argv[4]);
 const s = dgram.createSocket('udp4');
-let got = 0, id = 0, done = false;
-const send = () => { id = (id + 1) & 0xffff; q.writeUInt16BE(id, 0); s.send(q, port, '127.0.0.1'); };
+let got = 0, id = 0, done = false, measuring = false;
+const sentAt = new Float64Array(65536);
+const lat = [];
+const send = () => { id = (id + 1) & 0xffff; q.writeUInt16BE(id, 0); sentAt[id] = performance.now(); s.send(q, port, '127.0.0.1'); };
 let last = Date.now();
-s.on('message', () => { if (done) return; got++; last = Date.now(); send(); });
+s.on('message', (m) => { if (done) return; got++; last = Date.now(); if (measuring && lat.length < 5e6) lat.push(performance.now() - sentAt[m.readUInt16BE(0)]); send(); });
+const pct = (p) => { lat.sort((a, b) => a - b); return lat.length ? Math.round(lat[Math.min(lat.length - 1, Math.floor(lat.length * p))] * 1000) / 1000 : 0; };
 s.bind(0, '127.0.0.1', () => {
   for (let i = 0; i < 64; i++) send();
   const t0 = Date.now();
-  const warm = setTimeout(() => { got = 0; process.send({ start: true }); const t1 = Date.now(); setTimeout(() => { done = true; process.send({ qps: got / ((Date.now() - t1) / 1000), got }); s.close(); }, seconds * 1000); }, 500);
+  const warm = setTimeout(() => { got = 0; measuring = true; process.send({ start: true }); const t1 = Date.now(); setTimeout(() => { done = true; const qps = got / ((Date.now() - t1) / 1000); process.send({ qps, got, p50: pct(0.5), p99: pct(0.99), max: pct(1) }); s.close(); }, seconds * 1000); }, 500);
   // Lost packets shrink the window: refill it when nothing came back for 100 ms.
   const top = setInterval(() => { if (!done && Date.now() - last > 100) for (let i = 0; i < 64; i++) send(); }, 100); top.unref();
 });`;
@@ -270,7 +293,7 @@ s.bind(0, '127.0.0.1', () => {
     const child = fork(f, [encodeQuery(1, 'hit.bench.test').toString('hex'), String(port), String(SECONDS)], { stdio: 'inherit' });
     const killer = setTimeout(() => child.kill(), (SECONDS + 10) * 1000);
     let cpu0 = process.cpuUsage();
-    child.on('message', (m: { start?: boolean; qps?: number; got?: number }) => {
+    child.on('message', (m: { start?: boolean; qps?: number; got?: number; p50?: number; p99?: number; max?: number }) => {
       if (m.start) {
         cpu0 = process.cpuUsage();
         return;
@@ -278,7 +301,7 @@ s.bind(0, '127.0.0.1', () => {
       const d = process.cpuUsage(cpu0);
       clearTimeout(killer);
       child.kill();
-      resolve({ qps: Math.round(m.qps ?? 0), cpuUsPerQuery: Math.round(((d.user + d.system) / Math.max(1, m.got ?? 0)) * 100) / 100 });
+      resolve({ qps: Math.round(m.qps ?? 0), cpuUsPerQuery: Math.round(((d.user + d.system) / Math.max(1, m.got ?? 0)) * 100) / 100, p50: m.p50 ?? 0, p99: m.p99 ?? 0, max: m.max ?? 0 });
     });
     child.once('error', reject);
   });
