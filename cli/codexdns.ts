@@ -14,6 +14,8 @@ const USAGE = `Usage:
   codexdns schema                     print the configuration's JSON Schema (for editors)
   codexdns migrate up|down|status|unlock [--conf FILE]
                                       apply, roll back one step, list, or clear a stale migration lock
+  codexdns filter why NAME [--client IP] [--conf FILE]
+                                      which list, line and group block or allow NAME
   codexdns --help | --version`;
 
 function fail(msg: string, code = 1): never {
@@ -124,6 +126,11 @@ async function main(argv: string[]): Promise<void> {
   if (cmd === 'schema') {
     process.stdout.write(JSON.stringify(configJsonSchema(builtinCatalog), null, 2) + '\n');
     return;
+  }
+  if (cmd === 'filter' && rest[0] === 'why') {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { filterWhyCommand } = require('./filterWhy') as typeof import('./filterWhy');
+    process.exit(await filterWhyCommand(rest.slice(1), confArg(rest.slice(1)), (t) => process.stdout.write(t)));
   }
   if (cmd === 'migrate') process.exit(await migrate(rest[0], confArg(rest.slice(1))));
   if (cmd !== undefined && !cmd.startsWith('-')) fail(`unknown command ${cmd}\n${USAGE}`, 2);
