@@ -581,8 +581,13 @@ storage: { client: sqlite3, connection: { filename: ./clients.sqlite } }
       assert.match((await dig(s.port, 'mac.test', 'A', '127.0.60.1')).ede ?? '', /^15/);
       assert.equal((await dig(s.port, 'mac.test', 'A', '127.0.60.2')).ede, null);
       assert.match((await dig(s.port, 'name.test', 'A', '127.0.60.2')).ede ?? '', /^15/);
-      const clients = (await api(port, '/api/clients')).body;
-      const list = (Array.isArray(clients) ? clients : (clients.clients as unknown[])) as { ip: string; filterGroup?: string }[];
+      // The client's row is written by clienttrack's next batch: wait for it to be listed at all.
+      const listed = async (): Promise<{ ip: string; filterGroup?: string }[]> => {
+        const clients = (await api(port, '/api/clients')).body;
+        return (Array.isArray(clients) ? clients : (clients.clients as unknown[])) as { ip: string; filterGroup?: string }[];
+      };
+      await until('the laptop is listed by the API', async () => (await listed()).some((c) => c.ip === '127.0.60.1'), 10_000);
+      const list = await listed();
       assert.equal(list.find((c) => c.ip === '127.0.60.1')?.filterGroup, 'bymac', 'API clients carry filterGroup');
       assert.equal((list.find((c) => c.ip === '127.0.60.1') as { filterBlocked?: number } | undefined)?.filterBlocked, 1, 'and their blocked queries');
       // The laptop moves to another address: its lease says so; discovery names it there.
