@@ -372,6 +372,9 @@ describe('forward: health', () => {
     try {
       r.ups[0].mode = 'silent';
       assert.equal((await r.s.query('r1.example', 'A')).rcode, 'SERVFAIL');
+      // The timeout starts a probe; its failure (max_fails: 1) is what marks the upstream down.
+      for (let i = 0; i < 40 && !r.s.logs.some((l) => /upstream marked down/.test(l)); i++) await sleep(50);
+      assert.ok(r.s.logs.some((l) => /upstream marked down/.test(l)), 'marked down before the reload');
       const res = await r.s.reload();
       assert.equal(res.ok, true, res.error);
       r.ups[0].reset();
