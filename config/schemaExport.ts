@@ -1,6 +1,6 @@
 import type { PluginCatalog } from './load';
 import { LogSchema, ServerBlockSchema, StorageSchema } from './coreSchema';
-import { toJsonSchema, type JsonSchema } from './validate';
+import { eachSubschema, toJsonSchema, type JsonSchema } from './validate';
 
 /**
  * TypeBox marks every property required, defaults included (the validator fills defaults before it checks);
@@ -13,18 +13,7 @@ function optionalDefaults(s: JsonSchema): JsonSchema {
     if (required.length > 0) s.required = required;
     else delete s.required;
   }
-  for (const key of ['properties', 'patternProperties', '$defs', 'definitions']) {
-    const group = s[key] as Record<string, JsonSchema> | undefined;
-    if (group) for (const v of Object.values(group)) optionalDefaults(v);
-  }
-  for (const key of ['items', 'additionalProperties', 'not']) {
-    const v = s[key];
-    if (v && typeof v === 'object' && !Array.isArray(v)) optionalDefaults(v as JsonSchema);
-  }
-  for (const key of ['anyOf', 'oneOf', 'allOf']) {
-    const list = s[key] as JsonSchema[] | undefined;
-    if (list) for (const v of list) optionalDefaults(v);
-  }
+  eachSubschema(s, optionalDefaults);
   return s;
 }
 

@@ -40,22 +40,27 @@ export function toJsonSchema(schema: TSchema): JsonSchema {
   return closeObjects(JSON.parse(JSON.stringify(schema)) as JsonSchema);
 }
 
+/** Calls `fn` on every schema nested directly in `s` (properties, items, branches, definitions). */
+export function eachSubschema(s: JsonSchema, fn: (child: JsonSchema) => void): void {
+  for (const key of ['properties', 'patternProperties', '$defs', 'definitions']) {
+    const group = s[key] as Record<string, JsonSchema> | undefined;
+    if (group) for (const v of Object.values(group)) fn(v);
+  }
+  for (const key of ['items', 'additionalProperties', 'not']) {
+    const v = s[key];
+    if (v && typeof v === 'object' && !Array.isArray(v)) fn(v as JsonSchema);
+  }
+  for (const key of ['anyOf', 'oneOf', 'allOf']) {
+    const list = s[key] as JsonSchema[] | undefined;
+    if (list) for (const v of list) fn(v);
+  }
+}
+
 function closeObjects(s: JsonSchema): JsonSchema {
   if (s.type === 'object' && s.properties && s.additionalProperties === undefined && s.patternProperties === undefined) {
     s.additionalProperties = false;
   }
-  for (const key of ['properties', 'patternProperties', '$defs', 'definitions']) {
-    const group = s[key] as Record<string, JsonSchema> | undefined;
-    if (group) for (const v of Object.values(group)) closeObjects(v);
-  }
-  for (const key of ['items', 'additionalProperties', 'not']) {
-    const v = s[key];
-    if (v && typeof v === 'object' && !Array.isArray(v)) closeObjects(v as JsonSchema);
-  }
-  for (const key of ['anyOf', 'oneOf', 'allOf']) {
-    const list = s[key] as JsonSchema[] | undefined;
-    if (list) for (const v of list) closeObjects(v);
-  }
+  eachSubschema(s, closeObjects);
   return s;
 }
 

@@ -12,6 +12,7 @@ import { parseQuery, type ParsedQuery } from '../core/wire/query';
 import { buildQuery } from '../testing/client';
 import { startServer, startFakeUpstream, type TestServer } from '../testing';
 import { CacheStore, entryCost, type SizeDropReason, type StoreLimits } from '../plugins/cache/store';
+import { metric } from './helpers/metrics';
 
 const LIMITS: StoreLimits = { capacity: 1000, maxTtl: 3600, minTtl: 0, denialTtl: 1800, servfailMs: 5000, maxStaleMs: 0 };
 
@@ -36,16 +37,6 @@ function txt(name: string, size: number): DnsResponse {
   );
 }
 
-async function metric(s: TestServer, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const m = s.server.metrics.registry.getSingleMetric(name);
-  if (!m) return 0;
-  const v = await m.get();
-  let sum = 0;
-  for (const x of v.values) {
-    if (Object.entries(labels).every(([k, val]) => String((x.labels as Record<string, unknown>)[k]) === val)) sum += x.value;
-  }
-  return sum;
-}
 
 describe('cache: bounded in bytes (issue 15.5)', () => {
   test('store: bytes follow stores, replacements, deletions and evictions, and never pass max_bytes', () => {

@@ -6,19 +6,10 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, startFakeUpstream, type TestServer, type FakeUpstream, type Answer } from '../testing';
+import { metric } from './helpers/metrics';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function metric(s: TestServer, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const m = s.server.metrics.registry.getSingleMetric(name);
-  if (!m) return 0;
-  const v = await m.get();
-  let sum = 0;
-  for (const x of v.values) {
-    if (Object.entries(labels).every(([k, val]) => String((x.labels as Record<string, unknown>)[k]) === val)) sum += x.value;
-  }
-  return sum;
-}
 
 function corefile(up: FakeUpstream, forward: string, cache = ''): string {
   return `servers:

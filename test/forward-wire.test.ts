@@ -10,17 +10,8 @@ import assert from 'node:assert/strict';
 import * as dnsPacket from 'dns-packet';
 import { startServer, startFakeUpstream, buildQuery, type TestServer } from '../testing';
 import { startRawUpstream, respond, type RawQuery, type RawUpstream } from './helpers/rawUpstream';
+import { metric } from './helpers/metrics';
 
-async function metric(s: TestServer, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const m = s.server.metrics.registry.getSingleMetric(name);
-  if (!m) return 0;
-  const v = await m.get();
-  let sum = 0;
-  for (const x of v.values) {
-    if (Object.entries(labels).every(([k, val]) => String((x.labels as Record<string, unknown>)[k]) === val)) sum += x.value;
-  }
-  return sum;
-}
 
 type Decoded = dnsPacket.Packet & { rcode: string; flag_tc: boolean };
 

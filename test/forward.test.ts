@@ -13,6 +13,7 @@ import { FakeUpstream } from './helpers/fakeUpstream';
 import { parseConfig } from '../config/load';
 import { builtinCatalog } from '../plugins/catalog';
 import { ForwardOptions } from '../plugins/forward';
+import { metric } from './helpers/metrics';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -47,18 +48,6 @@ async function done(r: Rig): Promise<void> {
   for (const u of r.ups) await u.stop();
 }
 
-async function metric(s: TestServer, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const m = s.server.metrics.registry.getSingleMetric(name);
-  if (!m) return 0;
-  const v = await m.get();
-  let sum = 0;
-  for (const x of v.values) {
-    if (Object.entries(labels).every(([k, val]) => String((x.labels as Record<string, unknown>)[k]) === val)) {
-      if (!('metricName' in x) || x.metricName === undefined || x.metricName === name) sum += x.value;
-    }
-  }
-  return sum;
-}
 
 function dataOf(a: Answer): string[] {
   return (a.answers ?? []).map((r) => String((r as { data: unknown }).data));
