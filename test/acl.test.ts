@@ -38,6 +38,17 @@ describe('acl plugin', () => {
     assert.equal(seen.at(-1), 'acl');
   });
 
+  test('the remembered decisions are bounded by cache_size and counted in a gauge', async () => {
+    const small = await startServer('servers:\n  - listen: [udp://127.0.0.1:0]\n    plugins:\n      - acl: { allow: [127.0.0.0/8], cache_size: 16 }\n      - answerer: {}\n', { catalog });
+    try {
+      for (let i = 1; i <= 20; i++) assert.equal((await small.query('x.example', 'A', { from: `127.0.7.${i}` })).rcode, 'NOERROR');
+      const text = await small.server.metrics.registry.metrics();
+      assert.match(text, /^codexdns_acl_decisions_cached\{server="block0"\} 16$/m);
+    } finally {
+      await small.stop();
+    }
+  });
+
   test('the default allow list is loopback and private ranges only', async () => {
     const only = await startServer('servers:\n  - listen: [udp://127.0.0.1:0]\n    plugins:\n      - acl: { allow: [127.0.0.2/32] }\n      - answerer: {}\n', { catalog });
     try {

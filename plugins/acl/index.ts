@@ -103,6 +103,15 @@ export default definePlugin({
       }, opts.local_refresh ?? 30_000);
     }
     const refused = api.metrics.counter({ name: 'refused_total', help: 'Queries refused by the ACL', labelNames: ['server'] as const }).labels(api.block.name);
+    const block = api.block.name;
+    api.metrics.gauge({
+      name: 'decisions_cached',
+      help: 'Client addresses whose allow/refuse decision is remembered (at most cache_size; the least recently seen is forgotten).',
+      labelNames: ['server'] as const,
+      collect() {
+        this.set({ server: block }, decisions.size);
+      },
+    });
     const decide = (address: string): boolean => {
       let addr: ipaddr.IPv4 | ipaddr.IPv6;
       try {
