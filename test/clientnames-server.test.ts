@@ -19,7 +19,6 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import * as dnsPacket from 'dns-packet';
 import { startFakeUpstream, startServer, type FakeUpstream, type TestServer } from '../testing';
 import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
 import { Type } from '../config/types';
@@ -29,7 +28,7 @@ import type { ClienttrackHooks } from '../plugins/clienttrack/types';
 import { buildNbstatResponse, parseNbstatRequest } from '../plugins/discovery/methods/netbios';
 import { reverseName } from '../plugins/clientnames/labels';
 import { httpListeners } from '../plugins/metrics';
-import { bindUdp, randomOctet, sleep, waitFor } from './helpers/net';
+import { bindUdp, randomOctet, sleep, waitFor, startMdnsResponder } from './helpers/net';
 
 const run = promisify(execFile);
 
@@ -112,22 +111,7 @@ describe('clientnames: names from discovery, resolved by dig', () => {
       if (id === undefined) return;
       nb.send(buildNbstatResponse(id, [{ name: 'WORKGROUP', group: true }, { name: 'DESKTOP-7Q', suffix: 0x00 }], 'D8:3A:DD:01:02:03'), rinfo.port, rinfo.address);
     });
-    ({ socket: mdns, port: mdnsPort } = await bindUdp(mdnsIp, 5353));
-    mdns.on('message', (msg, rinfo) => {
-      let q: dnsPacket.DecodedPacket;
-      try {
-        q = dnsPacket.decode(msg);
-      } catch {
-        return;
-      }
-      const name = q.questions?.[0]?.name ?? '';
-      if (rinfo.port === 5353 || name !== reverseName(mdnsIp)) return;
-      mdns.send(
-        dnsPacket.encode({ type: 'response', id: q.id, flags: dnsPacket.AUTHORITATIVE_ANSWER, questions: q.questions, answers: [{ type: 'PTR', name, class: 'IN', ttl: 120, data: "Anna's Printer.local" }] }),
-        rinfo.port,
-        rinfo.address,
-      );
-    });
+    ({ socket: mdns, port: mdnsPort } = await startMdnsResponder(mdnsIp, "Anna's Printer.local"));
     const leases = `2100000000 aa:bb:cc:00:00:01 ${leaseIp} Laptop_Kitchen 01:aa:bb:cc:00:00:01\n`;
     s = await startServer(
       `

@@ -13,7 +13,6 @@ import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import * as dnsPacket from 'dns-packet';
 import { SyncBailHook, SyncHook } from 'tapable';
 import { startFakeUpstream, startServer, type FakeUpstream, type TestServer } from '../testing';
 import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
@@ -33,7 +32,7 @@ import { registerPrometheus } from '../plugins/discovery/metrics';
 import { MetricsHub } from '../core/metricsRegistry';
 import type { DiscoveryMethod, MethodOutcome } from '../plugins/discovery/methods/types';
 import { chooseResolvers, defaultGateways } from '../plugins/discovery/resolvers';
-import { bindUdp, randomOctet, sleep, waitFor } from './helpers/net';
+import { bindUdp, randomOctet, sleep, waitFor, startMdnsResponder } from './helpers/net';
 
 function capture(): { log: Logger; lines: string[] } {
   const lines: string[] = [];
@@ -528,22 +527,7 @@ describe('discovery in a server', () => {
       );
     });
     mdnsIp = `127.0.53.${randomOctet()}`;
-    ({ socket: mdns, port: mdnsPort } = await bindUdp(mdnsIp, 5353));
-    mdns.on('message', (msg, rinfo) => {
-      let q: dnsPacket.DecodedPacket;
-      try {
-        q = dnsPacket.decode(msg);
-      } catch {
-        return;
-      }
-      const name = q.questions?.[0]?.name ?? '';
-      if (rinfo.port === 5353 || name !== reverseName(mdnsIp)) return;
-      mdns.send(
-        dnsPacket.encode({ type: 'response', id: q.id, flags: dnsPacket.AUTHORITATIVE_ANSWER, questions: q.questions, answers: [{ type: 'PTR', name, class: 'IN', ttl: 120, data: 'printer.local' }] }),
-        rinfo.port,
-        rinfo.address,
-      );
-    });
+    ({ socket: mdns, port: mdnsPort } = await startMdnsResponder(mdnsIp, 'printer.local'));
   });
 
   after(async () => {

@@ -1,6 +1,8 @@
 // Small helpers the discovery, breaker and ratelimit tests share: waiting, and UDP sockets on 127.x addresses
 // (responders the tests start themselves: NetBIOS, mDNS, PTR).
 import * as dgram from 'node:dgram';
+import * as dnsPacket from 'dns-packet';
+import { reverseName } from '../../plugins/discovery/address';
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -49,4 +51,29 @@ export async function bindUdp(address: string, preferredPort: number): Promise<{
     }
   }
   throw new Error(`cannot bind ${address}`);
+}
+
+/**
+ * A unicast mDNS responder on `ip` (port 5353, or another free port): answers the reverse name of `ip` with a PTR
+ * to `hostname`, to queries from ports other than 5353 (RFC 6762 §6.7's one-shot queries), as a device would.
+ */
+export async function startMdnsResponder(ip: string, hostname: string): Promise<{ socket: dgram.Socket; port: number }> {
+  const bound = await bindUdp(ip, 5353);
+  const ptrName = reverseName(ip);
+  bound.socket.on('message', (msg, rinfo) => {
+    let q: dnsPacket.DecodedPacket;
+    try {
+      q = dnsPacket.decode(msg);
+    } catch {
+      return;
+    }
+    const name = q.questions?.[0]?.name ?? '';
+    if (rinfo.port === 5353 || name !== ptrName) return;
+    bound.socket.send(
+      dnsPacket.encode({ type: 'response', id: q.id, flags: dnsPacket.AUTHORITATIVE_ANSWER, questions: q.questions, answers: [{ type: 'PTR', name, class: 'IN', ttl: 120, data: hostname }] }),
+      rinfo.port,
+      rinfo.address,
+    );
+  });
+  return bound;
 }
