@@ -17,3 +17,6 @@ export { CodexServer, type ServerOptions } from './core/server';
 /** tapable's hook classes, so a plugin publishing hooks uses the same tapable as the core. */
 export { SyncHook, SyncBailHook, SyncWaterfallHook, AsyncSeriesHook, AsyncSeriesBailHook, AsyncSeriesWaterfallHook, HookMap } from 'tapable';
 export { RepeatingWarning } from './core/primitives/rateLimitedLog';
+/** The client matcher acl uses: networks and addresses, IPv4 and IPv6 (IPv4-mapped matches IPv4), zones ignored. */
+export { CidrSet, CidrParseError } from './plugins/pkg/cidr';
+export type { CheckContext } from './core/plugin';

@@ -1,4 +1,5 @@
 import { describe, it } from 'node:test';
+import { CidrParseError, CidrSet } from '../testing';
 import assert from 'node:assert/strict';
 import {
   CircuitBreaker,
@@ -633,5 +634,21 @@ describe('RepeatingWarning', () => {
     clock.advance(1000);
     w.hit();
     assert.deepEqual(emitted, [1, 100, 2, 2]);
+  });
+});
+
+describe('CidrSet (the client matcher of acl, ratelimit and filter)', () => {
+  it('networks and addresses of both families; IPv4-mapped IPv6 matches IPv4; zones ignored; junk is no match', () => {
+    const set = new CidrSet(['10.0.0.0/8', '192.168.1.7', 'fd00::/8', '::ffff:172.16.0.0/108']);
+    assert.equal(set.has('10.1.2.3'), true);
+    assert.equal(set.has('::ffff:10.1.2.3'), true, 'an IPv4-mapped address is its IPv4 address');
+    assert.equal(set.has('192.168.1.7'), true);
+    assert.equal(set.has('192.168.1.8'), false);
+    assert.equal(set.has('fd12::1'), true);
+    assert.equal(set.has('fe80::1%eth0'), false);
+    assert.equal(new CidrSet(['fe80::/10']).has('fe80::1%eth0'), true, 'the zone is not part of the address');
+    assert.equal(set.has('172.16.5.5'), true, 'a mapped network is kept as IPv4');
+    assert.equal(set.has('banana'), false);
+    assert.throws(() => new CidrSet(['10.0.0.0/8', '10.0.0.0/33']), (e: unknown) => e instanceof CidrParseError && e.index === 1);
   });
 });

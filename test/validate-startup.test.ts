@@ -16,6 +16,7 @@ const block = (plugins: string): string => `servers:\n  - listen: [udp://127.0.0
 const cases: Array<[string, string, RegExp]> = [
   ['acl: a word where a network goes', block('      - acl: { allow: [banana] }\n      - forward: { to: [127.0.0.1:5399] }\n'), /:4:24 plugin acl: option allow\[0\]: banana is not a CIDR network or an address/],
   ['acl: a prefix longer than 32 bits', block('      - acl: { allow: [127.0.0.0/8], deny: [10.0.0.0/33] }\n      - forward: { to: [127.0.0.1:5399] }\n'), /plugin acl: option deny\[0\]: 10\.0\.0\.0\/33 is not a CIDR network/],
+  ['ratelimit: a bad network in the allow list', block('      - acl: {}\n      - ratelimit: { queries: { rate: 10, burst: 20, allow: [127.0.0.1, not-a-net] } }\n      - forward: { to: [127.0.0.1:5399] }\n'), /plugin ratelimit: option queries\.allow\[1\]: not-a-net is not a CIDR network or an address/],
   ['forward: a port out of range', block('      - acl: {}\n      - forward: { to: [127.0.0.1:5399, "127.0.0.1:99999"] }\n'), /:5:41 plugin forward: option to\[1\]: 127\.0\.0\.1:99999: port 99999 out of range/],
   ['forward: a host name', block('      - acl: {}\n      - forward: { to: [dns.example] }\n'), /plugin forward: option to\[0\]: dns\.example: not an IP address/],
   ['forward: a resolv.conf that is not there', block('      - acl: {}\n      - forward: { to: [./missing-resolv.conf] }\n'), /plugin forward: option to\[0\]: cannot read .*missing-resolv\.conf: ENOENT/],

@@ -1,6 +1,7 @@
 import * as os from 'node:os';
 import * as ipaddr from 'ipaddr.js';
 import { OptionError } from '../../config/errors';
+import { CidrParseError, CidrSet } from '../pkg/cidr';
 import { Type } from '../../config/types';
 import { definePlugin } from '../../core/plugin';
 import { LruMap } from '../../core/primitives/lru';
@@ -51,26 +52,18 @@ export function localNetworks(ifaces: NodeJS.Dict<os.NetworkInterfaceInfo[]> = l
   return [...out].sort();
 }
 
-type Cidr = [ipaddr.IPv4 | ipaddr.IPv6, number];
-
-function parseList(list: readonly string[], option: string): Cidr[] {
-  return list.flatMap((text, i): Cidr[] => {
-    if (text === LOCAL) return [];
+/** The networks of a list, `local` left out (the caller adds the interfaces' networks); errors name the entry. */
+function parseList(list: readonly string[], option: string, into = new CidrSet()): CidrSet {
+  list.forEach((text, i) => {
+    if (text === LOCAL) return;
     try {
-      if (text.includes('/')) return [ipaddr.parseCIDR(text)];
-      const addr = ipaddr.parse(text);
-      return [[addr, addr.kind() === 'ipv4' ? 32 : 128]];
-    } catch {
-      throw new OptionError(`${option}[${i}]`, `${text} is not a CIDR network or an address`);
+      into.add(text, i);
+    } catch (err) {
+      if (err instanceof CidrParseError) throw new OptionError(`${option}[${i}]`, err.message);
+      throw err;
     }
   });
-}
-
-function matches(addr: ipaddr.IPv4 | ipaddr.IPv6, list: readonly Cidr[]): boolean {
-  for (const [net, bits] of list) {
-    if (addr.kind() === net.kind() && addr.match([net, bits] as never)) return true;
-  }
-  return false;
+  return into;
 }
 
 /** Answers only clients inside `allow` (and not in `deny`); others get REFUSED (or nothing), and are marked so tracking ignores them. */
@@ -84,20 +77,19 @@ export default definePlugin({
     parseList(opts.deny, 'deny');
   },
   setup(api, opts) {
-    const staticAllow = parseList(opts.allow, 'allow');
     const deny = parseList(opts.deny, 'deny');
     const decisions = new LruMap<string, boolean>(opts.cache_size);
-    let allow = staticAllow;
+    let allow = parseList(opts.allow, 'allow');
     if (opts.allow.includes(LOCAL)) {
       // Interfaces change (DHCP, a VPN coming up): read them again, and forget decisions made on the old list.
       let local = localNetworks();
-      allow = [...staticAllow, ...parseList(local, 'allow')];
+      allow = parseList(local, 'allow', parseList(opts.allow, 'allow'));
       api.log.info('acl: local networks', { block: api.block.name, networks: local.join(',') });
       api.timers.setInterval(() => {
         const now = localNetworks();
         if (now.join(',') === local.join(',')) return;
         local = now;
-        allow = [...staticAllow, ...parseList(local, 'allow')];
+        allow = parseList(local, 'allow', parseList(opts.allow, 'allow'));
         decisions.clear();
         api.log.info('acl: local networks changed', { block: api.block.name, networks: local.join(',') });
       }, opts.local_refresh ?? 30_000);
@@ -112,15 +104,7 @@ export default definePlugin({
         this.set({ server: block }, decisions.size);
       },
     });
-    const decide = (address: string): boolean => {
-      let addr: ipaddr.IPv4 | ipaddr.IPv6;
-      try {
-        addr = ipaddr.process(address.split('%')[0]);
-      } catch {
-        return false;
-      }
-      return !matches(addr, deny) && matches(addr, allow);
-    };
+    const decide = (address: string): boolean => !deny.has(address) && allow.has(address);
     api.hooks.query.tap('acl', (ctx) => {
       let ok = decisions.get(ctx.client.address);
       if (ok === undefined) {

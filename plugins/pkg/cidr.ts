@@ -1,6 +1,7 @@
 /**
  * A set of networks (CIDR or single addresses, IPv4 and IPv6) that answers "is this address inside?". Shared by
- * plugins that decide by client network (filter groups; acl and ratelimit may move here later).
+ * the plugins that decide by client network (acl, ratelimit's allow list, filter groups); exported by the package
+ * for custom plugins. An IPv4-mapped IPv6 address matches the IPv4 networks, whichever form the socket reports.
  */
 import * as ipaddr from 'ipaddr.js';
 
@@ -54,7 +55,8 @@ export class CidrSet {
     if (this.v4.length === 0 && this.v6.length === 0) return false;
     let a: ipaddr.IPv4 | ipaddr.IPv6;
     try {
-      a = ipaddr.process(address);
+      // A link-local address may carry its interface (`fe80::1%eth0`): the zone is not part of the address.
+      a = ipaddr.process(address.includes('%') ? address.slice(0, address.indexOf('%')) : address);
     } catch {
       return false;
     }

@@ -3,6 +3,7 @@
  * hook) and `discovery` (one bucket for discovery jobs, on discovery's `beforeDiscover`). See README.md.
  */
 import { OptionError } from '../../config/errors';
+import { CidrParseError, CidrSet } from '../pkg/cidr';
 import { Type, type Static } from '../../config/types';
 import type { QueryContext } from '../../core/context';
 import { definePlugin } from '../../core/plugin';
@@ -12,7 +13,7 @@ import type {} from '../discovery/types';
 import { DiscoveryLimiter, QueryLimiter, type LimitAction } from './limiter';
 import { registerRatelimitMetrics } from './metrics';
 
-export { DiscoveryLimiter, QueryLimiter, RATE_LIMITED, V4_PREFIX, V6_PREFIX, parseCidrs, type Per, type LimitAction, type QueryLimiterOptions, type DiscoveryLimiterOptions } from './limiter';
+export { DiscoveryLimiter, QueryLimiter, RATE_LIMITED, V4_PREFIX, V6_PREFIX, type Per, type LimitAction, type QueryLimiterOptions, type DiscoveryLimiterOptions } from './limiter';
 
 /** The discovery part's defaults, also used when neither part is written (`- ratelimit`). */
 export const DISCOVERY_DEFAULTS = { rate: 10, burst: 20 } as const;
@@ -63,6 +64,15 @@ export const ratelimit = definePlugin({
   description: 'Token-bucket rate limits: queries per client (refuse, drop or slip to TCP) and discovery jobs',
   options,
   role: (o) => (o.queries !== undefined ? 'guard' : undefined),
+  check(o) {
+    if (o.queries === undefined) return;
+    try {
+      new CidrSet(o.queries.allow);
+    } catch (err) {
+      if (err instanceof CidrParseError) throw new OptionError(`queries.allow[${err.index}]`, err.message);
+      throw err;
+    }
+  },
   setup(api, o) {
     const discoveryPart = o.discovery ?? (o.queries === undefined ? { ...DISCOVERY_DEFAULTS } : undefined);
     let queries: QueryLimiter | undefined;

@@ -8,27 +8,11 @@ import * as ipaddr from 'ipaddr.js';
 import { type Clock, monotonicClock } from '../../core/clock';
 import { LruMap } from '../../core/primitives/lru';
 import { TokenBucket, TokenBucketMap } from '../../core/primitives/tokenBucket';
+import { CidrSet } from '../pkg/cidr';
 import type { DiscoveryDenial } from '../discovery/types';
 
 export type Per = 'client' | '/24' | '/56';
 export type LimitAction = 'refuse' | 'drop' | 'slip';
-
-type Cidr = [ipaddr.IPv4 | ipaddr.IPv6, number];
-
-/** Parses CIDRs (or single addresses); throws with the index of the bad entry. */
-export function parseCidrs(list: readonly string[]): Cidr[] {
-  return list.map((text, i) => {
-    try {
-      if (text.includes('/')) return ipaddr.parseCIDR(text);
-      const addr = ipaddr.parse(text);
-      return [addr, addr.kind() === 'ipv4' ? 32 : 128] as Cidr;
-    } catch {
-      const err = new Error(`${text} is not a CIDR network or an address`) as Error & { index: number };
-      err.index = i;
-      throw err;
-    }
-  });
-}
 
 export interface QueryLimiterOptions {
   rate: number;
@@ -47,7 +31,7 @@ export const V6_PREFIX = 56;
 export class QueryLimiter {
   readonly per: Per;
   private readonly buckets: TokenBucketMap;
-  private readonly allow: Cidr[];
+  private readonly allow: CidrSet;
   /** address → bucket key, or '' when the address is exempt (allow list); bounded like the buckets. */
   private readonly keys: LruMap<string, string>;
   limited = 0;
@@ -55,7 +39,7 @@ export class QueryLimiter {
   constructor(opts: QueryLimiterOptions) {
     this.per = opts.per;
     this.buckets = new TokenBucketMap({ rate: opts.rate, burst: opts.burst, maxKeys: opts.maxClients, clock: opts.clock ?? monotonicClock });
-    this.allow = parseCidrs(opts.allow);
+    this.allow = new CidrSet(opts.allow);
     this.keys = new LruMap<string, string>(opts.maxClients);
   }
 
@@ -93,9 +77,7 @@ export class QueryLimiter {
     } catch {
       return address;
     }
-    for (const [net, bits] of this.allow) {
-      if (net.kind() === addr.kind() && addr.match([net, bits] as never)) return '';
-    }
+    if (this.allow.has(address)) return '';
     if (this.per === 'client') return addr.toString();
     const bytes = addr.toByteArray();
     const bits = addr.kind() === 'ipv4' ? V4_PREFIX : V6_PREFIX;
