@@ -3,7 +3,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import * as dnsPacket from 'dns-packet';
-import { parseResolvConf, readResolvConf } from '../plugins/forward/resolvconf';
+import { parseResolvConf, readResolvConf } from '../plugins/pkg/resolvconf';
 import { parseUpstream } from '../plugins/forward/upstream';
 import { createPolicy } from '../plugins/forward/policy';
 import { buildQuery, mismatch, nextId, questionEndOf } from '../plugins/forward/exchange';

@@ -10,10 +10,8 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
-import { parseListen } from '../../config/listen';
-import { isWildcard, localAddresses } from '../../core/listeners';
-import { isResolvConfPath, readResolvConf } from '../forward/resolvconf';
-import { parseUpstream } from '../forward/upstream';
+import { isResolvConfPath, readResolvConf } from '../pkg/resolvconf';
+import { canonicalIp, parseUpstream } from '../pkg/endpoints';
 import { isProbeable, normalizeIp } from './address';
 import type { RdnsResolver } from './methods/rdns';
 
@@ -25,18 +23,7 @@ export interface ResolverChoice {
   readonly warnings: string[];
 }
 
-/** `host:port` keys of this block's listeners (wildcards expanded), port 0 excluded (a test's random port). */
-export function ownEndpoints(listen: readonly string[]): Set<string> {
-  const out = new Set<string>();
-  for (const text of listen) {
-    const spec = parseListen(text);
-    if (typeof spec === 'string' || spec.port === 0) continue;
-    const family: 4 | 6 = spec.host.includes(':') ? 6 : 4;
-    const hosts = isWildcard(spec.host) ? localAddresses(family) : [spec.host];
-    for (const h of hosts) out.add(`${normalizeIp(h) ?? h}|${spec.port}`);
-  }
-  return out;
-}
+export { ownEndpoints } from '../pkg/endpoints';
 
 /** This machine's own addresses (canonical text), loopback included. */
 export function machineAddresses(): Set<string> {
@@ -141,7 +128,7 @@ export function chooseResolvers(input: {
   const warnings: string[] = [];
   const notOwn = (list: RdnsResolver[]): RdnsResolver[] =>
     list.filter((r) => {
-      const key = `${normalizeIp(r.host) ?? r.host}|${r.port}`;
+      const key = `${canonicalIp(r.host, r.host.includes(':') ? 6 : 4)}|${r.port}`;
       if (input.own.has(key)) {
         warnings.push(`rdns: skipping resolver ${r.host}:${r.port}: it is this server (it would count itself as a client)`);
         return false;

@@ -9,9 +9,7 @@
  */
 import { OptionError } from '../../config/errors';
 import { Duration, Type, type Static } from '../../config/types';
-import { parseListen } from '../../config/listen';
 import type { QueryContext } from '../../core/context';
-import { isWildcard, localAddresses } from '../../core/listeners';
 import { definePlugin, type PluginApi } from '../../core/plugin';
 import { DnsResponse } from '../../core/response';
 import { DEFAULT_EDNS_SIZE } from '../../core/wire/constants';
@@ -20,8 +18,9 @@ import { Forwarder, UpstreamGroup, type Callback } from './forward';
 import { ForwardMetrics, registerInFlight } from './metrics';
 import { POLICY_NAMES, createPolicy, type PolicyName } from './policy';
 import { localAnswer, maybePrivate, privateZoneOf } from './private';
-import { isResolvConfPath, readResolvConf } from './resolvconf';
-import { Upstream, canonicalIp, parseUpstream, type UpstreamAddress } from './upstream';
+import { isResolvConfPath, readResolvConf } from '../pkg/resolvconf';
+import { canonicalIp, ownEndpoints, parseUpstream, type UpstreamAddress } from '../pkg/endpoints';
+import { Upstream } from './upstream';
 
 export { EDE_NO_REACHABLE_AUTHORITY, FAILURE_EDE, TCP_FAILED_EDE } from './forward';
 
@@ -65,7 +64,7 @@ export const forward = definePlugin({
     if (options.private !== undefined) checkEntries('private', options.private, context.resolvePath);
   },
   setup(api, options) {
-    const own = ownEndpoints(api);
+    const own = ownEndpoints(api.block.listen);
     const to = resolveUpstreams(api, 'to', options.to, own);
     const priv = options.private !== undefined ? resolveUpstreams(api, 'private', options.private, own) : undefined;
 
@@ -128,19 +127,6 @@ export const forward = definePlugin({
 });
 
 export default forward;
-
-/** host:port pairs we listen on (wildcards expanded to this machine's addresses), to refuse a forwarding loop. */
-function ownEndpoints(api: PluginApi): Set<string> {
-  const out = new Set<string>();
-  for (const text of api.block.listen) {
-    const spec = parseListen(text);
-    if (typeof spec === 'string' || spec.port === 0) continue;
-    const family: 4 | 6 = spec.host.includes(':') ? 6 : 4;
-    const hosts = isWildcard(spec.host) ? localAddresses(family) : [spec.host];
-    for (const h of hosts) out.add(`${canonicalIp(h, h.includes(':') ? 6 : 4)}|${spec.port}`);
-  }
-  return out;
-}
 
 /** Each `to`/`private` entry is an address or a readable resolv.conf: what start-up would refuse, said at its entry. */
 function checkEntries(option: 'to' | 'private', entries: readonly string[], resolvePath: (p: string) => string): void {
