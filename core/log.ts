@@ -9,6 +9,8 @@ export interface Logger {
   error(msg: string, fields?: LogFields): void;
   /** A logger whose lines carry `name` (a plugin's). */
   child(name: string): Logger;
+  /** The server's `log:` settings this logger writes with (a plugin writing lines of its own matches the format). */
+  readonly options: Readonly<LogOptions>;
 }
 
 export interface LogOptions {
@@ -44,6 +46,7 @@ export function createLogger(opts: LogOptions, sink: LogSink = stderrSink, name 
     warn: (m, f) => write('warn', m, f),
     error: (m, f) => write('error', m, f),
     child: (child) => createLogger(opts, sink, name ? `${name}/${child}` : child),
+    options: { level: opts.level, format: opts.format },
   };
 }
 

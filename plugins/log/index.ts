@@ -1,11 +1,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { parse as parseYaml } from 'yaml';
 import { OptionError } from '../../config/errors';
 import { Duration, Type } from '../../config/types';
 import type { QueryContext } from '../../core/context';
-import type { LogOptions, Logger } from '../../core/log';
 import { definePlugin } from '../../core/plugin';
 import { RepeatingWarning } from '../../core/primitives/rateLimitedLog';
 import type { DnsResponse } from '../../core/response';
@@ -38,24 +36,6 @@ type Opts = typeof LogPluginOptions.static;
 /** Buffer depth by server block, for the one `buffered_lines` gauge (a reload replaces a block's entry). */
 const depthOf = new Map<string, () => number>();
 
-/**
- * The server's `log:` settings. The plugin API hands out a Logger, which does not say its format; until it
- * does (`logger.options`), read the top-level `log:` block of the configuration file the chain was built from.
- */
-export function serverLogOptions(log: Logger, configFile: string): LogOptions {
-  const fromLogger = (log as Logger & { options?: Partial<LogOptions> }).options;
-  if (fromLogger?.format !== undefined && fromLogger.level !== undefined) return { format: fromLogger.format, level: fromLogger.level };
-  try {
-    const doc = parseYaml(fs.readFileSync(configFile, 'utf8')) as { log?: { format?: unknown; level?: unknown } } | null;
-    const format = doc?.log?.format === 'json' ? 'json' : 'text';
-    const lv = doc?.log?.level;
-    const level = lv === 'debug' || lv === 'warn' || lv === 'error' ? lv : 'info';
-    return { format, level };
-  } catch {
-    return { format: 'text', level: 'info' };
-  }
-}
-
 /** Rcode, answer count and SOA presence of the response (its layout is already computed by the writer). */
 function responseClass(res: DnsResponse): ResponseClass {
   if (res.dropped) return 'error';
@@ -79,7 +59,7 @@ export default definePlugin({
     } catch (err) {
       throw new OptionError('format', (err as Error).message);
     }
-    const server = serverLogOptions(api.log, api.block.configFile);
+    const server = api.log.options;
     const json = o.json ?? server.format === 'json';
     const toLog = o.output === 'log' || o.output === 'stderr';
 
