@@ -4,14 +4,16 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ConfigError, formatIssue } from '../config/errors';
 import { loadConfigFile, storageOptions } from '../config/load';
-import { configJsonSchema } from '../config/schemaExport';
+import { loadCustomPlugin } from '../config/customPlugin';
+import { configJsonSchema, type CustomPluginSchema } from '../config/schemaExport';
+import { parse as parseYaml } from 'yaml';
 import { CodexServer } from '../core/server';
 import { builtinCatalog } from '../plugins/catalog';
 
 const USAGE = `Usage:
   codexdns [--conf FILE]              run the server (default ./Corefile.yaml)
   codexdns validate [FILE]            check a configuration; prints every problem, exits 1 on errors
-  codexdns schema                     print the configuration's JSON Schema (for editors)
+  codexdns schema [FILE]              print the configuration's JSON Schema (for editors); with FILE, the options of its custom plugins too
   codexdns migrate up|down|status|unlock [--conf FILE]
                                       apply, roll back one step, list, or clear a stale migration lock
   codexdns filter why NAME [--client IP] [--conf FILE]
@@ -82,6 +84,27 @@ async function migrate(action: string | undefined, file: string): Promise<number
   return 0;
 }
 
+/** The `use:` plugins a Corefile names, loaded (for `schema FILE`); one that does not load is left out, with a note. */
+async function customPluginsOf(file: string): Promise<CustomPluginSchema[]> {
+  const text = fs.readFileSync(file, 'utf8');
+  const doc = parseYaml(text) as { servers?: Array<{ plugins?: unknown[] }> } | null;
+  const out: CustomPluginSchema[] = [];
+  const seen = new Set<string>();
+  for (const block of doc?.servers ?? []) {
+    for (const entry of block?.plugins ?? []) {
+      const use = (entry as { use?: unknown } | null)?.use;
+      if (typeof use !== 'string' || seen.has(use)) continue;
+      seen.add(use);
+      try {
+        out.push({ use, definition: (await loadCustomPlugin(use, path.dirname(path.resolve(file)))).definition });
+      } catch (err) {
+        process.stderr.write(`schema: ${use} left out: ${(err as Error).message}\n`);
+      }
+    }
+  }
+  return out;
+}
+
 async function run(file: string): Promise<void> {
   const server = new CodexServer({ configFile: file });
   try {
@@ -124,7 +147,8 @@ async function main(argv: string[]): Promise<void> {
   }
   if (cmd === 'validate') process.exit(await validate(rest.find((a) => !a.startsWith('-')) ?? confArg(rest)));
   if (cmd === 'schema') {
-    process.stdout.write(JSON.stringify(configJsonSchema(builtinCatalog), null, 2) + '\n');
+    const file = rest.find((a) => !a.startsWith('-')) ?? (rest.includes('--conf') ? confArg(rest) : undefined);
+    process.stdout.write(JSON.stringify(configJsonSchema(builtinCatalog, file === undefined ? [] : await customPluginsOf(file)), null, 2) + '\n');
     return;
   }
   if (cmd === 'filter' && rest[0] === 'why') {

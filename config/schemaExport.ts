@@ -1,3 +1,4 @@
+import type { AnyPluginDefinition } from '../core/plugin';
 import type { PluginCatalog } from './load';
 import { LogSchema, ServerBlockSchema, StorageSchema } from './coreSchema';
 import { eachSubschema, toJsonSchema, type JsonSchema } from './validate';
@@ -21,8 +22,18 @@ function editorSchema(schema: Parameters<typeof toJsonSchema>[0]): JsonSchema {
   return optionalDefaults(toJsonSchema(schema));
 }
 
-/** A JSON Schema of the whole configuration (built-in plugins included), for editors' YAML language servers. */
-export function configJsonSchema(catalog: PluginCatalog): Record<string, unknown> {
+/** A custom plugin a Corefile names: `use:` as written there, and its definition. */
+export interface CustomPluginSchema {
+  readonly use: string;
+  readonly definition: AnyPluginDefinition;
+}
+
+/**
+ * A JSON Schema of the whole configuration (built-in plugins included), for editors' YAML language servers. With
+ * `custom` (the plugins a given Corefile loads with `use:`), each of those is checked against its own options
+ * schema; any other `use:` entry then takes any options.
+ */
+export function configJsonSchema(catalog: PluginCatalog, custom: readonly CustomPluginSchema[] = []): Record<string, unknown> {
   const pluginEntries = catalog.names().map((name) => {
     const def = catalog.get(name)!;
     return {
@@ -33,10 +44,17 @@ export function configJsonSchema(catalog: PluginCatalog): Record<string, unknown
       additionalProperties: false,
     };
   });
-  const custom = {
+  const named = custom.map((c) => ({
+    type: 'object',
+    description: c.definition.description ?? `custom plugin ${c.definition.name}`,
+    properties: { use: { const: c.use }, options: editorSchema(c.definition.options) },
+    required: ['use'],
+    additionalProperties: false,
+  }));
+  const anyCustom = {
     type: 'object',
     description: 'A custom plugin: a file path relative to this file, or an npm package name',
-    properties: { use: { type: 'string' }, options: { type: 'object' } },
+    properties: { use: custom.length === 0 ? { type: 'string' } : { type: 'string', not: { enum: custom.map((c) => c.use) } }, options: { type: 'object' } },
     required: ['use'],
     additionalProperties: false,
   };
@@ -44,7 +62,7 @@ export function configJsonSchema(catalog: PluginCatalog): Record<string, unknown
   (block.properties as Record<string, unknown>).plugins = {
     type: 'array',
     description: 'The plugin chain, in order',
-    items: { anyOf: [...pluginEntries, custom, { type: 'string', enum: catalog.names() }] },
+    items: { anyOf: [...pluginEntries, ...named, anyCustom, { type: 'string', enum: catalog.names() }] },
   };
   return {
     $schema: 'http://json-schema.org/draft-07/schema#',

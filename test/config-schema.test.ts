@@ -104,3 +104,29 @@ describe('config: a schema can say what it wants in its own words', () => {
     assert.ok(!lines.some((l) => /option from: must match pattern/.test(l)), lines.join('\n'));
   });
 });
+
+describe('config: `codexdns schema FILE` includes the options of the custom plugins FILE names', () => {
+  test('a custom plugin\'s options are checked by the exported schema; other use: entries take any options', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const os = await import('node:os');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'codexdns-schema-'));
+    try {
+      fs.writeFileSync(
+        path.join(dir, 'quiet.js'),
+        "module.exports = { name: 'quiet-hours', options: { type: 'object', properties: { from: { type: 'string', pattern: '^\\\\d\\\\d:\\\\d\\\\d$', default: '22:00' } }, additionalProperties: false }, setup() {} };\n",
+      );
+      const corefile = 'servers:\n  - listen: [udp://127.0.0.1:5353]\n    plugins:\n      - use: ./quiet.js\n        options: { from: "07:30" }\n';
+      fs.writeFileSync(path.join(dir, 'Corefile.yaml'), corefile);
+      const cli = path.resolve(__dirname, '..', 'cli', 'codexdns.js');
+      const r = spawnSync(process.execPath, [cli, 'schema', path.join(dir, 'Corefile.yaml')], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      const v = new Ajv({ strict: false, allErrors: true }).compile(JSON.parse(r.stdout) as object);
+      assert.equal(v(parse(corefile)), true, JSON.stringify(v.errors));
+      assert.equal(v(parse(corefile.replace('"07:30"', '"7 pm"'))), false, 'a bad value of the custom plugin is flagged');
+      assert.equal(v(parse(corefile.replace('from: "07:30"', 'to: "07:30"'))), false, 'an unknown option of the custom plugin is flagged');
+      assert.equal(v(parse(corefile.replace('./quiet.js', './other.js').replace('from: "07:30"', 'anything: 1'))), true, 'another use: takes any options');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
