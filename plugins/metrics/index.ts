@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { collectDefaultMetrics, type Registry } from 'prom-client';
+import { collectDefaultMetrics, type Counter, type Registry } from 'prom-client';
 import { SyncHook, SyncWaterfallHook } from 'tapable';
 import { OptionError } from '../../config/errors';
 import { Duration, Type } from '../../config/types';
@@ -125,147 +125,100 @@ function registerServerMetrics(api: PluginApi): void {
   const src: WireSource = { wire: api.server.wireStats, marks: new Map() };
   wireSources.set(registry, src);
   const f = api.metrics;
-  /** Brings a counter's series up to a monotonic total kept elsewhere. */
-  const mirror = (c: { inc(labels: Record<string, string>, v: number): void; inc(v: number): void }, key: string, value: number, labels?: Record<string, string>): void => {
-    const last = src.marks.get(key) ?? 0;
-    const d = Math.max(0, value - last);
-    src.marks.set(key, value);
-    if (labels) c.inc(labels, d);
-    else c.inc(d);
-  };
-  const received = f.counter({
-    subsystem: 'dns',
-    name: 'packets_received_total',
-    help: 'DNS messages received by the listeners (before any check), by transport.',
-    labelNames: ['proto'] as const,
-    collect() {
-      const w = src.wire();
-      mirror(received, 'udp', w.udpReceived, { proto: 'udp' });
-      mirror(received, 'tcp', w.tcpReceived, { proto: 'tcp' });
-    },
-  });
-  const dropped = f.counter({
-    subsystem: 'dns',
-    name: 'packets_dropped_total',
-    help: 'DNS messages dropped unanswered by the wire layer, by reason (short, response, shutdown).',
-    labelNames: ['reason'] as const,
-    collect() {
-      for (const [reason, n] of Object.entries(src.wire().dropped)) mirror(dropped, `drop:${reason}`, n, { reason });
-    },
-  });
-  const formerr = f.counter({
-    subsystem: 'dns',
-    name: 'formerr_total',
-    help: 'Malformed queries answered FORMERR by the core (they never reach a chain).',
-    collect() {
-      mirror(formerr, 'formerr', src.wire().formerr);
-    },
-  });
-  const refused = f.counter({
-    subsystem: 'dns',
-    name: 'tcp_connections_refused_total',
-    help: 'TCP connections refused at accept: max_connections was reached and no connection was idle to make room (or the server was shutting down).',
-    collect() {
-      mirror(refused, 'tcpRefused', src.wire().tcpConnectionsRefused);
-    },
-  });
-  f.gauge({
-    subsystem: 'dns',
-    name: 'tcp_connections',
-    help: 'Open DNS TCP connections.',
-    collect() {
-      this.set(src.wire().tcpConnections);
-    },
-  });
-  const notimp = f.counter({
-    subsystem: 'dns',
-    name: 'notimp_total',
-    help: 'Queries answered NOTIMP by the core (an opcode other than QUERY, QTYPE MAILA/MAILB).',
-    collect() {
-      mirror(notimp, 'notimp', src.wire().notimp);
-    },
-  });
-  const meta = f.counter({
-    subsystem: 'dns',
-    name: 'meta_refused_total',
-    help: 'Zone transfer queries (AXFR, IXFR) answered REFUSED by the core, never forwarded.',
-    collect() {
-      mirror(meta, 'refusedMeta', src.wire().refusedMeta);
-    },
-  });
-  const sendErrors = f.counter({
-    subsystem: 'dns',
-    name: 'send_errors_total',
-    help: 'Replies that could not be sent (the socket refused or failed the send), by transport.',
-    labelNames: ['proto'] as const,
-    collect() {
-      const w = src.wire();
-      mirror(sendErrors, 'sendUdp', w.sendErrors.udp, { proto: 'udp' });
-      mirror(sendErrors, 'sendTcp', w.sendErrors.tcp, { proto: 'tcp' });
-    },
-  });
-  const tcpClosed = f.counter({
-    subsystem: 'dns',
-    name: 'tcp_connections_closed_total',
-    help: 'TCP connections closed by the server, by reason: evicted (idle longest, to admit a new one at max_connections), per_client (max_per_client reached), read_timeout (a message not whole within read_timeout of its first byte), idle_timeout, drain_timeout (unsent replies above max_unsent for drain_timeout), half_closed (the client shut its write side; ended after its answers).',
-    labelNames: ['reason'] as const,
-    collect() {
-      for (const [reason, n] of Object.entries(src.wire().tcpClosed)) mirror(tcpClosed, `tcpClosed:${reason}`, n, { reason });
-    },
-  });
-  const pauses = f.counter({
-    subsystem: 'dns',
-    name: 'tcp_backpressure_pauses_total',
-    help: 'Times a TCP connection stopped being read because its unsent replies passed max_unsent.',
-    collect() {
-      mirror(pauses, 'tcpPauses', src.wire().tcpPauses);
-    },
-  });
-  const inflightFull = f.counter({
-    subsystem: 'dns',
-    name: 'tcp_inflight_full_total',
-    help: 'Times a TCP connection stopped being read because max_inflight of its queries were in flight.',
-    collect() {
-      mirror(inflightFull, 'tcpInflightFull', src.wire().tcpInflightFull);
-    },
-  });
-  f.gauge({
-    subsystem: 'dns',
-    name: 'tcp_connections_paused',
-    help: 'TCP connections not being read now because their unsent replies passed max_unsent.',
-    collect() {
-      this.set(src.wire().tcpPaused);
-    },
-  });
-  f.gauge({
-    subsystem: 'dns',
-    name: 'inflight_queries',
-    help: 'Queries being handled by a chain now.',
-    collect() {
-      this.set(src.wire().inFlight);
-    },
-  });
-  f.gauge({
-    subsystem: 'http',
-    name: 'dashboard_streams',
-    help: 'Dashboard live streams open now (at most 16 per listener).',
-    collect() {
-      this.set(dashboardStreams(registry).open);
-    },
-  });
-  const streamsClosed = f.counter({
-    subsystem: 'http',
-    name: 'dashboard_streams_closed_total',
-    help: 'Dashboard streams refused at the limit (refused) or closed because the reader stopped reading (slow).',
-    labelNames: ['reason'] as const,
-    collect() {
-      const st = dashboardStreams(registry);
-      mirror(streamsClosed, 'streams:refused', st.refused, { reason: 'refused' });
-      mirror(streamsClosed, 'streams:slow', st.slow, { reason: 'slow' });
-    },
-  });
+  const w = (): WireStats => src.wire();
+  for (const t of wireTotals(w, () => dashboardStreams(registry))) {
+    const label = t.label;
+    f.counter({
+      subsystem: t.subsystem,
+      name: t.name,
+      help: t.help,
+      labelNames: label === undefined ? [] : [label],
+      collect(this: Counter<string>): void {
+        // Brings the series up to the monotonic totals kept by the wire layer (scrape time, never per packet).
+        const v = t.read();
+        if (typeof v === 'number') return mirror(src.marks, this, t.name, v);
+        for (const [value, n] of Object.entries(v)) mirror(src.marks, this, `${t.name}:${value}`, n, { [label as string]: value });
+      },
+    });
+  }
+  for (const g of wireLevels(w, () => dashboardStreams(registry))) {
+    f.gauge({
+      subsystem: g.subsystem,
+      name: g.name,
+      help: g.help,
+      collect() {
+        this.set(g.read());
+      },
+    });
+  }
   const info = f.gauge({ subsystem: 'build', name: 'info', help: 'Always 1; the labels tell the codexdns and Node.js versions.', labelNames: ['version', 'nodejs'] as const });
   info.set({ version: packageVersion(), nodejs: process.version }, 1);
+}
+
+/** A total kept by the wire layer (or the HTTP side), exported as a counter; `label` names the record's keys. */
+interface MirroredTotal {
+  readonly subsystem: string;
+  readonly name: string;
+  readonly help: string;
+  readonly label?: string;
+  read(): number | Readonly<Record<string, number>>;
+}
+
+interface Level {
+  readonly subsystem: string;
+  readonly name: string;
+  readonly help: string;
+  read(): number;
+}
+
+function wireTotals(w: () => WireStats, streams: () => { refused: number; slow: number }): MirroredTotal[] {
+  return [
+    { subsystem: 'dns', name: 'packets_received_total', help: 'DNS messages received by the listeners (before any check), by transport.', label: 'proto', read: () => ({ udp: w().udpReceived, tcp: w().tcpReceived }) },
+    { subsystem: 'dns', name: 'packets_dropped_total', help: 'DNS messages dropped unanswered by the wire layer, by reason (short, response, shutdown, source_port_0).', label: 'reason', read: () => w().dropped },
+    { subsystem: 'dns', name: 'formerr_total', help: 'Malformed queries answered FORMERR by the core (they never reach a chain).', read: () => w().formerr },
+    { subsystem: 'dns', name: 'notimp_total', help: 'Queries answered NOTIMP by the core (an opcode other than QUERY, QTYPE MAILA/MAILB).', read: () => w().notimp },
+    { subsystem: 'dns', name: 'meta_refused_total', help: 'Zone transfer queries (AXFR, IXFR) answered REFUSED by the core, never forwarded.', read: () => w().refusedMeta },
+    { subsystem: 'dns', name: 'send_errors_total', help: 'Replies that could not be sent (the socket refused or failed the send), by transport.', label: 'proto', read: () => w().sendErrors },
+    {
+      subsystem: 'dns',
+      name: 'tcp_connections_refused_total',
+      help: 'TCP connections refused at accept: max_connections was reached and no connection was idle to make room (or the server was shutting down).',
+      read: () => w().tcpConnectionsRefused,
+    },
+    {
+      subsystem: 'dns',
+      name: 'tcp_connections_closed_total',
+      help: 'TCP connections closed by the server, by reason: evicted (idle longest, to admit a new one at max_connections), per_client (max_per_client reached), read_timeout (a message not whole within read_timeout of its first byte), idle_timeout, drain_timeout (unsent replies above max_unsent for drain_timeout), half_closed (the client shut its write side; ended after its answers).',
+      label: 'reason',
+      read: () => w().tcpClosed,
+    },
+    { subsystem: 'dns', name: 'tcp_backpressure_pauses_total', help: 'Times a TCP connection stopped being read because its unsent replies passed max_unsent.', read: () => w().tcpPauses },
+    { subsystem: 'dns', name: 'tcp_inflight_full_total', help: 'Times a TCP connection stopped being read because max_inflight of its queries were in flight.', read: () => w().tcpInflightFull },
+    {
+      subsystem: 'http',
+      name: 'dashboard_streams_closed_total',
+      help: 'Dashboard streams refused at the limit (refused) or closed because the reader stopped reading (slow).',
+      label: 'reason',
+      read: () => ({ refused: streams().refused, slow: streams().slow }),
+    },
+  ];
+}
+
+function wireLevels(w: () => WireStats, streams: () => { open: number }): Level[] {
+  return [
+    { subsystem: 'dns', name: 'tcp_connections', help: 'Open DNS TCP connections.', read: () => w().tcpConnections },
+    { subsystem: 'dns', name: 'tcp_connections_paused', help: 'TCP connections not being read now because their unsent replies passed max_unsent.', read: () => w().tcpPaused },
+    { subsystem: 'dns', name: 'inflight_queries', help: 'Queries being handled by a chain now.', read: () => w().inFlight },
+    { subsystem: 'http', name: 'dashboard_streams', help: 'Dashboard live streams open now (at most 16 per listener).', read: () => streams().open },
+  ];
+}
+
+/** Adds to `c` what `value` (a monotonic total) grew by since the last scrape. */
+function mirror(marks: Map<string, number>, c: Counter<string>, key: string, value: number, labels?: Record<string, string>): void {
+  const d = Math.max(0, value - (marks.get(key) ?? 0));
+  marks.set(key, value);
+  if (labels) c.inc(labels, d);
+  else c.inc(d);
 }
 
 const processMetrics = new WeakSet<Registry>();
