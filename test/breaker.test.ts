@@ -10,7 +10,7 @@ import { startFakeUpstream, startServer } from '../testing';
 import { createDiscoveryBreakers, CIRCUIT_OPEN } from '../plugins/breaker';
 import { getDiscoveryMetrics } from '../plugins/discovery';
 import { reverseName } from '../plugins/discovery/address';
-import type { DiscoveryOutcome, DiscoveryRequest, MethodName } from '../plugins/discovery/types';
+import type { DiscoveryOutcome, DiscoveryRequest, MethodName } from '../plugins/discovery/hooks';
 import { sleep, waitFor } from './helpers/net';
 
 function req(ip = '10.0.0.5', methods: MethodName[] = ['rdns']): DiscoveryRequest {

@@ -24,7 +24,7 @@ import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
 import { Type } from '../config/types';
 import { builtinCatalog } from '../plugins/catalog';
 import type { PluginCatalog } from '../config/load';
-import type { ClienttrackHooks } from '../plugins/clienttrack/types';
+import type { ClienttrackHooks } from '../plugins/clienttrack/hooks';
 import { buildNbstatResponse, parseNbstatRequest } from '../plugins/discovery/methods/netbios';
 import { reverseName } from '../plugins/clientnames/labels';
 import { httpListeners } from '../plugins/metrics';

@@ -11,7 +11,7 @@ import { builtinCatalog } from '../plugins/catalog';
 import { options as ClientnamesOptions } from '../plugins/clientnames';
 import { NameTable } from '../plugins/clientnames/nameTable';
 import { PRIVATE_REVERSE_ZONES, addressOfReverse, hostLabel, reverseName, zoneOf } from '../plugins/clientnames/labels';
-import type { ClientIdentity } from '../plugins/clienttrack/types';
+import type { ClientIdentity } from '../plugins/clienttrack/hooks';
 
 const README = path.resolve(__dirname, '../../plugins/clientnames/README.md');
 

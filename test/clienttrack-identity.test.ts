@@ -14,7 +14,7 @@ import type { PluginCatalog } from '../config/load';
 import { ClientStore } from '../storage/clientStore';
 import { openStorage, type Storage } from '../storage/open';
 import clienttrack, { connectHooks, Tracker, type TrackerOptions } from '../plugins/clienttrack';
-import type { ClientIdentity, ClienttrackHooks } from '../plugins/clienttrack/types';
+import type { ClientIdentity, ClienttrackHooks } from '../plugins/clienttrack/hooks';
 import { sleep, waitFor } from './helpers/net';
 
 const BASE: TrackerOptions = {

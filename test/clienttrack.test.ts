@@ -22,7 +22,7 @@ import { ClientStore, type ClientRow, type ClientUpdate } from '../storage/clien
 import { openStorage, type Storage, type StorageConfig } from '../storage/open';
 import { StorageBusyError, StorageUnavailableError } from '../storage/errors';
 import clienttrack, { connectHooks, Tracker, trackerOptions, type TrackerOptions, type TrackJob, type TrackStore } from '../plugins/clienttrack';
-import type { ClienttrackHooks, NewClientEvent, QueueMetrics } from '../plugins/clienttrack/types';
+import type { ClienttrackHooks, NewClientEvent, QueueMetrics } from '../plugins/clienttrack/hooks';
 import { ANNOUNCED, ClientIndex, DISCOVERING } from '../plugins/clienttrack/clientIndex';
 
 const PG_URL = process.env.CODEXDNS_TEST_PG;

@@ -12,7 +12,7 @@
  */
 import { type Clock, monotonicClock } from '../../core/clock';
 import { CircuitBreaker, type BreakerState } from '../../core/primitives/circuitBreaker';
-import type { DiscoveryDenial, DiscoveryOutcome, DiscoveryRequest, MethodName } from '../discovery/types';
+import type { DiscoveryDenial, DiscoveryOutcome, DiscoveryRequest, MethodName } from '../discovery/hooks';
 
 export interface DiscoveryBreakerOptions {
   /** Consecutive failures that open a method's breaker. */

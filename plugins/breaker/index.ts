@@ -6,12 +6,14 @@ import { SyncBailHook } from 'tapable';
 import { OptionError } from '../../config/errors';
 import { Duration, Type, type Static } from '../../config/types';
 import { definePlugin } from '../../core/plugin';
-import type { MethodName } from '../discovery/types';
+import type { MethodName } from '../discovery/hooks';
 import { createDiscoveryBreakers, type BreakerSnapshot, type DiscoveryBreakers } from './breakers';
+import type { BreakerHooks } from './hooks';
 import { registerBreakerMetrics } from './metrics';
 
 export { createDiscoveryBreakers, DiscoveryBreakers, CIRCUIT_OPEN, type BreakerSnapshot, type DiscoveryBreakerOptions } from './breakers';
 export { STATE_VALUE } from './metrics';
+export type { BreakerHooks } from './hooks';
 
 export const options = Type.Object({
   discovery: Type.Object(
@@ -24,18 +26,6 @@ export const options = Type.Object({
 });
 
 export type BreakerOptions = Static<typeof options>;
-
-/** What `breaker` publishes (`api.hooksOf('breaker')`). */
-export interface BreakerHooks {
-  /** Call it (`.call()`) for each method breaker's state. */
-  readonly states: SyncBailHook<[], Partial<Record<MethodName, BreakerSnapshot>>>;
-}
-
-declare module '../../core/plugin' {
-  interface PluginHookRegistry {
-    breaker: BreakerHooks;
-  }
-}
 
 /** The stage of the `beforeDiscover` tap: asked before every other guard, so a denied job spends no token. */
 export const BREAKER_STAGE = -100;

@@ -5,7 +5,7 @@
 import type { Counter } from 'prom-client';
 import type { BreakerState } from '../../core/primitives/circuitBreaker';
 import type { MetricsFactory } from '../../core/metricsRegistry';
-import type { MethodName } from '../discovery/types';
+import type { MethodName } from '../discovery/hooks';
 import type { DiscoveryBreakers } from './breakers';
 
 const SUBSYSTEM = 'breaker';

@@ -1,7 +1,7 @@
 import { OptionError } from '../../config/errors';
 import { Type } from '../../config/types';
 import { definePlugin } from '../../core/plugin';
-import type { ClientIdentity } from '../clienttrack/types';
+import type { ClientIdentity } from '../clienttrack/hooks';
 import type {} from '../metrics/hooks';
 import { Answerer } from './answer';
 import { PRIVATE_REVERSE_ZONES, canonicalIp, isHostLabel, zoneName } from './labels';

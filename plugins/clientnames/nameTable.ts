@@ -3,7 +3,7 @@
  * and loaded once from the database), and the static `hosts:` entries. Updated off the answer path; a lookup is
  * one or two Map reads.
  */
-import type { ClientIdentity } from '../clienttrack/types';
+import type { ClientIdentity } from '../clienttrack/hooks';
 import { canonicalIp, hostLabel } from './labels';
 
 /** One client address and what discovery said about it. */

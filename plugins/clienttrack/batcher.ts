@@ -3,7 +3,7 @@ import type { Logger } from '../../core/log';
 import { RepeatingWarning } from '../../core/primitives/rateLimitedLog';
 import type { ClientRow, ClientUpdate } from '../../storage/clientStore';
 import { classifyError, errorMessage, shortErrorMessage, StorageError } from '../../storage/errors';
-import type { DiscoveryUpdate, WriterMetrics } from './types';
+import type { DiscoveryUpdate, WriterMetrics } from './hooks';
 
 /** What the batcher and the tracker need from the database (ClientStore has it; tests pass a fake). */
 export interface TrackStore {

@@ -6,17 +6,11 @@ import { ClientStore } from '../../storage/clientStore';
 import type { TrackStore } from './batcher';
 import { registerMetrics } from './metrics';
 import { Tracker, type TrackerOptions } from './tracker';
-import type { ClientIdentity, ClienttrackHooks, DiscoveryUpdate, NewClientEvent, QueueMetrics } from './types';
+import type { ClientIdentity, ClienttrackHooks, DiscoveryUpdate, NewClientEvent, QueueMetrics } from './hooks';
 
-export type { ClientIdentity, ClienttrackHooks, DiscoveryUpdate, NewClientEvent, QueueMetrics, WriterMetrics } from './types';
+export type { ClientIdentity, ClienttrackHooks, DiscoveryUpdate, NewClientEvent, QueueMetrics, WriterMetrics } from './hooks';
 export { Tracker, type TrackerOptions, type TrackerDeps, type TrackJob, QueryJob, DiscoveryJob } from './tracker';
 export { Batcher, type TrackStore } from './batcher';
-
-declare module '../../core/plugin' {
-  interface PluginHookRegistry {
-    clienttrack: ClienttrackHooks;
-  }
-}
 
 const DAY = 86_400_000;
 

@@ -1,7 +1,7 @@
 import type { Counter, Gauge } from 'prom-client';
 import type { MetricsFactory } from '../../core/metricsRegistry';
 import type { Tracker } from './tracker';
-import type { QueueMetrics } from './types';
+import type { QueueMetrics } from './hooks';
 
 const SUBSYSTEM = 'tracking';
 

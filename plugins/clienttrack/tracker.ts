@@ -8,7 +8,7 @@ import type { ClientRow } from '../../storage/clientStore';
 import { errorMessage } from '../../storage/errors';
 import { Batcher, type TrackStore } from './batcher';
 import { ANNOUNCED, ClientIndex, DISCOVERING, UNVERIFIED } from './clientIndex';
-import type { ClientIdentity, DiscoveryUpdate, NewClientEvent, QueueMetrics } from './types';
+import type { ClientIdentity, DiscoveryUpdate, NewClientEvent, QueueMetrics } from './hooks';
 
 export interface TrackerOptions {
   /** Jobs running at once. */

@@ -23,11 +23,11 @@ import { FifoQueue } from '../../core/primitives/jobQueue';
 import { LruMap } from '../../core/primitives/lru';
 import { RepeatingWarning } from '../../core/primitives/rateLimitedLog';
 import { WorkerPool } from '../../core/primitives/workerPool';
-import type { DiscoveryUpdate } from '../clienttrack/types';
+import type { DiscoveryUpdate } from '../clienttrack/hooks';
 import type { DiscoveryMethod, MethodOutcome } from './methods/types';
 import { FreshQueue } from './freshQueue';
 import { DiscoveryStats, RateMeter } from './metrics';
-import type { DiscoveryDenial, DiscoveryHooks, DiscoveryMetrics, DiscoveryOutcome, DiscoveryReport, DiscoveryRequest, MethodName } from './types';
+import type { DiscoveryDenial, DiscoveryHooks, DiscoveryMetrics, DiscoveryOutcome, DiscoveryReport, DiscoveryRequest, MethodName } from './hooks';
 
 export interface EngineOptions {
   workers: number;

@@ -20,10 +20,10 @@ import { createRdns, type RdnsResolver } from './methods/rdns';
 import type { DiscoveryMethod } from './methods/types';
 import { registerPrometheus } from './metrics';
 import { chooseResolvers, machineAddresses, ownEndpoints } from './resolvers';
-import { METHOD_NAMES, type DiscoveryDenial, type DiscoveryHooks, type DiscoveryMetrics, type DiscoveryOutcome, type DiscoveryReport, type DiscoveryRequest, type MethodName } from './types';
+import { METHOD_NAMES, type DiscoveryDenial, type DiscoveryHooks, type DiscoveryMetrics, type DiscoveryOutcome, type DiscoveryReport, type DiscoveryRequest, type MethodName } from './hooks';
 import { vendorOf } from './vendor';
 
-export * from './types';
+export * from './hooks';
 export { DiscoveryEngine, type EngineOptions, type EngineDeps, type EngineHooks, type EngineStore } from './engine';
 
 const HOUR = 3_600_000;

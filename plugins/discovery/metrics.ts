@@ -4,7 +4,7 @@
  */
 import type { Counter, Gauge, Histogram } from 'prom-client';
 import type { MetricsFactory } from '../../core/metricsRegistry';
-import type { LatencyStats, MethodName, MethodStats } from './types';
+import type { LatencyStats, MethodName, MethodStats } from './hooks';
 
 const SUBSYSTEM = 'discovery';
 /** Seconds: a PTR answer from the router takes ms, a silent NetBIOS probe the whole timeout. */

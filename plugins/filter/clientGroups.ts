@@ -6,7 +6,7 @@
  * old address forgets it.
  */
 import { CidrSet, CidrParseError, isAddressOrCidr } from '../pkg/cidr';
-import type { ClientIdentity } from '../clienttrack/types';
+import type { ClientIdentity } from '../clienttrack/hooks';
 
 const MAC = /^([0-9a-f]{2}[:-]){5}[0-9a-f]{2}$/i;
 

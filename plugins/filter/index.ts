@@ -11,7 +11,7 @@ import { definePlugin, type PluginApi } from '../../core/plugin';
 import type { DnsResponse } from '../../core/response';
 import { readName, skipName } from '../../core/wire/names';
 import { CidrParseError } from '../pkg/cidr';
-import type {} from '../clienttrack/types';
+import type {} from '../clienttrack/hooks';
 import type {} from '../metrics/hooks';
 import { BlockedAnswer } from './answers';
 import { ClientGroups } from './clientGroups';

@@ -5,7 +5,7 @@
 import type { Registry } from 'prom-client';
 import type { PluginApi } from '../../core/plugin';
 import { ClientStore, MAX_LIST_LIMIT, type ClientRow, type ClientSort } from '../../storage/clientStore';
-import type { QueueMetrics } from '../clienttrack/types';
+import type { QueueMetrics } from '../clienttrack/hooks';
 import { HttpStatusError as HttpError } from '../pkg/httpError';
 import type { ApiClient, MetricsHooks } from './hooks';
 import type { RequestRecorder } from './requestMetrics';

@@ -4,7 +4,7 @@
  * server-sent events.
  */
 import type { Registry } from 'prom-client';
-import type { QueueMetrics } from '../clienttrack/types';
+import type { QueueMetrics } from '../clienttrack/hooks';
 import type { BlockView } from './api';
 import type { CoreMetrics } from './requestMetrics';
 import { registrySum, type BreakerStateName } from './sources';

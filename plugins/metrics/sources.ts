@@ -2,7 +2,7 @@
  * What the metrics plugin reads from the rest of the server, each source optional: a plugin that is not in the
  * block's chain reads as `null`, and its panel says "not enabled".
  *
- * - clienttrack: its published `queueMetrics` hook (`plugins/clienttrack/types.ts`).
+ * - clienttrack: its published `queueMetrics` hook (`plugins/clienttrack/hooks.ts`).
  * - discovery: its published `snapshot` hook (`getDiscoveryMetrics()`'s numbers, with the guards' reports) and the
  *   `discovered` event (one per method attempt let through, with its latency) for the latency graph.
  * - breaker: its published `states` hook (each method breaker's state).
@@ -10,9 +10,9 @@
  */
 import type { Registry } from 'prom-client';
 import type { PluginApi } from '../../core/plugin';
-import type { BreakerHooks } from '../breaker';
-import type { ClienttrackHooks, QueueMetrics } from '../clienttrack/types';
-import type { DiscoveryHooks, DiscoveryMetrics, LatencyStats } from '../discovery/types';
+import type { BreakerHooks } from '../breaker/hooks';
+import type { ClienttrackHooks, QueueMetrics } from '../clienttrack/hooks';
+import type { DiscoveryHooks, DiscoveryMetrics, LatencyStats } from '../discovery/hooks';
 
 export type BreakerStateName = 'closed' | 'open' | 'half-open';
 

@@ -9,7 +9,7 @@ import type { QueryContext } from '../../core/context';
 import { definePlugin } from '../../core/plugin';
 import { DnsResponse } from '../../core/response';
 import { Flag, Rcode } from '../../core/wire/constants';
-import type {} from '../discovery/types';
+import type {} from '../discovery/hooks';
 import { DiscoveryLimiter, QueryLimiter, type LimitAction } from './limiter';
 import { registerRatelimitMetrics } from './metrics';
 

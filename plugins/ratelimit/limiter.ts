@@ -9,7 +9,7 @@ import { type Clock, monotonicClock } from '../../core/clock';
 import { LruMap } from '../../core/primitives/lru';
 import { TokenBucket, TokenBucketMap } from '../../core/primitives/tokenBucket';
 import { CidrSet } from '../pkg/cidr';
-import type { DiscoveryDenial } from '../discovery/types';
+import type { DiscoveryDenial } from '../discovery/hooks';
 
 export type Per = 'client' | '/24' | '/56';
 export type LimitAction = 'refuse' | 'drop' | 'slip';

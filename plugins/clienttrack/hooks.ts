@@ -1,3 +1,7 @@
+/**
+ * What clienttrack publishes (`api.hooksOf('clienttrack')`): new clients for discovery, the one writer of the
+ * `clients` table for discovery's results, identities for name- and MAC-based plugins, its queue's metrics.
+ */
 import type { AsyncSeriesBailHook, SyncBailHook, SyncHook } from 'tapable';
 
 /** Told to the `newClient` hook when a client is seen for the first time (the discovery plugin taps it). */
@@ -163,4 +167,10 @@ export interface ClienttrackHooks {
    * in-memory table; clienttrack taps it. Rejects while the database is unreachable.
    */
   readonly loadIdentities: AsyncSeriesBailHook<[number], ClientIdentity[]>;
+}
+
+declare module '../../core/plugin' {
+  interface PluginHookRegistry {
+    clienttrack: ClienttrackHooks;
+  }
 }
