@@ -3,15 +3,6 @@ import type { DnsResponse } from '../../core/response';
 import { type CacheCore, isFailure } from './common';
 import { type CacheEntry, EntryKind } from './store';
 
-/** `prefetch` options, in milliseconds. */
-export interface PrefetchConfig {
-  /** Hits within `withinMs` that make an entry popular. */
-  readonly amount: number;
-  readonly withinMs: number;
-  /** Refresh once the remaining TTL falls to this percentage of the original. */
-  readonly percentage: number;
-}
-
 /**
  * Called on every fresh hit when prefetch is on (CoreDNS's rule): counts the hit in the entry's popularity window
  * (the window restarts when its start is older than `within`) and says whether to refresh the entry now: it is

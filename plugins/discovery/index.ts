@@ -9,7 +9,7 @@ import { SyncBailHook, SyncHook } from 'tapable';
 import { OptionError } from '../../config/errors';
 import { Duration, Type, type Static } from '../../config/types';
 import { definePlugin, type PluginApi } from '../../core/plugin';
-import type {} from '../clienttrack';
+import type {} from '../clienttrack/hooks';
 import { isProbeable, parseIp } from './address';
 import { DiscoveryEngine, type EngineOptions, type EngineStore } from './engine';
 import { createArp } from './methods/arp';
