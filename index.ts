@@ -13,7 +13,7 @@ export type { TapTiming } from './core/timing';
 export { Rcode, RrType, Flag } from './core/wire/constants';
 export { Type, Duration, type Static, type TSchema } from './config/types';
 export { OptionError } from './config/errors';
-export { CodexServer, type ServerOptions } from './core/server';
+export { CodexServer, type ServerOptions } from './server/server';
 /** tapable's hook classes, so a plugin publishing hooks uses the same tapable as the core. */
 export { SyncHook, SyncBailHook, SyncWaterfallHook, AsyncSeriesHook, AsyncSeriesBailHook, AsyncSeriesWaterfallHook, HookMap } from 'tapable';
 export { RepeatingWarning } from './core/primitives/rateLimitedLog';

@@ -7,8 +7,8 @@ import { loadConfigFile, storageOptions } from '../config/load';
 import { loadCustomPlugin } from '../config/customPlugin';
 import { configJsonSchema, type CustomPluginSchema } from '../config/schemaExport';
 import { parse as parseYaml } from 'yaml';
-import { CodexServer } from '../core/server';
-import { builtinCatalog } from '../plugins/catalog';
+import { CodexServer } from '../server/server';
+import { builtinCatalog } from '../server/catalog';
 
 const USAGE = `Usage:
   codexdns [--conf FILE]              run the server (default ./Corefile.yaml)

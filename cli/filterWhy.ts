@@ -6,7 +6,7 @@
  */
 import * as path from 'node:path';
 import { loadConfigFile } from '../config/load';
-import { builtinCatalog } from '../plugins/catalog';
+import { builtinCatalog } from '../server/catalog';
 import { buildConfig, loadAll, FilterState, type FilterOptions } from '../plugins/filter';
 import { filterWhy } from '../plugins/filter/api';
 

@@ -9,7 +9,7 @@ const BUILTIN_NAMES = ['acl', 'log', 'metrics', 'ratelimit', 'breaker', 'filter'
 
 function available(name: string): boolean {
   try {
-    require.resolve(`./${name}`);
+    require.resolve(`../plugins/${name}`);
     return true;
   } catch {
     return false;
@@ -20,7 +20,7 @@ export const builtinCatalog: PluginCatalog = {
   get: (name) => {
     if (!(BUILTIN_NAMES as readonly string[]).includes(name) || !available(name)) return undefined;
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    return (require(`./${name}`) as { default: AnyPluginDefinition }).default;
+    return (require(`../plugins/${name}`) as { default: AnyPluginDefinition }).default;
   },
   names: () => BUILTIN_NAMES.filter(available),
 };

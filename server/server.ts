@@ -1,16 +1,16 @@
 import { performance } from 'node:perf_hooks';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Chain, PluginSetupError, type ChainEntry, type ChainServices } from './chain';
-import { Dispatcher, type Route } from './dispatcher';
-import { createLogger, type LogSink, type Logger } from './log';
-import { ListenError, TcpListener, UdpListener, isWildcard, type ListenSpec } from './listeners';
-import { MetricsHub } from './metricsRegistry';
-import type { BlockInfo } from './plugin';
+import { Chain, PluginSetupError, type ChainEntry, type ChainServices } from '../core/chain';
+import { Dispatcher, type Route } from '../core/dispatcher';
+import { createLogger, type LogSink, type Logger } from '../core/log';
+import { ListenError, TcpListener, UdpListener, isWildcard, type ListenSpec } from '../core/listeners';
+import { MetricsHub } from '../core/metricsRegistry';
+import type { BlockInfo } from '../core/plugin';
 import { LazyStorage } from './storageAccess';
 import { ConfigError, OptionError, formatIssue, optionPath, type ConfigIssue } from '../config/errors';
 import { displayName, loadConfigFile, parseConfig, type CoreConfig, type PluginCatalog, type ServerBlockConfig } from '../config/load';
-import { builtinCatalog } from '../plugins/catalog';
+import { builtinCatalog } from './catalog';
 
 export interface ServerOptions {
   /** The configuration file (reloads re-read it). */

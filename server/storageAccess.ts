@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import { storageOptions, type StorageConfig } from '../config/load';
-import type { Logger } from './log';
-import type { StorageAccess } from './plugin';
+import type { Logger } from '../core/log';
+import type { StorageAccess } from '../core/plugin';
 import type { Storage } from '../storage/open';
 
 /**

@@ -4,7 +4,7 @@ import { buildQuery, startServer, type TestServer } from '../testing';
 import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
 import { Type } from '../config/types';
 import { DnsResponse } from '../core/response';
-import { builtinCatalog } from '../plugins/catalog';
+import { builtinCatalog } from '../server/catalog';
 
 const seen: (string | undefined)[] = [];
 const answerer = definePlugin({

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startServer, type TestServer, type Answer } from '../testing';
 import { parseConfig } from '../config/load';
-import { builtinCatalog } from '../plugins/catalog';
+import { builtinCatalog } from '../server/catalog';
 import { CacheUpstream, type Script, a, soa } from './helpers/cacheUpstream';
 
 /** A cache in front of forward in front of a fake upstream on loopback. */

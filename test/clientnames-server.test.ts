@@ -22,7 +22,7 @@ import { promisify } from 'node:util';
 import { startFakeUpstream, startServer, type FakeUpstream, type TestServer } from '../testing';
 import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
 import { Type } from '../config/types';
-import { builtinCatalog } from '../plugins/catalog';
+import { builtinCatalog } from '../server/catalog';
 import type { PluginCatalog } from '../config/load';
 import type { ClienttrackHooks } from '../plugins/clienttrack/hooks';
 import { buildNbstatResponse, parseNbstatRequest } from '../plugins/discovery/methods/netbios';

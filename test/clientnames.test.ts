@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { parseConfig } from '../config/load';
 import { startServer } from '../testing';
 import { ConfigError, formatIssue } from '../config/errors';
-import { builtinCatalog } from '../plugins/catalog';
+import { builtinCatalog } from '../server/catalog';
 import { options as ClientnamesOptions } from '../plugins/clientnames';
 import { NameTable } from '../plugins/clientnames/nameTable';
 import { PRIVATE_REVERSE_ZONES, addressOfReverse, hostLabel, reverseName, zoneOf } from '../plugins/clientnames/labels';

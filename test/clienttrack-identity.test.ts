@@ -9,7 +9,7 @@ import { startServer } from '../testing';
 import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
 import { Type } from '../config/types';
 import { createLogger, type Logger } from '../core/log';
-import { builtinCatalog } from '../plugins/catalog';
+import { builtinCatalog } from '../server/catalog';
 import type { PluginCatalog } from '../config/load';
 import { ClientStore } from '../storage/clientStore';
 import { openStorage, type Storage } from '../storage/open';

@@ -16,7 +16,7 @@ import { Type } from '../config/types';
 import { DnsResponse } from '../core/response';
 import { createLogger, type Logger } from '../core/log';
 import { ManualClock } from '../core/clock';
-import { builtinCatalog } from '../plugins/catalog';
+import { builtinCatalog } from '../server/catalog';
 import { parseConfig, type PluginCatalog } from '../config/load';
 import { ClientStore, type ClientRow, type ClientUpdate } from '../storage/clientStore';
 import { openStorage, type Storage, type StorageConfig } from '../storage/open';

@@ -9,7 +9,7 @@ import { parse } from 'yaml';
 import { parseConfig } from '../config/load';
 import { ConfigError, formatIssue } from '../config/errors';
 import { configJsonSchema } from '../config/schemaExport';
-import { builtinCatalog } from '../plugins/catalog';
+import { builtinCatalog } from '../server/catalog';
 import { Type } from '../config/types';
 import { definePlugin } from '../core/plugin';
 

@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseConfig } from '../config/load';
 import { ConfigError, formatIssue } from '../config/errors';
-import { builtinCatalog } from '../plugins/catalog';
+import { builtinCatalog } from '../server/catalog';
 import { parseDuration } from '../config/duration';
 import { describeBindError } from '../core/listeners';
 import { startServer } from '../testing';

@@ -5,7 +5,7 @@ import { startServer, startFakeUpstream } from '../testing';
 import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
 import { Type } from '../config/types';
 import { DnsResponse } from '../core/response';
-import { builtinCatalog } from '../plugins/catalog';
+import { builtinCatalog } from '../server/catalog';
 import { nextLabelDot, wireKeyInZone, wireKeyToText, zoneWireKey } from '../core/wire/names';
 import { compileFormat, type QueryRecord } from '../plugins/log';
 import { privateZoneOf } from '../plugins/forward/private';

@@ -6,7 +6,7 @@ import { startServer, buildQuery } from '../testing';
 import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
 import { Type, Duration } from '../config/types';
 import { DnsResponse } from '../core/response';
-import { builtinCatalog } from '../plugins/catalog';
+import { builtinCatalog } from '../server/catalog';
 
 /** Answers A with `address` after `delay`: lets tests see which block answered and keep queries in flight. */
 const answerer = definePlugin({

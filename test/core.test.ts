@@ -5,7 +5,7 @@ import { startServer, type TestServer, buildQuery } from '../testing';
 import { definePlugin } from '../core/plugin';
 import { Type } from '../config/types';
 import { DnsResponse } from '../core/response';
-import { builtinCatalog } from '../plugins/catalog';
+import { builtinCatalog } from '../server/catalog';
 import type { PluginCatalog } from '../config/load';
 import type { AnyPluginDefinition } from '../core/plugin';
 

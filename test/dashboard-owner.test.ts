@@ -16,7 +16,7 @@ import { startServer, startFakeUpstream, type TestServer } from '../testing';
 import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
 import { Type } from '../config/types';
 import type { PluginCatalog } from '../config/load';
-import { builtinCatalog } from '../plugins/catalog';
+import { builtinCatalog } from '../server/catalog';
 import { httpListeners } from '../plugins/metrics';
 import type {} from '../plugins/metrics/hooks';
 

@@ -18,7 +18,7 @@ import { startFakeUpstream, startServer, type FakeUpstream, type TestServer } fr
 import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
 import { Type } from '../config/types';
 import { createLogger, type Logger } from '../core/log';
-import { builtinCatalog } from '../plugins/catalog';
+import { builtinCatalog } from '../server/catalog';
 import type { PluginCatalog } from '../config/load';
 import { ClientStore, type ClientRow } from '../storage/clientStore';
 import { openStorage } from '../storage/open';

@@ -20,7 +20,7 @@ import { parseConfig, type PluginCatalog } from '../config/load';
 import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
 import { Type } from '../config/types';
 import type { FilterBlockedEvent } from '../plugins/filter/hooks';
-import { builtinCatalog } from '../plugins/catalog';
+import { builtinCatalog } from '../server/catalog';
 
 const root = path.resolve(__dirname, '..', '..');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

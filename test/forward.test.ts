@@ -11,7 +11,7 @@ import * as dnsPacket from 'dns-packet';
 import { startServer, buildQuery, type TestServer, type Answer } from '../testing';
 import { FakeUpstream } from './helpers/fakeUpstream';
 import { parseConfig } from '../config/load';
-import { builtinCatalog } from '../plugins/catalog';
+import { builtinCatalog } from '../server/catalog';
 import { ForwardOptions } from '../plugins/forward';
 import { metric } from './helpers/metrics';
 

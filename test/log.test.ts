@@ -7,7 +7,7 @@ import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { startFakeUpstream, startServer, type FakeUpstream, type TestServer } from '../testing';
 import { parseConfig } from '../config/load';
 import { ConfigError, formatIssue } from '../config/errors';
-import { builtinCatalog } from '../plugins/catalog';
+import { builtinCatalog } from '../server/catalog';
 import { classify, compileFormat, type QueryRecord } from '../plugins/log';
 import { QueryBuffer } from '../plugins/log/writer';
 

@@ -8,7 +8,7 @@ import { UdpListener, type MessageSink } from '../core/listeners';
 import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
 import { Type } from '../config/types';
 import { DnsResponse } from '../core/response';
-import { builtinCatalog } from '../plugins/catalog';
+import { builtinCatalog } from '../server/catalog';
 
 const answerer = definePlugin({
   name: 'answerer',

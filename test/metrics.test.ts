@@ -13,7 +13,7 @@ import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
 import { Type } from '../config/types';
 import { DnsResponse } from '../core/response';
 import type { PluginCatalog } from '../config/load';
-import { builtinCatalog } from '../plugins/catalog';
+import { builtinCatalog } from '../server/catalog';
 import { FastHistogram, TIME_BUCKETS, httpListeners } from '../plugins/metrics';
 
 // ------------------------------------------------------------------------------------------------ helpers

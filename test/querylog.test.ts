@@ -12,7 +12,7 @@ import { startServer, startFakeUpstream, type TestServer, type FakeUpstream } fr
 import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
 import { Type } from '../config/types';
 import type { PluginCatalog } from '../config/load';
-import { builtinCatalog } from '../plugins/catalog';
+import { builtinCatalog } from '../server/catalog';
 import { httpListeners } from '../plugins/metrics';
 import { openStorage } from '../storage/open';
 import { QuerylogStore, maskAddress, migrationsDir } from '../plugins/querylog';

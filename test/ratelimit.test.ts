@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { ManualClock } from '../core/clock';
 import { parseConfig } from '../config/load';
-import { builtinCatalog } from '../plugins/catalog';
+import { builtinCatalog } from '../server/catalog';
 import { startFakeUpstream, startServer, type FakeUpstream } from '../testing';
 import { DiscoveryLimiter, QueryLimiter, RATE_LIMITED } from '../plugins/ratelimit';
 

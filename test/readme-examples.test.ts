@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseConfig } from '../config/load';
 import { ConfigError, formatIssue } from '../config/errors';
-import { builtinCatalog } from '../plugins/catalog';
+import { builtinCatalog } from '../server/catalog';
 
 const root = path.resolve(__dirname, '..', '..');
 

@@ -11,7 +11,7 @@ import { startServer } from '../testing';
 import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
 import { Type } from '../config/types';
 import { DnsResponse } from '../core/response';
-import { builtinCatalog } from '../plugins/catalog';
+import { builtinCatalog } from '../server/catalog';
 import { parseConfig } from '../config/load';
 import { localInterfaces, localNetworks } from '../plugins/acl';
 

@@ -18,7 +18,7 @@ import { startServer } from '../testing';
 import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
 import { Type } from '../config/types';
 import { DnsResponse } from '../core/response';
-import { builtinCatalog } from '../plugins/catalog';
+import { builtinCatalog } from '../server/catalog';
 import { httpListeners } from '../plugins/metrics';
 import { Batcher } from '../plugins/clienttrack/batcher';
 import { ClientStore } from '../storage/clientStore';

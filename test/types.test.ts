@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { Type as TypeBox, type TSchema } from '@sinclair/typebox';
 import { Type } from '../config/types';
 import { validateAgainst } from '../config/validate';
-import { builtinCatalog } from '../plugins/catalog';
+import { builtinCatalog } from '../server/catalog';
 
 const Kind = Symbol.for('TypeBox.Kind');
 const OptionalKind = Symbol.for('TypeBox.Optional');

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CodexServer } from '../core/server';
+import { CodexServer } from '../server/server';
 import type { PluginCatalog } from '../config/load';
 import { exchangeRaw, query, type Answer, type QueryOptions } from './client';
 
