@@ -41,10 +41,48 @@ export interface DeclareApi {
   readonly block: BlockInfo;
 }
 
+/** The lines the storage layer logs (what `Logger` and the storage layer's own logger have in common). */
+export interface StorageLog {
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+}
+
+/**
+ * The open database as plugins use it. Declared here, not taken from storage/, so the core names no storage
+ * module; storage/open's `Storage` extends it (with the migrator and close, which belong to the server), so
+ * the compiler keeps the two in step.
+ */
+export interface StorageHandle {
+  /** Writes (batches, prune, migrations). SQLite: a single connection. */
+  readonly writer: Knex;
+  /** Reads for the API. SQLite: separate connections; PostgreSQL: the same instance as `writer`. */
+  readonly reader: Knex;
+  readonly client: 'sqlite3' | 'pg';
+  /** Bound parameters allowed in one statement (SQLite 999 or 32766 depending on the build; PostgreSQL 65535). */
+  readonly maxParams: number;
+  /**
+   * SQLite: how long one statement already waits for another process's lock (busy_timeout) before failing
+   * busy. A retry after such a wait would wait as long again: callers retry at once only what failed fast.
+   */
+  readonly busyTimeoutMs?: number;
+  /** SQLite: the absolute path of the database file. */
+  readonly filename?: string;
+  readonly log: StorageLog;
+  /**
+   * SQLite: whether the file open is still the one at `filename` (same device and inode). A file deleted or
+   * replaced while open takes every later write with it, silently: when that happened, the connections are
+   * reopened on the path (a new file), migrated, it is logged once, and this resolves true — what the caller
+   * wrote since its previous check went to the old file, and is for it to write again. PostgreSQL: false.
+   * Cheap (one stat): meant for a timer, not for every write.
+   */
+  checkFile(): Promise<boolean>;
+}
+
 /** Storage for plugins that need it; opened on first use, shared by the process. */
 export interface StorageAccess {
-  /** The whole storage handle (knex writer/reader, migrator, limits); rejects while the database is unreachable. */
-  open(): Promise<import('../storage/open').Storage>;
+  /** The open database (knex writer/reader, limits); rejects while the database is unreachable. */
+  open(): Promise<StorageHandle>;
   /** The knex instance for writes (and for reads on PostgreSQL). */
   writer(): Promise<Knex>;
   /** A separate connection for reads so API reads never wait behind batch writes (SQLite). */

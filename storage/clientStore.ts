@@ -33,7 +33,7 @@ import {
   type RetryPolicy,
   type StorageLogger,
 } from './errors';
-import type { Storage } from './open';
+import type { StorageHandle } from '../core/plugin';
 
 /** One client's activity since the last batch (the caller has already merged repeats in memory). */
 export interface ClientUpdate {
@@ -260,7 +260,7 @@ export function rowFromDb(r: Record<string, unknown>): ClientRow {
 }
 
 export class ClientStore {
-  readonly storage: Storage;
+  readonly storage: StorageHandle;
   private readonly retry: RetryPolicy;
   private readonly log: StorageLogger;
   private readonly maxRows: number;
@@ -269,7 +269,7 @@ export class ClientStore {
   private readonly statement = new Map<number, string>();
   private readonly isPg: boolean;
 
-  constructor(storage: Storage, opts: ClientStoreOptions = {}) {
+  constructor(storage: StorageHandle, opts: ClientStoreOptions = {}) {
     this.storage = storage;
     // The default policy does not repeat a try that waited most (80 %) of busy_timeout: that one waited for a
     // lock, and five of them made a locked write take 5 x busy_timeout (25 s with the Corefile's 5 s) before the

@@ -22,6 +22,7 @@ import {
   type StorageLogger,
 } from './errors';
 import { Migrator, type MigratorOptions } from './migrator';
+import type { StorageHandle } from '../core/plugin';
 
 export type SqliteSynchronous = 'off' | 'normal' | 'full';
 
@@ -66,33 +67,12 @@ export interface StorageHealth {
   latencyMs: number;
 }
 
-export interface Storage {
-  /** Writes (batches, prune, migrations). SQLite: a single connection. */
-  readonly writer: Knex;
-  /** Reads for the API. SQLite: separate connections; PostgreSQL: the same instance as `writer`. */
-  readonly reader: Knex;
-  readonly client: 'sqlite3' | 'pg';
+/** The open database: what plugins use (StorageHandle) and what only the server uses (the migrator, close). */
+export interface Storage extends StorageHandle {
   readonly migrate: Migrator;
-  /** Bound parameters allowed in one statement (SQLite 999 or 32766 depending on the build; PostgreSQL 65535). */
-  readonly maxParams: number;
-  /**
-   * SQLite: how long one statement already waits for another process's lock (busy_timeout) before failing
-   * busy. A retry after such a wait would wait as long again: callers retry at once only what failed fast.
-   */
-  readonly busyTimeoutMs?: number;
-  /** SQLite: the absolute path of the database file. */
-  readonly filename?: string;
   readonly log: StorageLogger;
   /** A trivial read on the read side, bounded by a timeout; never throws. */
   health(timeoutMs?: number): Promise<StorageHealth>;
-  /**
-   * SQLite: whether the file open is still the one at `filename` (same device and inode). A file deleted or
-   * replaced while open takes every later write with it, silently: when that happened, the connections are
-   * reopened on the path (a new file), migrated, it is logged once, and this resolves true — what the caller
-   * wrote since its previous check went to the old file, and is for it to write again. PostgreSQL: false.
-   * Cheap (one stat): meant for a timer, not for every write.
-   */
-  checkFile(): Promise<boolean>;
   /**
    * Close every connection. Idempotent. `timeoutMs` bounds the wait for statements still running (a write
    * blocked by another session's lock): past it, close resolves and the connections are left to the process's

@@ -3,8 +3,7 @@ import { isIP } from 'node:net';
 import * as path from 'node:path';
 import { OptionError } from '../../config/errors';
 import { Duration, Type } from '../../config/types';
-import { definePlugin } from '../../core/plugin';
-import type { Storage } from '../../storage/open';
+import { definePlugin, type StorageHandle } from '../../core/plugin';
 import type {} from '../metrics/hooks';
 import { addRoutes } from './api';
 import { registerMetrics } from './metrics';
@@ -104,7 +103,7 @@ export default definePlugin({
   setup(api, opts) {
     const qopts = queryLogOptions(opts);
     let opening: Promise<QuerylogStore> | null = null;
-    let storeFor: Storage | null = null;
+    let storeFor: StorageHandle | null = null;
     const storage = api.storage;
     const openStore = async (): Promise<QuerylogStore> => {
       const s = await storage.open();
