@@ -105,6 +105,8 @@ describe('layers: the checker reports what it should', () => {
     ['plugins/pkg/cidr.ts', "import type { H } from '../q/hooks';\nexport const cidr = 1;"], // pkg → a plugin
     ['server/s.ts', "import { x } from '../plugins/p';\nexport * from '../cli/main';"], // server → cli
     ['cli/main.ts', "import { s } from '../server/s';"], // cli → server: fine, but closes server → cli → server
+    ['testing/kit.ts', "import { s } from '../server/s';\nexport const kit = 1;"], // the test kit starts a server: fine
+    ['index.ts', "export { kit } from './testing/kit';"], // the package's entry must not pull in the test kit
   ]);
   const edges = importGraph(fake);
 
@@ -128,6 +130,7 @@ describe('layers: the checker reports what it should', () => {
       'plugins/p/index.ts:6 → ../../cli/main (plugins/ must not import cli/)',
       'plugins/pkg/cidr.ts:1 → ../q/hooks (plugins/pkg/ is shared by plugins and imports none of them)',
       'server/s.ts:2 → ../cli/main (server/ must not import cli/)',
+      'index.ts:1 → ./testing/kit (the root index.ts must not import testing/)',
     ]);
   });
 

@@ -131,13 +131,17 @@ function topOf(file: string): string {
   return file.split('/')[0];
 }
 
+function layerName(top: string): string {
+  return top.endsWith('.ts') ? `the root ${top}` : `${top}/`;
+}
+
 /** For files under plugins/: the plugin folder name (`pkg` for the shared helpers), or '' for a file directly in plugins/. */
 function pluginOf(file: string): string {
   const parts = file.split('/');
   return parts.length > 2 ? parts[1] : '';
 }
 
-/** Which top folders each layer must not reach, with the reason printed beside a violation. */
+/** Which top folders (or root files) each layer must not reach; docs/architecture.md § Rules says why. */
 const FORBIDDEN: Readonly<Record<string, readonly string[]>> = {
   core: ['config', 'storage', 'plugins', 'server', 'cli', 'testing', 'index.ts'],
   config: ['plugins', 'server', 'cli', 'testing', 'index.ts'],
@@ -145,6 +149,7 @@ const FORBIDDEN: Readonly<Record<string, readonly string[]>> = {
   plugins: ['server', 'cli', 'testing', 'index.ts'],
   server: ['cli', 'testing'],
   testing: ['cli'],
+  'index.ts': ['cli', 'testing'],
 };
 
 /** Imports that break a layer rule, as `FILE:LINE → SPECIFIER (why)`, each once (a `require` cast with `typeof import()` names its module twice). */
@@ -156,7 +161,7 @@ export function layerViolations(edges: readonly ImportEdge[]): string[] {
     const to = topOf(e.to);
     const where = `${e.from}:${e.line} → ${e.specifier}`;
     if (FORBIDDEN[from]?.includes(to)) {
-      out.push(`${where} (${from}/ must not import ${to === 'index.ts' ? 'the root index.ts' : `${to}/`})`);
+      out.push(`${where} (${layerName(from)} must not import ${layerName(to)})`);
       continue;
     }
     if (from !== 'plugins' || to !== 'plugins') continue;
