@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks';
+import type { StorageLog } from '../core/plugin';
 
 // Typed storage errors, error classification and the bounded retry used by every storage operation.
 //
@@ -14,12 +15,8 @@ import { performance } from 'node:perf_hooks';
 //     range); 'other' is an error we do not recognise (a renamed table, a cancelled statement, a permission
 //     change): it may well go away, so data is kept and retried with a bound, never dropped at once.
 
-/** Logger shape accepted by the storage layer (structurally compatible with the core logger). */
-export interface StorageLogger {
-  info(msg: string, fields?: Record<string, unknown>): void;
-  warn(msg: string, fields?: Record<string, unknown>): void;
-  error(msg: string, fields?: Record<string, unknown>): void;
-}
+/** Logger shape accepted by the storage layer: core's, so a plugin's `StorageHandle.log` and ours are one type. */
+export type StorageLogger = StorageLog;
 
 export const noopLogger: StorageLogger = {
   info() {},
