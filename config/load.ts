@@ -8,6 +8,7 @@ import type { AnyPluginDefinition } from '../core/plugin';
 import { normaliseName } from '../core/wire/names';
 import { LogSchema, ServerBlockSchema, StorageSchema, TopSchema } from './coreSchema';
 import { loadCustomPlugin } from './customPlugin';
+import { declarationProblem, dependencyIssues } from './dependencies';
 import { ConfigError, OptionError, optionPath, type ConfigIssue } from './errors';
 import { parseListen } from './listen';
 import { PositionIndex, type Path, type Position } from './positions';
@@ -160,6 +161,8 @@ export async function parseConfig(text: string, file: string, catalog: PluginCat
       seen.set(entry.name, i);
       plugins.push(entry);
     }
+    // Only a block whose every entry resolved: an entry with a bad option would read as a missing requirement.
+    if (entries.length === plugins.length) issues.push(...dependencyIssues(plugins, (n) => catalog.get(n) !== undefined, (p) => positions.of(p), at));
     warnings.push(...orderWarnings(plugins, positions, fileName));
     if (entries.length === plugins.length && !plugins.some((p) => roleOf(p) === 'guard')) {
       const pos = positions.of([...blockPath, 'plugins']);
@@ -263,6 +266,11 @@ async function resolveEntry(
       issues.push(at(positions.keyOf(entryPath, name), `unknown plugin (built-in plugins: ${catalog.names().join(', ')}; a custom plugin is \`use: ./file.js\`)`, { plugin: name }));
       return undefined;
     }
+  }
+  const declared = declarationProblem(definition);
+  if (declared !== undefined) {
+    issues.push(at(positions.of(source === 'builtin' ? entryPath : [...entryPath, 'use']), declared, { plugin: source === 'builtin' ? name : `${name} (${source})` }));
+    return undefined;
   }
   if (typeof options !== 'object' || options === null || Array.isArray(options)) {
     issues.push(at(positions.of(optionsPath), 'options must be a map', { plugin: name }));

@@ -14,6 +14,7 @@ import { Rcode } from './wire/constants';
 import { RetainedState } from './retained';
 import { TimerSet } from './timers';
 import { RepeatingWarning } from './primitives/rateLimitedLog';
+import { setupOrder } from './setupOrder';
 
 /** One plugin entry of a server block, validated. */
 export interface ChainEntry {
@@ -46,6 +47,9 @@ export class PluginSetupError extends Error {
     this.cause = cause;
   }
 }
+
+/** More than any block's plugin count: a tap's own stage times this, plus its list position, orders it. */
+const STAGE_SPAN = 1 << 16;
 
 type QueryHook = AsyncSeriesBailHook<[QueryContext], DnsResponse | undefined>;
 type AnyFn = (...args: unknown[]) => unknown;
@@ -82,10 +86,19 @@ export class Chain implements ChainRunner {
     this.retained = new RetainedState(previous);
     this.hooks.query.intercept({ register: (tap) => this.wrapQueryTap(tap) });
     this.hooks.response.intercept({ register: (tap) => this.wrapTimedTap(tap, 'response') });
+    // Setup no longer runs in list order, so taps of the other server hooks are put in list order explicitly.
+    this.hooks.served.intercept({ register: (tap) => this.inListOrder(tap) });
+    for (const hook of [this.hooks.startup, this.hooks.shutdown, this.hooks.reload]) hook.intercept({ register: (tap) => this.inListOrder(tap) });
   }
 
   /** Runs both setup phases; on failure nothing of this chain stays alive. */
   async setup(): Promise<void> {
+    const order = setupOrder(this.entries.map((e) => ({ name: e.name, requires: e.definition.requires, uses: e.definition.uses })));
+    if (!order.ok) {
+      // The loader reports cycles first; this keeps a chain built some other way from setting up half its plugins.
+      const first = this.entries.findIndex((e) => e.name === order.cycle[0]);
+      throw new PluginSetupError(order.cycle[0], first, new Error(`plugins that wait for each other to be set up: ${order.cycle.join(' → ')}`));
+    }
     const apis: PluginApi[] = [];
     for (let i = 0; i < this.entries.length; i++) {
       const e = this.entries[i];
@@ -98,7 +111,8 @@ export class Chain implements ChainRunner {
         throw new PluginSetupError(e.name, i, err);
       }
     }
-    for (let i = 0; i < this.entries.length; i++) {
+    // Dependencies first (setupOrder); `index`, the chain position, stays the list's.
+    for (const i of order.order) {
       const e = this.entries[i];
       this.registering = { name: e.name, index: i };
       try {
@@ -241,6 +255,12 @@ export class Chain implements ChainRunner {
       };
     }
     return Object.assign({}, tap, { fn: wrapped as Tap['fn'], stage: index });
+  }
+
+  /** A tap's explicit `stage` first, then its plugin's list position (tapable keeps equal stages in tap order). */
+  private inListOrder(tap: Tap): Tap {
+    const { index } = this.currentRegistration(tap);
+    return Object.assign({}, tap, { stage: (tap.stage ?? 0) * STAGE_SPAN + index });
   }
 
   /** For each plugin position, a bail hook holding only the taps below it: what `ctx.next()` runs. */

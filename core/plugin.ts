@@ -178,6 +178,18 @@ export interface PluginDefinition<S extends TSchema = TSchema, Own extends objec
    */
   readonly role?: PluginRole | ((options: Static<S>) => PluginRole | undefined);
   /**
+   * Plugins that must be in the same server block (by name: a built-in's, or a custom plugin's `name`).
+   * `codexdns validate` and start-up refuse a block without one, at this plugin's line; they are set up
+   * before this plugin, so `api.hooksOf(name)` is never undefined for them and their taps are in place.
+   */
+  readonly requires?: readonly string[];
+  /**
+   * Plugins this one uses when the block has them (`api.hooksOf(name)` may be undefined): when present they
+   * are set up before this plugin, so a hook of theirs it calls in `setup` answers the same whatever the list
+   * order. A cycle through `requires`/`uses` is a configuration error.
+   */
+  readonly uses?: readonly string[];
+  /**
    * Checks of the options that a schema cannot express (a CIDR that parses, an address with a valid port, a time
    * of day), without side effects: no socket, no timer, no storage. `codexdns validate` and start-up both run it,
    * so validate reports everything start-up would refuse. Throw `OptionError(option, message)`: it is reported

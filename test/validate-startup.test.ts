@@ -20,6 +20,7 @@ const cases: Array<[string, string, RegExp]> = [
   ['forward: a port out of range', block('      - acl: {}\n      - forward: { to: [127.0.0.1:5399, "127.0.0.1:99999"] }\n'), /:5:41 plugin forward: option to\[1\]: 127\.0\.0\.1:99999: port 99999 out of range/],
   ['forward: a host name', block('      - acl: {}\n      - forward: { to: [dns.example] }\n'), /plugin forward: option to\[0\]: dns\.example: not an IP address/],
   ['forward: a resolv.conf that is not there', block('      - acl: {}\n      - forward: { to: [./missing-resolv.conf] }\n'), /plugin forward: option to\[0\]: cannot read .*missing-resolv\.conf: ENOENT/],
+  ['breaker without discovery in the block (breaker requires it)', block('      - acl: {}\n      - breaker: {}\n      - forward: { to: [127.0.0.1:5399] }\n'), /:5:9 plugin breaker: requires discovery in this server block; add `- discovery` before or after it/],
   ['forward: a zero timeout', block('      - acl: {}\n      - forward: { to: [127.0.0.1:5399], timeout: 0s }\n'), /plugin forward: option timeout: must be above 0/],
 ];
 

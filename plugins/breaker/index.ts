@@ -34,6 +34,7 @@ export const breaker = definePlugin({
   name: 'breaker',
   description: 'Circuit breakers for the discovery methods: closed, open after N failures, half-open after `reset`',
   options,
+  requires: ['discovery'],
   declare(): BreakerHooks {
     return { states: new SyncBailHook<[], Partial<Record<MethodName, BreakerSnapshot>>>([]) };
   },
@@ -41,11 +42,8 @@ export const breaker = definePlugin({
     if (o.discovery.reset <= 0) throw new OptionError('discovery.reset', 'must be longer than 0');
     const set: DiscoveryBreakers = api.retain('discovery', () => createDiscoveryBreakers({ failures: o.discovery.failures, resetMs: o.discovery.reset }));
     api.own.states.tap('breaker', () => set.snapshot());
-    const d = api.hooksOf('discovery');
-    if (d === undefined) {
-      api.log.warn('discovery is not in this server block: nothing to guard');
-      return;
-    }
+    // `requires` makes a block without discovery a configuration error, so it is here.
+    const d = api.hooksOf('discovery')!;
     const metrics = registerBreakerMetrics(api.metrics, () => set);
     const log = api.log;
     // Retained across reloads: point the listeners at this chain's logger and metrics.

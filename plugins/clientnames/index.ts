@@ -71,6 +71,8 @@ export default definePlugin({
   name: 'clientnames',
   description: 'Answers A, AAAA and PTR for the clients discovery has named (NAME.home.arpa), and for static hosts',
   role: 'answers',
+  // Names come from clienttrack (without it only `hosts:` is answered); the dashboard's client list from metrics.
+  uses: ['clienttrack', 'metrics'],
   options,
   setup(api, o) {
     const zones = zonesOption(o.zones, 'zones', false);

@@ -236,6 +236,8 @@ export const discovery = definePlugin({
   name: 'discovery',
   description: 'Finds names and MACs of new clients in the background (rdns, netbios, mdns, dhcp leases, arp), bounded and guarded',
   options,
+  // Without clienttrack there are no new clients to discover (a warning, not an error: the server still answers).
+  uses: ['clienttrack'],
   declare(): DiscoveryHooks {
     return {
       beforeDiscover: new SyncBailHook<[DiscoveryRequest], DiscoveryDenial | undefined>(['request']),

@@ -184,6 +184,8 @@ export const filter = definePlugin({
   description: 'Block lists (files, URLs) and allow lists per group of clients, CNAME cloaking, pause, why',
   // A guard: listed after `cache`, a name cached before it was listed would still be served from the cache.
   role: 'guard',
+  // Groups by MAC or discovered name follow clienttrack's identities; the API routes go on metrics' server.
+  uses: ['metrics', 'clienttrack'],
   options,
   declare: (): FilterHooks => ({
     blocked: new SyncHook(['event']),

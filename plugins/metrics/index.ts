@@ -49,6 +49,8 @@ export const metricsPlugin = definePlugin({
   name: 'metrics',
   description: 'Prometheus /metrics, a JSON API (queue, discovery, tasks, clients, health, ready) and a live dashboard',
   options: MetricsOptions,
+  // Each is shown when present: the queue, discovery's figures and latency, the breakers' states.
+  uses: ['clienttrack', 'discovery', 'breaker'],
   declare(): MetricsHooks {
     return { routes: new SyncHook<[HttpRouteTable]>(['table']), apiClient: new SyncWaterfallHook<[ApiClient]>(['client']) };
   },

@@ -100,6 +100,7 @@ export default definePlugin({
   name: 'querylog',
   description: 'Logs every query (client, name, type, rcode, who answered, time taken) in batches, with hourly counts and an API',
   options,
+  uses: ['metrics'],
   setup(api, opts) {
     const qopts = queryLogOptions(opts);
     let opening: Promise<QuerylogStore> | null = null;

@@ -64,6 +64,8 @@ export const ratelimit = definePlugin({
   description: 'Token-bucket rate limits: queries per client (refuse, drop or slip to TCP) and discovery jobs',
   options,
   role: (o) => (o.queries !== undefined ? 'guard' : undefined),
+  // Only the discovery part needs it, and `- ratelimit: { queries: … }` alone is a query limit: not required.
+  uses: ['discovery'],
   check(o) {
     if (o.queries === undefined) return;
     try {
