@@ -10,7 +10,7 @@ import { startServer } from '../testing';
 import { ConfigError, formatIssue } from '../config/errors';
 import { parseConfig } from '../config/load';
 import { setupOrder } from '../core/setupOrder';
-import { builtinCatalog } from '../plugins/catalog';
+import { builtinCatalog } from '../server/catalog';
 
 const distIndex = path.resolve(__dirname, '..', 'index.js');
 const SHIM: Record<string, string> = {
