@@ -14,8 +14,8 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { LineKind, newParsedLine, parseLine } from './listParser';
-import { NameTable, TableBuilder } from './nameTable';
+import { LineKind, nameKeyOfBytes, newParsedLine, parseLine } from './listParser';
+import { MAX_KEY, NameTable, TableBuilder } from './nameTable';
 import { Pattern, PatternError } from './patternMatcher';
 
 export type SourceKind = 'block' | 'allow';
@@ -288,6 +288,7 @@ class ListReader {
   private readonly blockPatterns: Pattern[] = [];
   private readonly allowPatterns: Pattern[] = [];
   private readonly parsed = newParsedLine();
+  private readonly key = new Uint8Array(MAX_KEY);
   lines = 0;
   names = 0;
   bad = 0;
@@ -332,6 +333,17 @@ class ListReader {
       if (this.badSamples.length < BAD_SAMPLES) this.badSamples.push(`${this.id}:${this.lines}: ${text.length > 80 ? text.slice(0, 80) + '…' : text}`);
     }
     return false;
+  }
+
+  /** `line` for b[start, end) of a file: the common lines without making a string (see nameKeyOfBytes). */
+  lineBytes(b: Buffer, start: number, end: number): boolean {
+    const len = nameKeyOfBytes(b, start, end, this.key);
+    if (len < 0) return this.line(b.toString('latin1', start, end));
+    this.lines++;
+    this.names++;
+    const t = this.kind === 'allow' ? this.allow : this.block;
+    t.addBytes(this.key, len);
+    return t.full;
   }
 
   async flush(): Promise<void> {
@@ -418,10 +430,10 @@ export function buildFromFile(file: string, id: string, kind: SourceKind, maxPat
   });
 }
 
-/** Streams a file line by line (64 KiB at a time): never the whole text in memory. */
+/** Streams a file line by line (64 KiB at a time): never the whole text in memory, no string per line. */
 export async function buildFromFileInline(file: string, id: string, kind: SourceKind, maxPatterns: number): Promise<BuiltTables> {
   const r = new ListReader(id, kind, maxPatterns);
-  await forEachLine(file, (line) => r.line(line), () => r.flush());
+  await forEachLineBytes(file, (b, start, end) => r.lineBytes(b, start, end), () => r.flush());
   return r.finish();
 }
 
@@ -430,30 +442,51 @@ export async function buildFromFileInline(file: string, id: string, kind: Source
  * NUL byte: a binary file is not a list.
  */
 export async function forEachLine(file: string, onLine: (line: string, n: number) => boolean | void, onFull?: () => Promise<void>): Promise<void> {
+  await forEachLineBytes(file, (b, start, end, n) => onLine(b.toString('latin1', start, end), n), onFull);
+}
+
+/** LONGEST_LINE bytes without a newline: not a list line; its first 200 bytes are passed on (to be counted bad). */
+const LONGEST_LINE = 64 * 1024;
+
+/** forEachLine over bytes: `onLine` gets the line as b[start, end) (no newline), valid only during the call. */
+export async function forEachLineBytes(file: string, onLine: (b: Buffer, start: number, end: number, n: number) => boolean | void, onFull?: () => Promise<void>): Promise<void> {
   const stream = fs.createReadStream(file, { highWaterMark: 64 * 1024 });
-  let rest = '';
+  // The unfinished last line of the previous read; only it is copied, never the whole read.
+  let rest: Buffer | null = null;
   let n = 0;
   for await (const chunk of stream as AsyncIterable<Buffer>) {
     if (chunk.includes(0)) {
       stream.destroy();
       throw new SourceError('not a list: binary content');
     }
-    const text = rest + chunk.toString('latin1');
     let start = 0;
+    if (rest !== null) {
+      const nl = chunk.indexOf(10);
+      if (nl === -1) {
+        rest = Buffer.concat([rest, chunk]);
+        start = chunk.length;
+      } else {
+        const line = Buffer.concat([rest, chunk.subarray(0, nl)]);
+        rest = null;
+        if (onLine(line, 0, line.length, ++n) === true && onFull) await onFull();
+        start = nl + 1;
+      }
+    }
     for (;;) {
-      const end = text.indexOf('\n', start);
+      const end = chunk.indexOf(10, start);
       if (end === -1) break;
-      if (onLine(text.slice(start, end), ++n) === true && onFull) await onFull();
+      if (onLine(chunk, start, end, ++n) === true && onFull) await onFull();
       start = end + 1;
     }
-    rest = text.slice(start);
-    if (rest.length > 64 * 1024) {
+    // (A read without a newline already went into `rest` above and left start at its end.)
+    if (start < chunk.length) rest = Buffer.from(chunk.subarray(start));
+    if (rest !== null && rest.length > LONGEST_LINE) {
       // A line longer than any list line: count it as bad without holding it.
-      onLine(rest.slice(0, 200), ++n);
-      rest = '';
+      onLine(rest, 0, 200, ++n);
+      rest = null;
     }
   }
-  if (rest !== '') {
-    if (onLine(rest, ++n) === true && onFull) await onFull();
+  if (rest !== null && rest.length > 0) {
+    if (onLine(rest, 0, rest.length, ++n) === true && onFull) await onFull();
   }
 }
