@@ -147,7 +147,7 @@ export class Source {
     await fs.promises.mkdir(path.dirname(file), { recursive: true });
     const tmp = `${file}.${process.pid}.tmp`;
     try {
-      const got = await download(this.location.url, tmp, limits, this.tables === EMPTY ? {} : { etag: this.etag, lastModified: this.lastModified });
+      const got = await downloadOffThread(this.location.url, tmp, limits, this.tables === EMPTY ? {} : { etag: this.etag, lastModified: this.lastModified });
       if (got.status === 304) {
         this.lastRefresh = Date.now();
         this.ok = true;
@@ -186,7 +186,7 @@ async function writeMeta(file: string, etag: string | undefined, lastModified: s
   await fs.promises.writeFile(file + '.json', JSON.stringify({ etag, lastModified, fetchedAt }));
 }
 
-interface Downloaded {
+export interface Downloaded {
   status: number;
   etag?: string;
   lastModified?: string;
@@ -374,7 +374,6 @@ export interface BuildRequest {
 }
 
 interface WorkerResult {
-  error?: string;
   block: { keys: Uint8Array; offsets: Uint32Array; count: number };
   allow: { keys: Uint8Array; offsets: Uint32Array; count: number };
   blockPatterns: string[];
@@ -387,47 +386,65 @@ interface WorkerResult {
   patternsDropped: number;
 }
 
-/** Builds in a worker thread (see buildWorker.ts); falls back to the chunked build here when none can start. */
-export function buildFromFile(file: string, id: string, kind: SourceKind, maxPatterns: number): Promise<BuiltTables> {
-  const script = path.join(__dirname, 'buildWorker.js');
-  if (!fs.existsSync(script)) return buildFromFileInline(file, id, kind, maxPatterns);
-  return new Promise<BuiltTables>((resolve, reject) => {
-    const req: BuildRequest = { file, id, kind, maxPatterns };
+const WORKER_SCRIPT = path.join(__dirname, 'buildWorker.js');
+
+/** What buildWorker.ts is asked to do. */
+export type WorkerRequest =
+  | ({ readonly task: 'build' } & BuildRequest)
+  | { readonly task: 'download'; readonly url: string; readonly dest: string; readonly limits: FetchLimits; readonly cond: { etag?: string; lastModified?: string } };
+
+/**
+ * Runs one task in a worker thread that ends with it. A thread's garbage goes with it: the download's socket
+ * buffers and the build's scratch are freed when the thread ends, where in this thread they would wait for a
+ * garbage collection that nothing here triggers (dead Buffers do not fill the JS heap) and pile up list after list.
+ */
+function inWorker<T>(req: WorkerRequest, what: string): Promise<T & { error?: string }> {
+  return new Promise((resolve, reject) => {
     // A small young generation: the worker's garbage is collected often instead of growing the process's RSS.
-    const worker = new Worker(script, { workerData: req, resourceLimits: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 32 } });
-    // A build in progress must not hold the process open at shutdown.
+    const worker = new Worker(WORKER_SCRIPT, { workerData: req, resourceLimits: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 32 } });
+    // A task in progress must not hold the process open at shutdown.
     worker.unref();
     let settled = false;
-    worker.once('message', (m: WorkerResult) => {
+    worker.once('message', (m: T & { error?: string }) => {
       settled = true;
-      if (m.error !== undefined) {
-        reject(new SourceError(m.error));
-        return;
-      }
-      const table = (t: WorkerResult['block']): NameTable => (t.count === 0 ? NameTable.EMPTY : new NameTable(t));
-      // Patterns were checked in the worker; compiling them again here is bounded by max_patterns.
-      resolve({
-        block: table(m.block),
-        allow: table(m.allow),
-        blockPatterns: m.blockPatterns.map((p) => new Pattern(p)),
-        allowPatterns: m.allowPatterns.map((p) => new Pattern(p)),
-        lines: m.lines,
-        names: m.names,
-        badLines: m.badLines,
-        unsupported: m.unsupported,
-        badSamples: m.badSamples,
-        patternsDropped: m.patternsDropped,
-      });
+      if (m.error !== undefined) reject(new SourceError(m.error));
+      else resolve(m);
     });
     worker.once('error', (err) => {
-      if (!settled) reject(new SourceError(`list builder failed: ${err.message}`));
+      if (!settled) reject(new SourceError(`${what} failed: ${err.message}`));
       settled = true;
     });
     worker.once('exit', (code) => {
-      if (!settled) reject(new SourceError(`list builder exited with code ${code}`));
+      if (!settled) reject(new SourceError(`${what} exited with code ${code}`));
       settled = true;
     });
   });
+}
+
+/** `download` in a worker thread (see inWorker); here when the worker script is missing. */
+export function downloadOffThread(url: string, dest: string, limits: FetchLimits, cond: { etag?: string; lastModified?: string }): Promise<Downloaded> {
+  if (!fs.existsSync(WORKER_SCRIPT)) return download(url, dest, limits, cond);
+  return inWorker<Downloaded>({ task: 'download', url, dest, limits, cond }, 'list download');
+}
+
+/** Builds in a worker thread (see buildWorker.ts); falls back to the chunked build here when none can start. */
+export async function buildFromFile(file: string, id: string, kind: SourceKind, maxPatterns: number): Promise<BuiltTables> {
+  if (!fs.existsSync(WORKER_SCRIPT)) return buildFromFileInline(file, id, kind, maxPatterns);
+  const m = await inWorker<WorkerResult>({ task: 'build', file, id, kind, maxPatterns }, 'list builder');
+  const table = (t: WorkerResult['block']): NameTable => (t.count === 0 ? NameTable.EMPTY : new NameTable(t));
+  // Patterns were checked in the worker; compiling them again here is bounded by max_patterns.
+  return {
+    block: table(m.block),
+    allow: table(m.allow),
+    blockPatterns: m.blockPatterns.map((p) => new Pattern(p)),
+    allowPatterns: m.allowPatterns.map((p) => new Pattern(p)),
+    lines: m.lines,
+    names: m.names,
+    badLines: m.badLines,
+    unsupported: m.unsupported,
+    badSamples: m.badSamples,
+    patternsDropped: m.patternsDropped,
+  };
 }
 
 /** Streams a file line by line (64 KiB at a time): never the whole text in memory, no string per line. */
