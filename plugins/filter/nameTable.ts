@@ -179,13 +179,14 @@ export class NameTable {
 /** Streams keys in, sorted chunk by chunk; `finish()` merges the runs into a NameTable. */
 export class TableBuilder {
   /**
-   * The chunk being filled, as bytes (one buffer reused for every chunk, grown only for a chunk of long keys):
-   * keys as strings would cost the heap ~100 bytes each and the garbage collector a million objects a list.
+   * The chunk being filled, as bytes (one buffer reused for every chunk): keys as strings would cost the heap
+   * ~100 bytes each and the garbage collector a million objects a list. Grown on demand, so the allow builder of a
+   * block list, or an inline list of three names, costs next to nothing.
    */
-  private chunkKeys = new Uint8Array(CHUNK * 32);
-  /** Where each buffered key starts; grown only when one line (a hosts line) brings more names than a chunk. */
-  private chunkStarts = new Uint32Array(CHUNK + 1);
-  private order = new Uint32Array(CHUNK);
+  private chunkKeys = new Uint8Array(0);
+  /** Where each buffered key starts; past CHUNK + 1 only when one line (a hosts line) brings more names than a chunk. */
+  private chunkStarts = new Uint32Array(0);
+  private order = new Uint32Array(0);
   private n = 0;
   private used = 0;
   private runs: Run[] = [];
@@ -193,7 +194,7 @@ export class TableBuilder {
 
   private room(len: number): void {
     if (this.used + len <= this.chunkKeys.length) return;
-    const grown = new Uint8Array(Math.max(this.chunkKeys.length * 2, this.used + len));
+    const grown = new Uint8Array(Math.max(this.chunkKeys.length * 2, this.used + len, 4096));
     grown.set(this.chunkKeys.subarray(0, this.used));
     this.chunkKeys = grown;
   }
@@ -216,7 +217,7 @@ export class TableBuilder {
 
   private push(end: number): void {
     if (this.n + 1 >= this.chunkStarts.length) {
-      const grown = new Uint32Array(this.chunkStarts.length * 2);
+      const grown = new Uint32Array(Math.max(this.chunkStarts.length * 2, 256));
       grown.set(this.chunkStarts);
       this.chunkStarts = grown;
       this.order = new Uint32Array(grown.length);
