@@ -6,9 +6,11 @@
  * It re-runs itself with the service unit's environment and node flags (packaging/codexdns.service).
  *
  * 1. Generates `names` names in 4 lists locally and serves them from a loopback HTTP server.
- * 2. Builds the tables as the plugin does (download → stream → sorted chunks → merge), sampling RSS every 10 ms:
+ * 2. Builds the tables as the plugin does (download and build, each in a worker thread: stream → sorted chunks →
+ *    merge), sampling RSS every 10 ms:
  *    bytes a name, peak RSS rise while building, and the event loop's delay meanwhile (the answer path's pause).
- * 3. Refreshes all 4 lists `refreshes` times: RSS / heap after each (no growth allowed).
+ * 3. Refreshes all 4 lists `refreshes` times: RSS / heap after each, and their trend (mean of the first 5 against
+ *    the last 5, a fitted slope): no growth allowed.
  * 4. Verdict cost (ns) for hits and misses against the 4 tables.
  * 5. Cache-hit QPS of a real server with and without the plugin (1 M names loaded), a UDP load generator in a
  *    child process, `rounds` alternating rounds of `seconds` each.
@@ -168,7 +170,16 @@ process.on('disconnect', () => process.exit(0));`);
     heap.push(MB(m.heapUsed + m.arrayBuffers));
   }
   clearInterval(s2);
-  out.refreshes = { count: REFRESHES, rssMB: rss, heapPlusBuffersMB: heap, growthMB: Math.round((rss[rss.length - 1] - rss[0]) * 10) / 10, peakRssRiseOverFirstMB: MB(refreshPeak - afterBuild.rss), eventLoopDelayMs: { p99: loop2.percentile(99) / 1e6, max: loop2.max / 1e6 } };
+  out.refreshes = {
+    count: REFRESHES,
+    rssMB: rss,
+    heapPlusBuffersMB: heap,
+    growthMB: Math.round((rss[rss.length - 1] - rss[0]) * 10) / 10,
+    rssTrend: trend(rss),
+    heapTrend: trend(heap),
+    peakRssRiseOverFirstMB: MB(refreshPeak - afterBuild.rss),
+    eventLoopDelayMs: { p99: loop2.percentile(99) / 1e6, max: loop2.max / 1e6 },
+  };
   console.log(JSON.stringify({ refreshes: out.refreshes }));
 
   // --- verdict cost -------------------------------------------------------------------------------------------
@@ -252,6 +263,34 @@ ${filter ? `      - filter: { block: [${urls.map((u) => `"${u}"`).join(', ')}], 
   process.exit(0);
 }
 
+/** Levels that should stay flat: a single pair (last − first) hides a band, so compare means and fit a line. */
+const TREND_WINDOW = 5;
+/** Growth over the whole series above this (MB) counts as growing. */
+const GROWTH_ALLOWED_MB = 5;
+function trend(xs: number[]): { firstMeanMB: number; lastMeanMB: number; slopeMBPerRefresh: number; bandMB: [number, number]; grows: boolean } {
+  const w = Math.min(TREND_WINDOW, Math.floor(xs.length / 2)) || 1;
+  const mean = (a: number[]): number => a.reduce((x, y) => x + y, 0) / a.length;
+  const first = mean(xs.slice(0, w));
+  const last = mean(xs.slice(-w));
+  const mx = (xs.length - 1) / 2;
+  const my = mean(xs);
+  let num = 0;
+  let den = 0;
+  xs.forEach((y, i) => {
+    num += (i - mx) * (y - my);
+    den += (i - mx) ** 2;
+  });
+  const slope = den === 0 ? 0 : num / den;
+  const r1 = (x: number): number => Math.round(x * 10) / 10;
+  return {
+    firstMeanMB: r1(first),
+    lastMeanMB: r1(last),
+    slopeMBPerRefresh: Math.round(slope * 100) / 100,
+    bandMB: [Math.min(...xs), Math.max(...xs)],
+    grows: last - first > GROWTH_ALLOWED_MB || slope * (xs.length - 1) > GROWTH_ALLOWED_MB,
+  };
+}
+
 function defaults(): import('../plugins/filter').FilterOptions {
   // The schema's defaults, as the loader fills them in (durations in ms).
   void filterOptions;
@@ -316,7 +355,7 @@ function asTheUnitRunsIt(): boolean {
   if (args.has('as-is') || process.env.CODEXDNS_FILTER_BENCH_CHILD === '1') return false;
   const env: NodeJS.ProcessEnv = { ...process.env, ...unitEnvironment(), CODEXDNS_FILTER_BENCH_CHILD: '1' };
   const flags = [...unitExecNodeFlags(), '--expose-gc'];
-  console.log(JSON.stringify({ runAs: { flags, NODE_OPTIONS: env.NODE_OPTIONS, MALLOC_ARENA_MAX: env.MALLOC_ARENA_MAX } }));
+  console.log(JSON.stringify({ runAs: { flags, NODE_OPTIONS: env.NODE_OPTIONS, MALLOC_ARENA_MAX: env.MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_: env.MALLOC_MMAP_THRESHOLD_ } }));
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const r = (require('node:child_process') as typeof import('node:child_process')).spawnSync(process.execPath, [...flags, __filename, ...process.argv.slice(2)], { env, stdio: 'inherit', timeout: 20 * 60_000 });
   process.exit(r.status ?? 1);

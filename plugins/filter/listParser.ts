@@ -152,6 +152,75 @@ export function parseLine(line: string, out: ParsedLine): LineKind {
   return nameOrWildcard(fields[0], out, false);
 }
 
+/** HOSTS_SELF by length, for the byte path's check without making a string. */
+const HOSTS_SELF_BY_LENGTH = new Map<number, Uint8Array[]>();
+for (const n of HOSTS_SELF) {
+  const list = HOSTS_SELF_BY_LENGTH.get(n.length) ?? [];
+  list.push(Uint8Array.from(n, (c) => c.charCodeAt(0)));
+  HOSTS_SELF_BY_LENGTH.set(n.length, list);
+}
+
+function isHostsSelf(b: Uint8Array, start: number, end: number): boolean {
+  const list = HOSTS_SELF_BY_LENGTH.get(end - start);
+  if (list === undefined) return false;
+  next: for (const n of list) {
+    for (let i = 0; i < n.length; i++) if ((b[start + i] | (NAME_CHARS[b[start + i]] === 2 ? 0x20 : 0)) !== n[i]) continue next;
+    return true;
+  }
+  return false;
+}
+
+const HOSTS_PREFIXES = ['0.0.0.0 ', '127.0.0.1 '].map((p) => Uint8Array.from(p, (c) => c.charCodeAt(0)));
+
+function startsWithBytes(b: Uint8Array, start: number, end: number, prefix: Uint8Array): boolean {
+  if (end - start <= prefix.length) return false;
+  for (let i = 0; i < prefix.length; i++) if (b[start + i] !== prefix[i]) return false;
+  return true;
+}
+
+/**
+ * The key of the lines that make up nearly all of a big list — `name`, `0.0.0.0 name`, `127.0.0.1 name`,
+ * `||name^` — read straight from the file's bytes into `out`: no string per line, so building a million names
+ * leaves the builder's heap almost untouched. Returns the key's length, or -1 for any other line (and for the
+ * names a hosts file maps to itself): parseLine then reads it, so the two paths cannot disagree on what a line means.
+ */
+export function nameKeyOfBytes(b: Uint8Array, start: number, end: number, out: Uint8Array): number {
+  if (end > start && b[end - 1] === 13) end--;
+  if (end - start > 3 && b[start] === 124) {
+    // `||name^`
+    if (b[start + 1] !== 124 || b[end - 1] !== 94) return -1;
+    start += 2;
+    end--;
+  } else if (b[start] === 48 || b[start] === 49) {
+    // Only the exact two-field hosts line; `0.0.0.0` alone is a HOSTS_SELF name, refused below.
+    if (startsWithBytes(b, start, end, HOSTS_PREFIXES[0])) start += HOSTS_PREFIXES[0].length;
+    else if (startsWithBytes(b, start, end, HOSTS_PREFIXES[1])) start += HOSTS_PREFIXES[1].length;
+  }
+  // plainName on bytes.
+  const len = end - start;
+  if (len === 0 || len > 253 || b[start] === 46 || b[end - 1] === 46) return -1;
+  let label = 0;
+  for (let i = start; i < end; i++) {
+    const c = b[i];
+    if (c >= 128 || NAME_CHARS[c] === 0) return -1;
+    if (c === 46) {
+      if (label === 0) return -1;
+      label = 0;
+    } else if (++label > 63) return -1;
+  }
+  if (isHostsSelf(b, start, end)) return -1;
+  // Labels last to first, lower-cased, SEP between them.
+  let o = 0;
+  let labelEnd = end;
+  for (let i = end - 1; i >= start - 1; i--) {
+    if (i >= start && b[i] !== 46) continue;
+    for (let j = i + 1; j < labelEnd; j++) out[o++] = NAME_CHARS[b[j]] === 2 ? b[j] | 0x20 : b[j];
+    if (i >= start) out[o++] = 0;
+    labelEnd = i;
+  }
+  return o;
+}
+
 export function newParsedLine(): ParsedLine {
   return { kind: LineKind.Skip, exception: false, names: [], pattern: '' };
 }

@@ -8,12 +8,13 @@
  * Lookup is one binary search: names under a listed parent are dropped while building, so the greatest key ≤ the
  * query's key is the only one that can be the query itself or one of its parents.
  *
- * Building streams: keys are collected in chunks of CHUNK, each chunk sorted and packed into a run, and the runs
- * merged (a heap) into the final buffer, yielding to the event loop between chunks so the answer path never
- * waits more than one chunk's sort (≈ 2 ms). Peak extra memory is about twice the finished table.
+ * Building streams: keys are collected as bytes in chunks of CHUNK (one buffer, reused), each chunk sorted and
+ * packed into a run, and the runs merged (a heap) into the final buffer, yielding to the event loop between
+ * chunks so the answer path never waits more than one chunk's sort (≈ 2 ms). Memory while building: the runs and
+ * the final buffer, about twice the finished table, and no string per key.
  */
 
-/** Keys sorted at once: bounds both the pause (one sort) and the strings alive at a time. */
+/** Keys sorted at once: bounds both the pause (one sort) and the chunk buffer. */
 export const CHUNK = 8192;
 /** Every SAMPLE-th key is copied into the sampled index (≈ 3% of the table). */
 const SAMPLE = 32;
@@ -79,21 +80,6 @@ interface Run {
   keys: Uint8Array;
   offsets: Uint32Array;
   count: number;
-}
-
-function pack(sorted: string[], count: number): Run {
-  let bytes = 0;
-  for (let i = 0; i < count; i++) bytes += sorted[i].length;
-  const keys = new Uint8Array(bytes);
-  const offsets = new Uint32Array(count + 1);
-  let pos = 0;
-  for (let i = 0; i < count; i++) {
-    offsets[i] = pos;
-    const k = sorted[i];
-    for (let j = 0; j < k.length; j++) keys[pos++] = k.charCodeAt(j);
-  }
-  offsets[count] = pos;
-  return { keys, offsets, count };
 }
 
 const EMPTY_RUN: Run = { keys: new Uint8Array(0), offsets: new Uint32Array(1), count: 0 };
@@ -192,27 +178,81 @@ export class NameTable {
 
 /** Streams keys in, sorted chunk by chunk; `finish()` merges the runs into a NameTable. */
 export class TableBuilder {
-  private pending: string[] = [];
+  /**
+   * The chunk being filled, as bytes (one buffer reused for every chunk): keys as strings would cost the heap
+   * ~100 bytes each and the garbage collector a million objects a list. Grown on demand, so the allow builder of a
+   * block list, or an inline list of three names, costs next to nothing.
+   */
+  private chunkKeys = new Uint8Array(0);
+  /** Where each buffered key starts; past CHUNK + 1 only when one line (a hosts line) brings more names than a chunk. */
+  private chunkStarts = new Uint32Array(0);
+  private order = new Uint32Array(0);
+  private n = 0;
+  private used = 0;
   private runs: Run[] = [];
   added = 0;
 
-  /** Adds a key; every CHUNK keys the caller should `await flushIfFull()` to yield to the event loop. */
+  private room(len: number): void {
+    if (this.used + len <= this.chunkKeys.length) return;
+    const grown = new Uint8Array(Math.max(this.chunkKeys.length * 2, this.used + len, 4096));
+    grown.set(this.chunkKeys.subarray(0, this.used));
+    this.chunkKeys = grown;
+  }
+
+  /** Adds a key; once `full`, the caller should `await flush()` (it yields to the event loop). */
   add(key: string): void {
-    this.pending.push(key);
+    this.room(key.length);
+    const k = this.chunkKeys;
+    let p = this.used;
+    for (let j = 0; j < key.length; j++) k[p++] = key.charCodeAt(j);
+    this.push(p);
+  }
+
+  /** Adds the key src[0, len) (from nameKeyOfBytes). */
+  addBytes(src: Uint8Array, len: number): void {
+    this.room(len);
+    this.chunkKeys.set(src.subarray(0, len), this.used);
+    this.push(this.used + len);
+  }
+
+  private push(end: number): void {
+    if (this.n + 1 >= this.chunkStarts.length) {
+      const grown = new Uint32Array(Math.max(this.chunkStarts.length * 2, 256));
+      grown.set(this.chunkStarts);
+      this.chunkStarts = grown;
+      this.order = new Uint32Array(grown.length);
+    }
+    this.chunkStarts[this.n++] = this.used;
+    this.used = end;
     this.added++;
   }
 
   get full(): boolean {
-    return this.pending.length >= CHUNK;
+    return this.n >= CHUNK;
   }
 
   async flush(): Promise<void> {
-    if (this.pending.length === 0) return;
-    const p = this.pending;
-    this.pending = [];
-    // Default sort compares UTF-16 code units: for these keys that is byte order, with the separator lowest.
-    p.sort();
-    this.runs.push(pack(p, p.length));
+    const count = this.n;
+    if (count === 0) return;
+    const starts = this.chunkStarts;
+    starts[count] = this.used;
+    const order = this.order.subarray(0, count);
+    for (let i = 0; i < count; i++) order[i] = i;
+    const k = this.chunkKeys;
+    order.sort((a, b) => compare(k, starts[a], starts[a + 1] - starts[a], k, starts[b], starts[b + 1] - starts[b]));
+    const keys = new Uint8Array(this.used);
+    const offsets = new Uint32Array(count + 1);
+    let pos = 0;
+    for (let i = 0; i < count; i++) {
+      offsets[i] = pos;
+      const o = order[i];
+      keys.set(k.subarray(starts[o], starts[o + 1]), pos);
+      pos += starts[o + 1] - starts[o];
+    }
+    offsets[count] = pos;
+    this.runs.push({ keys, offsets, count });
+    this.n = 0;
+    this.used = 0;
     await yieldToLoop();
   }
 

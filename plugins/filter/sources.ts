@@ -14,8 +14,8 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { LineKind, newParsedLine, parseLine } from './listParser';
-import { NameTable, TableBuilder } from './nameTable';
+import { LineKind, nameKeyOfBytes, newParsedLine, parseLine } from './listParser';
+import { MAX_KEY, NameTable, TableBuilder } from './nameTable';
 import { Pattern, PatternError } from './patternMatcher';
 
 export type SourceKind = 'block' | 'allow';
@@ -147,7 +147,7 @@ export class Source {
     await fs.promises.mkdir(path.dirname(file), { recursive: true });
     const tmp = `${file}.${process.pid}.tmp`;
     try {
-      const got = await download(this.location.url, tmp, limits, this.tables === EMPTY ? {} : { etag: this.etag, lastModified: this.lastModified });
+      const got = await downloadOffThread(this.location.url, tmp, limits, this.tables === EMPTY ? {} : { etag: this.etag, lastModified: this.lastModified });
       if (got.status === 304) {
         this.lastRefresh = Date.now();
         this.ok = true;
@@ -186,7 +186,7 @@ async function writeMeta(file: string, etag: string | undefined, lastModified: s
   await fs.promises.writeFile(file + '.json', JSON.stringify({ etag, lastModified, fetchedAt }));
 }
 
-interface Downloaded {
+export interface Downloaded {
   status: number;
   etag?: string;
   lastModified?: string;
@@ -288,6 +288,7 @@ class ListReader {
   private readonly blockPatterns: Pattern[] = [];
   private readonly allowPatterns: Pattern[] = [];
   private readonly parsed = newParsedLine();
+  private readonly key = new Uint8Array(MAX_KEY);
   lines = 0;
   names = 0;
   bad = 0;
@@ -334,6 +335,17 @@ class ListReader {
     return false;
   }
 
+  /** `line` for b[start, end) of a file: the common lines without making a string (see nameKeyOfBytes). */
+  lineBytes(b: Buffer, start: number, end: number): boolean {
+    const len = nameKeyOfBytes(b, start, end, this.key);
+    if (len < 0) return this.line(b.toString('latin1', start, end));
+    this.lines++;
+    this.names++;
+    const t = this.kind === 'allow' ? this.allow : this.block;
+    t.addBytes(this.key, len);
+    return t.full;
+  }
+
   async flush(): Promise<void> {
     if (this.block.full) await this.block.flush();
     if (this.allow.full) await this.allow.flush();
@@ -362,7 +374,6 @@ export interface BuildRequest {
 }
 
 interface WorkerResult {
-  error?: string;
   block: { keys: Uint8Array; offsets: Uint32Array; count: number };
   allow: { keys: Uint8Array; offsets: Uint32Array; count: number };
   blockPatterns: string[];
@@ -375,53 +386,71 @@ interface WorkerResult {
   patternsDropped: number;
 }
 
-/** Builds in a worker thread (see buildWorker.ts); falls back to the chunked build here when none can start. */
-export function buildFromFile(file: string, id: string, kind: SourceKind, maxPatterns: number): Promise<BuiltTables> {
-  const script = path.join(__dirname, 'buildWorker.js');
-  if (!fs.existsSync(script)) return buildFromFileInline(file, id, kind, maxPatterns);
-  return new Promise<BuiltTables>((resolve, reject) => {
-    const req: BuildRequest = { file, id, kind, maxPatterns };
+const WORKER_SCRIPT = path.join(__dirname, 'buildWorker.js');
+
+/** What buildWorker.ts is asked to do. */
+export type WorkerRequest =
+  | ({ readonly task: 'build' } & BuildRequest)
+  | { readonly task: 'download'; readonly url: string; readonly dest: string; readonly limits: FetchLimits; readonly cond: { etag?: string; lastModified?: string } };
+
+/**
+ * Runs one task in a worker thread that ends with it. A thread's garbage goes with it: the download's socket
+ * buffers and the build's scratch are freed when the thread ends, where in this thread they would wait for a
+ * garbage collection that nothing here triggers (dead Buffers do not fill the JS heap) and pile up list after list.
+ */
+function inWorker<T>(req: WorkerRequest, what: string): Promise<T & { error?: string }> {
+  return new Promise((resolve, reject) => {
     // A small young generation: the worker's garbage is collected often instead of growing the process's RSS.
-    const worker = new Worker(script, { workerData: req, resourceLimits: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 32 } });
-    // A build in progress must not hold the process open at shutdown.
+    const worker = new Worker(WORKER_SCRIPT, { workerData: req, resourceLimits: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 32 } });
+    // A task in progress must not hold the process open at shutdown.
     worker.unref();
     let settled = false;
-    worker.once('message', (m: WorkerResult) => {
+    worker.once('message', (m: T & { error?: string }) => {
       settled = true;
-      if (m.error !== undefined) {
-        reject(new SourceError(m.error));
-        return;
-      }
-      const table = (t: WorkerResult['block']): NameTable => (t.count === 0 ? NameTable.EMPTY : new NameTable(t));
-      // Patterns were checked in the worker; compiling them again here is bounded by max_patterns.
-      resolve({
-        block: table(m.block),
-        allow: table(m.allow),
-        blockPatterns: m.blockPatterns.map((p) => new Pattern(p)),
-        allowPatterns: m.allowPatterns.map((p) => new Pattern(p)),
-        lines: m.lines,
-        names: m.names,
-        badLines: m.badLines,
-        unsupported: m.unsupported,
-        badSamples: m.badSamples,
-        patternsDropped: m.patternsDropped,
-      });
+      if (m.error !== undefined) reject(new SourceError(m.error));
+      else resolve(m);
     });
     worker.once('error', (err) => {
-      if (!settled) reject(new SourceError(`list builder failed: ${err.message}`));
+      if (!settled) reject(new SourceError(`${what} failed: ${err.message}`));
       settled = true;
     });
     worker.once('exit', (code) => {
-      if (!settled) reject(new SourceError(`list builder exited with code ${code}`));
+      if (!settled) reject(new SourceError(`${what} exited with code ${code}`));
       settled = true;
     });
   });
 }
 
-/** Streams a file line by line (64 KiB at a time): never the whole text in memory. */
+/** `download` in a worker thread (see inWorker); here when the worker script is missing. */
+export function downloadOffThread(url: string, dest: string, limits: FetchLimits, cond: { etag?: string; lastModified?: string }): Promise<Downloaded> {
+  if (!fs.existsSync(WORKER_SCRIPT)) return download(url, dest, limits, cond);
+  return inWorker<Downloaded>({ task: 'download', url, dest, limits, cond }, 'list download');
+}
+
+/** Builds in a worker thread (see buildWorker.ts); falls back to the chunked build here when none can start. */
+export async function buildFromFile(file: string, id: string, kind: SourceKind, maxPatterns: number): Promise<BuiltTables> {
+  if (!fs.existsSync(WORKER_SCRIPT)) return buildFromFileInline(file, id, kind, maxPatterns);
+  const m = await inWorker<WorkerResult>({ task: 'build', file, id, kind, maxPatterns }, 'list builder');
+  const table = (t: WorkerResult['block']): NameTable => (t.count === 0 ? NameTable.EMPTY : new NameTable(t));
+  // Patterns were checked in the worker; compiling them again here is bounded by max_patterns.
+  return {
+    block: table(m.block),
+    allow: table(m.allow),
+    blockPatterns: m.blockPatterns.map((p) => new Pattern(p)),
+    allowPatterns: m.allowPatterns.map((p) => new Pattern(p)),
+    lines: m.lines,
+    names: m.names,
+    badLines: m.badLines,
+    unsupported: m.unsupported,
+    badSamples: m.badSamples,
+    patternsDropped: m.patternsDropped,
+  };
+}
+
+/** Streams a file line by line (64 KiB at a time): never the whole text in memory, no string per line. */
 export async function buildFromFileInline(file: string, id: string, kind: SourceKind, maxPatterns: number): Promise<BuiltTables> {
   const r = new ListReader(id, kind, maxPatterns);
-  await forEachLine(file, (line) => r.line(line), () => r.flush());
+  await forEachLineBytes(file, (b, start, end) => r.lineBytes(b, start, end), () => r.flush());
   return r.finish();
 }
 
@@ -430,30 +459,51 @@ export async function buildFromFileInline(file: string, id: string, kind: Source
  * NUL byte: a binary file is not a list.
  */
 export async function forEachLine(file: string, onLine: (line: string, n: number) => boolean | void, onFull?: () => Promise<void>): Promise<void> {
+  await forEachLineBytes(file, (b, start, end, n) => onLine(b.toString('latin1', start, end), n), onFull);
+}
+
+/** LONGEST_LINE bytes without a newline: not a list line; its first 200 bytes are passed on (to be counted bad). */
+const LONGEST_LINE = 64 * 1024;
+
+/** forEachLine over bytes: `onLine` gets the line as b[start, end) (no newline), valid only during the call. */
+export async function forEachLineBytes(file: string, onLine: (b: Buffer, start: number, end: number, n: number) => boolean | void, onFull?: () => Promise<void>): Promise<void> {
   const stream = fs.createReadStream(file, { highWaterMark: 64 * 1024 });
-  let rest = '';
+  // The unfinished last line of the previous read; only it is copied, never the whole read.
+  let rest: Buffer | null = null;
   let n = 0;
   for await (const chunk of stream as AsyncIterable<Buffer>) {
     if (chunk.includes(0)) {
       stream.destroy();
       throw new SourceError('not a list: binary content');
     }
-    const text = rest + chunk.toString('latin1');
     let start = 0;
+    if (rest !== null) {
+      const nl = chunk.indexOf(10);
+      if (nl === -1) {
+        rest = Buffer.concat([rest, chunk]);
+        start = chunk.length;
+      } else {
+        const line = Buffer.concat([rest, chunk.subarray(0, nl)]);
+        rest = null;
+        if (onLine(line, 0, line.length, ++n) === true && onFull) await onFull();
+        start = nl + 1;
+      }
+    }
     for (;;) {
-      const end = text.indexOf('\n', start);
+      const end = chunk.indexOf(10, start);
       if (end === -1) break;
-      if (onLine(text.slice(start, end), ++n) === true && onFull) await onFull();
+      if (onLine(chunk, start, end, ++n) === true && onFull) await onFull();
       start = end + 1;
     }
-    rest = text.slice(start);
-    if (rest.length > 64 * 1024) {
+    // (A read without a newline already went into `rest` above and left start at its end.)
+    if (start < chunk.length) rest = Buffer.from(chunk.subarray(start));
+    if (rest !== null && rest.length > LONGEST_LINE) {
       // A line longer than any list line: count it as bad without holding it.
-      onLine(rest.slice(0, 200), ++n);
-      rest = '';
+      onLine(rest, 0, 200, ++n);
+      rest = null;
     }
   }
-  if (rest !== '') {
-    if (onLine(rest, ++n) === true && onFull) await onFull();
+  if (rest !== null && rest.length > 0) {
+    if (onLine(rest, 0, rest.length, ++n) === true && onFull) await onFull();
   }
 }
