@@ -87,6 +87,8 @@ export interface ReplyParts {
   readonly tc?: boolean;
   /** AD=1. */
   readonly ad?: boolean;
+  /** AA=1 (an authoritative answer, as a router answering for its own names sends). */
+  readonly aa?: boolean;
 }
 
 /** What a script answers to one query. */
@@ -116,6 +118,8 @@ export interface Forgery {
   readonly question?: boolean;
   /** The right ID and question, from another port (UDP only). */
   readonly source?: boolean;
+  /** Three bytes that are no DNS message. */
+  readonly garbage?: boolean;
 }
 
 /** The address in forged replies. */
@@ -182,6 +186,8 @@ export interface FakeUpstream {
   reset(): void;
   /** Closes the TCP connections open now (as an upstream closing idle connections does). */
   dropTcpConnections(): void;
+  /** Sends bytes from the upstream's UDP socket to a port of 127.0.0.1: a reply sent by hand (late, to another socket). */
+  sendUdp(bytes: Buffer, port: number): void;
   /** Closes both sockets (and open TCP connections). */
   stop(): Promise<void>;
 }
@@ -280,6 +286,10 @@ class Upstream implements FakeUpstream {
 
   dropTcpConnections(): void {
     for (const s of this.sockets) s.destroy();
+  }
+
+  sendUdp(bytes: Buffer, port: number): void {
+    if (!this.stopped) this.udp.send(bytes, port, this.host);
   }
 
   async stop(): Promise<void> {
@@ -400,6 +410,7 @@ class Upstream implements FakeUpstream {
     if (this.forge.source && sendFromOtherPort) sendFromOtherPort(forged(q.id, question.name));
     if (this.forge.id) send(forged((q.id + 1) & 0xffff, question.name));
     if (this.forge.question) send(forged(q.id, 'forged.example'));
+    if (this.forge.garbage) send(Buffer.from([1, 2, 3]));
   }
 
   private scriptedReply(q: FakeQuery, r: FakeReply): Buffer {
@@ -491,7 +502,7 @@ const RCODE_VALUES: Readonly<Record<string, number>> = RCODES;
 export function buildReply(q: { readonly id?: number; readonly question?: dnsPacket.Question; readonly packet?: dnsPacket.Packet; readonly flags?: number }, parts: ReplyParts = {}): Buffer {
   const rcode = typeof parts.rcode === 'number' ? parts.rcode : RCODE_VALUES[parts.rcode ?? 'NOERROR'];
   const flags =
-    dnsPacket.RECURSION_AVAILABLE | dnsPacket.RECURSION_DESIRED | ((q.flags ?? 0) & dnsPacket.CHECKING_DISABLED) | (parts.tc ? dnsPacket.TRUNCATED_RESPONSE : 0) | (parts.ad ? dnsPacket.AUTHENTIC_DATA : 0) | (rcode & 0xf);
+    dnsPacket.RECURSION_AVAILABLE | dnsPacket.RECURSION_DESIRED | ((q.flags ?? 0) & dnsPacket.CHECKING_DISABLED) | (parts.tc ? dnsPacket.TRUNCATED_RESPONSE : 0) | (parts.ad ? dnsPacket.AUTHENTIC_DATA : 0) | (parts.aa ? dnsPacket.AUTHORITATIVE_ANSWER : 0) | (rcode & 0xf);
   const question = q.question ?? q.packet?.questions?.[0];
   return dnsPacket.encode({
     type: 'response',
