@@ -141,7 +141,7 @@ export interface FakeQuery {
   readonly checkingDisabled: boolean;
   /** The source port (a forwarder should use a fresh one per query). */
   readonly port: number;
-  /** The query's bytes, and decoded. */
+  /** The query's bytes, and decoded (decoded again at each read: keep what you need). */
   readonly raw: Buffer;
   readonly packet: dnsPacket.Packet;
   /** `Date.now()` when it arrived. */
@@ -357,7 +357,8 @@ class Upstream implements FakeUpstream {
     const opt = (packet.additionals ?? []).find((r) => r.type === 'OPT') as { flags?: number } | undefined;
     const name = norm(question.name);
     const flags = msg.readUInt16BE(2);
-    const q: FakeQuery = {
+    // The decoded packet is made again when asked for: a long fuzz run keeps only the bytes of each query.
+    const q = {
       name,
       type: question.type,
       transport,
@@ -369,9 +370,11 @@ class Upstream implements FakeUpstream {
       checkingDisabled: (flags & dnsPacket.CHECKING_DISABLED) !== 0,
       port,
       raw: msg,
-      packet,
+      get packet(): dnsPacket.Packet {
+        return dnsPacket.decode(msg);
+      },
       at: Date.now(),
-    };
+    } satisfies FakeQuery;
     this.queries.push(q);
     if (this.silent) return;
     const scripted = this.answer?.(q);
@@ -382,7 +385,7 @@ class Upstream implements FakeUpstream {
       out = scripted;
     } else if (scripted !== undefined) {
       if (scripted.silent) return;
-      out = this.scriptedReply(q, scripted);
+      out = this.scriptedReply(q, question, scripted);
       delay = scripted.delayMs ?? delay;
     } else {
       const entry = this.lookup(name);
@@ -390,7 +393,7 @@ class Upstream implements FakeUpstream {
       out = this.answerFromRecords(msg, packet, question, name, entry, transport === 'udp' && this.truncate, opt !== undefined, q.dnssecOk);
       delay = entry?.delayMs ?? delay;
     }
-    this.sendForgeries(q, send, sendFromOtherPort);
+    this.sendForgeries(q, question, send, sendFromOtherPort);
     if (delay > 0) {
       const t = setTimeout(() => {
         this.pending.delete(t);
@@ -402,9 +405,7 @@ class Upstream implements FakeUpstream {
     }
   }
 
-  private sendForgeries(q: FakeQuery, send: (out: Buffer) => void, sendFromOtherPort: ((out: Buffer) => void) | undefined): void {
-    const question = q.packet.questions?.[0];
-    if (question === undefined) return;
+  private sendForgeries(q: FakeQuery, question: dnsPacket.Question, send: (out: Buffer) => void, sendFromOtherPort: ((out: Buffer) => void) | undefined): void {
     const forged = (id: number, name: string): Buffer =>
       buildReply({ id, question: { ...question, name } }, { answers: [{ name, type: 'A', class: 'IN', ttl: this.ttl, data: FORGED_A }] });
     if (this.forge.source && sendFromOtherPort) sendFromOtherPort(forged(q.id, question.name));
@@ -413,11 +414,10 @@ class Upstream implements FakeUpstream {
     if (this.forge.garbage) send(Buffer.from([1, 2, 3]));
   }
 
-  private scriptedReply(q: FakeQuery, r: FakeReply): Buffer {
+  private scriptedReply(q: FakeQuery, question: dnsPacket.Question, r: FakeReply): Buffer {
     const truncated = r.tc === true && (q.transport === 'udp' || r.tcAlways === true);
     const additionals = [...(r.additionals ?? [])];
     if (q.edns && !additionals.some((x) => x.type === 'OPT')) additionals.push(optRecord(q.dnssecOk));
-    const question = q.packet.questions?.[0];
     return buildReply(
       { id: q.id, question, flags: q.flags },
       { ...r, tc: truncated, answers: truncated ? [] : r.answers, authorities: truncated ? [] : r.authorities, additionals },
