@@ -29,8 +29,6 @@ interface Source {
   readonly reported: ReportedTotals;
 }
 
-type Total<L extends string> = MirroredTotal<L>;
-
 /** One set of metrics per registry (one per process, one per test server), shared by every cache instance. */
 interface MetricSet {
   readonly sources: Set<Source>;
@@ -39,18 +37,13 @@ interface MetricSet {
 
 const sets = new WeakMap<Registry, MetricSet>();
 
-/** Each live source's totals, read when scraped. */
-function eachSource<L extends string>(sources: Set<Source>, read: (s: Source) => Total<L>[]): () => Total<L>[] {
-  return () => [...sources].flatMap(read);
-}
-
 function metricSet(factory: MetricsFactory): MetricSet {
   const existing = sets.get(factory.registry);
   if (existing !== undefined) return existing;
   const sources = new Set<Source>();
   const subsystem = 'cache';
-  const counter = <L extends string>(name: string, help: string, labelNames: readonly L[], read: (s: Source) => Total<L>[]): Mirror<unknown> =>
-    factory.mirrorCounter<L>({ subsystem, name, help, labelNames, totals: eachSource(sources, read) });
+  const counter = <L extends string>(name: string, help: string, labelNames: readonly L[], read: (s: Source) => MirroredTotal<L>[]): Mirror<unknown> =>
+    factory.mirrorCounter<L>({ subsystem, name, help, labelNames, totals: () => [...sources].flatMap(read) });
   const gauge = <L extends string>(name: string, help: string, labelNames: readonly L[], read: (s: Source) => MirroredLevel<L>[]): Mirror<unknown> =>
     // reset: a cache that went away (its server block removed) leaves no series behind.
     factory.mirrorGauge<L>({ subsystem, name, help, labelNames, reset: true, levels: () => [...sources].flatMap(read) });
@@ -92,7 +85,7 @@ function metricSet(factory: MetricsFactory): MetricSet {
 }
 
 /** Evictions show once there are some (as before: no series created ahead for them). */
-function nonZero<L extends string>(totals: Total<L>[]): Total<L>[] {
+function nonZero<L extends string>(totals: MirroredTotal<L>[]): MirroredTotal<L>[] {
   return totals.filter((t) => t.value > 0);
 }
 
