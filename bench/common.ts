@@ -1,5 +1,6 @@
-// Small helpers shared by the benchmark's Node peers (bare responder, dns-packet responder, relay, fallback
-// upstream) and by the harness (bench/run.ts). Nothing here is used by the server itself.
+// Small helpers shared by the benchmarks (bench/qps/ behind run.ts, filter, footprint, metrics-overhead,
+// querylog, the storms' stormKit) and their Node peers (bare responder, dns-packet responder, relay, fallback
+// upstream). Nothing here is used by the server itself.
 import dgram from 'node:dgram';
 import fs from 'node:fs';
 import net from 'node:net';

@@ -7,7 +7,7 @@
 //   npm run build && nice node dist/bench/fuzz.js
 import { startFakeUpstream, query } from '../testing';
 import { startChildServer, metricValue } from '../test/helpers/childServer';
-import { runFuzz } from '../test/helpers/fuzz';
+import { runFuzz } from '../test/helpers/packetFuzzer';
 
 async function main(): Promise<void> {
   const count = Number(process.env.FUZZ_COUNT ?? 1_000_000);

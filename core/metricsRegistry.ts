@@ -1,6 +1,47 @@
-import { Counter, Gauge, Histogram, Registry, type CounterConfiguration, type GaugeConfiguration, type HistogramConfiguration } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, type CounterConfiguration, type GaugeConfiguration, type HistogramConfiguration, type LabelValues } from 'prom-client';
 
 export const METRIC_PREFIX = 'codexdns_';
+
+/**
+ * What a mirrored counter already added to Prometheus, by series. Keep it with the totals it mirrors (the tracker,
+ * the log, the cache instance): a reload that keeps them then never counts them twice, and new totals start from 0.
+ */
+export type ReportedTotals = Map<string, number>;
+
+/** A monotonic total kept as a plain number (`n++` on the answer path, no prom-client call per query). */
+export interface MirroredTotal<L extends string> {
+  readonly labels?: LabelValues<L>;
+  readonly value: number;
+  /** Where this total's last reported value is kept, when not `reported()` of the counter. */
+  readonly reported?: ReportedTotals;
+}
+
+/** A level (queue depth, entries, state) read when scraped. */
+export interface MirroredLevel<L extends string> {
+  readonly labels?: LabelValues<L>;
+  readonly value: number;
+}
+
+type Named<C> = Omit<C, 'registers' | 'collect'> & { subsystem?: string };
+
+export type MirroredCounterConfiguration<L extends string> = Named<CounterConfiguration<L>> & {
+  /** The totals now; each series rises by what its total grew since the last scrape (a smaller total restarted from 0). */
+  totals(): Iterable<MirroredTotal<L>>;
+  reported?: () => ReportedTotals;
+};
+
+export type MirroredGaugeConfiguration<L extends string> = Named<GaugeConfiguration<L>> & {
+  /** The levels now; `undefined` keeps the last ones (nothing to read, e.g. the source is closing). */
+  levels(): Iterable<MirroredLevel<L>> | undefined;
+  /** Remove every series before setting the levels, so a source that went away leaves no stale series. */
+  reset?: boolean;
+};
+
+/** A metric kept up to date from plain numbers when scraped; `update()` brings it up to date now (before a source goes away). */
+export interface Mirror<M> {
+  readonly metric: M;
+  update(): void;
+}
 
 /**
  * A plugin's view of the process-wide Prometheus registry. Names get the `codexdns_<subsystem>_` prefix, and
@@ -10,6 +51,13 @@ export interface MetricsFactory {
   counter<L extends string>(cfg: Omit<CounterConfiguration<L>, 'registers'> & { subsystem?: string }): Counter<L>;
   gauge<L extends string>(cfg: Omit<GaugeConfiguration<L>, 'registers'> & { subsystem?: string }): Gauge<L>;
   histogram<L extends string>(cfg: Omit<HistogramConfiguration<L>, 'registers'> & { subsystem?: string }): Histogram<L>;
+  /**
+   * A counter that follows totals kept as plain numbers: what the answer path can afford (prom-client's `inc()`
+   * hashes the label set on every call). Asked again after a reload, it reads the new `totals`.
+   */
+  mirrorCounter<L extends string>(cfg: MirroredCounterConfiguration<L>): Mirror<Counter<L>>;
+  /** A gauge set from `levels` when scraped (after a reload, the latest setup's `levels`). */
+  mirrorGauge<L extends string>(cfg: MirroredGaugeConfiguration<L>): Mirror<Gauge<L>>;
   /** The shared registry (what `/metrics` serves). */
   readonly registry: Registry;
 }
@@ -51,18 +99,56 @@ export class MetricsHub {
       return make();
     };
     const registers = [this.registry];
+    const counter = <L extends string>(cfg: Omit<CounterConfiguration<L>, 'registers'> & { subsystem?: string }): Counter<L> => {
+      const name = fullName(cfg.name, cfg.subsystem);
+      return get(name, () => new Counter({ ...cfg, name, registers }), `counter ${(cfg.labelNames ?? []).join(',')}`, cfg.labelNames);
+    };
+    const gauge = <L extends string>(cfg: Omit<GaugeConfiguration<L>, 'registers'> & { subsystem?: string }): Gauge<L> => {
+      const name = fullName(cfg.name, cfg.subsystem);
+      const g = get(name, () => new Gauge({ ...cfg, name, registers }), `gauge ${(cfg.labelNames ?? []).join(',')}`, cfg.labelNames);
+      // After a reload the gauge must read the new plugin instance's state, not the old one's.
+      if (cfg.collect) (g as unknown as { collect: typeof cfg.collect }).collect = cfg.collect;
+      return g;
+    };
     return {
       registry: this.registry,
-      counter: (cfg) => {
-        const name = fullName(cfg.name, cfg.subsystem);
-        return get(name, () => new Counter({ ...cfg, name, registers }), `counter ${(cfg.labelNames ?? []).join(',')}`, cfg.labelNames);
+      counter,
+      gauge,
+      mirrorCounter: <L extends string>(cfg: MirroredCounterConfiguration<L>): Mirror<Counter<L>> => {
+        const { totals, reported, ...rest } = cfg;
+        const c = counter<L>(rest);
+        const labelNames = cfg.labelNames ?? [];
+        const update = (): void => {
+          for (const t of totals()) {
+            const marks = t.reported ?? reported?.();
+            if (marks === undefined) throw new Error(`metric ${fullName(cfg.name, cfg.subsystem)}: a mirrored total needs \`reported\` (on the total or the counter) to know what was already counted`);
+            const key = t.labels === undefined ? cfg.name : `${cfg.name}|${labelNames.map((l) => t.labels?.[l] ?? '').join('|')}`;
+            const last = marks.get(key) ?? 0;
+            marks.set(key, t.value);
+            // inc(0) too: every series shows from the first scrape (a drop counter that stays 0 is news).
+            const d = t.value >= last ? t.value - last : t.value;
+            if (t.labels === undefined) c.inc(d);
+            else c.inc(t.labels, d);
+          }
+        };
+        // Replaced on every call, as a gauge's collect is: after a reload the counter reads the new totals.
+        (c as unknown as { collect: () => void }).collect = update;
+        return { metric: c, update };
       },
-      gauge: (cfg) => {
-        const name = fullName(cfg.name, cfg.subsystem);
-        const gauge = get(name, () => new Gauge({ ...cfg, name, registers }), `gauge ${(cfg.labelNames ?? []).join(',')}`, cfg.labelNames);
-        // After a reload the gauge must read the new plugin instance's state, not the old one's.
-        if (cfg.collect) (gauge as unknown as { collect: typeof cfg.collect }).collect = cfg.collect;
-        return gauge;
+      mirrorGauge: <L extends string>(cfg: MirroredGaugeConfiguration<L>): Mirror<Gauge<L>> => {
+        const { levels, reset, ...rest } = cfg;
+        let g: Gauge<L> | undefined;
+        const update = (): void => {
+          const now = levels();
+          if (now === undefined || g === undefined) return;
+          if (reset) g.reset();
+          for (const l of now) {
+            if (l.labels === undefined) g.set(l.value);
+            else g.set(l.labels, l.value);
+          }
+        };
+        g = gauge<L>({ ...rest, collect: update });
+        return { metric: g, update };
       },
       histogram: (cfg) => {
         const name = fullName(cfg.name, cfg.subsystem);

@@ -3,14 +3,16 @@ import assert from 'node:assert/strict';
 import * as dnsPacket from 'dns-packet';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { startServer, type TestServer, type Answer } from '../testing';
+import { startFakeUpstream, startServer, recordA as a, recordSoa as soa, type TestServer, type Answer, type FakeUpstream, type FakeQuery, type FakeReply } from '../testing';
 import { parseConfig } from '../config/load';
 import { builtinCatalog } from '../server/catalog';
-import { CacheUpstream, type Script, a, soa } from './helpers/cacheUpstream';
+
+/** What the upstream answers to one question. */
+type Script = (name: string, type: string, q: FakeQuery) => FakeReply;
 
 /** A cache in front of forward in front of a fake upstream on loopback. */
-async function stack(cacheOptions: string, script: Script, forwardExtra = ''): Promise<{ s: TestServer; up: CacheUpstream; done(): Promise<void> }> {
-  const up = await CacheUpstream.start(script);
+async function stack(cacheOptions: string, script: Script, forwardExtra = ''): Promise<{ s: TestServer; up: FakeUpstream; done(): Promise<void> }> {
+  const up = await startFakeUpstream({ answer: (q) => script(q.name, q.type, q) });
   const s = await startServer(`
 servers:
   - listen: [udp://127.0.0.1:0, tcp://127.0.0.1:0]
@@ -24,7 +26,7 @@ servers:
     up,
     async done() {
       await s.stop();
-      await up.close();
+      await up.stop();
     },
   };
 }
@@ -130,7 +132,7 @@ describe('cache: hits, TTLs, keys', () => {
     await t.s.query(name, 'A', { checkingDisabled: true });
     await t.s.query(name, 'A', { edns: 1232, dnssecOk: true, checkingDisabled: true });
     assert.equal(t.up.count(name), 4);
-    const seen = t.up.seen.filter((q) => q.name === name);
+    const seen = t.up.queries.filter((q) => q.name === name);
     assert.deepEqual(seen.map((q) => [q.dnssecOk, q.checkingDisabled]), [[false, false], [true, false], [false, true], [true, true]]);
     await t.s.query(name, 'A', { edns: 4096 });
     await t.s.query(name, 'A', { edns: 1232, dnssecOk: true });

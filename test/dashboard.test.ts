@@ -7,13 +7,12 @@
 // go silent; the timeouts are failures, and three in a row open the rdns breaker.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as dnsPacket from 'dns-packet';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import { startServer, type TestServer } from '../testing';
+import { startFakeUpstream, startServer, type FakeUpstream, type TestServer } from '../testing';
 import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
 import { Type } from '../config/types';
 import { DnsResponse } from '../core/response';
@@ -109,29 +108,15 @@ function traffic(s: TestServer): { stop(): Promise<void>; newClients: () => numb
  * The resolver for the real rdns method: answers each PTR with a device name (`pc-1-7.home.arpa` for 127.0.7.1)
  * while `resolverState.failing` is false, then goes silent (timeouts: an outage, which the breaker counts).
  */
-async function flakyResolver(): Promise<{ port: number; close(): void }> {
-  const sock = dgram.createSocket('udp4');
-  sock.on('message', (msg, rinfo) => {
-    if (resolverState.failing) return;
-    try {
-      const q = dnsPacket.decode(msg);
-      const question = q.questions?.[0];
-      if (!question) return;
-      const octets = question.name.split('.');
-      const out = dnsPacket.encode({
-        type: 'response',
-        id: q.id,
-        flags: dnsPacket.RECURSION_AVAILABLE | dnsPacket.AUTHORITATIVE_ANSWER,
-        questions: q.questions,
-        answers: question.type === 'PTR' ? [{ name: question.name, type: 'PTR', ttl: 60, data: `pc-${octets[0]}-${octets[1]}.home.arpa` }] : [],
-      });
-      sock.send(out, rinfo.port, rinfo.address);
-    } catch {
-      // not a query
-    }
+function flakyResolver(): Promise<FakeUpstream> {
+  return startFakeUpstream({
+    tcp: false,
+    answer: (q) => {
+      if (resolverState.failing) return null;
+      const octets = q.name.split('.');
+      return { aa: true, answers: q.type === 'PTR' ? [{ name: q.name, type: 'PTR', ttl: 60, data: `pc-${octets[0]}-${octets[1]}.home.arpa` }] : [] };
+    },
   });
-  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
-  return { port: sock.address().port, close: () => sock.close() };
 }
 
 // ------------------------------------------------------------------------------------------------ tests
@@ -223,7 +208,7 @@ ${discovery}      - answerer: {}
       await page.close();
       await load.stop();
       await s.stop();
-      dead.close();
+      await dead.stop();
     }
   });
 

@@ -2,8 +2,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { startServer, type TestServer } from '../testing';
-import { FakeUpstream } from './helpers/fakeUpstream';
+import { startFakeUpstream, startServer, type FakeUpstream, type TestServer } from '../testing';
 
 /** What a real client sees: `dig` against a forward + cache chain in front of a loopback upstream. */
 // Asynchronous on purpose: the server under test runs in this process's event loop.
@@ -15,8 +14,7 @@ describe('dig as a client', () => {
   let up: FakeUpstream;
   let s: TestServer;
   before(async () => {
-    up = await FakeUpstream.start();
-    up.answers.set('www.example.org', ['192.0.2.80']);
+    up = await startFakeUpstream({ records: { 'www.example.org': { A: '192.0.2.80' } } });
     s = await startServer(`servers:\n  - listen: [udp://127.0.0.1:0, tcp://127.0.0.1:0]\n    plugins:\n      - acl: {}\n      - cache: {}\n      - forward: { to: ["${up.address}"] }\n`);
   });
   after(async () => {
@@ -35,9 +33,9 @@ describe('dig as a client', () => {
 
   test('a second dig is a cache hit with a TTL no higher than the first', async () => {
     const first = Number(/www\.example\.org\.\s+(\d+)/.exec(await dig(s.port, 'www.example.org', 'A'))![1]);
-    const before = up.count.udp + up.count.tcp;
+    const before = up.count();
     const second = Number(/www\.example\.org\.\s+(\d+)/.exec(await dig(s.port, 'www.example.org', 'A'))![1]);
-    assert.equal(up.count.udp + up.count.tcp, before);
+    assert.equal(up.count(), before);
     assert.ok(second <= first);
   });
 

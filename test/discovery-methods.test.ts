@@ -41,6 +41,7 @@ import { createArp, parseIpNeigh, parseProcArp } from '../plugins/discovery/meth
 import type { DiscoveryMethod, MethodOutcome } from '../plugins/discovery/methods/types.js';
 import { buildVendorTable, classifyMac, PRIVATE_ADDRESS, vendorOf, vendorOfSync } from '../plugins/discovery/vendor.js';
 import { bindUdp, closeSocket, randomOctet } from './helpers/net';
+import { startFakeUpstream, type FakeReply, type FakeUpstream } from '../testing';
 
 const FIXTURES = path.resolve(__dirname, '../../test/fixtures/leases');
 /** 2026-01-01T00:00:00Z: the fixtures' "now" (past = 1700000000, future = 1800000000). */
@@ -67,25 +68,6 @@ function expectFound(outcome: MethodOutcome): { hostname?: string; mac?: string 
 
 function expectKind(outcome: MethodOutcome, kind: MethodOutcome['kind']): void {
   assert.equal(outcome.kind, kind, `expected ${kind}, got ${JSON.stringify(outcome)}`);
-}
-
-/** A DNS server on 127.0.0.1:0 whose behaviour is a function of each decoded query. */
-async function dnsServer(
-  handler: (query: dnsPacket.DecodedPacket, rinfo: dgram.RemoteInfo, socket: dgram.Socket) => void,
-): Promise<{ port: number; socket: dgram.Socket; queries: number }> {
-  const { socket, port } = await bindUdp('127.0.0.1', 0);
-  const state = { port, socket, queries: 0 };
-  socket.on('message', (msg, rinfo) => {
-    let q: dnsPacket.DecodedPacket;
-    try {
-      q = dnsPacket.decode(msg);
-    } catch {
-      return;
-    }
-    state.queries++;
-    handler(q, rinfo, socket);
-  });
-  return state;
 }
 
 function reply(
@@ -167,13 +149,11 @@ describe('address helpers', () => {
 // rdns
 
 describe('rdns', () => {
-  const servers: Array<{ socket: dgram.Socket }> = [];
-  let good: { port: number; queries: number };
-  let servfail: { port: number; queries: number };
-  let silent: { port: number; queries: number };
-  let forger: { port: number };
-  const seen: dnsPacket.DecodedPacket[] = [];
-  let otherSocket: dgram.Socket;
+  const servers: FakeUpstream[] = [];
+  let good: FakeUpstream;
+  let servfail: FakeUpstream;
+  let silent: FakeUpstream;
+  let forger: FakeUpstream;
   const methods: DiscoveryMethod[] = [];
   const make = (...ports: number[]): DiscoveryMethod => {
     const m = createRdns({ resolvers: ports.map((port) => ({ host: '127.0.0.1', port })), timeoutMs: 250 });
@@ -182,62 +162,47 @@ describe('rdns', () => {
   };
 
   before(async () => {
-    good = await dnsServer((q, rinfo, s) => {
-      seen.push(q);
-      const name = q.questions?.[0]?.name ?? '';
-      let msg: Buffer;
-      if (name === '5.0.0.10.in-addr.arpa') {
-        // Three PTRs in an order that is not the answer: shortest wins, ties lexically.
-        msg = reply(q, { answers: [ptr(name, 'printer-office.lan'), ptr(name, 'laptop.lan'), ptr(name, 'abcdef.lan')] });
-      } else if (name === '6.0.0.10.in-addr.arpa') {
-        msg = reply(q, { answers: [] }); // NODATA
-      } else if (name === '7.0.0.10.in-addr.arpa') {
-        // RFC 2317 classless delegation: a CNAME to the PTR's real owner.
-        msg = reply(q, {
-          answers: [
-            { type: 'CNAME', name, class: 'IN', ttl: 60, data: '7.0-25.0.0.10.in-addr.arpa' },
-            ptr('7.0-25.0.0.10.in-addr.arpa', 'classless.lan.'),
-            ptr('unrelated.in-addr.arpa', 'a.lan'),
-          ],
-        });
-      } else if (name === reverseName('fd00::5')) {
-        msg = reply(q, { answers: [ptr(name, 'nas.lan')] });
-      } else {
-        msg = reply(q, { rcode: 3 }); // NXDOMAIN
-      }
-      s.send(msg, rinfo.port, rinfo.address);
+    good = await startFakeUpstream({
+      tcp: false,
+      answer: ({ name }): FakeReply => {
+        if (name === '5.0.0.10.in-addr.arpa') {
+          // Three PTRs in an order that is not the answer: shortest wins, ties lexically.
+          return { answers: [ptr(name, 'printer-office.lan'), ptr(name, 'laptop.lan'), ptr(name, 'abcdef.lan')] };
+        }
+        if (name === '6.0.0.10.in-addr.arpa') return { answers: [] }; // NODATA
+        if (name === '7.0.0.10.in-addr.arpa') {
+          // RFC 2317 classless delegation: a CNAME to the PTR's real owner.
+          return {
+            answers: [
+              { type: 'CNAME', name, class: 'IN', ttl: 60, data: '7.0-25.0.0.10.in-addr.arpa' },
+              ptr('7.0-25.0.0.10.in-addr.arpa', 'classless.lan.'),
+              ptr('unrelated.in-addr.arpa', 'a.lan'),
+            ],
+          };
+        }
+        if (name === reverseName('fd00::5')) return { answers: [ptr(name, 'nas.lan')] };
+        return { rcode: 'NXDOMAIN' };
+      },
     });
-    servfail = await dnsServer((q, rinfo, s) => s.send(reply(q, { rcode: 2 }), rinfo.port, rinfo.address));
-    silent = await dnsServer(() => undefined);
-    otherSocket = (await bindUdp('127.0.0.1', 0)).socket;
-    forger = await dnsServer((q, rinfo, s) => {
-      const name = q.questions![0]!.name;
-      // 1. the right ID and question, but from another port: the connected socket never sees it.
-      otherSocket.send(reply(q, { answers: [ptr(name, 'evil-port.lan')] }), rinfo.port, rinfo.address);
-      // 2. a forged ID.
-      s.send(reply(q, { id: ((q.id ?? 0) + 1) & 0xffff, answers: [ptr(name, 'evil-id.lan')] }), rinfo.port, rinfo.address);
-      // 3. the right ID, another question.
-      s.send(reply(q, { questionName: '9.9.9.10.in-addr.arpa', answers: [ptr('9.9.9.10.in-addr.arpa', 'evil-q.lan')] }), rinfo.port, rinfo.address);
-      // 4. garbage.
-      s.send(Buffer.from([1, 2, 3]), rinfo.port, rinfo.address);
-      // 5. the real answer, a little later.
-      setTimeout(() => s.send(reply(q, { answers: [ptr(name, 'real.lan')] }), rinfo.port, rinfo.address), 30);
-    });
-    servers.push(good as never, servfail as never, silent as never, forger as never);
+    servfail = await startFakeUpstream({ tcp: false, rcode: 'SERVFAIL' });
+    silent = await startFakeUpstream({ tcp: false, silent: true });
+    // Before the real answer (a little later): the right ID and question from another port (the connected socket
+    // never sees it), a forged ID, the right ID with another question, and garbage.
+    forger = await startFakeUpstream({ tcp: false, forge: { source: true, id: true, question: true, garbage: true }, answer: ({ name }) => ({ answers: [ptr(name, 'real.lan')], delayMs: 30 }) });
+    servers.push(good, servfail, silent, forger);
   });
 
   after(async () => {
     for (const m of methods) m.close?.();
-    for (const s of servers) await closeSocket(s.socket);
-    await closeSocket(otherSocket);
+    for (const s of servers) await s.stop();
   });
 
   it('finds the PTR name, picking the shortest, ties lexically, trailing dot stripped', async () => {
     const r = expectFound(await make(good.port).lookup('10.0.0.5', never()));
     assert.deepEqual(r, { hostname: 'abcdef.lan', source: 'rdns' });
-    const q = seen[seen.length - 1]!;
-    assert.equal(q.flag_rd, true);
-    assert.equal(q.questions?.[0]?.type, 'PTR');
+    const q = good.queries[good.queries.length - 1]!;
+    assert.equal(q.recursionDesired, true);
+    assert.equal(q.type, 'PTR');
     const r2 = expectFound(await make(good.port).lookup('10.0.0.7', never()));
     assert.equal(r2.hostname, 'classless.lan');
   });
@@ -248,10 +213,10 @@ describe('rdns', () => {
   });
 
   it('uses random IDs', async () => {
-    const before = seen.length;
+    const before = good.queries.length;
     const m = make(good.port);
     for (let i = 0; i < 4; i++) await m.lookup('10.0.0.5', never());
-    const ids = new Set(seen.slice(before).map((q) => q.id));
+    const ids = new Set(good.queries.slice(before).map((q) => q.id));
     assert.ok(ids.size >= 3, `IDs should vary: ${[...ids].join(',')}`);
   });
 
@@ -273,14 +238,14 @@ describe('rdns', () => {
   });
 
   it('moves to the next resolver only when one fails', async () => {
-    const before = good.queries;
+    const before = good.count();
     assert.equal(expectFound(await make(servfail.port, good.port).lookup('10.0.0.5', never())).hostname, 'abcdef.lan');
     assert.equal(expectFound(await make(silent.port, good.port).lookup('10.0.0.5', never())).hostname, 'abcdef.lan');
     // NXDOMAIN from the first is the answer: the second is not asked.
-    const sfBefore = servfail.queries;
+    const sfBefore = servfail.count();
     expectKind(await make(good.port, servfail.port).lookup('10.0.0.99', never()), 'negative');
-    assert.equal(servfail.queries, sfBefore);
-    assert.equal(good.queries, before + 3);
+    assert.equal(servfail.count(), sfBefore);
+    assert.equal(good.count(), before + 3);
   });
 
   it('ignores replies from another port, with another ID or question, and garbage', async () => {

@@ -21,6 +21,7 @@ import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
 import { Type } from '../config/types';
 import type { FilterBlockedEvent } from '../plugins/filter/hooks';
 import { builtinCatalog } from '../server/catalog';
+import { metric } from './helpers/metrics';
 
 const root = path.resolve(__dirname, '..', '..');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -538,6 +539,31 @@ servers:
       assert.equal(r.status.queries, 2);
       assert.equal(r.why.verdict, 'blocked');
       assert.equal(r.why.matches[0].rule, '||ads.test^');
+    } finally {
+      await s.stop();
+      await up.stop();
+    }
+  });
+});
+
+describe('filter: counters across a reload', () => {
+  test('a reload that keeps the state keeps counting from where it was (never counting the same queries twice)', async () => {
+    const up = await startFakeUpstream({ unknown: 'NOERROR' });
+    const s = await startServer(`
+servers:
+  - listen: [udp://127.0.0.1:0]
+    plugins:
+      - filter: { block: ["||ads.test^"] }
+      - forward: { to: ["${up.address}"] }
+`);
+    try {
+      for (const n of ['a.test', 'b.test', 'www.ads.test']) await s.query(n, 'A');
+      assert.equal(await metric(s, 'codexdns_filter_queries_total', { group: 'default' }), 3);
+      assert.equal(await metric(s, 'codexdns_filter_blocked_total', { group: 'default', stage: 'query' }), 1);
+      assert.equal((await s.reload()).ok, true);
+      for (const n of ['c.test', 'x.ads.test']) await s.query(n, 'A');
+      assert.equal(await metric(s, 'codexdns_filter_queries_total', { group: 'default' }), 5);
+      assert.equal(await metric(s, 'codexdns_filter_blocked_total', { group: 'default', stage: 'query' }), 2);
     } finally {
       await s.stop();
       await up.stop();

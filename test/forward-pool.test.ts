@@ -5,8 +5,7 @@
  */
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import * as dgram from 'node:dgram';
-import { startServer, startFakeUpstream, type TestServer } from '../testing';
+import { startServer, startFakeUpstream, type FakeUpstream, type TestServer } from '../testing';
 import { UdpPool, buildQuery, questionEndOf, type RejectReason, type UdpPoolOptions, type UdpPoolSink, type UdpTryOwner } from '../plugins/forward/exchange';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -16,18 +15,9 @@ function wireKey(name: string): string {
   return name.split('.').map((l) => String.fromCharCode(l.length) + l).join('') + '\x00';
 }
 
-interface Seen {
-  readonly raw: Buffer;
-  readonly port: number;
-}
-
-/** A real UDP server on 127.0.0.1 that records each query and its source port, and answers only when told. */
-async function server(): Promise<{ sock: dgram.Socket; port: number; seen: Seen[]; stop(): Promise<void> }> {
-  const sock = dgram.createSocket('udp4');
-  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
-  const seen: Seen[] = [];
-  sock.on('message', (raw, rinfo) => seen.push({ raw: Buffer.from(raw), port: rinfo.port }));
-  return { sock, port: sock.address().port, seen, stop: () => new Promise<void>((r) => sock.close(() => r())) };
+/** A real UDP server on 127.0.0.1 that records each query and its source port, and answers only when told (`sendUdp`). */
+function server(): Promise<FakeUpstream> {
+  return startFakeUpstream({ answer: () => null, tcp: false });
 }
 
 /** The reply to a query: the query's bytes with QR set and one A record. */
@@ -108,25 +98,25 @@ describe('forward: UDP socket pool', () => {
         const key = p.send(o);
         assert.ok(key >= 0);
       }
-      await until(() => up.seen.length === 4);
-      assert.equal(new Set(up.seen.map((x) => x.port)).size, 4, 'a random permutation of the pool: four sockets for four tries');
+      await until(() => up.queries.length === 4);
+      assert.equal(new Set(up.queries.map((x) => x.port)).size, 4, 'a random permutation of the pool: four sockets for four tries');
       assert.equal(s.opened.n, 4);
       // Answer them all, then send 8 more: each socket reaches 2 sends and is replaced.
-      for (const x of up.seen) {
+      for (const x of up.queries) {
         const o = owners.find((w) => w.query.subarray(2, w.qEnd).equals(x.raw.subarray(2, w.qEnd)))!;
-        up.sock.send(replyTo(x.raw, o.qEnd), x.port, '127.0.0.1');
+        up.sendUdp(replyTo(x.raw, o.qEnd), x.port);
       }
       await until(() => owners.every((o) => o.replies.length === 1));
       for (let i = 0; i < 8; i++) {
         const o = new Owner(`b${i}.example`);
         p.send(o);
-        await until(() => up.seen.length === 5 + i);
+        await until(() => up.queries.length === 5 + i);
         p.cancel(-1, o);
       }
       // 12 sends on sockets good for 2 each: at least 4 retired, and the ports seen change.
       assert.ok(s.retired.n >= 4, `retired ${s.retired.n}`);
       assert.ok(s.opened.n >= 8, `opened ${s.opened.n}`);
-      assert.ok(new Set(up.seen.map((x) => x.port)).size >= 8, 'retired sockets are replaced by sockets on new ports');
+      assert.ok(new Set(up.queries.map((x) => x.port)).size >= 8, 'retired sockets are replaced by sockets on new ports');
       assert.ok(p.sockets <= 8, 'at most size active plus size draining');
     } finally {
       p.close();
@@ -141,15 +131,15 @@ describe('forward: UDP socket pool', () => {
     try {
       const o1 = new Owner('age1.example');
       p.send(o1);
-      await until(() => up.seen.length === 1);
+      await until(() => up.queries.length === 1);
       await sleep(60);
       const o2 = new Owner('age2.example');
       p.send(o2);
-      await until(() => up.seen.length === 2);
+      await until(() => up.queries.length === 2);
       assert.equal(s.retired.n, 1);
-      assert.notEqual(up.seen[0].port, up.seen[1].port);
+      assert.notEqual(up.queries[0].port, up.queries[1].port);
       // The retired socket still takes the answer to the try it carried.
-      up.sock.send(replyTo(up.seen[0].raw, o1.qEnd), up.seen[0].port, '127.0.0.1');
+      up.sendUdp(replyTo(up.queries[0].raw, o1.qEnd), up.queries[0].port);
       await until(() => o1.replies.length === 1);
       assert.equal(p.sockets, 1, 'the retired socket closed once its last try was answered');
     } finally {
@@ -167,12 +157,12 @@ describe('forward: UDP socket pool', () => {
       const b = new Owner('two.example');
       p.send(a);
       p.send(b);
-      await until(() => up.seen.length === 2);
-      const qa = up.seen.find((x) => x.raw.includes(Buffer.from('one')))!;
-      const qb = up.seen.find((x) => x.raw.includes(Buffer.from('two')))!;
+      await until(() => up.queries.length === 2);
+      const qa = up.queries.find((x) => x.raw.includes(Buffer.from('one')))!;
+      const qb = up.queries.find((x) => x.raw.includes(Buffer.from('two')))!;
       assert.notEqual(qa.port, qb.port);
       // a's exact answer (right ID, question, source) delivered to b's socket: not a's socket, so not a's answer.
-      up.sock.send(replyTo(qa.raw, a.qEnd), qb.port, '127.0.0.1');
+      up.sendUdp(replyTo(qa.raw, a.qEnd), qb.port);
       await until(() => s.strays.length + b.ignored.length >= 1);
       assert.equal(a.replies.length, 0);
       assert.equal(b.replies.length, 0);
@@ -180,8 +170,8 @@ describe('forward: UDP socket pool', () => {
       if (qa.raw.readUInt16BE(0) !== qb.raw.readUInt16BE(0)) assert.deepEqual(s.strays, ['id']);
       else assert.deepEqual(b.ignored, ['question']);
       // The right answers on the right sockets, in the other order.
-      up.sock.send(replyTo(qb.raw, b.qEnd), qb.port, '127.0.0.1');
-      up.sock.send(replyTo(qa.raw, a.qEnd), qa.port, '127.0.0.1');
+      up.sendUdp(replyTo(qb.raw, b.qEnd), qb.port);
+      up.sendUdp(replyTo(qa.raw, a.qEnd), qa.port);
       await until(() => a.replies.length === 1 && b.replies.length === 1);
       assert.ok(a.replies[0].includes(Buffer.from('one')));
       assert.ok(b.replies[0].includes(Buffer.from('two')));
@@ -200,13 +190,13 @@ describe('forward: UDP socket pool', () => {
     try {
       const a = new Owner('src.example');
       p.send(a);
-      await until(() => up.seen.length === 1);
-      other.sock.send(replyTo(up.seen[0].raw, a.qEnd), up.seen[0].port, '127.0.0.1');
+      await until(() => up.queries.length === 1);
+      other.sendUdp(replyTo(up.queries[0].raw, a.qEnd), up.queries[0].port);
       await sleep(50);
       // The connected socket drops it in the kernel; were it to arrive, it would be counted as 'source'.
       assert.equal(a.replies.length, 0);
       assert.ok(s.strays.every((r) => r === 'source'));
-      up.sock.send(replyTo(up.seen[0].raw, a.qEnd), up.seen[0].port, '127.0.0.1');
+      up.sendUdp(replyTo(up.queries[0].raw, a.qEnd), up.queries[0].port);
       await until(() => a.replies.length === 1);
     } finally {
       p.close();
@@ -238,14 +228,14 @@ describe('forward: UDP socket pool', () => {
       for (let i = 0; i < 3000; i += 2) p.cancel(keys[i], owners[i]);
       assert.equal(p.inFlight, 1500);
       // Loopback drops what overflows the server's receive buffer: answer some of the odd ones it did see.
-      await until(() => up.seen.length >= 100);
+      await until(() => up.queries.length >= 100);
       await sleep(100);
-      const byId = new Map(up.seen.map((x) => [x.raw.readUInt16BE(0), x]));
+      const byId = new Map(up.queries.map((x) => [x.raw.readUInt16BE(0), x]));
       let answered = 0;
       for (let i = 1; i < 3000 && answered < 20; i += 2) {
         const x = byId.get(owners[i].query.readUInt16BE(0));
         if (x === undefined || !x.raw.subarray(12, owners[i].qEnd).equals(owners[i].query.subarray(12, owners[i].qEnd))) continue;
-        up.sock.send(replyTo(x.raw, owners[i].qEnd), x.port, '127.0.0.1');
+        up.sendUdp(replyTo(x.raw, owners[i].qEnd), x.port);
         answered++;
       }
       await until(() => owners.filter((o) => o.replies.length === 1).length === answered);

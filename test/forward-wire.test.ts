@@ -8,8 +8,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import * as dnsPacket from 'dns-packet';
-import { startServer, startFakeUpstream, buildQuery, type TestServer } from '../testing';
-import { startRawUpstream, respond, type RawQuery, type RawUpstream } from './helpers/rawUpstream';
+import { startServer, startFakeUpstream, buildQuery, buildReply, type TestServer, type FakeQuery, type FakeUpstream } from '../testing';
 import { metric } from './helpers/metrics';
 
 
@@ -42,35 +41,35 @@ ${cache ? '      - cache: {}\n' : ''}      - forward: { to: [${to}]${forward ? '
 const A = (name: string, ip: string): dnsPacket.Answer => ({ name, type: 'A', class: 'IN', ttl: 300, data: ip });
 
 /** A header-only reply (no question) with this RCODE. */
-function bare(q: RawQuery, rcode: number): Buffer {
+function bare(q: FakeQuery, rcode: number): Buffer {
   const out = Buffer.alloc(12);
   out.writeUInt16BE(q.packet.id ?? 0, 0);
   out.writeUInt16BE(0x8000 | 0x0100 | rcode, 2);
   return out;
 }
 
-function scripted(q: RawQuery): Buffer | null {
+function scripted(q: FakeQuery): Buffer | null {
   switch (q.name) {
     case 'blocked.test':
-      return respond(q, {
+      return buildReply(q, {
         answers: [A(q.name, '0.0.0.0')],
         additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 1232, flags: 0, options: [{ code: 15, data: Buffer.concat([Buffer.from([0, 15]), Buffer.from('Blocked by policy')]) }] } as unknown as dnsPacket.Answer],
       });
     case 'old.test':
       // A server from before EDNS: FORMERR without a question to anything with OPT.
-      return q.hasOpt ? bare(q, 1) : respond(q, { answers: [A(q.name, '192.0.2.9')] });
+      return q.edns ? bare(q, 1) : buildReply(q, { answers: [A(q.name, '192.0.2.9')] });
     case 'refused.test':
       return bare(q, 5);
     case 'big.test':
       // Over UDP always truncated (this upstream has no TCP listener).
-      return respond(q, { tc: true });
+      return buildReply(q, { tc: true });
     default:
-      return respond(q, { answers: [A(q.name, '192.0.2.1')] });
+      return buildReply(q, { answers: [A(q.name, '192.0.2.1')] });
   }
 }
 
-async function withRaw(fn: (s: TestServer, up: RawUpstream) => Promise<void>, opts: { tcp?: boolean; forward?: string } = {}): Promise<void> {
-  const up = await startRawUpstream(scripted, { tcp: opts.tcp });
+async function withRaw(fn: (s: TestServer, up: FakeUpstream) => Promise<void>, opts: { tcp?: boolean; forward?: string } = {}): Promise<void> {
+  const up = await startFakeUpstream({ answer: scripted, tcp: opts.tcp });
   const s = await startServer(corefile(up.address, opts.forward ?? 'timeout: 500ms, deadline: 1500ms'));
   try {
     await fn(s, up);
@@ -85,10 +84,10 @@ describe('forward on the wire (issue 15.4)', () => {
     await withRaw(async (s, up) => {
       const a1 = decode(await s.exchange(withAd(buildQuery('ad.test', 'A', { edns: 1232 }))));
       assert.equal(a1.rcode, 'NOERROR');
-      assert.equal((up.received.at(-1)?.flags ?? 0) & 0x20, 0x20, 'AD=1 upstream');
+      assert.equal((up.queries.at(-1)?.flags ?? 0) & 0x20, 0x20, 'AD=1 upstream');
       decode(await s.exchange(buildQuery('ad.test', 'A', { edns: 1232 })));
       assert.equal(up.count('ad.test'), 2, 'a query without AD is another cache entry');
-      assert.equal((up.received.at(-1)?.flags ?? 0) & 0x20, 0, 'AD=0 upstream');
+      assert.equal((up.queries.at(-1)?.flags ?? 0) & 0x20, 0, 'AD=0 upstream');
       decode(await s.exchange(withAd(buildQuery('ad.test', 'A', { edns: 1232 }))));
       assert.equal(up.count('ad.test'), 2, 'AD=1 again: a cache hit');
     });
@@ -139,7 +138,7 @@ describe('forward on the wire (issue 15.4)', () => {
       const d = decode(await s.exchange(buildQuery('old.test', 'A', { edns: 1232 })));
       assert.equal(d.rcode, 'NOERROR');
       assert.deepEqual(d.answers?.map((r) => (r as { data: string }).data), ['192.0.2.9']);
-      assert.deepEqual(up.received.filter((q) => q.name === 'old.test').map((q) => q.hasOpt), [true, false]);
+      assert.deepEqual(up.queries.filter((q) => q.name === 'old.test').map((q) => q.edns), [true, false]);
       assert.equal(await metric(s, 'codexdns_forward_noedns_retries_total'), 1);
     });
   });

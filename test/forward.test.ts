@@ -8,14 +8,16 @@ import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as dnsPacket from 'dns-packet';
-import { startServer, buildQuery, type TestServer, type Answer } from '../testing';
-import { FakeUpstream } from './helpers/fakeUpstream';
+import { startServer, startFakeUpstream, buildQuery, type TestServer, type Answer, type FakeUpstream } from '../testing';
 import { parseConfig } from '../config/load';
 import { builtinCatalog } from '../server/catalog';
 import { ForwardOptions } from '../plugins/forward';
 import { metric } from './helpers/metrics';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** An upstream that answers every name with 192.0.2.1 unless told otherwise (`remove('*')`: NXDOMAIN). */
+const fakeUpstream = (): Promise<FakeUpstream> => startFakeUpstream({ records: { '*': { A: '192.0.2.1' } } });
 
 function corefile(forward: string): string {
   return `servers:
@@ -33,7 +35,7 @@ interface Rig {
 /** Starts `n` fake upstreams and a server whose forward options are built from their addresses. */
 async function rig(n: number, options: (addrs: string[]) => string, files?: (ups: FakeUpstream[]) => Record<string, string>): Promise<Rig> {
   const ups: FakeUpstream[] = [];
-  for (let i = 0; i < n; i++) ups.push(await FakeUpstream.start());
+  for (let i = 0; i < n; i++) ups.push(await fakeUpstream());
   try {
     const s = await startServer(corefile(options(ups.map((u) => u.address))), { files: files?.(ups) });
     return { s, ups };
@@ -63,7 +65,7 @@ describe('forward: answers', () => {
   test('a forwarded answer reaches the client with its ID and question case; the upstream sees RD, OPT, a random ID and a lower-cased name', async () => {
     const r = await rig(1, (a) => `{ to: [${a[0]}] }`);
     try {
-      r.ups[0].answers.set('www.example.com', ['192.0.2.10', '192.0.2.11']);
+      r.ups[0].set('www.example.com', 'A', ['192.0.2.10', '192.0.2.11']);
       const q = buildQuery('WwW.ExAmPle.CoM', 'A', { id: 0x4321, edns: 1232 });
       const raw = await r.s.exchange(q);
       assert.ok(raw, 'a reply');
@@ -76,7 +78,7 @@ describe('forward: answers', () => {
       assert.equal(d.flag_aa, false, 'AA never set on a forwarded answer');
       assert.deepEqual(dataOf(d).sort(), ['192.0.2.10', '192.0.2.11']);
 
-      const seen = r.ups[0].received[0];
+      const seen = r.ups[0].queries[0];
       assert.equal(seen.name, 'www.example.com', 'lower-cased upstream question');
       assert.equal(seen.transport, 'udp');
       const flags = seen.raw.readUInt16BE(2);
@@ -92,9 +94,9 @@ describe('forward: answers', () => {
     const r = await rig(1, (a) => `{ to: [${a[0]}] }`);
     try {
       for (let i = 0; i < 8; i++) await r.s.query(`n${i}.example`, 'A', { id: 1 });
-      const ports = new Set(r.ups[0].received.map((x) => x.port));
-      const ids = new Set(r.ups[0].received.map((x) => x.raw.readUInt16BE(0)));
-      assert.equal(r.ups[0].count.udp, 8);
+      const ports = new Set(r.ups[0].queries.map((x) => x.port));
+      const ids = new Set(r.ups[0].queries.map((x) => x.raw.readUInt16BE(0)));
+      assert.equal(r.ups[0].count({ transport: 'udp' }), 8);
       assert.ok(ports.size >= 7, `source ports: ${[...ports].join(',')}`);
       assert.ok(ids.size >= 7, `ids: ${[...ids].join(',')}`);
       assert.ok(!ids.has(1) || ids.size === 8, 'not the client ID');
@@ -106,11 +108,11 @@ describe('forward: answers', () => {
   test('DO and CD are passed upstream; NXDOMAIN passes through', async () => {
     const r = await rig(1, (a) => `{ to: [${a[0]}] }`);
     try {
-      r.ups[0].defaultA = null;
+      r.ups[0].remove('*');
       const a = await r.s.query('nothing.example', 'A', { edns: 1232, dnssecOk: true, checkingDisabled: true });
       assert.equal(a.rcode, 'NXDOMAIN');
       assert.equal(a.flag_cd, true);
-      const seen = r.ups[0].received[0];
+      const seen = r.ups[0].queries[0];
       assert.equal(seen.raw.readUInt16BE(2) & 0x0010, 0x0010, 'CD upstream');
       const opt = (seen.packet.additionals ?? []).find((x) => x.type === 'OPT') as unknown as { flags: number };
       assert.equal(opt.flags & dnsPacket.DNSSEC_OK, dnsPacket.DNSSEC_OK, 'DO upstream');
@@ -174,12 +176,12 @@ describe('forward: transport', () => {
     const r = await rig(1, (a) => `{ to: [${a[0]}] }`);
     try {
       r.ups[0].truncate = true;
-      r.ups[0].answers.set('big.example', ['192.0.2.1', '192.0.2.2', '192.0.2.3']);
+      r.ups[0].set('big.example', 'A', ['192.0.2.1', '192.0.2.2', '192.0.2.3']);
       const a = await r.s.query('big.example', 'A', { edns: 1232 });
       assert.equal(a.flag_tc, false);
       assert.equal(dataOf(a).length, 3);
-      assert.equal(r.ups[0].count.udp, 1);
-      assert.equal(r.ups[0].count.tcp, 1);
+      assert.equal(r.ups[0].count({ transport: 'udp' }), 1);
+      assert.equal(r.ups[0].count({ transport: 'tcp' }), 1);
       assert.equal(await metric(r.s, 'codexdns_forward_truncated_retries_total'), 1);
     } finally {
       await done(r);
@@ -193,8 +195,8 @@ describe('forward: transport', () => {
       r.ups[0].delayMs = 50;
       const many = await Promise.all(Array.from({ length: 10 }, (_, i) => r.s.query(`par${i}.example`, 'A')));
       for (const a of many) assert.deepEqual(dataOf(a), ['192.0.2.1']);
-      assert.equal(r.ups[0].count.udp, 0);
-      assert.equal(r.ups[0].count.tcp, 15);
+      assert.equal(r.ups[0].count({ transport: 'udp' }), 0);
+      assert.equal(r.ups[0].count({ transport: 'tcp' }), 15);
       assert.equal(r.ups[0].tcpConnections, 1, 'one connection for all of them');
     } finally {
       await done(r);
@@ -221,21 +223,21 @@ describe('forward: failure and failover', () => {
   test('a silent upstream: SERVFAIL within the deadline', async () => {
     const r = await rig(1, (a) => `{ to: [${a[0]}], timeout: 150ms, deadline: 400ms, max_fails: 0 }`);
     try {
-      r.ups[0].mode = 'silent';
+      r.ups[0].silent = true;
       const t0 = Date.now();
       const a = await r.s.query('down.example', 'A', { edns: 1232, timeoutMs: 3000 });
       const took = Date.now() - t0;
       assert.equal(a.rcode, 'SERVFAIL');
       assert.equal(edeOf(a), 22, 'Extended DNS Error 22: No Reachable Authority');
       assert.ok(took >= 350 && took < 1500, `answered after ${took} ms`);
-      assert.ok(r.ups[0].count.udp >= 2, 'retried within the deadline');
+      assert.ok(r.ups[0].count({ transport: 'udp' }) >= 2, 'retried within the deadline');
     } finally {
       await done(r);
     }
   });
 
   test('a closed port (ICMP unreachable): SERVFAIL at once, not at the deadline', async () => {
-    const up = await FakeUpstream.start();
+    const up = await fakeUpstream();
     const addr = up.address;
     await up.stop();
     const s = await startServer(corefile(`{ to: [${addr}], timeout: 2s, deadline: 5s, max_fails: 0 }`));
@@ -252,12 +254,12 @@ describe('forward: failure and failover', () => {
   test('fails over to the second upstream on timeout (sequential)', async () => {
     const r = await rig(2, (a) => `{ to: [${a[0]}, ${a[1]}], policy: sequential, timeout: 150ms, max_fails: 0 }`);
     try {
-      r.ups[0].mode = 'silent';
-      r.ups[1].answers.set('fo.example', ['192.0.2.22']);
+      r.ups[0].silent = true;
+      r.ups[1].set('fo.example', 'A', ['192.0.2.22']);
       const a = await r.s.query('fo.example', 'A');
       assert.deepEqual(dataOf(a), ['192.0.2.22']);
-      assert.equal(r.ups[0].total, 1);
-      assert.equal(r.ups[1].total, 1);
+      assert.equal(r.ups[0].count(), 1);
+      assert.equal(r.ups[1].count(), 1);
     } finally {
       await done(r);
     }
@@ -266,17 +268,17 @@ describe('forward: failure and failover', () => {
   test('fails over on SERVFAIL; when every upstream says SERVFAIL, that SERVFAIL is the answer', async () => {
     const r = await rig(2, (a) => `{ to: [${a[0]}, ${a[1]}], policy: sequential }`);
     try {
-      r.ups[0].mode = 'servfail';
+      r.ups[0].rcode = 'SERVFAIL';
       const a = await r.s.query('sf.example', 'A');
       assert.deepEqual(dataOf(a), ['192.0.2.1']);
-      assert.equal(r.ups[1].total, 1);
-      r.ups[1].mode = 'servfail';
+      assert.equal(r.ups[1].count(), 1);
+      r.ups[1].rcode = 'SERVFAIL';
       const t0 = Date.now();
       const b = await r.s.query('sf2.example', 'A');
       assert.equal(b.rcode, 'SERVFAIL');
       assert.ok(Date.now() - t0 < 500, 'no waiting: both answered');
-      assert.equal(r.ups[0].total, 2, 'each asked once for sf2');
-      assert.equal(r.ups[1].total, 2);
+      assert.equal(r.ups[0].count(), 2, 'each asked once for sf2');
+      assert.equal(r.ups[1].count(), 2);
     } finally {
       await done(r);
     }
@@ -286,7 +288,7 @@ describe('forward: failure and failover', () => {
     const r = await rig(3, (a) => `{ to: [${a.join(', ')}], policy: round_robin }`);
     try {
       for (let i = 0; i < 9; i++) await r.s.query(`rr${i}.example`, 'A');
-      assert.deepEqual(r.ups.map((u) => u.total), [3, 3, 3]);
+      assert.deepEqual(r.ups.map((u) => u.count()), [3, 3, 3]);
     } finally {
       await done(r);
     }
@@ -298,12 +300,12 @@ describe('forward: health', () => {
     const r = await rig(2, (a) => `{ to: [${a[0]}, ${a[1]}], policy: sequential, timeout: 400ms, max_fails: 2, health_check: 100ms }`);
     try {
       const [first, second] = r.ups;
-      first.mode = 'silent';
+      first.silent = true;
       await r.s.query('h1.example', 'A');
       await r.s.query('h2.example', 'A');
       // A timeout is not a failure of the upstream: it starts `. NS` probes (every health_check while they fail),
       // and max_fails failed probes mark it down (CoreDNS's rule).
-      assert.deepEqual(first.received.filter((q) => q.name !== '.').map((q) => q.name), ['h1.example', 'h2.example']);
+      assert.deepEqual(first.queries.filter((q) => q.name !== '.').map((q) => q.name), ['h1.example', 'h2.example']);
       for (let i = 0; i < 40 && !r.s.logs.some((l) => /upstream marked down/.test(l)); i++) await sleep(50);
       assert.ok(r.s.logs.some((l) => /upstream marked down/.test(l) && l.includes(first.address)), 'logged once');
       assert.equal(await metric(r.s, 'codexdns_forward_upstream_up', { to: first.address }), 0);
@@ -315,18 +317,18 @@ describe('forward: health', () => {
       // Probes time out after `timeout` (400 ms) like any try.
       await sleep(650);
       // Probes are `. NS` queries; the down upstream got some, and no client query.
-      assert.ok(first.received.length >= 1, 'probed');
-      assert.ok(first.received.every((q) => q.name === '.' && q.type === 'NS'), first.received.map((q) => `${q.name} ${q.type}`).join(','));
+      assert.ok(first.queries.length >= 1, 'probed');
+      assert.ok(first.queries.every((q) => q.name === '.' && q.type === 'NS'), first.queries.map((q) => `${q.name} ${q.type}`).join(','));
       assert.ok((await metric(r.s, 'codexdns_forward_healthcheck_failures_total', { to: first.address })) >= 1);
       // It comes back: the next probe sees it, and sequential order uses it again.
-      first.mode = 'answer';
+      first.silent = false;
       await sleep(800);
       assert.ok(r.s.logs.some((l) => /upstream is back up/.test(l)), 'recovery logged');
       assert.equal(await metric(r.s, 'codexdns_forward_upstream_up', { to: first.address }), 1);
-      const before = second.total;
+      const before = second.count();
       await r.s.query('h4.example', 'A');
-      assert.ok(first.received.some((q) => q.name === 'h4.example'), 'first upstream used again');
-      assert.equal(second.total, before);
+      assert.ok(first.queries.some((q) => q.name === 'h4.example'), 'first upstream used again');
+      assert.equal(second.count(), before);
     } finally {
       await done(r);
     }
@@ -336,7 +338,7 @@ describe('forward: health', () => {
     const r = await rig(1, (a) => `{ to: [${a[0]}], timeout: 300ms, deadline: 1s, max_fails: 1, health_check: 1500ms }`);
     try {
       const up = r.ups[0];
-      up.mode = 'silent';
+      up.silent = true;
       const first = await r.s.query('d1.example', 'A', { timeoutMs: 3000 });
       assert.equal(first.rcode, 'SERVFAIL');
       const t0 = Date.now();
@@ -347,7 +349,7 @@ describe('forward: health', () => {
       }
       assert.ok(Date.now() - t0 < 250, `prompt: ${Date.now() - t0} ms for 5 queries`);
       assert.ok((await metric(r.s, 'codexdns_forward_healthcheck_broken_total')) >= 5);
-      up.mode = 'answer';
+      up.silent = false;
       await sleep(1700);
       const back = await r.s.query('d9.example', 'A');
       assert.deepEqual(dataOf(back), ['192.0.2.1']);
@@ -359,7 +361,7 @@ describe('forward: health', () => {
   test('upstream health survives a reload with unchanged options', async () => {
     const r = await rig(1, (a) => `{ to: [${a[0]}], timeout: 500ms, deadline: 1s, max_fails: 1, health_check: 10s }`);
     try {
-      r.ups[0].mode = 'silent';
+      r.ups[0].silent = true;
       assert.equal((await r.s.query('r1.example', 'A')).rcode, 'SERVFAIL');
       // The timeout starts a probe; its failure (max_fails: 1) is what marks the upstream down.
       for (let i = 0; i < 40 && !r.s.logs.some((l) => /upstream marked down/.test(l)); i++) await sleep(50);
@@ -371,7 +373,7 @@ describe('forward: health', () => {
       assert.equal((await r.s.query('r2.example', 'A')).rcode, 'SERVFAIL');
       assert.ok(Date.now() - t0 < 300, 'still known down: answered at once');
       // Health probes (`. NS`) go on while it is down; the question itself never reached it.
-      assert.deepEqual(r.ups[0].received.filter((q) => q.name !== '.').map((q) => q.name), []);
+      assert.deepEqual(r.ups[0].queries.filter((q) => q.name !== '.').map((q) => q.name), []);
     } finally {
       await done(r);
     }
@@ -385,7 +387,7 @@ describe('forward: concurrency', () => {
       r.ups[0].delayMs = 150;
       const names = Array.from({ length: 20 }, (_, i) => (i % 2 ? 'Merge.Example' : 'merge.example'));
       const answers = await Promise.all(names.map((n, i) => r.s.exchange(buildQuery(n, 'A', { id: 1000 + i }))));
-      assert.equal(r.ups[0].total, 1, 'one upstream query for 20 clients');
+      assert.equal(r.ups[0].count(), 1, 'one upstream query for 20 clients');
       answers.forEach((raw, i) => {
         assert.ok(raw);
         assert.equal(raw.readUInt16BE(0), 1000 + i, 'each client its own ID');
@@ -397,7 +399,7 @@ describe('forward: concurrency', () => {
       // Different DO bits are different questions.
       r.ups[0].reset();
       await Promise.all([r.s.query('do.example', 'A', { edns: 1232, dnssecOk: true }), r.s.query('do.example', 'A', { edns: 1232 })]);
-      assert.equal(r.ups[0].total, 2);
+      assert.equal(r.ups[0].count(), 2);
     } finally {
       await done(r);
     }
@@ -439,11 +441,11 @@ describe('forward: private zones (RFC 6303, home.arpa)', () => {
       const loopback = await r.s.query('1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa', 'PTR');
       assert.equal(loopback.rcode, 'NOERROR');
       assert.equal(loopback.authorities?.[0].type, 'SOA');
-      assert.equal(r.ups[0].total, 0, 'nothing leaked upstream');
+      assert.equal(r.ups[0].count(), 0, 'nothing leaked upstream');
       assert.equal(await metric(r.s, 'codexdns_forward_local_answers_total'), 6);
-      r.ups[0].defaultA = null;
+      r.ups[0].remove('*');
       await r.s.query('8.8.8.8.in-addr.arpa', 'PTR');
-      assert.equal(r.ups[0].total, 1, 'a public reverse name is forwarded');
+      assert.equal(r.ups[0].count(), 1, 'a public reverse name is forwarded');
     } finally {
       await done(r);
     }
@@ -453,15 +455,15 @@ describe('forward: private zones (RFC 6303, home.arpa)', () => {
     const r = await rig(2, (a) => `{ to: [${a[0]}], private: [${a[1]}] }`);
     try {
       const [pub, router] = r.ups;
-      router.answers.set('nas.home.arpa', ['192.168.1.10']);
+      router.set('nas.home.arpa', 'A', ['192.168.1.10']);
       const a = await r.s.query('nas.home.arpa', 'A');
       assert.deepEqual(dataOf(a), ['192.168.1.10']);
       await r.s.query('4.3.168.192.in-addr.arpa', 'PTR');
-      assert.equal(router.total, 2);
-      assert.equal(pub.total, 0);
+      assert.equal(router.count(), 2);
+      assert.equal(pub.count(), 0);
       await r.s.query('www.example', 'A');
-      assert.equal(pub.total, 1);
-      assert.equal(router.total, 2);
+      assert.equal(pub.count(), 1);
+      assert.equal(router.count(), 2);
     } finally {
       await done(r);
     }
@@ -470,11 +472,11 @@ describe('forward: private zones (RFC 6303, home.arpa)', () => {
 
 describe('forward: configuration', () => {
   test('to: a resolv.conf path (relative to the Corefile)', async () => {
-    const up = await FakeUpstream.start();
+    const up = await fakeUpstream();
     const s = await startServer(corefile('{ to: [./resolv.conf] }'), { files: { 'resolv.conf': `# test\nnameserver ${up.address}\n` } });
     try {
       assert.deepEqual(dataOf(await s.query('rc.example', 'A')), ['192.0.2.1']);
-      assert.equal(up.total, 1);
+      assert.equal(up.count(), 1);
     } finally {
       await s.stop();
       await up.stop();
@@ -507,7 +509,7 @@ describe('forward: configuration', () => {
   });
 
   test('a resolv.conf nameserver that is this server is skipped with a warning, the others used', async () => {
-    const up = await FakeUpstream.start();
+    const up = await fakeUpstream();
     const port = await freePort();
     const s = await startServer(`servers:
   - listen: [udp://127.0.0.1:${port}]

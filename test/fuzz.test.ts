@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startFakeUpstream, query } from '../testing';
 import { startChildServer, metricValue } from './helpers/childServer';
-import { runFuzz } from './helpers/fuzz';
+import { runFuzz } from './helpers/packetFuzzer';
 
 const SEED = 0x15b;
 const COUNT = 100_000;

@@ -3,12 +3,11 @@
 // reloads and shutdown, and the collectors against prom-client's own.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as dgram from 'node:dgram';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as dnsPacket from 'dns-packet';
 import { Histogram, Registry } from 'prom-client';
-import { startServer, type TestServer } from '../testing';
+import { startFakeUpstream, startServer, type TestServer } from '../testing';
 import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
 import { Type } from '../config/types';
 import { DnsResponse } from '../core/response';
@@ -494,26 +493,19 @@ describe('JSON API', () => {
 
   test('discovery and its breakers: counts, per-method figures, names in the client list, an open breaker in /health', async () => {
     // A resolver for discovery's rdns that names every client (pc-1-9.home.arpa for 127.0.9.1), until it goes silent.
-    let silent = false;
-    const resolver = dgram.createSocket('udp4');
-    resolver.on('message', (msg, rinfo) => {
-      if (silent) return;
-      const q = dnsPacket.decode(msg);
-      const question = q.questions![0];
-      const o = question.name.split('.');
-      resolver.send(
-        dnsPacket.encode({ type: 'response', id: q.id, flags: dnsPacket.AUTHORITATIVE_ANSWER, questions: q.questions, answers: [{ name: question.name, type: 'PTR', ttl: 60, data: `pc-${o[0]}-${o[1]}.home.arpa` }] }),
-        rinfo.port,
-        rinfo.address,
-      );
+    const resolver = await startFakeUpstream({
+      tcp: false,
+      answer: (q) => {
+        const o = q.name.split('.');
+        return { aa: true, answers: [{ name: q.name, type: 'PTR', ttl: 60, data: `pc-${o[0]}-${o[1]}.home.arpa` }] };
+      },
     });
-    await new Promise<void>((r) => resolver.bind(0, '127.0.0.1', r));
     const s = await startServer(
       BASIC(
         '{ listen: "127.0.0.1:0" }',
         `      - breaker: { discovery: { failures: 2, reset: 60s } }
       - clienttrack: { flush: 50ms }
-      - discovery: { methods: [rdns], timeout: 200ms, rdns: { resolvers: ["127.0.0.1:${resolver.address().port}"] } }
+      - discovery: { methods: [rdns], timeout: 200ms, rdns: { resolvers: ["${resolver.address}"] } }
 `,
       ),
       { catalog },
@@ -557,7 +549,7 @@ describe('JSON API', () => {
       assert.equal(h.parts.breaker.state, 'up');
 
       // The resolver goes silent: two timeouts open the rdns breaker.
-      silent = true;
+      resolver.silent = true;
       for (const c of ['127.0.9.4', '127.0.9.5', '127.0.9.6']) await s.query('n.example', 'A', { from: c });
       await waitFor('the rdns breaker open', async () => (await request(port, '/api/metrics/discovery')).json<{ breaker: Record<string, string> }>().breaker.rdns === 'open');
       h = (await request(port, '/health')).json<Record<string, any>>();
@@ -570,7 +562,7 @@ describe('JSON API', () => {
       assert.equal(sum(series, 'codexdns_breaker_state', { method: 'rdns' }), 1, 'the breaker plugin exports the same state');
     } finally {
       await s.stop();
-      resolver.close();
+      await resolver.stop();
     }
   });
 

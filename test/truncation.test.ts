@@ -8,8 +8,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import * as dnsPacket from 'dns-packet';
-import { startServer, buildQuery, type TestServer } from '../testing';
-import { startRawUpstream, respond, type RawUpstream, type RawQuery } from './helpers/rawUpstream';
+import { startServer, startFakeUpstream, buildQuery, buildReply, type TestServer, type FakeQuery, type FakeUpstream } from '../testing';
 
 const run = promisify(execFile);
 
@@ -21,29 +20,29 @@ const SOA = (zone: string): dnsPacket.Answer =>
   ({ name: zone, type: 'SOA', class: 'IN', ttl: 60, data: { mname: 'ns1.' + zone, rname: 'hostmaster.' + zone, serial: 1, refresh: 3600, retry: 600, expire: 86400, minimum: 60 } }) as dnsPacket.Answer;
 
 /** 4 NS in authority and an A RRset of 6 glue addresses for each (24 records in additional): about 580 bytes in all. */
-function glued(q: RawQuery): Buffer {
+function glued(q: FakeQuery): Buffer {
   const ns = [1, 2, 3, 4].map((i) => `ns${i}.glue-provider.test`);
-  return respond(q, {
+  return buildReply(q, {
     answers: [A(q.name, '192.0.2.1')],
     authorities: ns.map((n) => NS('glue.test', n)),
     additionals: ns.flatMap((n, i) => [1, 2, 3, 4, 5, 6].map((j) => A(n, `198.51.${100 + i}.${j}`))),
   });
 }
 
-function answer(q: RawQuery): Buffer | null {
+function answer(q: FakeQuery): Buffer | null {
   if (q.name === 'glue.test') return glued(q);
   // An answer RRset alone bigger than 512 bytes (40 A records).
-  if (q.name === 'many.test') return respond(q, { answers: Array.from({ length: 40 }, (_, i) => A(q.name, `192.0.2.${i + 1}`)) });
+  if (q.name === 'many.test') return buildReply(q, { answers: Array.from({ length: 40 }, (_, i) => A(q.name, `192.0.2.${i + 1}`)) });
   // A positive answer whose authority alone does not fit beside it.
-  if (q.name === 'auth.test') return respond(q, { answers: [TXT(q.name, 'x'.repeat(250))], authorities: [1, 2, 3, 4, 5, 6].map((i) => NS('auth.test', `ns${i}.some-long-provider-name.example.test`)) });
+  if (q.name === 'auth.test') return buildReply(q, { answers: [TXT(q.name, 'x'.repeat(250))], authorities: [1, 2, 3, 4, 5, 6].map((i) => NS('auth.test', `ns${i}.some-long-provider-name.example.test`)) });
   // NXDOMAIN: its SOA is required, the padding in additional is not.
-  if (q.name === 'gone.test') return respond(q, { rcode: 3, authorities: [SOA('test')], additionals: [PAD('pad.test'), PAD('pad2.test')] });
+  if (q.name === 'gone.test') return buildReply(q, { rcode: 3, authorities: [SOA('test')], additionals: [PAD('pad.test'), PAD('pad2.test')] });
   // NODATA whose authority has more than its SOA (a proof a DNSSEC client needs), too much for 512 bytes.
-  if (q.name === 'proof.test') return respond(q, { authorities: [SOA('test'), PAD('proof.test')] });
-  return respond(q, { rcode: 3, authorities: [SOA('test')] });
+  if (q.name === 'proof.test') return buildReply(q, { authorities: [SOA('test'), PAD('proof.test')] });
+  return buildReply(q, { rcode: 3, authorities: [SOA('test')] });
 }
 
-let up: RawUpstream;
+let up: FakeUpstream;
 let s: TestServer;
 
 function decode(raw: Buffer | null): dnsPacket.Packet & { flag_tc: boolean; rcode: string } {
@@ -53,7 +52,7 @@ function decode(raw: Buffer | null): dnsPacket.Packet & { flag_tc: boolean; rcod
 
 describe('truncation at RRset boundaries (issue 15.4)', () => {
   before(async () => {
-    up = await startRawUpstream(answer);
+    up = await startFakeUpstream({ answer });
     s = await startServer(`servers:
   - listen: [udp://127.0.0.1:0, tcp://127.0.0.1:0]
     plugins:

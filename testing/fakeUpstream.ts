@@ -1,7 +1,8 @@
 /**
  * A fake upstream resolver for plugin tests: a real DNS server on 127.0.0.1 (UDP and TCP on one port) that
- * answers from a map of records, can be told to be slow, to fail with an RCODE or to stay silent, and counts
- * what it is asked. Point `forward: { to: [up.address] }` at it.
+ * answers from a map of records or a script (whole sections, TC, raw bytes), can be told to be slow, to fail
+ * with an RCODE, to stay silent or to send forged replies first, and keeps every query it is asked (bytes,
+ * source port, transport). Point `forward: { to: [up.address] }` at it.
  *
  * ```ts
  * import { startFakeUpstream, startServer } from 'codexdns/testing';
@@ -67,19 +68,91 @@ export interface FakeUpstreamOptions {
   readonly unknown?: 'NXDOMAIN' | 'NOERROR';
   /** TTL and MINIMUM of the SOA in negative answers (default 60). */
   readonly negativeTtl?: number;
+  /** The answer script (see `FakeUpstream.answer`). */
+  readonly answer?: AnswerScript;
+  /** Replies forged before the real one (see `FakeUpstream.forge`). */
+  readonly forge?: Forgery;
+  /** Listen on TCP too (default true); false leaves the TCP port closed, so a TCP retry is refused. */
+  readonly tcp?: boolean;
 }
+
+/** Record sections and flags of a scripted answer (records as dns-packet writes them). */
+export interface ReplyParts {
+  /** A name (NXDOMAIN) or the number (any RCODE, e.g. 9 NOTAUTH). Default NOERROR. */
+  readonly rcode?: RcodeName | number;
+  readonly answers?: readonly dnsPacket.Answer[];
+  readonly authorities?: readonly dnsPacket.Answer[];
+  readonly additionals?: readonly dnsPacket.Answer[];
+  /** TC=1 (the sections are sent as given: empty them for a plain truncated answer). */
+  readonly tc?: boolean;
+  /** AD=1. */
+  readonly ad?: boolean;
+  /** AA=1 (an authoritative answer, as a router answering for its own names sends). */
+  readonly aa?: boolean;
+}
+
+/** What a script answers to one query. */
+export interface FakeReply extends ReplyParts {
+  /** TC=1 and no answer or authority records over UDP (a complete answer over TCP, unless `tcAlways`). */
+  readonly tc?: boolean;
+  /** TC=1 (and no records) over TCP too. */
+  readonly tcAlways?: boolean;
+  /** Send it this late (default: the upstream's `delayMs`). */
+  readonly delayMs?: number;
+  /** Never answer this query. */
+  readonly silent?: boolean;
+}
+
+/**
+ * Decides the answer to each query: a `FakeReply` (an OPT record is added when the query had one and
+ * `additionals` holds none), a `Buffer` sent as it is (malformed, question-less or hand-built replies), `null`
+ * to stay silent, or `undefined` to answer from the records.
+ */
+export type AnswerScript = (q: FakeQuery) => FakeReply | Buffer | null | undefined;
+
+/** Replies sent before the real answer, each with the A record `FORGED_A`, so a test can tell them apart. */
+export interface Forgery {
+  /** A wrong ID (the right question). */
+  readonly id?: boolean;
+  /** The right ID and another question (`forged.example`). */
+  readonly question?: boolean;
+  /** The right ID and question, from another port (UDP only). */
+  readonly source?: boolean;
+  /** Three bytes that are no DNS message. */
+  readonly garbage?: boolean;
+}
+
+/** The address in forged replies. */
+export const FORGED_A = '6.6.6.6';
 
 /** A query the fake upstream received. */
 export interface FakeQuery {
-  /** Lower case, without the trailing dot. */
+  /** Lower case, without the trailing dot (the root is `.`). */
   readonly name: string;
   readonly type: string;
   readonly transport: 'udp' | 'tcp';
   readonly id: number;
+  /** The header's flags word (RD 0x0100, AD 0x0020, CD 0x0010, …). */
+  readonly flags: number;
+  /** It carried an OPT record. */
+  readonly edns: boolean;
   readonly dnssecOk: boolean;
   readonly recursionDesired: boolean;
+  readonly checkingDisabled: boolean;
+  /** The source port (a forwarder should use a fresh one per query). */
+  readonly port: number;
+  /** The query's bytes, and decoded (decoded again at each read: keep what you need). */
+  readonly raw: Buffer;
+  readonly packet: dnsPacket.Packet;
   /** `Date.now()` when it arrived. */
   readonly at: number;
+}
+
+/** Which queries `count` counts. */
+export interface QueryFilter {
+  readonly name?: string;
+  readonly type?: string;
+  readonly transport?: 'udp' | 'tcp';
 }
 
 export interface FakeUpstream {
@@ -93,25 +166,35 @@ export interface FakeUpstream {
   silent: boolean;
   truncate: boolean;
   ttl: number;
+  /** The answer script (`undefined`: answer from the records). */
+  answer: AnswerScript | undefined;
+  /** Replies forged before each real answer (`{}`: none). */
+  forge: Forgery;
   /** Every query received, oldest first (until `reset()`). */
   readonly queries: readonly FakeQuery[];
+  /** TCP connections accepted (until `reset()`). */
+  readonly tcpConnections: number;
   /** Sets (replaces) the records of one type for a name. */
   set(name: string, type: string, data: RecordData | RecordData[]): void;
   /** Sets everything about a name at once (replaces what it had). */
   setName(name: string, records: NameRecords): void;
   /** Forgets one type of a name, or the whole name. */
   remove(name: string, type?: string): void;
-  /** Queries received, optionally only for one name (case-insensitive) and type. */
-  count(name?: string, type?: string): number;
-  /** Forgets the queries received so far. */
+  /** Queries received, optionally only for one name (case-insensitive) and type, or those a filter picks. */
+  count(name?: string | QueryFilter, type?: string): number;
+  /** Forgets the queries received so far (and the TCP connection count). */
   reset(): void;
+  /** Closes the TCP connections open now (as an upstream closing idle connections does). */
+  dropTcpConnections(): void;
+  /** Sends bytes from the upstream's UDP socket to a port of 127.0.0.1: a reply sent by hand (late, to another socket). */
+  sendUdp(bytes: Buffer, port: number): void;
   /** Closes both sockets (and open TCP connections). */
   stop(): Promise<void>;
 }
 
 function norm(name: string): string {
   const n = name.toLowerCase();
-  return n.endsWith('.') ? n.slice(0, -1) : n;
+  return n.endsWith('.') && n.length > 1 ? n.slice(0, -1) : n === '' ? '.' : n;
 }
 
 function list<T>(v: T | T[] | undefined): T[] {
@@ -127,7 +210,11 @@ class Upstream implements FakeUpstream {
   silent: boolean;
   truncate: boolean;
   ttl: number;
+  answer: AnswerScript | undefined;
+  forge: Forgery;
   readonly queries: FakeQuery[] = [];
+  tcpConnections = 0;
+  private forger: dgram.Socket | undefined;
   private readonly names = new Map<string, NameRecords>();
   private readonly unknown: 'NXDOMAIN' | 'NOERROR';
   private readonly negativeTtl: number;
@@ -135,7 +222,9 @@ class Upstream implements FakeUpstream {
   private readonly pending = new Set<NodeJS.Timeout>();
   private stopped = false;
 
-  constructor(private readonly udp: dgram.Socket, private readonly tcp: net.Server, readonly port: number, opts: FakeUpstreamOptions) {
+  constructor(private readonly udp: dgram.Socket, private readonly tcp: net.Server | undefined, readonly port: number, opts: FakeUpstreamOptions) {
+    this.answer = opts.answer;
+    this.forge = opts.forge ?? {};
     this.delayMs = opts.delayMs ?? 0;
     this.rcode = opts.rcode;
     this.silent = opts.silent ?? false;
@@ -144,10 +233,15 @@ class Upstream implements FakeUpstream {
     this.unknown = opts.unknown ?? 'NXDOMAIN';
     this.negativeTtl = opts.negativeTtl ?? 60;
     for (const [name, recs] of Object.entries(opts.records ?? {})) this.setName(name, recs);
-    udp.on('message', (msg, rinfo) => this.handle(msg, 'udp', (out) => {
+    udp.on('message', (msg, rinfo) => this.handle(msg, 'udp', rinfo.port, (out) => {
       if (!this.stopped) udp.send(out, rinfo.port, rinfo.address);
+    }, (out) => {
+      // Another socket, so the reply comes from another port.
+      if (this.stopped) return;
+      this.forger ??= dgram.createSocket('udp4').on('error', () => undefined);
+      this.forger.send(out, rinfo.port, rinfo.address);
     }));
-    tcp.on('connection', (sock) => this.onTcp(sock));
+    tcp?.on('connection', (sock) => this.onTcp(sock));
   }
 
   get address(): string {
@@ -175,17 +269,27 @@ class Upstream implements FakeUpstream {
     if (recs) delete recs[type.toUpperCase()];
   }
 
-  count(name?: string, type?: string): number {
-    if (name === undefined && type === undefined) return this.queries.length;
-    const n = name === undefined ? undefined : norm(name);
-    const t = type?.toUpperCase();
+  count(name?: string | QueryFilter, type?: string): number {
+    const f: QueryFilter = typeof name === 'object' ? name : { name, type };
+    if (f.name === undefined && f.type === undefined && f.transport === undefined) return this.queries.length;
+    const n = f.name === undefined ? undefined : norm(f.name);
+    const t = f.type?.toUpperCase();
     let c = 0;
-    for (const q of this.queries) if ((n === undefined || q.name === n) && (t === undefined || q.type === t)) c++;
+    for (const q of this.queries) if ((n === undefined || q.name === n) && (t === undefined || q.type === t) && (f.transport === undefined || q.transport === f.transport)) c++;
     return c;
   }
 
   reset(): void {
     this.queries.length = 0;
+    this.tcpConnections = 0;
+  }
+
+  dropTcpConnections(): void {
+    for (const s of this.sockets) s.destroy();
+  }
+
+  sendUdp(bytes: Buffer, port: number): void {
+    if (!this.stopped) this.udp.send(bytes, port, this.host);
   }
 
   async stop(): Promise<void> {
@@ -194,14 +298,18 @@ class Upstream implements FakeUpstream {
     for (const t of this.pending) clearTimeout(t);
     this.pending.clear();
     for (const s of this.sockets) s.destroy();
+    const tcp = this.tcp;
+    const forger = this.forger;
     await Promise.all([
       new Promise<void>((r) => this.udp.close(() => r())),
-      new Promise<void>((r) => this.tcp.close(() => r())),
+      tcp === undefined ? undefined : new Promise<void>((r) => tcp.close(() => r())),
+      forger === undefined ? undefined : new Promise<void>((r) => forger.close(() => r())),
     ]);
   }
 
   private onTcp(sock: net.Socket): void {
     this.sockets.add(sock);
+    this.tcpConnections++;
     sock.on('close', () => this.sockets.delete(sock));
     sock.on('error', () => undefined);
     let buf: Buffer = Buffer.alloc(0);
@@ -211,7 +319,7 @@ class Upstream implements FakeUpstream {
         const len = buf.readUInt16BE(0);
         const msg = Buffer.from(buf.subarray(2, 2 + len));
         buf = buf.subarray(2 + len);
-        this.handle(msg, 'tcp', (out) => {
+        this.handle(msg, 'tcp', sock.remotePort ?? 0, (out) => {
           if (sock.destroyed || this.stopped) return;
           const frame = Buffer.allocUnsafe(out.length + 2);
           frame.writeUInt16BE(out.length, 0);
@@ -236,7 +344,7 @@ class Upstream implements FakeUpstream {
     }
   }
 
-  private handle(msg: Buffer, transport: 'udp' | 'tcp', send: (out: Buffer) => void): void {
+  private handle(msg: Buffer, transport: 'udp' | 'tcp', port: number, send: (out: Buffer) => void, sendFromOtherPort?: (out: Buffer) => void): void {
     if (this.stopped) return;
     let packet: dnsPacket.Packet;
     try {
@@ -248,19 +356,44 @@ class Upstream implements FakeUpstream {
     if (packet.type === 'response' || !question) return;
     const opt = (packet.additionals ?? []).find((r) => r.type === 'OPT') as { flags?: number } | undefined;
     const name = norm(question.name);
-    this.queries.push({
+    const flags = msg.readUInt16BE(2);
+    // The decoded packet is made again when asked for: a long fuzz run keeps only the bytes of each query.
+    const q = {
       name,
       type: question.type,
       transport,
       id: packet.id ?? 0,
+      flags,
+      edns: opt !== undefined,
       dnssecOk: opt !== undefined && ((opt.flags ?? 0) & dnsPacket.DNSSEC_OK) !== 0,
-      recursionDesired: ((packet.flags ?? 0) & dnsPacket.RECURSION_DESIRED) !== 0,
+      recursionDesired: (flags & dnsPacket.RECURSION_DESIRED) !== 0,
+      checkingDisabled: (flags & dnsPacket.CHECKING_DISABLED) !== 0,
+      port,
+      raw: msg,
+      get packet(): dnsPacket.Packet {
+        return dnsPacket.decode(msg);
+      },
       at: Date.now(),
-    });
-    const entry = this.lookup(name);
-    if (this.silent || entry?.silent) return;
-    const out = this.answer(msg, packet, question, name, entry, transport === 'udp' && this.truncate, opt !== undefined);
-    const delay = entry?.delayMs ?? this.delayMs;
+    } satisfies FakeQuery;
+    this.queries.push(q);
+    if (this.silent) return;
+    const scripted = this.answer?.(q);
+    if (scripted === null) return;
+    let out: Buffer;
+    let delay = this.delayMs;
+    if (Buffer.isBuffer(scripted)) {
+      out = scripted;
+    } else if (scripted !== undefined) {
+      if (scripted.silent) return;
+      out = this.scriptedReply(q, question, scripted);
+      delay = scripted.delayMs ?? delay;
+    } else {
+      const entry = this.lookup(name);
+      if (entry?.silent) return;
+      out = this.answerFromRecords(msg, packet, question, name, entry, transport === 'udp' && this.truncate, opt !== undefined, q.dnssecOk);
+      delay = entry?.delayMs ?? delay;
+    }
+    this.sendForgeries(q, question, send, sendFromOtherPort);
     if (delay > 0) {
       const t = setTimeout(() => {
         this.pending.delete(t);
@@ -272,7 +405,26 @@ class Upstream implements FakeUpstream {
     }
   }
 
-  private answer(raw: Buffer, packet: dnsPacket.Packet, question: dnsPacket.Question, name: string, entry: NameRecords | undefined, truncated: boolean, edns: boolean): Buffer {
+  private sendForgeries(q: FakeQuery, question: dnsPacket.Question, send: (out: Buffer) => void, sendFromOtherPort: ((out: Buffer) => void) | undefined): void {
+    const forged = (id: number, name: string): Buffer =>
+      buildReply({ id, question: { ...question, name } }, { answers: [{ name, type: 'A', class: 'IN', ttl: this.ttl, data: FORGED_A }] });
+    if (this.forge.source && sendFromOtherPort) sendFromOtherPort(forged(q.id, question.name));
+    if (this.forge.id) send(forged((q.id + 1) & 0xffff, question.name));
+    if (this.forge.question) send(forged(q.id, 'forged.example'));
+    if (this.forge.garbage) send(Buffer.from([1, 2, 3]));
+  }
+
+  private scriptedReply(q: FakeQuery, question: dnsPacket.Question, r: FakeReply): Buffer {
+    const truncated = r.tc === true && (q.transport === 'udp' || r.tcAlways === true);
+    const additionals = [...(r.additionals ?? [])];
+    if (q.edns && !additionals.some((x) => x.type === 'OPT')) additionals.push(optRecord(q.dnssecOk));
+    return buildReply(
+      { id: q.id, question, flags: q.flags },
+      { ...r, tc: truncated, answers: truncated ? [] : r.answers, authorities: truncated ? [] : r.authorities, additionals },
+    );
+  }
+
+  private answerFromRecords(raw: Buffer, packet: dnsPacket.Packet, question: dnsPacket.Question, name: string, entry: NameRecords | undefined, truncated: boolean, edns: boolean, dnssecOk: boolean): Buffer {
     let rcode = 0;
     const answers: dnsPacket.Answer[] = [];
     const authorities: dnsPacket.Answer[] = [];
@@ -308,7 +460,7 @@ class Upstream implements FakeUpstream {
       questions: [question],
       answers: truncated ? [] : answers,
       authorities: truncated ? [] : authorities,
-      additionals: edns ? [{ type: 'OPT', name: '.', udpPayloadSize: 1232, flags: 0, options: [] } as unknown as dnsPacket.Answer] : [],
+      additionals: edns ? [optRecord(dnssecOk)] : [],
     });
     // Echo the question exactly as asked (its letter case), as real servers do.
     const qEnd = questionEnd(raw);
@@ -325,7 +477,7 @@ class Upstream implements FakeUpstream {
 
   private soaFor(name: string): dnsPacket.Answer {
     const dot = name.indexOf('.');
-    const zone = dot === -1 ? '.' : name.slice(dot + 1);
+    const zone = dot === -1 || name === '.' ? '.' : name.slice(dot + 1);
     return {
       name: zone,
       type: 'SOA',
@@ -334,6 +486,49 @@ class Upstream implements FakeUpstream {
       data: { mname: `ns.fake.invalid`, rname: 'hostmaster.fake.invalid', serial: 1, refresh: 3600, retry: 600, expire: 86400, minimum: this.negativeTtl },
     } as dnsPacket.Answer;
   }
+}
+
+/** The OPT record of our answers: 1232 bytes, DO echoed (RFC 3225). */
+function optRecord(dnssecOk: boolean): dnsPacket.Answer {
+  return { type: 'OPT', name: '.', udpPayloadSize: 1232, flags: dnssecOk ? dnsPacket.DNSSEC_OK : 0, options: [] } as unknown as dnsPacket.Answer;
+}
+
+const RCODE_VALUES: Readonly<Record<string, number>> = RCODES;
+
+/**
+ * A response to `q` (its ID and question) with these sections: for scripts that return bytes, or tests that
+ * need a reply without the fake upstream. RA and RD are set, CD is echoed from `q.flags`; no OPT is added.
+ */
+export function buildReply(q: { readonly id?: number; readonly question?: dnsPacket.Question; readonly packet?: dnsPacket.Packet; readonly flags?: number }, parts: ReplyParts = {}): Buffer {
+  const rcode = typeof parts.rcode === 'number' ? parts.rcode : RCODE_VALUES[parts.rcode ?? 'NOERROR'];
+  const flags =
+    dnsPacket.RECURSION_AVAILABLE | dnsPacket.RECURSION_DESIRED | ((q.flags ?? 0) & dnsPacket.CHECKING_DISABLED) | (parts.tc ? dnsPacket.TRUNCATED_RESPONSE : 0) | (parts.ad ? dnsPacket.AUTHENTIC_DATA : 0) | (parts.aa ? dnsPacket.AUTHORITATIVE_ANSWER : 0) | (rcode & 0xf);
+  const question = q.question ?? q.packet?.questions?.[0];
+  return dnsPacket.encode({
+    type: 'response',
+    id: q.id ?? q.packet?.id ?? 0,
+    flags,
+    questions: question === undefined ? [] : [question],
+    answers: [...(parts.answers ?? [])],
+    authorities: [...(parts.authorities ?? [])],
+    additionals: [...(parts.additionals ?? [])],
+  });
+}
+
+/** An A record, for scripted answers. */
+export function recordA(name: string, ttl: number, address: string): dnsPacket.Answer {
+  return { name, type: 'A', class: 'IN', ttl, data: address };
+}
+
+/** An SOA for negative answers (RFC 2308: the negative TTL is the smaller of `ttl` and `minimum`). */
+export function recordSoa(zone: string, ttl: number, minimum: number): dnsPacket.Answer {
+  return {
+    name: zone,
+    type: 'SOA',
+    class: 'IN',
+    ttl,
+    data: { mname: `ns.${zone}`, rname: `hostmaster.${zone}`, serial: 1, refresh: 3600, retry: 600, expire: 86400, minimum },
+  } as dnsPacket.Answer;
 }
 
 function questionEnd(raw: Buffer): number {
@@ -345,7 +540,7 @@ function questionEnd(raw: Buffer): number {
   return p + 1 + 4;
 }
 
-/** Starts a fake upstream on 127.0.0.1, UDP and TCP on the same free port. */
+/** Starts a fake upstream on 127.0.0.1, UDP and TCP on the same free port (UDP only with `tcp: false`). */
 export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise<FakeUpstream> {
   for (let attempt = 0; attempt < 20; attempt++) {
     const udp = dgram.createSocket('udp4');
@@ -357,6 +552,8 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
       });
     });
     const port = udp.address().port;
+    udp.on('error', () => undefined);
+    if (opts.tcp === false) return new Upstream(udp, undefined, port, opts);
     const tcp = net.createServer();
     const ok = await new Promise<boolean>((resolve) => {
       tcp.once('error', () => resolve(false));
@@ -366,7 +563,6 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
       await new Promise<void>((r) => udp.close(() => r()));
       continue;
     }
-    udp.on('error', () => undefined);
     return new Upstream(udp, tcp, port, opts);
   }
   throw new Error('startFakeUpstream: could not bind UDP and TCP on one port of 127.0.0.1');

@@ -7,10 +7,10 @@ import { exchangeRaw, query, type Answer, type QueryOptions } from './client';
 
 export { buildQuery, exchangeRaw, query } from './client';
 export type { Answer, QueryOptions } from './client';
-export { startFakeUpstream } from './fakeUpstream';
+export { startFakeUpstream, buildReply, recordA, recordSoa, FORGED_A } from './fakeUpstream';
 /** The client matcher acl uses (networks and addresses, IPv4-mapped IPv6 as IPv4): to test a plugin's client rules. */
 export { CidrSet, CidrParseError } from '../plugins/pkg/cidr';
-export type { FakeUpstream, FakeUpstreamOptions, FakeQuery, NameRecords, RecordMap, RecordData, RcodeName } from './fakeUpstream';
+export type { FakeUpstream, FakeUpstreamOptions, FakeQuery, QueryFilter, NameRecords, RecordMap, RecordData, RcodeName, AnswerScript, FakeReply, ReplyParts, Forgery } from './fakeUpstream';
 
 export interface TestServer {
   readonly server: CodexServer;

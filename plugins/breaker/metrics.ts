@@ -6,7 +6,7 @@ import type { Counter } from 'prom-client';
 import type { BreakerState } from '../../core/primitives/circuitBreaker';
 import type { MetricsFactory } from '../../core/metricsRegistry';
 import type { MethodName } from '../discovery/hooks';
-import type { DiscoveryBreakers } from './breakers';
+import type { BreakerSnapshot, DiscoveryBreakers } from './breakers';
 
 const SUBSYSTEM = 'breaker';
 
@@ -19,23 +19,21 @@ export interface BreakerMetrics {
 }
 
 export function registerBreakerMetrics(factory: MetricsFactory, current: () => DiscoveryBreakers): BreakerMetrics {
-  factory.gauge({
+  const perMethod = (read: (s: BreakerSnapshot) => number) => () =>
+    Object.entries(current().snapshot()).flatMap(([method, s]) => (s ? [{ labels: { guard: 'discovery', method }, value: read(s) }] : []));
+  factory.mirrorGauge({
     subsystem: SUBSYSTEM,
     name: 'state',
     help: 'Discovery method breaker state: 0 closed, 1 open, 2 half-open',
     labelNames: ['guard', 'method'] as const,
-    collect(this: import('prom-client').Gauge<'guard' | 'method'>) {
-      for (const [m, s] of Object.entries(current().snapshot())) if (s) this.labels('discovery', m).set(STATE_VALUE[s.state]);
-    },
+    levels: perMethod((s) => STATE_VALUE[s.state]),
   });
-  factory.gauge({
+  factory.mirrorGauge({
     subsystem: SUBSYSTEM,
     name: 'consecutive_failures',
     help: 'Consecutive failures counted by a discovery method breaker',
     labelNames: ['guard', 'method'] as const,
-    collect(this: import('prom-client').Gauge<'guard' | 'method'>) {
-      for (const [m, s] of Object.entries(current().snapshot())) if (s) this.labels('discovery', m).set(s.consecutiveFailures);
-    },
+    levels: perMethod((s) => s.consecutiveFailures),
   });
   const transitions = factory.counter({ subsystem: SUBSYSTEM, name: 'transitions_total', help: 'Breaker state changes, by method and new state', labelNames: ['guard', 'method', 'to'] as const });
   const rejected = factory.counter({ subsystem: SUBSYSTEM, name: 'rejected_total', help: 'Discovery jobs in which a method was skipped because its breaker was open', labelNames: ['guard', 'method'] as const });

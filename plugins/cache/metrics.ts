@@ -1,11 +1,11 @@
-import type { Counter, Gauge, Registry } from 'prom-client';
-import type { MetricsFactory } from '../../core/metricsRegistry';
+import type { Registry } from 'prom-client';
+import type { MetricsFactory, Mirror, MirroredLevel, MirroredTotal, ReportedTotals } from '../../core/metricsRegistry';
 import type { CacheStore } from './store';
 
 /**
  * Plain counters bumped on the answer path. prom-client's `inc()` hashes the label set on every call, even on a
  * child bound with `.labels()`, which costs more than a cache hit itself: the hit path only does `n++` here,
- * and the Prometheus metrics catch up when they are scraped (their `collect` adds what changed since).
+ * and the Prometheus metrics follow these totals when scraped (`api.metrics.mirrorCounter`).
  */
 export class CacheStats {
   hitsSuccess = 0;
@@ -26,102 +26,79 @@ interface Source {
   readonly stats: CacheStats;
   readonly store: CacheStore;
   /** What was already added to the Prometheus counters. */
-  readonly reported: CacheStats;
-}
-
-interface MetricSet {
-  readonly hits: Counter<'server' | 'type'>;
-  readonly misses: Counter<'server'>;
-  readonly entries: Gauge<'server' | 'type'>;
-  readonly evictions: Counter<'server' | 'type'>;
-  readonly prefetch: Counter<'server'>;
-  readonly servedStale: Counter<'server'>;
-  readonly bytes: Gauge<'server'>;
-  readonly slabBytes: Gauge<'server'>;
-  readonly sizeDrops: Counter<'server' | 'reason'>;
-  readonly sources: Set<Source>;
+  readonly reported: ReportedTotals;
 }
 
 /** One set of metrics per registry (one per process, one per test server), shared by every cache instance. */
+interface MetricSet {
+  readonly sources: Set<Source>;
+  readonly mirrors: ReadonlyArray<Mirror<unknown>>;
+}
+
 const sets = new WeakMap<Registry, MetricSet>();
 
 function metricSet(factory: MetricsFactory): MetricSet {
   const existing = sets.get(factory.registry);
   if (existing !== undefined) return existing;
   const sources = new Set<Source>();
-  let set: MetricSet | undefined;
-  const flush = (): void => {
-    if (set !== undefined) for (const s of sources) flushSource(set, s);
-  };
   const subsystem = 'cache';
-  set = {
-    sources,
-    hits: factory.counter({ subsystem, name: 'hits_total', help: 'Queries answered from the cache, by type (success, denial).', labelNames: ['server', 'type'], collect: flush }),
-    misses: factory.counter({ subsystem, name: 'misses_total', help: 'Queries the cache could not answer and passed down the chain.', labelNames: ['server'], collect: flush }),
-    entries: factory.gauge({ subsystem, name: 'entries', help: 'Entries in the cache, by type (success, denial).', labelNames: ['server', 'type'], collect: flush }),
-    evictions: factory.counter({ subsystem, name: 'evictions_total', help: 'Entries pushed out of a full cache (least recently used first).', labelNames: ['server', 'type'], collect: flush }),
-    prefetch: factory.counter({ subsystem, name: 'prefetch_total', help: 'Popular entries refreshed before they expired.', labelNames: ['server'], collect: flush }),
-    servedStale: factory.counter({ subsystem, name: 'served_stale_total', help: 'Expired entries served because the answer from below failed or was late (RFC 8767).', labelNames: ['server'], collect: flush }),
-    bytes: factory.gauge({ subsystem, name: 'bytes', help: 'Memory held by cache entries (each its slab chunk plus its object and map slot), bounded by max_bytes.', labelNames: ['server'], collect: flush }),
-    slabBytes: factory.gauge({ subsystem, name: 'slab_bytes', help: 'Slab pages the cache holds (chunks in use and free): the wire part of cache_bytes plus the pages\' free room.', labelNames: ['server'], collect: flush }),
-    sizeDrops: factory.counter({
-      subsystem,
-      name: 'size_drops_total',
-      help: 'Answers the byte bounds kept out: entry_too_big (above max_entry_bytes, not stored), max_bytes (evicted to stay within max_bytes).',
-      labelNames: ['server', 'reason'],
-      collect: flush,
-    }),
-  };
+  const counter = <L extends string>(name: string, help: string, labelNames: readonly L[], read: (s: Source) => MirroredTotal<L>[]): Mirror<unknown> =>
+    factory.mirrorCounter<L>({ subsystem, name, help, labelNames, totals: () => [...sources].flatMap(read) });
+  const gauge = <L extends string>(name: string, help: string, labelNames: readonly L[], read: (s: Source) => MirroredLevel<L>[]): Mirror<unknown> =>
+    // reset: a cache that went away (its server block removed) leaves no series behind.
+    factory.mirrorGauge<L>({ subsystem, name, help, labelNames, reset: true, levels: () => [...sources].flatMap(read) });
+  const mirrors = [
+    counter('hits_total', 'Queries answered from the cache, by type (success, denial).', ['server', 'type'], (s) => [
+      { labels: { server: s.server, type: 'success' }, value: s.stats.hitsSuccess, reported: s.reported },
+      { labels: { server: s.server, type: 'denial' }, value: s.stats.hitsDenial, reported: s.reported },
+    ]),
+    counter('misses_total', 'Queries the cache could not answer and passed down the chain.', ['server'], (s) => [{ labels: { server: s.server }, value: s.stats.misses, reported: s.reported }]),
+    gauge('entries', 'Entries in the cache, by type (success, denial).', ['server', 'type'], (s) => [
+      { labels: { server: s.server, type: 'success' }, value: s.store.successCount },
+      { labels: { server: s.server, type: 'denial' }, value: s.store.denialCount },
+    ]),
+    counter('evictions_total', 'Entries pushed out of a full cache (least recently used first).', ['server', 'type'], (s) => nonZero([
+      { labels: { server: s.server, type: 'success' }, value: s.stats.evictedSuccess, reported: s.reported },
+      { labels: { server: s.server, type: 'denial' }, value: s.stats.evictedDenial, reported: s.reported },
+    ])),
+    counter('prefetch_total', 'Popular entries refreshed before they expired.', ['server'], (s) => [{ labels: { server: s.server }, value: s.stats.prefetch, reported: s.reported }]),
+    counter('served_stale_total', 'Expired entries served because the answer from below failed or was late (RFC 8767).', ['server'], (s) => [
+      { labels: { server: s.server }, value: s.stats.servedStale, reported: s.reported },
+    ]),
+    gauge('bytes', 'Memory held by cache entries (each its slab chunk plus its object and map slot), bounded by max_bytes.', ['server'], (s) => [{ labels: { server: s.server }, value: s.store.bytes }]),
+    gauge('slab_bytes', 'Slab pages the cache holds (chunks in use and free): the wire part of cache_bytes plus the pages\' free room.', ['server'], (s) => [
+      { labels: { server: s.server }, value: s.store.slabBytes },
+    ]),
+    counter(
+      'size_drops_total',
+      'Answers the byte bounds kept out: entry_too_big (above max_entry_bytes, not stored), max_bytes (evicted to stay within max_bytes).',
+      ['server', 'reason'],
+      (s) => [
+        { labels: { server: s.server, reason: 'entry_too_big' }, value: s.stats.tooBig, reported: s.reported },
+        { labels: { server: s.server, reason: 'max_bytes' }, value: s.stats.evictedForBytes, reported: s.reported },
+      ],
+    ),
+  ];
+  const set: MetricSet = { sources, mirrors };
   sets.set(factory.registry, set);
   return set;
 }
 
-function flushSource(m: MetricSet, s: Source): void {
-  const st = s.stats;
-  const r = s.reported;
-  const server = s.server;
-  if (st.hitsSuccess !== r.hitsSuccess) m.hits.inc({ server, type: 'success' }, st.hitsSuccess - r.hitsSuccess);
-  if (st.hitsDenial !== r.hitsDenial) m.hits.inc({ server, type: 'denial' }, st.hitsDenial - r.hitsDenial);
-  if (st.misses !== r.misses) m.misses.inc({ server }, st.misses - r.misses);
-  if (st.evictedSuccess !== r.evictedSuccess) m.evictions.inc({ server, type: 'success' }, st.evictedSuccess - r.evictedSuccess);
-  if (st.evictedDenial !== r.evictedDenial) m.evictions.inc({ server, type: 'denial' }, st.evictedDenial - r.evictedDenial);
-  if (st.prefetch !== r.prefetch) m.prefetch.inc({ server }, st.prefetch - r.prefetch);
-  if (st.servedStale !== r.servedStale) m.servedStale.inc({ server }, st.servedStale - r.servedStale);
-  if (st.tooBig !== r.tooBig) m.sizeDrops.inc({ server, reason: 'entry_too_big' }, st.tooBig - r.tooBig);
-  if (st.evictedForBytes !== r.evictedForBytes) m.sizeDrops.inc({ server, reason: 'max_bytes' }, st.evictedForBytes - r.evictedForBytes);
-  Object.assign(r, st);
-  m.entries.set({ server, type: 'success' }, s.store.successCount);
-  m.entries.set({ server, type: 'denial' }, s.store.denialCount);
-  m.bytes.set({ server }, s.store.bytes);
-  m.slabBytes.set({ server }, s.store.slabBytes);
+/** Evictions show once there are some (as before: no series created ahead for them). */
+function nonZero<L extends string>(totals: MirroredTotal<L>[]): MirroredTotal<L>[] {
+  return totals.filter((t) => t.value > 0);
 }
 
 /** Connects one cache instance's numbers to the registry; `detach` (at shutdown) reports the last of them. */
 export function bindCacheMetrics(factory: MetricsFactory, server: string, stats: CacheStats, store: CacheStore): { detach(): void } {
   const m = metricSet(factory);
-  const source: Source = { server, stats, store, reported: new CacheStats() };
-  // Children exist from the start (a board shows 0, not "no data").
-  m.hits.inc({ server, type: 'success' }, 0);
-  m.hits.inc({ server, type: 'denial' }, 0);
-  m.misses.inc({ server }, 0);
-  m.prefetch.inc({ server }, 0);
-  m.servedStale.inc({ server }, 0);
-  m.sizeDrops.inc({ server, reason: 'entry_too_big' }, 0);
-  m.sizeDrops.inc({ server, reason: 'max_bytes' }, 0);
+  const source: Source = { server, stats, store, reported: new Map() };
   m.sources.add(source);
   return {
     detach(): void {
       if (!m.sources.has(source)) return;
-      flushSource(m, source);
+      for (const mirror of m.mirrors) mirror.update();
       m.sources.delete(source);
-      let shared = false;
-      for (const s of m.sources) if (s.server === server) shared = true;
-      if (!shared) {
-        m.entries.remove({ server, type: 'success' });
-        m.entries.remove({ server, type: 'denial' });
-        m.bytes.remove({ server });
-        m.slabBytes.remove({ server });
-      }
     },
   };
 }

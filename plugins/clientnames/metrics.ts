@@ -1,34 +1,33 @@
-import type { Counter, Gauge, Registry } from 'prom-client';
-import type { MetricsFactory } from '../../core/metricsRegistry';
+import type { Registry } from 'prom-client';
+import type { MetricsFactory, Mirror, ReportedTotals } from '../../core/metricsRegistry';
 import type { AnswerStats } from './answer';
 import type { NameTable, TableStats } from './nameTable';
 
 /**
- * `codexdns_clientnames_*`. The answer path only bumps plain integers (AnswerStats); the Prometheus series catch
- * up when scraped. The table's totals outlive a reload with the table, so what was already reported is kept
+ * `codexdns_clientnames_*`. The answer path only bumps plain integers (AnswerStats); the Prometheus series follow
+ * them when scraped. The table's totals outlive a reload with the table, so what was already reported is kept
  * beside it (a WeakMap), never counted twice.
  */
 interface Source {
   readonly server: string;
   readonly table: NameTable;
   readonly answers: AnswerStats;
-  readonly answersReported: AnswerStats;
+  readonly answersReported: ReportedTotals;
 }
 
 interface MetricSet {
-  readonly devices: Gauge<'server'>;
-  readonly names: Gauge<'server'>;
-  readonly capacity: Gauge<'server'>;
-  readonly loaded: Gauge<'server'>;
-  readonly learned: Counter<'server'>;
-  readonly evicted: Counter<'server'>;
-  readonly forgotten: Counter<'server'>;
-  readonly answers: Counter<'server' | 'result'>;
   readonly sources: Set<Source>;
+  readonly mirrors: ReadonlyArray<Mirror<unknown>>;
 }
 
 const sets = new WeakMap<Registry, MetricSet>();
-const tableReported = new WeakMap<NameTable, TableStats>();
+const tableReported = new WeakMap<NameTable, ReportedTotals>();
+
+function reportedOf(table: NameTable): ReportedTotals {
+  let r = tableReported.get(table);
+  if (r === undefined) tableReported.set(table, (r = new Map()));
+  return r;
+}
 
 const RESULTS: ReadonlyArray<keyof AnswerStats> = ['answered', 'nodata', 'nxdomain', 'ptr', 'passed'];
 
@@ -36,58 +35,48 @@ function metricSet(factory: MetricsFactory): MetricSet {
   const existing = sets.get(factory.registry);
   if (existing !== undefined) return existing;
   const sources = new Set<Source>();
-  let set: MetricSet | undefined;
-  const flush = (): void => {
-    if (set !== undefined) for (const s of sources) flushSource(set, s);
-  };
   const subsystem = 'clientnames';
-  set = {
-    sources,
-    devices: factory.gauge({ subsystem, name: 'devices', help: 'Client addresses in the name table (bounded by max_names).', labelNames: ['server'], collect: flush }),
-    names: factory.gauge({ subsystem, name: 'names', help: 'Names answered: labels held by a device, plus hosts: entries.', labelNames: ['server'], collect: flush }),
-    capacity: factory.gauge({ subsystem, name: 'capacity', help: 'The bound on the name table (max_names).', labelNames: ['server'], collect: flush }),
-    loaded: factory.gauge({ subsystem, name: 'loaded', help: '1 once the stored names have been loaded from the database.', labelNames: ['server'], collect: flush }),
-    learned: factory.counter({ subsystem, name: 'learned_total', help: 'Identities taken from clienttrack (live and loaded).', labelNames: ['server'], collect: flush }),
-    evicted: factory.counter({ subsystem, name: 'evicted_total', help: 'Devices pushed out of the full table (least recently identified first).', labelNames: ['server'], collect: flush }),
-    forgotten: factory.counter({ subsystem, name: 'forgotten_total', help: 'Devices removed because clienttrack retention removed them.', labelNames: ['server'], collect: flush }),
-    answers: factory.counter({ subsystem, name: 'answers_total', help: 'Queries in our zones, by result (answered, nodata, nxdomain, ptr, passed).', labelNames: ['server', 'result'], collect: flush }),
-  };
+  const gauge = (name: string, help: string, read: (t: NameTable) => number): Mirror<unknown> =>
+    factory.mirrorGauge({ subsystem, name, help, labelNames: ['server'], levels: () => [...sources].map((s) => ({ labels: { server: s.server }, value: read(s.table) })) });
+  const tableTotal = (name: string, help: string, read: (st: TableStats) => number): Mirror<unknown> =>
+    factory.mirrorCounter({
+      subsystem,
+      name,
+      help,
+      labelNames: ['server'],
+      totals: () => [...sources].map((s) => ({ labels: { server: s.server }, value: read(s.table.stats), reported: reportedOf(s.table) })),
+    });
+  const mirrors = [
+    gauge('devices', 'Client addresses in the name table (bounded by max_names).', (t) => t.size),
+    gauge('names', 'Names answered: labels held by a device, plus hosts: entries.', (t) => t.names),
+    gauge('capacity', 'The bound on the name table (max_names).', (t) => t.capacity),
+    gauge('loaded', '1 once the stored names have been loaded from the database.', (t) => (t.loaded ? 1 : 0)),
+    tableTotal('learned_total', 'Identities taken from clienttrack (live and loaded).', (st) => st.learned),
+    tableTotal('evicted_total', 'Devices pushed out of the full table (least recently identified first).', (st) => st.evicted),
+    tableTotal('forgotten_total', 'Devices removed because clienttrack retention removed them.', (st) => st.forgotten),
+    factory.mirrorCounter({
+      subsystem,
+      name: 'answers_total',
+      help: 'Queries in our zones, by result (answered, nodata, nxdomain, ptr, passed).',
+      labelNames: ['server', 'result'],
+      totals: () => [...sources].flatMap((s) => RESULTS.map((result) => ({ labels: { server: s.server, result }, value: s.answers[result], reported: s.answersReported }))),
+    }),
+  ];
+  const set: MetricSet = { sources, mirrors };
   sets.set(factory.registry, set);
   return set;
-}
-
-function flushSource(m: MetricSet, s: Source): void {
-  const server = s.server;
-  const st = s.table.stats;
-  let r = tableReported.get(s.table);
-  if (r === undefined) {
-    r = { learned: 0, evicted: 0, forgotten: 0, invalid: 0 };
-    tableReported.set(s.table, r);
-  }
-  // inc(0) too, so every series shows from the first scrape.
-  m.learned.inc({ server }, st.learned - r.learned);
-  m.evicted.inc({ server }, st.evicted - r.evicted);
-  m.forgotten.inc({ server }, st.forgotten - r.forgotten);
-  Object.assign(r, st);
-  for (const result of RESULTS) {
-    m.answers.inc({ server, result }, s.answers[result] - s.answersReported[result]);
-    s.answersReported[result] = s.answers[result];
-  }
-  m.devices.set({ server }, s.table.size);
-  m.names.set({ server }, s.table.names);
-  m.capacity.set({ server }, s.table.capacity);
-  m.loaded.set({ server }, s.table.loaded ? 1 : 0);
 }
 
 /** Connects one chain's table and answer counters; `detach` (at shutdown) reports the last of them. */
 export function bindMetrics(factory: MetricsFactory, server: string, table: NameTable, answers: AnswerStats): { detach(): void } {
   const m = metricSet(factory);
-  const source: Source = { server, table, answers, answersReported: { answered: 0, nodata: 0, nxdomain: 0, ptr: 0, passed: 0 } };
+  const source: Source = { server, table, answers, answersReported: new Map() };
   m.sources.add(source);
   return {
     detach() {
-      if (!m.sources.delete(source)) return;
-      flushSource(m, source);
+      if (!m.sources.has(source)) return;
+      for (const mirror of m.mirrors) mirror.update();
+      m.sources.delete(source);
     },
   };
 }

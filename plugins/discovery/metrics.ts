@@ -2,7 +2,7 @@
  * Discovery's numbers: totals kept in plain fields (what `getDiscoveryMetrics()` returns) and the Prometheus
  * metrics `codexdns_discovery_*`, observed once per job or method attempt — never per query.
  */
-import type { Counter, Gauge, Histogram } from 'prom-client';
+import type { Counter, Histogram } from 'prom-client';
 import type { MetricsFactory } from '../../core/metricsRegistry';
 import type { LatencyStats, MethodName, MethodStats } from './hooks';
 
@@ -76,17 +76,16 @@ export function registerPrometheus(
   const duration = factory.histogram({ subsystem: SUBSYSTEM, name: 'duration_seconds', help: 'Time of a whole discovery job (all its methods)', buckets: BUCKETS });
   const attempts = factory.counter({ subsystem: SUBSYSTEM, name: 'method_attempts_total', help: 'Method attempts, by method and outcome (found, negative, failure)', labelNames: ['method', 'outcome'] as const });
   const methodDuration = factory.histogram({ subsystem: SUBSYSTEM, name: 'method_duration_seconds', help: 'Time of one method attempt', labelNames: ['method'] as const, buckets: BUCKETS });
-  const gauge = (name: string, help: string, pick: (v: NonNullable<ReturnType<typeof read>>) => number): Gauge => {
-    const g: Gauge = factory.gauge({
+  const gauge = (name: string, help: string, pick: (v: NonNullable<ReturnType<typeof read>>) => number): void => {
+    factory.mirrorGauge({
       subsystem: SUBSYSTEM,
       name,
       help,
-      collect(this: Gauge) {
+      levels: () => {
         const v = read();
-        if (v !== undefined) this.set(pick(v));
+        return v === undefined ? undefined : [{ value: pick(v) }];
       },
     });
-    return g;
   };
   gauge('queue_depth', 'Discovery jobs waiting for a worker', (v) => v.queue);
   gauge('backlog', 'Clients waiting for a later discovery attempt (deferred, retrying, queue full, refresh due)', (v) => v.backlog);

@@ -3,7 +3,7 @@
  * Label children are bound once per upstream (and per RCODE on first use), never looked up per query.
  */
 import type { Counter, Gauge, Histogram } from 'prom-client';
-import type { MetricsFactory } from '../../core/metricsRegistry';
+import type { MetricsFactory, MirroredLevel } from '../../core/metricsRegistry';
 import { RCODE_NAMES } from '../../core/wire/constants';
 import type { UdpPoolSink } from './exchange';
 
@@ -46,11 +46,10 @@ export function registerPool(to: string, pool: PoolSource): () => void {
   return () => poolSources.delete(pool);
 }
 
-function sumPools(g: Gauge<'to'>, read: (p: PoolSource) => number): void {
-  g.reset();
+function sumPools(read: (p: PoolSource) => number): MirroredLevel<'to'>[] {
   const by = new Map<string, number>();
   for (const [p, to] of poolSources) by.set(to, (by.get(to) ?? 0) + read(p));
-  for (const [to, v] of by) g.set({ to }, v);
+  return [...by].map(([to, value]) => ({ labels: { to }, value }));
 }
 
 export class ForwardMetrics {
@@ -112,48 +111,41 @@ export class ForwardMetrics {
     this.truncatedRetries = factory.counter({ name: 'truncated_retries_total', help: 'Truncated UDP answers retried over TCP.', labelNames: ['to'] });
     this.localAnswers = factory.counter({ name: 'local_answers_total', help: 'Private reverse-zone and home.arpa queries answered locally (no `private` upstream set).' });
     this.upstreamUp = factory.gauge({ name: 'upstream_up', help: '1 when the upstream is considered healthy, 0 when it is marked down.', labelNames: ['to'] });
-    this.inFlight = factory.gauge({
+    this.inFlight = factory.mirrorGauge({
       name: 'inflight_queries',
       help: 'Distinct questions waiting on an upstream answer (bounded by max_concurrent; merged copies are in merged_waiting_queries).',
       labelNames: ['server'],
-      collect(this: Gauge<'server'>) {
-        this.reset();
-        for (const s of inFlightSources) this.set({ server: s.block }, s.inFlight);
-      },
-    });
-    this.mergedWaiting = factory.gauge({
+      reset: true,
+      levels: () => [...inFlightSources].map((s) => ({ labels: { server: s.block }, value: s.inFlight })),
+    }).metric;
+    this.mergedWaiting = factory.mirrorGauge({
       name: 'merged_waiting_queries',
       help: 'Client queries waiting on an identical question already in flight (bounded by max_concurrent, apart from inflight_queries).',
       labelNames: ['server'],
-      collect(this: Gauge<'server'>) {
-        this.reset();
-        for (const s of inFlightSources) this.set({ server: s.block }, s.merging);
-      },
-    });
-    this.udpSockets = factory.gauge({
+      reset: true,
+      levels: () => [...inFlightSources].map((s) => ({ labels: { server: s.block }, value: s.merging })),
+    }).metric;
+    this.udpSockets = factory.mirrorGauge({
       name: 'udp_sockets',
       help: 'UDP sockets open to each upstream (its pool: in use, and retired ones still waiting for their last answer).',
       labelNames: ['to'],
-      collect(this: Gauge<'to'>) {
-        sumPools(this, (p) => p.sockets);
-      },
-    });
-    this.udpTries = factory.gauge({
+      reset: true,
+      levels: () => sumPools((p) => p.sockets),
+    }).metric;
+    this.udpTries = factory.mirrorGauge({
       name: 'udp_inflight_tries',
       help: 'UDP tries waiting for an answer in each upstream\'s pool (its in-flight table; bounded by udp_inflight_tries_limit).',
       labelNames: ['to'],
-      collect(this: Gauge<'to'>) {
-        sumPools(this, (p) => p.inFlight);
-      },
-    });
-    this.udpTriesLimit = factory.gauge({
+      reset: true,
+      levels: () => sumPools((p) => p.inFlight),
+    }).metric;
+    this.udpTriesLimit = factory.mirrorGauge({
       name: 'udp_inflight_tries_limit',
       help: 'Size of each upstream pool\'s in-flight table: tries beyond it fail at once (udp_pool_exhausted_total).',
       labelNames: ['to'],
-      collect(this: Gauge<'to'>) {
-        sumPools(this, (p) => p.capacity);
-      },
-    });
+      reset: true,
+      levels: () => sumPools((p) => p.capacity),
+    }).metric;
     this.udpSocketsOpened = factory.counter({ name: 'udp_sockets_opened_total', help: 'UDP sockets opened to each upstream (each bound by the kernel to a random port).', labelNames: ['to'] });
     this.udpSocketsRetired = factory.counter({ name: 'udp_sockets_retired_total', help: 'UDP sockets retired after their query or age limit, so source ports keep changing.', labelNames: ['to'] });
     this.udpIdCollisions = factory.counter({ name: 'udp_id_collisions_total', help: 'Random IDs drawn again because another try on the same socket had them.', labelNames: ['to'] });

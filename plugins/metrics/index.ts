@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { collectDefaultMetrics, type Counter, type Registry } from 'prom-client';
+import { collectDefaultMetrics, type Registry } from 'prom-client';
 import { SyncHook, SyncWaterfallHook } from 'tapable';
 import { OptionError } from '../../config/errors';
 import { Duration, Type } from '../../config/types';
@@ -130,28 +130,22 @@ function registerServerMetrics(api: PluginApi): void {
   const w = (): WireStats => src.wire();
   for (const t of wireTotals(w, () => dashboardStreams(registry))) {
     const label = t.label;
-    f.counter({
+    // The wire layer keeps monotonic totals; the counters follow them when scraped, never per packet.
+    f.mirrorCounter({
       subsystem: t.subsystem,
       name: t.name,
       help: t.help,
       labelNames: label === undefined ? [] : [label],
-      collect(this: Counter<string>): void {
-        // Brings the series up to the monotonic totals kept by the wire layer (scrape time, never per packet).
+      reported: () => src.marks,
+      totals: () => {
         const v = t.read();
-        if (typeof v === 'number') return mirror(src.marks, this, t.name, v);
-        for (const [value, n] of Object.entries(v)) mirror(src.marks, this, `${t.name}:${value}`, n, { [label as string]: value });
+        if (typeof v === 'number') return [{ value: v }];
+        return Object.entries(v).map(([value, n]) => ({ labels: { [label as string]: value }, value: n }));
       },
     });
   }
   for (const g of wireLevels(w, () => dashboardStreams(registry))) {
-    f.gauge({
-      subsystem: g.subsystem,
-      name: g.name,
-      help: g.help,
-      collect() {
-        this.set(g.read());
-      },
-    });
+    f.mirrorGauge({ subsystem: g.subsystem, name: g.name, help: g.help, levels: () => [{ value: g.read() }] });
   }
   const info = f.gauge({ subsystem: 'build', name: 'info', help: 'Always 1; the labels tell the codexdns and Node.js versions.', labelNames: ['version', 'nodejs'] as const });
   info.set({ version: packageVersion(), nodejs: process.version }, 1);
@@ -213,14 +207,6 @@ function wireLevels(w: () => WireStats, streams: () => { open: number }): Level[
     { subsystem: 'dns', name: 'inflight_queries', help: 'Queries being handled by a chain now.', read: () => w().inFlight },
     { subsystem: 'http', name: 'dashboard_streams', help: 'Dashboard live streams open now (at most 16 per listener).', read: () => streams().open },
   ];
-}
-
-/** Adds to `c` what `value` (a monotonic total) grew by since the last scrape. */
-function mirror(marks: Map<string, number>, c: Counter<string>, key: string, value: number, labels?: Record<string, string>): void {
-  const d = Math.max(0, value - (marks.get(key) ?? 0));
-  marks.set(key, value);
-  if (labels) c.inc(labels, d);
-  else c.inc(d);
 }
 
 const processMetrics = new WeakSet<Registry>();

@@ -1,74 +1,55 @@
-import type { Counter } from 'prom-client';
-import type { MetricsFactory } from '../../core/metricsRegistry';
+import type { MetricsFactory, MirroredTotal } from '../../core/metricsRegistry';
 import type { QueryLog, QueryLogStats } from './querylog';
 
 const SUBSYSTEM = 'querylog';
 
 /**
- * `codexdns_querylog_*`. Nothing here runs per query: gauges read the log when scraped, counters are brought up
- * to the log's plain-number totals when scraped (the marks live on the log, so a reload never counts twice),
+ * `codexdns_querylog_*`. Nothing here runs per query: gauges read the log when scraped, counters follow the
+ * log's plain-number totals when scraped (what was reported is kept on the log, so a reload never counts twice),
  * and the batch histogram is observed once per batch. Returns the per-batch observer.
  */
 export function registerMetrics(factory: MetricsFactory, current: () => QueryLog): (rows: number, seconds: number, ok: boolean) => void {
-  factory.gauge({
+  factory.mirrorGauge({
     subsystem: SUBSYSTEM,
     name: 'ring_entries',
     help: 'Served queries waiting in the in-memory ring for the next batch.',
-    collect() {
-      this.set(current().pending);
-    },
+    levels: () => [{ value: current().pending }],
   });
-  factory.gauge({
+  factory.mirrorGauge({
     subsystem: SUBSYSTEM,
     name: 'ring_capacity',
     help: 'Size of the ring (the `ring` option); beyond it entries are dropped.',
-    collect() {
-      this.set(current().opts.ring);
-    },
+    levels: () => [{ value: current().opts.ring }],
   });
-  factory.gauge({
+  factory.mirrorGauge({
     subsystem: SUBSYSTEM,
     name: 'tracked_keys',
     help: 'Distinct clients and names held in memory for the hourly and daily counts (bounded by max_hourly_keys).',
-    collect() {
-      this.set(current().trackedKeys);
-    },
+    levels: () => [{ value: current().trackedKeys }],
   });
-  factory.gauge({
+  factory.mirrorGauge({
     subsystem: SUBSYSTEM,
     name: 'storage_ok',
     help: '1 when the last batch was written, 0 when it failed.',
-    collect() {
-      this.set(current().stats.storageOk ? 1 : 0);
-    },
+    levels: () => [{ value: current().stats.storageOk ? 1 : 0 }],
   });
-  const mirrored = <L extends string>(name: string, help: string, labelNames: readonly L[], values: (s: QueryLogStats) => Array<[Record<L, string> | null, number]>): void => {
-    const c: Counter<L> = factory.counter<L>({ subsystem: SUBSYSTEM, name, help, labelNames });
-    (c as unknown as { collect: () => void }).collect = () => {
-      const log = current();
-      for (const [labels, value] of values(log.stats)) {
-        const mark = `${name}|${labels === null ? '' : JSON.stringify(labels)}`;
-        const last = log.metricMarks.get(mark) ?? 0;
-        if (labels === null) c.inc(Math.max(0, value - last));
-        else c.inc(labels as never, Math.max(0, value - last));
-        log.metricMarks.set(mark, value);
-      }
-    };
+  const mirrored = <L extends string>(name: string, help: string, labelNames: readonly L[], totals: (s: QueryLogStats) => MirroredTotal<L>[]): void => {
+    factory.mirrorCounter<L>({ subsystem: SUBSYSTEM, name, help, labelNames, totals: () => totals(current().stats), reported: () => current().metricMarks });
   };
-  mirrored('entries_total', 'Served queries put into the ring.', [], (s) => [[null, s.logged]]);
-  mirrored('written_total', 'Entries written to the database.', [], (s) => [[null, s.written]]);
+  mirrored('entries_total', 'Served queries put into the ring.', [], (s) => [{ value: s.logged }]);
+  mirrored('written_total', 'Entries written to the database.', [], (s) => [{ value: s.written }]);
   mirrored('dropped_total', 'Entries lost: ring full (ring_full) or a batch the database refused (storage).', ['reason'] as const, (s) => [
-    [{ reason: 'ring_full' }, s.droppedRingFull],
-    [{ reason: 'storage' }, s.droppedStorage],
+    { labels: { reason: 'ring_full' }, value: s.droppedRingFull },
+    { labels: { reason: 'storage' }, value: s.droppedStorage },
   ]);
   mirrored('skipped_total', 'Served queries not logged on purpose: `exclude` (excluded) or `sample` (sampled).', ['reason'] as const, (s) => [
-    [{ reason: 'excluded' }, s.skippedExcluded],
-    [{ reason: 'sampled' }, s.skippedSampled],
+    { labels: { reason: 'excluded' }, value: s.skippedExcluded },
+    { labels: { reason: 'sampled' }, value: s.skippedSampled },
   ]);
-  mirrored('batches_total', 'Batches written (one transaction each).', [], (s) => [[null, s.batches]]);
-  mirrored('batch_failures_total', 'Batches the database refused (their entries are dropped).', [], (s) => [[null, s.failedBatches]]);
-  mirrored('hourly_keys_overflow_total', 'Counts merged into "(other)" (or, for today\'s per-client count, not kept) because the bound of `max_hourly_keys` was reached.', [], (s) => [[null, s.keysOverflow]]);
-  mirrored('pruned_total', 'Rows deleted by `retention` and `max_rows`.', [], (s) => [[null, s.pruned]]);
+  mirrored('batches_total', 'Batches written (one transaction each).', [], (s) => [{ value: s.batches }]);
+  mirrored('batch_failures_total', 'Batches the database refused (their entries are dropped).', [], (s) => [{ value: s.failedBatches }]);
+  mirrored('hourly_keys_overflow_total', 'Counts merged into "(other)" (or, for today\'s per-client count, not kept) because the bound of `max_hourly_keys` was reached.', [], (s) => [{ value: s.keysOverflow }]);
+  mirrored('pruned_total', 'Rows deleted by `retention` and `max_rows`.', [], (s) => [{ value: s.pruned }]);
   const h = factory.histogram({
     subsystem: SUBSYSTEM,
     name: 'batch_duration_seconds',

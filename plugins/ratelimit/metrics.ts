@@ -3,10 +3,19 @@
  * a limit hits — an allowed query costs nothing here), and the number of client buckets (read when scraped).
  */
 import type { Counter } from 'prom-client';
-import type { MetricsFactory } from '../../core/metricsRegistry';
+import type { MetricsFactory, ReportedTotals } from '../../core/metricsRegistry';
 import type { LimitAction, QueryLimiter } from './limiter';
 
 const SUBSYSTEM = 'ratelimit';
+
+// The limiter outlives a reload that keeps its options (api.retain): what was reported stays with it.
+const reported = new WeakMap<QueryLimiter, ReportedTotals>();
+
+function reportedOf(q: QueryLimiter): ReportedTotals {
+  let r = reported.get(q);
+  if (r === undefined) reported.set(q, (r = new Map()));
+  return r;
+}
 
 export interface RatelimitMetrics {
   readonly queriesLimited: Counter.Internal;
@@ -20,26 +29,26 @@ export function registerRatelimitMetrics(factory: MetricsFactory, server: string
     help: 'Queries (part=queries, by action) and discovery jobs (part=discovery) over their rate limit',
     labelNames: ['server', 'part', 'action'] as const,
   });
-  factory.gauge({
+  factory.mirrorGauge({
     subsystem: SUBSYSTEM,
     name: 'buckets',
     help: 'Clients (or client networks) with a query bucket in memory',
     labelNames: ['server'] as const,
-    collect(this: import('prom-client').Gauge<'server'>) {
+    levels: () => {
       const q = queries();
-      if (q !== undefined) this.labels(server).set(q.size);
+      return q === undefined ? [] : [{ labels: { server }, value: q.size }];
     },
   });
-  const evicted = factory.counter({ subsystem: SUBSYSTEM, name: 'buckets_evicted_total', help: 'Query buckets forgotten because `max_clients` was reached', labelNames: ['server'] as const });
-  let mark = 0;
-  (evicted as unknown as { collect: () => void }).collect = () => {
-    const q = queries();
-    if (q === undefined) return;
-    const n = q.evictions;
-    if (n < mark) mark = 0; // a new limiter after a reload that changed the options
-    evicted.labels(server).inc(n - mark);
-    mark = n;
-  };
+  factory.mirrorCounter({
+    subsystem: SUBSYSTEM,
+    name: 'buckets_evicted_total',
+    help: 'Query buckets forgotten because `max_clients` was reached',
+    labelNames: ['server'] as const,
+    totals: () => {
+      const q = queries();
+      return q === undefined ? [] : [{ labels: { server }, value: q.evictions, reported: reportedOf(q) }];
+    },
+  });
   return {
     queriesLimited: limited.labels(server, 'queries', action ?? 'refuse'),
     discoveryLimited: limited.labels(server, 'discovery', 'defer'),

@@ -6,8 +6,8 @@ import { DnsResponse } from '../core/response';
 import { parseQuery, type ParsedQuery } from '../core/wire/query';
 import { layoutOf } from '../core/wire/message';
 import { buildQuery } from '../testing/client';
+import { recordA as a, recordSoa as soa } from '../testing/fakeUpstream';
 import { CacheStore, EntryKind, cacheKey, type StoreLimits } from '../plugins/cache/store';
-import { a, soa } from './helpers/cacheUpstream';
 
 const LIMITS: StoreLimits = { capacity: 100, maxTtl: 3600, minTtl: 0, denialTtl: 1800, servfailMs: 5000, maxStaleMs: 0 };
 
