@@ -9,6 +9,8 @@ import { configJsonSchema, type CustomPluginSchema } from '../config/schemaExpor
 import { parse as parseYaml } from 'yaml';
 import { CodexServer } from '../core/server';
 import { builtinCatalog } from '../plugins/catalog';
+import { registerClientsMigrations } from '../plugins/clienttrack/store';
+import { migrationsDir as querylogMigrationsDir } from '../plugins/querylog';
 
 const USAGE = `Usage:
   codexdns [--conf FILE]              run the server (default ./Corefile.yaml)
@@ -65,6 +67,11 @@ async function migrate(action: string | undefined, file: string): Promise<number
     }
   }
   const storage = await openStorage(options, { baseDir: cfg.dir });
+  // Built-in plugins that own tables migrate them as their own sets (the server registers them at first use):
+  // `migrate up` prepares every table the configuration will use.
+  const used = new Set(cfg.servers.flatMap((b) => b.plugins.map((p) => p.name)));
+  if (used.has('clienttrack')) registerClientsMigrations(storage);
+  if (used.has('querylog')) storage.migrate.addPlugin('querylog', querylogMigrationsDir());
   try {
     if (action === 'up') {
       const done = await storage.migrate.latest();

@@ -21,7 +21,7 @@ import { DnsResponse } from '../core/response';
 import { builtinCatalog } from '../plugins/catalog';
 import { httpListeners } from '../plugins/metrics';
 import { Batcher } from '../plugins/clienttrack/batcher';
-import { ClientStore } from '../storage/clientStore';
+import { ClientStore, registerClientsMigrations } from '../plugins/clienttrack/store';
 import { openStorage, type Storage, type StorageConfig } from '../storage/open';
 import { shortErrorMessage } from '../storage/errors';
 
@@ -103,6 +103,7 @@ interface Rig {
 async function rig(db: Db, o: { flushMs?: number; giveUpMs?: number; fileCheckMs?: number; logIntervalMs?: number } = {}): Promise<Rig> {
   const { log, lines } = capture();
   const storage = await openStorage(db.config, { baseDir: db.baseDir, log });
+  registerClientsMigrations(storage);
   await storage.migrate.latest();
   const store = new ClientStore(storage, { log, retry: { attempts: 2, minDelayMs: 10, maxDelayMs: 20 } });
   const batcher = new Batcher({
@@ -558,6 +559,7 @@ describe('storage faults: PostgreSQL', { skip: PG_URL ? false : 'set CODEXDNS_TE
     const conn = db.config.connection as { connectionString: string; options: string; application_name: string };
     // The first start creates the table (migrations), so it can be locked before the second start writes.
     await openStorage({ client: 'pg', connection: conn }, { baseDir: '.' }).then(async (s0) => {
+      registerClientsMigrations(s0);
       await s0.migrate.latest();
       await s0.close();
     });

@@ -9,7 +9,7 @@ import { SyncBailHook, SyncHook } from 'tapable';
 import { OptionError } from '../../config/errors';
 import { Duration, Type, type Static } from '../../config/types';
 import { definePlugin, type PluginApi } from '../../core/plugin';
-import type {} from '../clienttrack';
+import type { ClienttrackHooks } from '../clienttrack/hooks';
 import { isProbeable, parseIp } from './address';
 import { DiscoveryEngine, type EngineOptions, type EngineStore } from './engine';
 import { createArp } from './methods/arp';
@@ -209,26 +209,14 @@ function leaseFiles(api: PluginApi<DiscoveryHooks>, o: DiscoveryOptions): LeaseF
   });
 }
 
-function storeOf(api: PluginApi<DiscoveryHooks>): EngineStore {
-  const storage = api.storage;
+/**
+ * The engine's reads of the `clients` table, through clienttrack's hooks (the table is clienttrack's). The engine
+ * outlives a chain when discovery's options are unchanged; `link.track` is the serving chain's clienttrack.
+ */
+function storeOf(link: { track: ClienttrackHooks }): EngineStore {
   return {
-    async discovering(limit) {
-      const db = await storage.reader();
-      const rows = (await db('clients').select('ip').where('discovering', true).orderBy('first_seen').limit(limit)) as Array<{ ip: string }>;
-      return rows.map((r) => r.ip);
-    },
-    async stale(discoveredBefore, seenSince, limit) {
-      const db = await storage.reader();
-      const rows = (await db('clients')
-        .select('ip')
-        .where('discovering', false)
-        .whereNotNull('discovered_at')
-        .where('discovered_at', '<', discoveredBefore)
-        .where('last_seen', '>=', seenSince)
-        .orderBy('discovered_at')
-        .limit(limit)) as Array<{ ip: string }>;
-      return rows.map((r) => r.ip);
-    },
+    discovering: (limit) => link.track.discoveringClients.promise(limit),
+    stale: (discoveredBefore, seenSince, limit) => link.track.staleClients.promise({ discoveredBefore, seenSince, limit }),
   };
 }
 
@@ -270,6 +258,8 @@ export const discovery = definePlugin({
       api.log.warn('clienttrack is not in this server block: there are no new clients to discover');
       return;
     }
+    const link = api.retain(`engine|${resolverKey}|link`, () => ({ track }));
+    link.track = track;
     const engine = api.retain(
       `engine|${resolverKey}`,
       () => {
@@ -277,7 +267,7 @@ export const discovery = definePlugin({
         const eopts = engineOptions(o, built.active);
         if (built.active.length === 0) api.log.warn('no discovery method is usable: clients will be marked discovered with nothing found', { methods: o.methods.join(',') });
         if (wantsRdns && choice.resolvers.length > 0) api.log.info('rdns resolvers', { resolvers: resolverKey, from: choice.source });
-        return new DiscoveryEngine(eopts, { methods: built.methods, log: api.log, probeable, vendorOf, store: storeOf(api) });
+        return new DiscoveryEngine(eopts, { methods: built.methods, log: api.log, probeable, vendorOf, store: storeOf(link) });
       },
       (e) => e.close(),
     );
