@@ -21,6 +21,10 @@ import { localAnswer, maybePrivate, privateZoneOf } from './private';
 import { isResolvConfPath, readResolvConf } from '../pkg/resolvconf';
 import { canonicalIp, ownEndpoints, parseUpstream, type UpstreamAddress } from '../pkg/endpoints';
 import { Upstream } from './upstream';
+import type { ForwardEndpoint, ForwardHooks } from './hooks';
+import { SyncBailHook } from 'tapable';
+
+export type { ForwardEndpoint, ForwardHooks } from './hooks';
 
 export { EDE_NO_REACHABLE_AUTHORITY, FAILURE_EDE, TCP_FAILED_EDE } from './forward';
 
@@ -57,6 +61,9 @@ export const forward = definePlugin({
   description: 'Forwards queries to upstream resolvers: failover, health checks, merged identical queries, forgery-resistant exchanges',
   options: ForwardOptions,
   role: 'answers',
+  declare(): ForwardHooks {
+    return { privateUpstreams: new SyncBailHook<[], readonly ForwardEndpoint[] | undefined>([]) };
+  },
   check(options, context) {
     if (options.timeout <= 0) throw new OptionError('timeout', 'must be above 0');
     if (options.deadline <= 0) throw new OptionError('deadline', 'must be above 0');
@@ -67,6 +74,10 @@ export const forward = definePlugin({
     const own = ownEndpoints(api.block.listen);
     const to = resolveUpstreams(api, 'to', options.to, own);
     const priv = options.private !== undefined ? resolveUpstreams(api, 'private', options.private, own) : undefined;
+    if (priv !== undefined) {
+      const published: readonly ForwardEndpoint[] = Object.freeze(priv.map((a) => Object.freeze({ host: a.host, port: a.port })));
+      api.own.privateUpstreams.tap('forward', () => published);
+    }
 
     const metrics = new ForwardMetrics(api.metrics);
     const labels = `${to.map((u) => u.label).join(',')}|${priv?.map((u) => u.label).join(',') ?? '-'}|${options.max_concurrent}`;

@@ -334,7 +334,7 @@ export async function healthJson(views: readonly BlockView[], registry: Registry
   }
 
   const ups = await registryValues(registry, 'codexdns_forward_upstream_up');
-  if (ups === null || !views.some((v) => v.api.server.pluginOptions('forward') !== undefined)) parts.forward = { state: 'disabled' };
+  if (ups === null || !views.some((v) => v.api.hooksOf('forward') !== undefined)) parts.forward = { state: 'disabled' };
   else {
     const up = ups.filter((u) => u.value === 1).length;
     parts.forward = { state: ups.length === 0 || up === ups.length ? 'up' : up === 0 ? 'down' : 'degraded', upstreams: ups.length, up };
@@ -380,7 +380,7 @@ async function seriesOf(registry: Registry, name: string): Promise<RawSeries[]> 
 
 /** Each forward upstream's health, tries, answers by RCODE, failures and mean latency, read from forward's metrics. */
 export async function upstreamsJson(views: readonly BlockView[], registry: Registry): Promise<{ enabled: boolean; upstreams: UpstreamJson[] }> {
-  if (!views.some((v) => v.api.server.pluginOptions('forward') !== undefined)) return { enabled: false, upstreams: [] };
+  if (!views.some((v) => v.api.hooksOf('forward') !== undefined)) return { enabled: false, upstreams: [] };
   const byTo = new Map<string, UpstreamJson & { sumS: number }>();
   const get = (to: string): UpstreamJson & { sumS: number } => {
     let u = byTo.get(to);

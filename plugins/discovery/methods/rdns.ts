@@ -27,16 +27,22 @@ export interface RdnsResolver {
 }
 
 export interface RdnsOptions {
-  resolvers: RdnsResolver[];
-  /** Time to wait for each resolver before trying the next one. */
-  timeoutMs: number;
+  /**
+   * The resolvers, or a function that gives them at each lookup: the server's choice may depend on another
+   * plugin (forward's `private` upstreams) that is only known once the whole chain is set up. A function that
+   * gives none means rdns has nothing to ask: the lookup finds nothing (it does not fail).
+   */
+  resolvers: readonly RdnsResolver[] | (() => readonly RdnsResolver[]);
+  /** Time to wait for each resolver before trying the next one; a function of the number of resolvers. */
+  timeoutMs: number | ((resolvers: number) => number);
 }
 
 const RCODE_NAMES: Record<number, string> = { 1: 'FORMERR', 2: 'SERVFAIL', 4: 'NOTIMP', 5: 'REFUSED' };
 
 export function createRdns(options: RdnsOptions): DiscoveryMethod {
-  const resolvers = options.resolvers.map((r) => ({ host: r.host, port: r.port }));
-  const timeoutMs = options.timeoutMs;
+  const given = options.resolvers;
+  const fixed = typeof given === 'function' ? undefined : given.map((r) => ({ host: r.host, port: r.port }));
+  const timeoutOf = options.timeoutMs;
   const inflight = new Inflight();
 
   async function lookup(ip: string, signal: AbortSignal): Promise<MethodOutcome> {
@@ -44,7 +50,9 @@ export function createRdns(options: RdnsOptions): DiscoveryMethod {
     try {
       const key = normalizeIp(ip);
       if (key === undefined) return NEGATIVE;
-      if (resolvers.length === 0) return failure('rdns: no resolver configured');
+      const resolvers = fixed ?? (given as () => readonly RdnsResolver[])();
+      if (resolvers.length === 0) return fixed === undefined ? NEGATIVE : failure('rdns: no resolver configured');
+      const timeoutMs = typeof timeoutOf === 'number' ? timeoutOf : timeoutOf(resolvers.length);
       const qname = reverseName(key);
       const problems: string[] = [];
       for (const r of resolvers) {
