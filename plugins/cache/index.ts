@@ -87,7 +87,7 @@ export const cachePlugin = definePlugin({
       },
     };
     store.listener = listener;
-    const metrics = bindCacheMetrics(api.metrics, api.block.name, stats, store);
+    const metrics = bindCacheMetrics(api, api.block.name, stats, store);
     const handler = new CacheHandler(store, stats, api.log, prefetch, stale);
     api.hooks.query.tapAsync('cache', handler.query);
     api.hooks.shutdown.tap('cache', () => {

@@ -1,5 +1,6 @@
-import type { Counter, Gauge, Registry } from 'prom-client';
+import type { Counter, Gauge } from 'prom-client';
 import type { MetricsFactory } from '../../core/metricsRegistry';
+import type { PluginApi } from '../../core/plugin';
 import type { CacheStore } from './store';
 
 /**
@@ -42,12 +43,12 @@ interface MetricSet {
   readonly sources: Set<Source>;
 }
 
-/** One set of metrics per registry (one per process, one per test server), shared by every cache instance. */
-const sets = new WeakMap<Registry, MetricSet>();
+/** One set of metrics per server, shared by every cache instance (every block, across reloads): `api.shared`. */
+function metricSet(api: Pick<PluginApi, 'metrics' | 'shared'>): MetricSet {
+  return api.shared('metric set', () => createMetricSet(api.metrics));
+}
 
-function metricSet(factory: MetricsFactory): MetricSet {
-  const existing = sets.get(factory.registry);
-  if (existing !== undefined) return existing;
+function createMetricSet(factory: MetricsFactory): MetricSet {
   const sources = new Set<Source>();
   let set: MetricSet | undefined;
   const flush = (): void => {
@@ -72,7 +73,6 @@ function metricSet(factory: MetricsFactory): MetricSet {
       collect: flush,
     }),
   };
-  sets.set(factory.registry, set);
   return set;
 }
 
@@ -97,8 +97,8 @@ function flushSource(m: MetricSet, s: Source): void {
 }
 
 /** Connects one cache instance's numbers to the registry; `detach` (at shutdown) reports the last of them. */
-export function bindCacheMetrics(factory: MetricsFactory, server: string, stats: CacheStats, store: CacheStore): { detach(): void } {
-  const m = metricSet(factory);
+export function bindCacheMetrics(api: Pick<PluginApi, 'metrics' | 'shared'>, server: string, stats: CacheStats, store: CacheStore): { detach(): void } {
+  const m = metricSet(api);
   const source: Source = { server, stats, store, reported: new CacheStats() };
   // Children exist from the start (a board shows 0, not "no data").
   m.hits.inc({ server, type: 'success' }, 0);

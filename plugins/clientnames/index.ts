@@ -30,9 +30,6 @@ export const options = Type.Object({
 
 export type ClientnamesOptions = typeof options.static;
 
-/** The table of each server block (configuration file + block) that serves now, for a successor with other options. */
-const serving = new Map<string, NameTable>();
-
 const LOAD_RETRY_MIN_MS = 1000;
 const LOAD_RETRY_MAX_MS = 30_000;
 
@@ -76,7 +73,9 @@ export default definePlugin({
     const zones = zonesOption(o.zones, 'zones', false);
     const reverseZones = zonesOption(o.reverse_zones, 'reverse_zones', true);
     const hosts = hostsOption(o.hosts);
-    const key = `${api.block.configFile}#${api.block.name}`;
+    const key = api.block.name;
+    // The table of each server block that serves now, for a successor with other options.
+    const serving = api.shared('serving', () => new Map<string, NameTable>());
     const table = api.retain(
       'table',
       () => new NameTable(o.max_names),
@@ -87,7 +86,7 @@ export default definePlugin({
     table.setStatic(hosts);
     const answerer = new Answerer({ zones, reverseZones, ttl: o.ttl, negativeTtl: o.negative_ttl }, table);
     api.hooks.query.tap('clientnames', (ctx) => answerer.answer(ctx));
-    const metrics = bindMetrics(api.metrics, api.block.name, table, answerer.stats);
+    const metrics = bindMetrics(api, api.block.name, table, answerer.stats);
 
     const firstZone = zones[0];
     api.hooksOf('metrics')?.apiClient.tap('clientnames', (client) => {

@@ -1,5 +1,6 @@
-import type { Counter, Gauge, Registry } from 'prom-client';
+import type { Counter, Gauge } from 'prom-client';
 import type { MetricsFactory } from '../../core/metricsRegistry';
+import type { PluginApi } from '../../core/plugin';
 import type { AnswerStats } from './answer';
 import type { NameTable, TableStats } from './nameTable';
 
@@ -27,14 +28,16 @@ interface MetricSet {
   readonly sources: Set<Source>;
 }
 
-const sets = new WeakMap<Registry, MetricSet>();
 const tableReported = new WeakMap<NameTable, TableStats>();
 
 const RESULTS: ReadonlyArray<keyof AnswerStats> = ['answered', 'nodata', 'nxdomain', 'ptr', 'passed'];
 
-function metricSet(factory: MetricsFactory): MetricSet {
-  const existing = sets.get(factory.registry);
-  if (existing !== undefined) return existing;
+/** One set of metrics per server, shared by every clientnames instance (every block, across reloads). */
+function metricSet(api: Pick<PluginApi, 'metrics' | 'shared'>): MetricSet {
+  return api.shared('metric set', () => createMetricSet(api.metrics));
+}
+
+function createMetricSet(factory: MetricsFactory): MetricSet {
   const sources = new Set<Source>();
   let set: MetricSet | undefined;
   const flush = (): void => {
@@ -52,7 +55,6 @@ function metricSet(factory: MetricsFactory): MetricSet {
     forgotten: factory.counter({ subsystem, name: 'forgotten_total', help: 'Devices removed because clienttrack retention removed them.', labelNames: ['server'], collect: flush }),
     answers: factory.counter({ subsystem, name: 'answers_total', help: 'Queries in our zones, by result (answered, nodata, nxdomain, ptr, passed).', labelNames: ['server', 'result'], collect: flush }),
   };
-  sets.set(factory.registry, set);
   return set;
 }
 
@@ -80,8 +82,8 @@ function flushSource(m: MetricSet, s: Source): void {
 }
 
 /** Connects one chain's table and answer counters; `detach` (at shutdown) reports the last of them. */
-export function bindMetrics(factory: MetricsFactory, server: string, table: NameTable, answers: AnswerStats): { detach(): void } {
-  const m = metricSet(factory);
+export function bindMetrics(api: Pick<PluginApi, 'metrics' | 'shared'>, server: string, table: NameTable, answers: AnswerStats): { detach(): void } {
+  const m = metricSet(api);
   const source: Source = { server, table, answers, answersReported: { answered: 0, nodata: 0, nxdomain: 0, ptr: 0, passed: 0 } };
   m.sources.add(source);
   return {

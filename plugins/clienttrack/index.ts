@@ -27,9 +27,12 @@ export { Batcher, type TrackStore } from './batcher';
 
 const DAY = 86_400_000;
 
-/** The tracker of each server block (configuration file + block), for the successor built by a reload. */
-const live = new Map<string, Tracker>();
-const predecessor = new WeakMap<Tracker, Tracker>();
+/** The tracker of each server block, for the successor a reload builds (shared by the server's clienttrack instances). */
+interface Trackers {
+  readonly live: Map<string, Tracker>;
+  /** Who a tracker took its index from: serving again if the reload that built it fails. */
+  readonly predecessor: WeakMap<Tracker, Tracker>;
+}
 
 export const options = Type.Object({
   workers: Type.Integer({ minimum: 1, default: 100, description: 'Tracking jobs running at once' }),
@@ -169,7 +172,8 @@ export default definePlugin({
       if (reader === null || reader.for !== s) reader = { store: new ClientStore(s, { log, retry: { attempts: 2, minDelayMs: 10, maxDelayMs: 50 } }), for: s };
       return reader.store;
     };
-    const key = `${api.block.configFile}#${api.block.name}`;
+    const key = api.block.name;
+    const { live, predecessor } = api.shared<Trackers>('trackers', () => ({ live: new Map(), predecessor: new WeakMap() }));
     const tracker = api.retain(
       'tracker',
       () => {

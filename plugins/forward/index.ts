@@ -15,7 +15,7 @@ import { DnsResponse } from '../../core/response';
 import { DEFAULT_EDNS_SIZE } from '../../core/wire/constants';
 import { isInZone } from '../../core/wire/names';
 import { Forwarder, UpstreamGroup, type Callback } from './forward';
-import { ForwardMetrics, registerInFlight } from './metrics';
+import { ForwardMetrics, GaugeSources } from './metrics';
 import { POLICY_NAMES, createPolicy, type PolicyName } from './policy';
 import { localAnswer, maybePrivate, privateZoneOf } from './private';
 import { isResolvConfPath, readResolvConf } from '../pkg/resolvconf';
@@ -79,7 +79,7 @@ export const forward = definePlugin({
       api.own.privateUpstreams.tap('forward', () => published);
     }
 
-    const metrics = new ForwardMetrics(api.metrics);
+    const metrics = new ForwardMetrics(api.metrics, api.shared('gauge sources', () => new GaugeSources()));
     const labels = `${to.map((u) => u.label).join(',')}|${priv?.map((u) => u.label).join(',') ?? '-'}|${options.max_concurrent}`;
     // Every distinct question in flight may be at one upstream at once, plus its health probe.
     const pool = { maxInFlight: options.max_concurrent + 1 };
@@ -105,7 +105,7 @@ export const forward = definePlugin({
       clientShare: options.client_share,
       ednsSize: options.edns_size,
     }, metrics, api.log);
-    const unregister = registerInFlight(fwd);
+    const unregister = metrics.sources.registerInFlight(fwd);
     const all = groups.priv ? [groups.main, groups.priv] : [groups.main];
     if (options.health_check > 0 && options.max_fails > 0) {
       api.timers.setInterval(() => fwd.healthTick(all), options.health_check);

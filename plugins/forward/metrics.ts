@@ -23,13 +23,6 @@ export interface InFlightSource {
 /** Why a query was refused by forward's bounds (a metric label). */
 export type RejectReasonLabel = 'max_concurrent' | 'merged' | 'client_share';
 
-// One gauge serves every block and every chain generation: the live forwarders register here.
-const inFlightSources = new Set<InFlightSource>();
-
-export function registerInFlight(src: InFlightSource): () => void {
-  inFlightSources.add(src);
-  return () => inFlightSources.delete(src);
-}
 
 /** A UDP socket pool as its gauges see it. */
 export interface PoolSource {
@@ -38,19 +31,31 @@ export interface PoolSource {
   readonly capacity: number;
 }
 
-// The live pools by upstream label (several forward instances may share a label: their figures add up).
-const poolSources = new Map<PoolSource, string>();
+/**
+ * What the server's forward gauges read: one gauge serves every block and every chain generation, so the live
+ * forwarders and upstream pools register here (one instance per server, through `api.shared`).
+ */
+export class GaugeSources {
+  readonly inFlight = new Set<InFlightSource>();
+  /** The live pools by upstream label (several forward instances may share a label: their figures add up). */
+  readonly pools = new Map<PoolSource, string>();
 
-export function registerPool(to: string, pool: PoolSource): () => void {
-  poolSources.set(pool, to);
-  return () => poolSources.delete(pool);
-}
+  registerInFlight(src: InFlightSource): () => void {
+    this.inFlight.add(src);
+    return () => this.inFlight.delete(src);
+  }
 
-function sumPools(g: Gauge<'to'>, read: (p: PoolSource) => number): void {
-  g.reset();
-  const by = new Map<string, number>();
-  for (const [p, to] of poolSources) by.set(to, (by.get(to) ?? 0) + read(p));
-  for (const [to, v] of by) g.set({ to }, v);
+  registerPool(to: string, pool: PoolSource): () => void {
+    this.pools.set(pool, to);
+    return () => this.pools.delete(pool);
+  }
+
+  sumPools(g: Gauge<'to'>, read: (p: PoolSource) => number): void {
+    g.reset();
+    const by = new Map<string, number>();
+    for (const [p, to] of this.pools) by.set(to, (by.get(to) ?? 0) + read(p));
+    for (const [to, v] of by) g.set({ to }, v);
+  }
 }
 
 export class ForwardMetrics {
@@ -81,7 +86,7 @@ export class ForwardMetrics {
   readonly udpPoolExhausted: Counter<'to'>;
   private readonly ignoredChildren = new Map<string, CounterChild>();
 
-  constructor(factory: MetricsFactory) {
+  constructor(factory: MetricsFactory, readonly sources: GaugeSources = new GaugeSources()) {
     this.requests = factory.counter({ name: 'requests_total', help: 'Queries sent to each upstream (every try: UDP, TCP retry, failover).', labelNames: ['to'] });
     this.duration = factory.histogram({
       name: 'request_duration_seconds',
@@ -118,7 +123,7 @@ export class ForwardMetrics {
       labelNames: ['server'],
       collect(this: Gauge<'server'>) {
         this.reset();
-        for (const s of inFlightSources) this.set({ server: s.block }, s.inFlight);
+        for (const s of sources.inFlight) this.set({ server: s.block }, s.inFlight);
       },
     });
     this.mergedWaiting = factory.gauge({
@@ -127,7 +132,7 @@ export class ForwardMetrics {
       labelNames: ['server'],
       collect(this: Gauge<'server'>) {
         this.reset();
-        for (const s of inFlightSources) this.set({ server: s.block }, s.merging);
+        for (const s of sources.inFlight) this.set({ server: s.block }, s.merging);
       },
     });
     this.udpSockets = factory.gauge({
@@ -135,7 +140,7 @@ export class ForwardMetrics {
       help: 'UDP sockets open to each upstream (its pool: in use, and retired ones still waiting for their last answer).',
       labelNames: ['to'],
       collect(this: Gauge<'to'>) {
-        sumPools(this, (p) => p.sockets);
+        sources.sumPools(this, (p) => p.sockets);
       },
     });
     this.udpTries = factory.gauge({
@@ -143,7 +148,7 @@ export class ForwardMetrics {
       help: 'UDP tries waiting for an answer in each upstream\'s pool (its in-flight table; bounded by udp_inflight_tries_limit).',
       labelNames: ['to'],
       collect(this: Gauge<'to'>) {
-        sumPools(this, (p) => p.inFlight);
+        sources.sumPools(this, (p) => p.inFlight);
       },
     });
     this.udpTriesLimit = factory.gauge({
@@ -151,7 +156,7 @@ export class ForwardMetrics {
       help: 'Size of each upstream pool\'s in-flight table: tries beyond it fail at once (udp_pool_exhausted_total).',
       labelNames: ['to'],
       collect(this: Gauge<'to'>) {
-        sumPools(this, (p) => p.capacity);
+        sources.sumPools(this, (p) => p.capacity);
       },
     });
     this.udpSocketsOpened = factory.counter({ name: 'udp_sockets_opened_total', help: 'UDP sockets opened to each upstream (each bound by the kernel to a random port).', labelNames: ['to'] });
