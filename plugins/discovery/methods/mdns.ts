@@ -42,7 +42,8 @@ export function createMdns(options: MdnsOptions): DiscoveryMethod {
     allow: options.allow,
     request: (id, canonical) => {
       const qname = reverseName(canonical);
-      return { payload: buildPtrQuery(qname, id, false), accept: (msg) => matchPtrReply(msg, id, qname) };
+      const payload = buildPtrQuery(qname, id, false);
+      return { payload, accept: (msg) => matchPtrReply(msg, payload, qname) };
     },
     onReply: (reply) => {
       const name = pickName(reply.names.map(stripLocal));

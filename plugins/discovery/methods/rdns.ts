@@ -55,14 +55,14 @@ export function createRdns(options: RdnsOptions): DiscoveryMethod {
     const problems: string[] = [];
     for (const r of resolvers) {
       if (signal.aborted) return failure('rdns: aborted');
-      const id = randomId();
+      const payload = buildPtrQuery(qname, randomId(), true);
       const result = await udpExchange<PtrReply>({
         host: r.host,
         port: r.port,
-        payload: buildPtrQuery(qname, id, true),
+        payload,
         timeoutMs,
         signal,
-        accept: (msg) => matchPtrReply(msg, id, qname),
+        accept: (msg) => matchPtrReply(msg, payload, qname),
       });
       const where = `${r.host}:${r.port}`;
       switch (result.kind) {
