@@ -19,6 +19,8 @@ export interface ForwardHooks {
    * `startup`, or at first use), not in its own `setup`.
    */
   readonly privateUpstreams: SyncBailHook<[], readonly ForwardEndpoint[] | undefined>;
+  /** Call it (`.call()`) for `max_concurrent`: the distinct questions this block's forward keeps in flight at most. */
+  readonly maxConcurrent: SyncBailHook<[], number>;
 }
 
 declare module '../../core/plugin' {

@@ -62,7 +62,7 @@ export const forward = definePlugin({
   options: ForwardOptions,
   role: 'answers',
   declare(): ForwardHooks {
-    return { privateUpstreams: new SyncBailHook<[], readonly ForwardEndpoint[] | undefined>([]) };
+    return { privateUpstreams: new SyncBailHook<[], readonly ForwardEndpoint[] | undefined>([]), maxConcurrent: new SyncBailHook<[], number>([]) };
   },
   check(options, context) {
     if (options.timeout <= 0) throw new OptionError('timeout', 'must be above 0');
@@ -74,6 +74,7 @@ export const forward = definePlugin({
     const own = ownEndpoints(api.block.listen);
     const to = resolveUpstreams(api, 'to', options.to, own);
     const priv = options.private !== undefined ? resolveUpstreams(api, 'private', options.private, own) : undefined;
+    api.own.maxConcurrent.tap('forward', () => options.max_concurrent);
     if (priv !== undefined) {
       const published: readonly ForwardEndpoint[] = Object.freeze(priv.map((a) => Object.freeze({ host: a.host, port: a.port })));
       api.own.privateUpstreams.tap('forward', () => published);

@@ -140,7 +140,7 @@ export async function goroutinesJson(views: readonly BlockView[], registry: Regi
   const q = firstWith(views, (v) => v.sources.queue());
   const d = firstWith(views, (v) => v.sources.discovery());
   const forwardCap = views.reduce<number | null>((acc, v) => {
-    const c = v.sources.pluginOption('forward', 'max_concurrent');
+    const c = v.api.hooksOf('forward')?.maxConcurrent.call();
     return typeof c === 'number' ? (acc ?? 0) + c : acc;
   }, null);
   const forwards = await registrySum(registry, 'codexdns_forward_inflight_queries');
