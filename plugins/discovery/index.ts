@@ -279,8 +279,6 @@ export const discovery = definePlugin({
       return;
     }
     const link = api.retain<ChainLink>('engine|link', () => ({ track, resolvers }));
-    link.track = track;
-    link.resolvers = resolvers;
     const engine = api.retain(
       'engine',
       () => {
@@ -291,7 +289,13 @@ export const discovery = definePlugin({
       },
       (e) => e.close(),
     );
-    if (wantsRdns) api.hooks.startup.tap('discovery', () => void resolvers());
+    api.hooks.startup.tap('discovery', () => {
+      // At the swap, not in setup: a reload that fails after this setup leaves the engine reading the chain
+      // that still serves.
+      link.track = track;
+      link.resolvers = resolvers;
+      if (wantsRdns) resolvers();
+    });
     const own = api.own;
     engine.connect({ own, apply: (u) => track.applyDiscovery.call(u) });
     // The same metric objects after a reload (the registry is shared); the gauges now read this engine.
