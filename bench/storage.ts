@@ -15,7 +15,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 
-import { ClientStore, openStorage, type ClientUpdate, type Storage, type StorageConfig } from '../storage';
+import { openStorage, type Storage, type StorageConfig } from '../storage';
+import { ClientStore, registerClientsMigrations, type ClientUpdate } from '../plugins/clienttrack/store';
 
 const batches = Number(process.argv[2] ?? 200);
 const batchSize = Number(process.argv[3] ?? 500);
@@ -62,6 +63,7 @@ async function timeIt(label: string, db: string, fn: (b: number) => Promise<void
 }
 
 async function run(db: string, storage: Storage): Promise<void> {
+  registerClientsMigrations(storage);
   await storage.migrate.latest();
   await storage.writer('clients').del();
   const store = new ClientStore(storage);

@@ -18,7 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { silentLogger } from '../core/log';
-import { ClientStore } from '../storage/clientStore';
+import { ClientStore, registerClientsMigrations } from '../plugins/clienttrack/store';
 import { openStorage } from '../storage/open';
 import { Tracker, type TrackerOptions } from '../plugins/clienttrack/tracker';
 
@@ -47,6 +47,7 @@ async function scenario(name: string, clients: number): Promise<Record<string, n
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'codexdns-track-'));
   const storage = await openStorage({ client: 'sqlite3', connection: { filename: 'track.sqlite' } }, { baseDir: dir });
   try {
+    registerClientsMigrations(storage);
     await storage.migrate.latest();
     const store = new ClientStore(storage);
     const t = new Tracker(OPTS, { openStore: async () => store, log: silentLogger });

@@ -9,13 +9,16 @@ import { configJsonSchema, type CustomPluginSchema } from '../config/schemaExpor
 import { parse as parseYaml } from 'yaml';
 import { CodexServer } from '../server/server';
 import { builtinCatalog } from '../server/catalog';
+import { registerClientsMigrations } from '../plugins/clienttrack/store';
+import { migrationsDir as querylogMigrationsDir } from '../plugins/querylog';
 
 const USAGE = `Usage:
   codexdns [--conf FILE]              run the server (default ./Corefile.yaml)
   codexdns validate [FILE]            check a configuration; prints every problem, exits 1 on errors
   codexdns schema [FILE]              print the configuration's JSON Schema (for editors); with FILE, the options of its custom plugins too
-  codexdns migrate up|down|status|unlock [--conf FILE]
-                                      apply, roll back one step, list, or clear a stale migration lock
+  codexdns migrate up|down|status|unlock [SET] [--conf FILE]
+                                      apply, roll back one step, list, or clear a stale migration lock; SET:
+                                      core (default for down) or a plugin's set (clienttrack, querylog)
   codexdns filter why NAME [--client IP] [--conf FILE]
                                       which list, line and group block or allow NAME
   codexdns --help | --version`;
@@ -50,7 +53,7 @@ async function validate(file: string): Promise<number> {
   }
 }
 
-async function migrate(action: string | undefined, file: string): Promise<number> {
+async function migrate(action: string | undefined, set: string | undefined, file: string): Promise<number> {
   if (action !== 'up' && action !== 'down' && action !== 'status' && action !== 'unlock') fail(`migrate takes up, down, status or unlock\n${USAGE}`, 2);
   const cfg = await loadConfigFile(file, builtinCatalog);
   // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -65,15 +68,20 @@ async function migrate(action: string | undefined, file: string): Promise<number
     }
   }
   const storage = await openStorage(options, { baseDir: cfg.dir });
+  // Built-in plugins that own tables migrate them as their own sets (the server registers them at first use):
+  // `migrate up` prepares every table the configuration will use.
+  const used = new Set(cfg.servers.flatMap((b) => b.plugins.map((p) => p.name)));
+  if (used.has('clienttrack')) registerClientsMigrations(storage);
+  if (used.has('querylog')) storage.migrate.addPlugin('querylog', querylogMigrationsDir());
   try {
     if (action === 'up') {
-      const done = await storage.migrate.latest();
+      const done = await storage.migrate.latest(set);
       process.stdout.write(done.length ? `applied: ${done.join(', ')}\n` : 'already up to date\n');
     } else if (action === 'down') {
-      const undone = await storage.migrate.down();
+      const undone = await storage.migrate.down(set);
       process.stdout.write(undone.length ? `rolled back: ${undone.join(', ')}\n` : 'nothing to roll back\n');
     } else if (action === 'unlock') {
-      await storage.migrate.unlock();
+      await storage.migrate.unlock(set);
       process.stdout.write('migration lock cleared\n');
     } else {
       process.stdout.write(JSON.stringify(await storage.migrate.status(), null, 2) + '\n');
@@ -156,7 +164,10 @@ async function main(argv: string[]): Promise<void> {
     const { filterWhyCommand } = require('./filterWhy') as typeof import('./filterWhy');
     process.exit(await filterWhyCommand(rest.slice(1), confArg(rest.slice(1)), (t) => process.stdout.write(t)));
   }
-  if (cmd === 'migrate') process.exit(await migrate(rest[0], confArg(rest.slice(1))));
+  if (cmd === 'migrate') {
+    const set = rest[1] !== undefined && !rest[1].startsWith('-') ? rest[1] : undefined;
+    process.exit(await migrate(rest[0], set, confArg(rest.slice(set === undefined ? 1 : 2))));
+  }
   if (cmd !== undefined && !cmd.startsWith('-')) fail(`unknown command ${cmd}\n${USAGE}`, 2);
   await run(confArg(argv));
 }

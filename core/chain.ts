@@ -11,7 +11,7 @@ import type { AnyPluginDefinition, BlockInfo, PluginApi, ServerIntrospection, St
 import { DnsResponse } from './response';
 import type { TapTiming } from './timing';
 import { Rcode } from './wire/constants';
-import { RetainedState } from './retained';
+import { RetainedState, SharedState } from './retained';
 import { TimerSet } from './timers';
 import { RepeatingWarning } from './primitives/rateLimitedLog';
 import { setupOrder } from './setupOrder';
@@ -32,6 +32,8 @@ export interface ChainServices {
   readonly storage: StorageAccess;
   readonly wireStats: () => WireStats;
   readonly ready: () => boolean;
+  /** What plugins share across the server's chains (`api.shared`); absent: this chain's own. */
+  readonly shared?: SharedState;
 }
 
 /** Raised by a plugin's setup; says which plugin so the loader can point at its line. */
@@ -70,6 +72,7 @@ export class Chain implements ChainRunner {
   private readonly rest = new Map<number, QueryHook>();
   private readonly timers = new TimerSet();
   readonly retained: RetainedState;
+  private readonly shared: SharedState;
   private registering: { name: string; index: number } | null = null;
   private readonly log: Logger;
   /** A failing plugin can fail every query: say so once per interval, with the count, not once per query. */
@@ -84,6 +87,7 @@ export class Chain implements ChainRunner {
     this.queryFailures = new RepeatingWarning({ intervalMs: 10_000, emit: (count) => this.log.warn('queries failed in the chain (answered SERVFAIL)', { count, last: this.lastFailure }) });
     this.responseFailures = new RepeatingWarning({ intervalMs: 10_000, emit: (count) => this.log.warn('response hook failed (the unmodified response was sent)', { count, last: this.lastFailure }) });
     this.retained = new RetainedState(previous);
+    this.shared = services.shared ?? new SharedState();
     this.hooks.query.intercept({ register: (tap) => this.wrapQueryTap(tap) });
     this.hooks.response.intercept({ register: (tap) => this.wrapTimedTap(tap, 'response') });
     // Setup no longer runs in list order, so taps of the other server hooks are put in list order explicitly.
@@ -135,6 +139,7 @@ export class Chain implements ChainRunner {
   private async abandon(): Promise<void> {
     this.timers.clearAll();
     await this.retained.disposeFresh(this.log);
+    await this.shared.release(this, this.log);
   }
 
   private apiFor(e: ChainEntry, index: number, own: object): PluginApi {
@@ -160,6 +165,7 @@ export class Chain implements ChainRunner {
       server: introspection,
       resolvePath: (p) => resolveAgainst(this.block.configDir, p),
       retain: (key, create, dispose) => this.retained.get(`${this.block.name}/${e.name}/${key}`, e.signature, create, dispose),
+      shared: (key, create, dispose) => this.shared.acquire(`${e.name}/${key}`, this, create, dispose),
     };
   }
 
@@ -336,6 +342,7 @@ export class Chain implements ChainRunner {
       this.log.warn('a plugin failed during shutdown', { error: err instanceof Error ? err.message : String(err) });
     }
     await this.retained.disposeUnclaimed(this.log);
+    await this.shared.release(this, this.log);
   }
 }
 

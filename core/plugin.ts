@@ -162,6 +162,13 @@ export interface PluginApi<Own extends object = object> {
    * entries, clienttrack its queue. `dispose` runs when the state is finally dropped.
    */
   retain<T>(key: string, create: () => T, dispose?: (value: T) => void | Promise<void>): T;
+  /**
+   * One value per plugin name and `key` for the whole server — every block, across reloads, whatever the options:
+   * what instances of this plugin hand to each other (clienttrack's tracker to a successor with new options, the
+   * metrics HTTP listener). `create()` runs for the first chain that asks; `dispose` once no live chain asked for it
+   * (the plugin was removed from every block, or the server stopped). Not for per-query state: it is a lookup.
+   */
+  shared<T>(key: string, create: () => T, dispose?: (value: T) => void | Promise<void>): T;
 }
 
 /**

@@ -67,3 +67,40 @@ async function disposeSlot(slot: Slot, log: Logger, key: string): Promise<void> 
     log.warn('disposing plugin state failed', { key, error: err instanceof Error ? err.message : String(err) });
   }
 }
+
+interface SharedSlot {
+  readonly value: unknown;
+  readonly dispose?: (value: unknown) => void | Promise<void>;
+  /** The chains that asked for it; it is disposed when the last one is gone. */
+  readonly holders: Set<object>;
+}
+
+/**
+ * State a plugin shares between all its instances in one server — every server block, across reloads, whatever
+ * its options (`api.shared`): clienttrack hands its tracker to a successor whose options changed, metrics keeps
+ * its HTTP listener while blocks come and go. Keys are `plugin/key`. A value lives while at least one chain that
+ * asked for it is alive (built and not yet retired): a reload's new chain takes hold before the old one lets go,
+ * so the value carries over; a plugin removed from every block has its value disposed with the last chain.
+ */
+export class SharedState {
+  private readonly slots = new Map<string, SharedSlot>();
+
+  acquire<T>(key: string, holder: object, create: () => T, dispose?: (value: T) => void | Promise<void>): T {
+    let slot = this.slots.get(key);
+    if (slot === undefined) {
+      slot = { value: create(), dispose: dispose as SharedSlot['dispose'], holders: new Set() };
+      this.slots.set(key, slot);
+    }
+    slot.holders.add(holder);
+    return slot.value as T;
+  }
+
+  /** A chain retired or discarded: it lets go of what it held, and what nobody holds any more is disposed. */
+  async release(holder: object, log: Logger): Promise<void> {
+    for (const [key, slot] of [...this.slots]) {
+      if (!slot.holders.delete(holder) || slot.holders.size > 0) continue;
+      this.slots.delete(key);
+      if (slot.dispose) await disposeSlot({ signature: '', value: slot.value, dispose: slot.dispose, claimed: false, fresh: true }, log, key);
+    }
+  }
+}

@@ -1,22 +1,12 @@
 'use strict';
-// codexdns — migration 000001: `clients.discovering`.
+// codexdns — migration 000001: formerly added `clients.discovering`; now empty.
 //
-// A new client's row is written at once with discovering = true while its discovery job is queued or
-// running (DESIGN §1.2); the row is completed, discovering = false, when the job finishes. NOT NULL with a
-// default so rows written by a build without discovery (or before this migration) read as "not discovering".
+// See 000000_create_clients.js: the `clients` table and this column are clienttrack's
+// (plugins/clienttrack/migrations/000001_add_discovering_field.js adds the column where it is missing). The file
+// stays so that databases that recorded it keep migrating.
 
-/** @param {import('knex').Knex} knex */
-exports.up = async function up(knex) {
-  await knex.schema.alterTable('clients', (t) => {
-    t.boolean('discovering').notNullable().defaultTo(false);
-  });
-};
+/** @param {import('knex').Knex} _knex */
+exports.up = async function up(_knex) {};
 
-/** @param {import('knex').Knex} knex */
-exports.down = async function down(knex) {
-  // On SQLite knex drops a column by rebuilding the table (copy, drop, rename) and recreating its indexes;
-  // on PostgreSQL it is a plain ALTER TABLE … DROP COLUMN.
-  await knex.schema.alterTable('clients', (t) => {
-    t.dropColumn('discovering');
-  });
-};
+/** @param {import('knex').Knex} _knex */
+exports.down = async function down(_knex) {};

@@ -8,6 +8,7 @@ import { ListenError, TcpListener, UdpListener, isWildcard, type ListenSpec } fr
 import { MetricsHub } from '../core/metricsRegistry';
 import type { BlockInfo } from '../core/plugin';
 import { LazyStorage } from './storageAccess';
+import { SharedState } from '../core/retained';
 import { ConfigError, OptionError, formatIssue, optionPath, type ConfigIssue } from '../config/errors';
 import { displayName, loadConfigFile, parseConfig, type CoreConfig, type PluginCatalog, type ServerBlockConfig } from '../config/load';
 import { builtinCatalog } from './catalog';
@@ -46,6 +47,8 @@ export class CodexServer {
   private config: CoreConfig | null = null;
   private chains: Chain[] = [];
   private readonly listeners = new Map<string, AnyListener>();
+  /** Plugins' `api.shared` values: one set per server, living as long as a chain that asked for them. */
+  private readonly shared = new SharedState();
   private storage: LazyStorage | null = null;
   private ready = false;
   private watcher: fs.FSWatcher | null = null;
@@ -186,6 +189,7 @@ export class CodexServer {
       storage: this.storage as LazyStorage,
       wireStats: () => this.dispatcher.counters,
       ready: () => this.ready,
+      shared: this.shared,
     };
     for (const block of cfg.servers) {
       const info = this.blockInfo(cfg, block);

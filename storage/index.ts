@@ -3,8 +3,6 @@ export { openStorage } from './open';
 export type { Storage, StorageConfig, StorageHealth, OpenStorageOptions, SqliteSynchronous } from './open';
 export { Migrator, CORE_SET, DEFAULT_LOCK_RETRY, defaultMigrationsDir, findPackageRoot } from './migrator';
 export type { MigratorOptions, MigrationSet, MigrationSetStatus, MigrationStatus } from './migrator';
-export { ClientStore, MAX_LIST_LIMIT, rowFromDb } from './clientStore';
-export type { ClientUpdate, ClientRow, ClientSort, ListOptions, ListResult, ClientStoreOptions } from './clientStore';
 export {
   StorageError,
   StorageBusyError,

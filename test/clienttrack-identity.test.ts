@@ -11,7 +11,7 @@ import { Type } from '../config/types';
 import { createLogger, type Logger } from '../core/log';
 import { builtinCatalog } from '../server/catalog';
 import type { PluginCatalog } from '../config/load';
-import { ClientStore } from '../storage/clientStore';
+import { ClientStore, registerClientsMigrations } from '../plugins/clienttrack/store';
 import { openStorage, type Storage } from '../storage/open';
 import clienttrack, { connectHooks, Tracker, type TrackerOptions } from '../plugins/clienttrack';
 import type { ClientIdentity, ClienttrackHooks } from '../plugins/clienttrack/hooks';
@@ -50,6 +50,7 @@ interface Rig {
 async function rig(o: Partial<TrackerOptions> = {}, wall?: () => number): Promise<Rig> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'codexdns-ident-'));
   const storage = await openStorage({ client: 'sqlite3', connection: { filename: path.join(dir, 'clients.sqlite') } }, { baseDir: dir });
+  registerClientsMigrations(storage);
   await storage.migrate.latest();
   const store = new ClientStore(storage);
   const { log, lines } = capture();

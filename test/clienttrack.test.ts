@@ -18,7 +18,7 @@ import { createLogger, type Logger } from '../core/log';
 import { ManualClock } from '../core/clock';
 import { builtinCatalog } from '../server/catalog';
 import { parseConfig, type PluginCatalog } from '../config/load';
-import { ClientStore, type ClientRow, type ClientUpdate } from '../storage/clientStore';
+import { ClientStore, type ClientRow, type ClientUpdate } from '../plugins/clienttrack/store';
 import { openStorage, type Storage, type StorageConfig } from '../storage/open';
 import { StorageBusyError, StorageUnavailableError } from '../storage/errors';
 import clienttrack, { connectHooks, Tracker, trackerOptions, type TrackerOptions, type TrackJob, type TrackStore } from '../plugins/clienttrack';

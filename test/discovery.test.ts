@@ -20,7 +20,7 @@ import { Type } from '../config/types';
 import { createLogger, type Logger } from '../core/log';
 import { builtinCatalog } from '../server/catalog';
 import type { PluginCatalog } from '../config/load';
-import { ClientStore, type ClientRow } from '../storage/clientStore';
+import { ClientStore, type ClientRow } from '../plugins/clienttrack/store';
 import { openStorage } from '../storage/open';
 import type { DiscoveryUpdate } from '../plugins/clienttrack/hooks';
 import { DiscoveryEngine, getDiscoveryMetrics, guessLeaseFormat, type EngineOptions, type EngineStore } from '../plugins/discovery';

@@ -21,7 +21,7 @@ import { DnsResponse } from '../core/response';
 import { builtinCatalog } from '../server/catalog';
 import { httpListeners } from '../plugins/metrics';
 import { Batcher } from '../plugins/clienttrack/batcher';
-import { ClientStore } from '../storage/clientStore';
+import { ClientStore, registerClientsMigrations } from '../plugins/clienttrack/store';
 import { openStorage, type Storage, type StorageConfig } from '../storage/open';
 import { shortErrorMessage } from '../storage/errors';
 
@@ -103,6 +103,7 @@ interface Rig {
 async function rig(db: Db, o: { flushMs?: number; giveUpMs?: number; fileCheckMs?: number; logIntervalMs?: number } = {}): Promise<Rig> {
   const { log, lines } = capture();
   const storage = await openStorage(db.config, { baseDir: db.baseDir, log });
+  registerClientsMigrations(storage);
   await storage.migrate.latest();
   const store = new ClientStore(storage, { log, retry: { attempts: 2, minDelayMs: 10, maxDelayMs: 20 } });
   const batcher = new Batcher({
@@ -459,7 +460,8 @@ storage: { client: sqlite3, connection: { filename: ${JSON.stringify(db.file)} }
     const a = await db.admin();
     try {
       await s.query('a.example', 'A');
-      await waitFor('first row', async () => (await tracking()).pendingRows === 0 && (await r0()) === 1);
+      // The table is clienttrack's: it exists once clienttrack has migrated its set, shortly after start-up.
+      await waitFor('first row', async () => (await tracking()).pendingRows === 0 && (await a.reader.schema.hasTable('clients')) && (await r0()) === 1);
       async function r0(): Promise<number> {
         const [row] = (await a.reader('clients').sum({ q: 'query_count' })) as Array<{ q: number | null }>;
         return Number(row.q ?? 0);
@@ -558,6 +560,7 @@ describe('storage faults: PostgreSQL', { skip: PG_URL ? false : 'set CODEXDNS_TE
     const conn = db.config.connection as { connectionString: string; options: string; application_name: string };
     // The first start creates the table (migrations), so it can be locked before the second start writes.
     await openStorage({ client: 'pg', connection: conn }, { baseDir: '.' }).then(async (s0) => {
+      registerClientsMigrations(s0);
       await s0.migrate.latest();
       await s0.close();
     });

@@ -13,18 +13,17 @@ import { describe, test } from 'node:test';
 import sqlite3 from 'sqlite3';
 
 import {
-  ClientStore,
   MigrationLockedError,
   Migrator,
   StorageBusyError,
   StorageUnavailableError,
   classifyError,
   openStorage,
-  type ClientUpdate,
   type Storage,
   type StorageConfig,
   type StorageLogger,
 } from '../storage';
+import { ClientStore, registerClientsMigrations, type ClientUpdate } from '../plugins/clienttrack/store';
 
 const PG_URL = process.env.CODEXDNS_TEST_PG;
 const CHILD_DIR = process.env.CODEXDNS_STORAGE_CHILD;
@@ -71,6 +70,8 @@ const sqliteBackend: Backend = {
           { client: 'sqlite3', connection: { filename: 'data/codexdns.sqlite' }, ...extra },
           { baseDir: dir, log },
         );
+        // The `clients` table is clienttrack's migration set, registered as the server does.
+        registerClientsMigrations(s);
         opened.push(s);
         return s;
       },
@@ -96,6 +97,8 @@ const pgBackend: Backend = {
           { client: 'pg', connection: PG_URL!, searchPath: [schema], ...extra },
           { baseDir: '.', log },
         );
+        // The `clients` table is clienttrack's migration set, registered as the server does.
+        registerClientsMigrations(s);
         opened.push(s);
         return s;
       },
@@ -144,21 +147,25 @@ function commonTests(backend: Backend): void {
   test('migrate up / down / up: the discovering column goes and comes back, data kept', () =>
     withEnv(backend, async (env) => {
       const s = await env.open();
+      const set = (st: { sets: Array<{ set: string; applied: string[]; pending: string[] }> }) => st.sets.find((x) => x.set === 'clienttrack')!;
       const st0 = await s.migrate.status();
-      assert.deepEqual(st0.applied, []);
-      assert.deepEqual(st0.pending, ['000000_create_clients.js', '000001_add_discovering_field.js']);
+      assert.deepEqual(set(st0).applied, []);
+      assert.deepEqual(set(st0).pending, ['000000_create_clients.js', '000001_add_discovering_field.js']);
 
-      assert.deepEqual(await s.migrate.latest(), ['000000_create_clients.js', '000001_add_discovering_field.js']);
+      // The core migrations of the same names are empty now: a fresh database gets `clients` from clienttrack's.
+      assert.deepEqual(await s.migrate.latest('core'), ['000000_create_clients.js', '000001_add_discovering_field.js']);
+      assert.equal(await s.writer.schema.hasTable('clients'), false, 'the core set no longer creates clients');
+      assert.deepEqual(await s.migrate.latest(), ['clienttrack:000000_create_clients.js', 'clienttrack:000001_add_discovering_field.js']);
       assert.deepEqual(await s.migrate.latest(), [], 'idempotent');
       assert.ok((await columns(s)).includes('discovering'));
       const store = new ClientStore(s);
       await store.writeBatch([upd('10.0.0.1', { hostname: 'nas', queries: 3, discovering: true })]);
 
-      assert.deepEqual(await s.migrate.down(), ['000001_add_discovering_field.js']);
+      assert.deepEqual(await s.migrate.down('clienttrack'), ['000001_add_discovering_field.js']);
       assert.ok(!(await columns(s)).includes('discovering'), 'column dropped');
       const st1 = await s.migrate.status();
-      assert.deepEqual(st1.applied, ['000000_create_clients.js']);
-      assert.deepEqual(st1.pending, ['000001_add_discovering_field.js']);
+      assert.deepEqual(set(st1).applied, ['000000_create_clients.js']);
+      assert.deepEqual(set(st1).pending, ['000001_add_discovering_field.js']);
       const [raw] = (await s.writer('clients').select('*')) as Array<Record<string, unknown>>;
       assert.equal(raw!.hostname, 'nas', 'rows survive the down migration');
       // Index on last_seen survives the SQLite table rebuild.
@@ -167,19 +174,68 @@ function commonTests(backend: Backend): void {
         assert.ok(idx.some((i) => i.name === 'clients_last_seen_idx'), 'last_seen index kept');
       }
 
-      assert.deepEqual(await s.migrate.up(), ['000001_add_discovering_field.js']);
+      assert.deepEqual(await s.migrate.up('clienttrack'), ['000001_add_discovering_field.js']);
       assert.ok((await columns(s)).includes('discovering'), 'column back');
       const row = await store.get('10.0.0.1');
       assert.equal(row?.discovering, false, 'comes back with its default');
       assert.equal(row?.queryCount, 3);
 
       // All the way down and up again.
-      await s.migrate.down();
-      assert.deepEqual(await s.migrate.down(), ['000000_create_clients.js']);
+      await s.migrate.down('clienttrack');
+      assert.deepEqual(await s.migrate.down('clienttrack'), ['000000_create_clients.js']);
       assert.equal(await s.writer.schema.hasTable('clients'), false);
-      assert.deepEqual(await s.migrate.down(), [], 'nothing left to undo');
+      assert.deepEqual(await s.migrate.down('clienttrack'), [], 'nothing left to undo');
+      // Undoing the core set leaves the table alone: it is not the core's any more.
+      await s.migrate.latest();
+      assert.deepEqual(await s.migrate.down(), ['000001_add_discovering_field.js']);
+      assert.equal(await s.writer.schema.hasTable('clients'), true);
+      assert.ok((await columns(s)).includes('discovering'));
       await s.migrate.latest();
       assert.deepEqual((await s.migrate.status()).pending, []);
+      assert.deepEqual(set(await s.migrate.status()).pending, []);
+    }));
+
+  test('a database created by the former core migrations upgrades: clienttrack adopts its table, rows untouched', () =>
+    withEnv(backend, async (env) => {
+      // The two core migrations as they were when they created the table (copied verbatim from git).
+      const legacy = path.resolve(__dirname, '../../test/fixtures/legacy-core-migrations');
+      const old = await env.open();
+      await old.writer.migrate.latest({ directory: legacy, tableName: 'knex_migrations', loadExtensions: ['.js'] });
+      const legacyRows = [
+        { ip: '192.168.1.20', hostname: 'nas', mac: 'aa:bb:cc:00:00:20', vendor: 'Synology', discovery_method: 'dhcp', first_seen: 1_000, last_seen: 9_000, query_count: 77, discovered_at: 2_000, last_error: null, discovering: false },
+        { ip: 'fe80::1%eth0', hostname: null, mac: null, vendor: null, discovery_method: null, first_seen: 3_000, last_seen: 4_000, query_count: 5, discovered_at: null, last_error: 'rdns: timeout', discovering: true },
+      ];
+      await old.writer('clients').insert(legacyRows);
+      const before = (await old.writer('clients').select('*').orderBy('ip')) as Array<Record<string, unknown>>;
+      await old.close();
+
+      // Today's start-up: the core set (empty migrations, same names) and clienttrack's set.
+      const s = await env.open();
+      const st0 = await s.migrate.status();
+      assert.deepEqual(st0.pending, [], 'the core set has nothing pending');
+      assert.deepEqual(st0.sets.find((x) => x.set === 'core')!.missing, [], 'every recorded core name still has its file');
+      assert.deepEqual(await s.migrate.latest(), ['clienttrack:000000_create_clients.js', 'clienttrack:000001_add_discovering_field.js']);
+      const after = (await s.writer('clients').select('*').orderBy('ip')) as Array<Record<string, unknown>>;
+      assert.deepEqual(after, before, 'rows and columns untouched');
+      const store = new ClientStore(s);
+      const nas = await store.get('192.168.1.20');
+      assert.deepEqual(
+        { host: nas?.hostname, mac: nas?.mac, q: nas?.queryCount, last: nas?.lastSeen, disc: nas?.discovering, at: nas?.discoveredAt },
+        { host: 'nas', mac: 'aa:bb:cc:00:00:20', q: 77, last: 9_000, disc: false, at: 2_000 },
+      );
+      assert.equal((await store.get('fe80::1%eth0'))?.lastError, 'rdns: timeout');
+      assert.deepEqual(await store.discovering(10), ['fe80::1%eth0']);
+      // And it keeps working: an upsert merges into the old row.
+      await store.writeBatch([upd('192.168.1.20', { queries: 3, lastSeen: 10_000, firstSeen: 10_000 })]);
+      assert.equal((await store.get('192.168.1.20'))?.queryCount, 80);
+
+      // A database migrated only as far as the first old migration gets the column from clienttrack's second one.
+      await s.writer.schema.alterTable('clients', (t) => t.dropColumn('discovering'));
+      await s.writer('knex_migrations').where('name', '000001_add_discovering_field.js').del();
+      await s.writer('knex_migrations_clienttrack').del();
+      assert.deepEqual(await s.migrate.latest(), ['000001_add_discovering_field.js', 'clienttrack:000000_create_clients.js', 'clienttrack:000001_add_discovering_field.js']);
+      assert.ok((await columns(s)).includes('discovering'));
+      assert.equal((await store.get('192.168.1.20'))?.queryCount, 80, 'rows kept');
     }));
 
   test('writeBatch merges: counters add, last_seen = max, fields kept unless carried', () =>
@@ -426,11 +482,13 @@ function commonTests(backend: Backend): void {
           const results = await Promise.all(all.map((s) => s.migrate.latest()));
           assert.deepEqual(
             results.flat().sort(),
-            ['000000_create_clients.js', '000001_add_discovering_field.js'],
+            ['000000_create_clients.js', '000001_add_discovering_field.js', 'clienttrack:000000_create_clients.js', 'clienttrack:000001_add_discovering_field.js'],
             'each migration applied exactly once',
           );
           const names = (await all[0]!.reader('knex_migrations').orderBy('id').pluck('name')) as string[];
           assert.deepEqual(names, ['000000_create_clients.js', '000001_add_discovering_field.js']);
+          const own = (await all[0]!.reader('knex_migrations_clienttrack').orderBy('id').pluck('name')) as string[];
+          assert.deepEqual(own, ['000000_create_clients.js', '000001_add_discovering_field.js']);
           const locks = (await all[0]!.reader('knex_migrations_lock').select('*')) as unknown[];
           assert.equal(locks.length, 1, 'one lock row');
           for (const s of all) assert.deepEqual((await s.migrate.status()).pending, []);
@@ -456,17 +514,20 @@ exports.down = (knex) => knex.schema.dropTable('geo_cache');
           s.migrate.sets.map((x) => [x.name, x.tableName]),
           [
             ['core', 'knex_migrations'],
+            ['clienttrack', 'knex_migrations_clienttrack'],
             ['geoblock', 'knex_migrations_geoblock'],
           ],
         );
         assert.deepEqual(await s.migrate.latest(), [
           '000000_create_clients.js',
           '000001_add_discovering_field.js',
+          'clienttrack:000000_create_clients.js',
+          'clienttrack:000001_add_discovering_field.js',
           'geoblock:000000_geo_cache.js',
         ]);
         assert.equal(await s.writer.schema.hasTable('geo_cache'), true);
         const st = await s.migrate.status();
-        assert.deepEqual(st.sets[1], {
+        assert.deepEqual(st.sets[2], {
           set: 'geoblock',
           tableName: 'knex_migrations_geoblock',
           applied: ['000000_geo_cache.js'],
@@ -487,7 +548,7 @@ exports.down = (knex) => knex.schema.dropTable('geo_cache');
         fs.rmSync(dir, { recursive: true, force: true });
         const s2 = await env.open();
         assert.deepEqual(await s2.migrate.latest(), []);
-        assert.deepEqual((await s2.migrate.status()).sets.length, 1);
+        assert.deepEqual((await s2.migrate.status()).sets.length, 2, 'core and clienttrack');
         assert.throws(() => s2.migrate.addPlugin('core', dir), TypeError);
       } finally {
         fs.rmSync(dir, { recursive: true, force: true });
@@ -500,6 +561,7 @@ exports.down = (knex) => knex.schema.dropTable('geo_cache');
 
 async function childMain(dir: string): Promise<void> {
   const s = await openStorage({ client: 'sqlite3', connection: { filename: 'crash.sqlite' } }, { baseDir: dir });
+  registerClientsMigrations(s);
   await s.migrate.latest();
   const store = new ClientStore(s);
   for (let b = 0; ; b++) {
@@ -543,6 +605,7 @@ if (CHILD_DIR) {
           assert.notEqual(s.reader, s.writer, 'a separate read connection');
           const [rjm] = (await s.reader.raw('PRAGMA journal_mode')) as Array<{ journal_mode: string }>;
           assert.equal(rjm?.journal_mode, 'wal');
+          registerClientsMigrations(s);
           await s.migrate.latest();
           await assert.rejects(
             s.reader('clients').insert({ ip: 'x', first_seen: 1, last_seen: 1 }),
@@ -725,6 +788,7 @@ if (CHILD_DIR) {
     test(':memory: works with one shared connection', async () => {
       const s = await openStorage({ client: 'sqlite3', connection: ':memory:' }, { baseDir: '.', log: quiet });
       try {
+        registerClientsMigrations(s);
         await s.migrate.latest();
         const store = new ClientStore(s);
         await store.writeBatch([upd('10.0.0.1')]);

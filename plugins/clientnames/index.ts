@@ -30,9 +30,6 @@ export const options = Type.Object({
 
 export type ClientnamesOptions = typeof options.static;
 
-/** The table of each server block (configuration file + block) that serves now, for a successor with other options. */
-const serving = new Map<string, NameTable>();
-
 const LOAD_RETRY_MIN_MS = 1000;
 const LOAD_RETRY_MAX_MS = 30_000;
 
@@ -78,7 +75,9 @@ export default definePlugin({
     const zones = zonesOption(o.zones, 'zones', false);
     const reverseZones = zonesOption(o.reverse_zones, 'reverse_zones', true);
     const hosts = hostsOption(o.hosts);
-    const key = `${api.block.configFile}#${api.block.name}`;
+    const key = api.block.name;
+    // The table of each server block that serves now, for a successor with other options.
+    const serving = api.shared('serving', () => new Map<string, NameTable>());
     const table = api.retain(
       'table',
       () => new NameTable(o.max_names),

@@ -1,7 +1,7 @@
 import { type Clock, monotonicClock } from '../../core/clock';
 import type { Logger } from '../../core/log';
 import { RepeatingWarning } from '../../core/primitives/rateLimitedLog';
-import type { ClientRow, ClientUpdate } from '../../storage/clientStore';
+import type { ClientRow, ClientUpdate } from './store';
 import { classifyError, errorMessage, shortErrorMessage, StorageError } from '../../storage/errors';
 import type { DiscoveryUpdate, WriterMetrics } from './hooks';
 

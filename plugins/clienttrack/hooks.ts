@@ -1,6 +1,8 @@
 /**
  * What clienttrack publishes (`api.hooksOf('clienttrack')`): new clients for discovery, the one writer of the
- * `clients` table for discovery's results, identities for name- and MAC-based plugins, its queue's metrics.
+ * `clients` table for discovery's results, identities for name- and MAC-based plugins, its queue's metrics, and
+ * the reads of the table other plugins need (the API's list, discovery's scans). The table is clienttrack's: no
+ * other plugin queries it.
  */
 import type { AsyncSeriesBailHook, SyncBailHook, SyncHook } from 'tapable';
 
@@ -48,6 +50,49 @@ export interface ClientIdentity {
   readonly discovering: boolean;
   /** Wall-clock epoch milliseconds when this was learned (or, loaded from the database, the client's last query). */
   readonly at: number;
+}
+
+/** A stored client (a `clients` row): times are wall-clock epoch milliseconds. */
+export interface ClientRecord {
+  ip: string;
+  hostname: string | null;
+  mac: string | null;
+  vendor: string | null;
+  method: string | null;
+  discovering: boolean;
+  firstSeen: number;
+  lastSeen: number;
+  queryCount: number;
+  discoveredAt: number | null;
+  lastError: string | null;
+}
+
+export type ClientSort = 'ip' | 'hostname' | 'last_seen' | 'query_count' | 'first_seen';
+
+/** A page of the stored clients (`listClients`). */
+export interface ClientListQuery {
+  offset?: number;
+  /** Default 50, at most 1000 (more is cut to 1000). */
+  limit?: number;
+  sort?: ClientSort;
+  order?: 'asc' | 'desc';
+  /** Substring of the ip, hostname or mac (case-insensitive). */
+  search?: string;
+}
+
+export interface ClientListResult {
+  /** Clients matching `search`, all pages. */
+  total: number;
+  rows: ClientRecord[];
+}
+
+/** The clients whose names are due again (`staleClients`). */
+export interface StaleClientsQuery {
+  /** Discovery finished before this (wall ms). */
+  readonly discoveredBefore: number;
+  /** And the client was seen since this (wall ms). */
+  readonly seenSince: number;
+  readonly limit: number;
 }
 
 /** The tracking queue and writer, as numbers (for the metrics plugin, the API and the dashboard). */
@@ -167,6 +212,20 @@ export interface ClienttrackHooks {
    * in-memory table; clienttrack taps it. Rejects while the database is unreachable.
    */
   readonly loadIdentities: AsyncSeriesBailHook<[number], ClientIdentity[]>;
+  /**
+   * Call it (`.promise(query)`) for a page of the stored clients, e.g. for an HTTP API. Reads go to the read
+   * connection and fail fast (two quick tries) when the database is busy or unreachable: the promise rejects.
+   */
+  readonly listClients: AsyncSeriesBailHook<[ClientListQuery], ClientListResult>;
+  /** Call it (`.promise(ip)`) for one stored client; resolves null when there is none. Rejects like `listClients`. */
+  readonly getClient: AsyncSeriesBailHook<[string], ClientRecord | null>;
+  /**
+   * Call it (`.promise(limit)`) for up to `limit` addresses whose row says `discovering` (first seen first): what a
+   * discovery run left unfinished (a restart, a full queue). Rejects while the database is unreachable.
+   */
+  readonly discoveringClients: AsyncSeriesBailHook<[number], string[]>;
+  /** Call it (`.promise(query)`) for addresses whose names are old (oldest first), to discover them again. */
+  readonly staleClients: AsyncSeriesBailHook<[StaleClientsQuery], string[]>;
 }
 
 declare module '../../core/plugin' {

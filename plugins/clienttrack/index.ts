@@ -1,22 +1,37 @@
 import { AsyncSeriesBailHook, SyncBailHook, SyncHook } from 'tapable';
 import { OptionError } from '../../config/errors';
 import { Duration, Type } from '../../config/types';
-import { definePlugin } from '../../core/plugin';
-import { ClientStore } from '../../storage/clientStore';
+import { definePlugin, type StorageAccess, type StorageHandle } from '../../core/plugin';
 import type { TrackStore } from './batcher';
+import { CLIENTS_MIGRATION_SET, ClientStore, clientsMigrationsDir } from './store';
 import { registerMetrics } from './metrics';
 import { Tracker, type TrackerOptions } from './tracker';
-import type { ClientIdentity, ClienttrackHooks, DiscoveryUpdate, NewClientEvent, QueueMetrics } from './hooks';
+import type {
+  ClientIdentity,
+  ClientListQuery,
+  ClientListResult,
+  ClientRecord,
+  ClienttrackHooks,
+  DiscoveryUpdate,
+  NewClientEvent,
+  QueueMetrics,
+  StaleClientsQuery,
+} from './hooks';
 
-export type { ClientIdentity, ClienttrackHooks, DiscoveryUpdate, NewClientEvent, QueueMetrics, WriterMetrics } from './hooks';
+export type * from './hooks';
+export { ClientStore, MAX_LIST_LIMIT, clientsMigrationsDir, registerClientsMigrations, CLIENTS_MIGRATION_SET } from './store';
+export type { ClientUpdate, ClientRow, ClientStoreOptions } from './store';
 export { Tracker, type TrackerOptions, type TrackerDeps, type TrackJob, QueryJob, DiscoveryJob } from './tracker';
 export { Batcher, type TrackStore } from './batcher';
 
 const DAY = 86_400_000;
 
-/** The tracker of each server block (configuration file + block), for the successor built by a reload. */
-const live = new Map<string, Tracker>();
-const predecessor = new WeakMap<Tracker, Tracker>();
+/** The tracker of each server block, for the successor a reload builds (shared by the server's clienttrack instances). */
+interface Trackers {
+  readonly live: Map<string, Tracker>;
+  /** Who a tracker took its index from: serving again if the reload that built it fails. */
+  readonly predecessor: WeakMap<Tracker, Tracker>;
+}
 
 export const options = Type.Object({
   workers: Type.Integer({ minimum: 1, default: 100, description: 'Tracking jobs running at once' }),
@@ -73,15 +88,45 @@ export function trackerOptions(o: ClienttrackOptions): TrackerOptions {
   };
 }
 
+/** The reads of the `clients` table that clienttrack serves to other plugins. */
+export type ClientReads = Pick<ClientStore, 'list' | 'get' | 'discovering' | 'stale'>;
+
 /**
  * Points the tracker at this chain's hooks: it announces on `newClient`, and serves `applyDiscovery`, `queueMetrics` and
- * `loadIdentities`. `identified` and `forgotten` are pinned when the chain starts serving (see setup).
+ * `loadIdentities`; `reads` (when given) serves `listClients`, `getClient`, `discoveringClients` and `staleClients`.
+ * `identified` and `forgotten` are pinned when the chain starts serving (see setup).
  */
-export function connectHooks(tracker: Tracker, hooks: ClienttrackHooks): void {
+export function connectHooks(tracker: Tracker, hooks: ClienttrackHooks, reads?: () => Promise<ClientReads>): void {
   tracker.setNewClientHook(hooks.newClient);
   hooks.applyDiscovery.tap('clienttrack', (update) => tracker.applyDiscovery(update));
   hooks.queueMetrics.tap('clienttrack', () => tracker.metrics());
   hooks.loadIdentities.tapPromise('clienttrack', (limit) => tracker.loadIdentities(limit));
+  if (reads === undefined) return;
+  hooks.listClients.tapPromise('clienttrack', async (q) => (await reads()).list(q));
+  hooks.getClient.tapPromise('clienttrack', async (ip) => (await (await reads()).get(ip)) ?? null);
+  hooks.discoveringClients.tapPromise('clienttrack', async (limit) => (await reads()).discovering(limit));
+  hooks.staleClients.tapPromise('clienttrack', async (q) => (await reads()).stale(q.discoveredBefore, q.seenSince, q.limit));
+}
+
+/**
+ * Opens the database with the `clients` table migrated (clienttrack's own migration set), migrating once per
+ * storage handle (a SQLite file replaced under us is reopened and migrated by the storage itself). A failed
+ * migration is tried again at the next call.
+ */
+export function migratedOpener(storage: StorageAccess): () => Promise<StorageHandle> {
+  let done: { for: StorageHandle; ready: Promise<void> } | null = null;
+  return async () => {
+    const s = await storage.open();
+    if (done === null || done.for !== s) {
+      const ready = storage.migrate(clientsMigrationsDir(), CLIENTS_MIGRATION_SET);
+      done = { for: s, ready };
+      ready.catch(() => {
+        if (done?.ready === ready) done = null;
+      });
+    }
+    await done.ready;
+    return s;
+  };
 }
 
 /**
@@ -101,20 +146,33 @@ export default definePlugin({
       identified: new SyncHook<[ClientIdentity]>(['client']),
       forgotten: new SyncHook<[readonly string[]]>(['ips']),
       loadIdentities: new AsyncSeriesBailHook<[number], ClientIdentity[]>(['limit']),
+      listClients: new AsyncSeriesBailHook<[ClientListQuery], ClientListResult>(['query']),
+      getClient: new AsyncSeriesBailHook<[string], ClientRecord | null>(['ip']),
+      discoveringClients: new AsyncSeriesBailHook<[number], string[]>(['limit']),
+      staleClients: new AsyncSeriesBailHook<[StaleClientsQuery], string[]>(['query']),
     };
   },
   setup(api, opts) {
     const topts = trackerOptions(opts);
     let store: ClientStore | null = null;
+    let reader: { store: ClientStore; for: StorageHandle } | null = null;
     const storage = api.storage;
     const log = api.log;
+    const openMigrated = migratedOpener(storage);
     const openStore = async (): Promise<TrackStore> => {
       if (store !== null) return store;
-      const s = await storage.open();
+      const s = await openMigrated();
       store ??= new ClientStore(s, { log });
       return store;
     };
-    const key = `${api.block.configFile}#${api.block.name}`;
+    // Other plugins' reads (an API page, discovery's scans) fail fast rather than queue behind busy retries.
+    const openReads = async (): Promise<ClientReads> => {
+      const s = await openMigrated();
+      if (reader === null || reader.for !== s) reader = { store: new ClientStore(s, { log, retry: { attempts: 2, minDelayMs: 10, maxDelayMs: 50 } }), for: s };
+      return reader.store;
+    };
+    const key = api.block.name;
+    const { live, predecessor } = api.shared<Trackers>('trackers', () => ({ live: new Map(), predecessor: new WeakMap() }));
     const tracker = api.retain(
       'tracker',
       () => {
@@ -139,7 +197,7 @@ export default definePlugin({
         return t.close();
       },
     );
-    connectHooks(tracker, api.own);
+    connectHooks(tracker, api.own, openReads);
     tracker.batcher.onBatch = registerMetrics(api.metrics, () => tracker);
     // Loading the index opens the database (knex alone takes ≈ 100 ms to load on a small box): after the
     // listeners are up, so the first answer never waits for it.

@@ -4,7 +4,7 @@ import type { Logger } from '../../core/log';
 import { FifoQueue, type JobPriority, type JobQueue, PriorityJobQueue } from '../../core/primitives/jobQueue';
 import { RepeatingWarning } from '../../core/primitives/rateLimitedLog';
 import { WorkerPool } from '../../core/primitives/workerPool';
-import type { ClientRow } from '../../storage/clientStore';
+import type { ClientRow } from './store';
 import { errorMessage } from '../../storage/errors';
 import { Batcher, type TrackStore } from './batcher';
 import { ANNOUNCED, ClientIndex, DISCOVERING, UNVERIFIED } from './clientIndex';

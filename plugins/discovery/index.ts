@@ -9,7 +9,7 @@ import { SyncBailHook, SyncHook } from 'tapable';
 import { OptionError } from '../../config/errors';
 import { Duration, Type, type Static } from '../../config/types';
 import { definePlugin, type PluginApi } from '../../core/plugin';
-import type {} from '../clienttrack/hooks';
+import type { ClienttrackHooks } from '../clienttrack/hooks';
 import { isProbeable, parseIp } from './address';
 import { DiscoveryEngine, type EngineOptions, type EngineStore } from './engine';
 import { createArp } from './methods/arp';
@@ -19,7 +19,7 @@ import { createNetbios } from './methods/netbios';
 import { createRdns, type RdnsResolver } from './methods/rdns';
 import type { DiscoveryMethod } from './methods/types';
 import { registerPrometheus } from './metrics';
-import { chooseResolvers, machineAddresses, ownEndpoints } from './resolvers';
+import { chooseResolvers, machineAddresses, ownEndpoints, type ResolverChoice } from './resolvers';
 import { METHOD_NAMES, type DiscoveryDenial, type DiscoveryHooks, type DiscoveryMetrics, type DiscoveryOutcome, type DiscoveryReport, type DiscoveryRequest, type MethodName } from './hooks';
 import { vendorOf } from './vendor';
 
@@ -166,17 +166,23 @@ interface Built {
   active: MethodName[];
 }
 
-function buildMethods(api: PluginApi<DiscoveryHooks>, o: DiscoveryOptions, resolvers: RdnsResolver[], leases: LeaseFileConfig[]): Built {
+/**
+ * What a retained engine reads from the chain that serves (the engine outlives a chain when discovery's options are
+ * unchanged): clienttrack's hooks for its database reads, and this chain's rdns resolvers.
+ */
+interface ChainLink {
+  track: ClienttrackHooks;
+  resolvers: () => readonly RdnsResolver[];
+}
+
+function buildMethods(api: PluginApi<DiscoveryHooks>, o: DiscoveryOptions, link: ChainLink, leases: LeaseFileConfig[]): Built {
   const methods = new Map<MethodName, DiscoveryMethod>();
   const active: MethodName[] = [];
   for (const name of o.methods) {
     switch (name) {
       case 'rdns':
-        if (resolvers.length === 0) {
-          api.log.warn('rdns is off: no resolver (no rdns.resolvers, no forward `private` upstream, no usable default gateway)');
-          continue;
-        }
-        methods.set(name, createRdns({ resolvers, timeoutMs: Math.max(200, Math.floor(o.timeout / resolvers.length)) }));
+        // The resolvers are chosen per chain, at its start-up (they may come from forward, set up after us).
+        methods.set(name, createRdns({ resolvers: () => link.resolvers(), timeoutMs: (n) => Math.max(200, Math.floor(o.timeout / n)) }));
         break;
       case 'netbios':
         methods.set(name, createNetbios({ port: o.netbios.port, timeoutMs: o.timeout, allow: probeable }));
@@ -209,26 +215,14 @@ function leaseFiles(api: PluginApi<DiscoveryHooks>, o: DiscoveryOptions): LeaseF
   });
 }
 
-function storeOf(api: PluginApi<DiscoveryHooks>): EngineStore {
-  const storage = api.storage;
+/**
+ * The engine's reads of the `clients` table, through clienttrack's hooks (the table is clienttrack's). The engine
+ * outlives a chain when discovery's options are unchanged; `link.track` is the serving chain's clienttrack.
+ */
+function storeOf(link: ChainLink): EngineStore {
   return {
-    async discovering(limit) {
-      const db = await storage.reader();
-      const rows = (await db('clients').select('ip').where('discovering', true).orderBy('first_seen').limit(limit)) as Array<{ ip: string }>;
-      return rows.map((r) => r.ip);
-    },
-    async stale(discoveredBefore, seenSince, limit) {
-      const db = await storage.reader();
-      const rows = (await db('clients')
-        .select('ip')
-        .where('discovering', false)
-        .whereNotNull('discovered_at')
-        .where('discovered_at', '<', discoveredBefore)
-        .where('last_seen', '>=', seenSince)
-        .orderBy('discovered_at')
-        .limit(limit)) as Array<{ ip: string }>;
-      return rows.map((r) => r.ip);
-    },
+    discovering: (limit) => link.track.discoveringClients.promise(limit),
+    stale: (discoveredBefore, seenSince, limit) => link.track.staleClients.promise({ discoveredBefore, seenSince, limit }),
   };
 }
 
@@ -249,40 +243,61 @@ export const discovery = definePlugin({
   },
   setup(api, o) {
     const leases = leaseFiles(api, o);
-    const forward = api.server.pluginOptions('forward');
-    const forwardPrivate = Array.isArray(forward?.private) ? (forward.private as string[]) : undefined;
-    let choice;
-    try {
-      choice = chooseResolvers({
-        configured: o.rdns.resolvers,
-        forwardPrivate,
-        resolvePath: (p) => api.resolvePath(p),
-        own: ownEndpoints(api.block.listen),
-        machine: machineAddresses(),
-      });
-    } catch (err) {
-      throw new OptionError('rdns.resolvers', (err as Error).message);
-    }
     const wantsRdns = o.methods.includes('rdns');
-    if (wantsRdns) for (const w of choice.warnings) api.log.warn(w);
-    const resolverKey = choice.resolvers.map((r) => `${r.host}:${r.port}`).join(',');
+    const forward = api.hooksOf('forward');
+    const choose = (): ResolverChoice => {
+      try {
+        return chooseResolvers({
+          configured: o.rdns.resolvers,
+          forwardPrivate: forward?.privateUpstreams.call(),
+          resolvePath: (p) => api.resolvePath(p),
+          own: ownEndpoints(api.block.listen),
+          machine: machineAddresses(),
+        });
+      } catch (err) {
+        throw new OptionError('rdns.resolvers', (err as Error).message);
+      }
+    };
+    // Configured resolvers are checked now, so a bad entry stops start-up at its line. Otherwise the choice
+    // waits for forward's `private` upstreams, published in forward's setup (usually after ours): made at this
+    // chain's start-up, or at the first lookup if one comes sooner.
+    if (o.rdns.resolvers !== undefined && o.rdns.resolvers.length > 0) choose();
+    let choice: ResolverChoice | undefined;
+    const resolvers = (): readonly RdnsResolver[] => {
+      if (choice === undefined) {
+        choice = choose();
+        if (wantsRdns) {
+          for (const w of choice.warnings) api.log.warn(w);
+          if (choice.resolvers.length === 0) api.log.warn('rdns is off: no resolver (no rdns.resolvers, no forward `private` upstream, no usable default gateway)');
+          else api.log.info('rdns resolvers', { resolvers: choice.resolvers.map((r) => `${r.host}:${r.port}`).join(','), from: choice.source });
+        }
+      }
+      return choice.resolvers;
+    };
 
     const track = api.hooksOf('clienttrack');
     if (track === undefined) {
       api.log.warn('clienttrack is not in this server block: there are no new clients to discover');
       return;
     }
+    const link = api.retain<ChainLink>('engine|link', () => ({ track, resolvers }));
     const engine = api.retain(
-      `engine|${resolverKey}`,
+      'engine',
       () => {
-        const built = buildMethods(api, o, choice.resolvers, leases);
+        const built = buildMethods(api, o, link, leases);
         const eopts = engineOptions(o, built.active);
         if (built.active.length === 0) api.log.warn('no discovery method is usable: clients will be marked discovered with nothing found', { methods: o.methods.join(',') });
-        if (wantsRdns && choice.resolvers.length > 0) api.log.info('rdns resolvers', { resolvers: resolverKey, from: choice.source });
-        return new DiscoveryEngine(eopts, { methods: built.methods, log: api.log, probeable, vendorOf, store: storeOf(api) });
+        return new DiscoveryEngine(eopts, { methods: built.methods, log: api.log, probeable, vendorOf, store: storeOf(link) });
       },
       (e) => e.close(),
     );
+    api.hooks.startup.tap('discovery', () => {
+      // At the swap, not in setup: a reload that fails after this setup leaves the engine reading the chain
+      // that still serves.
+      link.track = track;
+      link.resolvers = resolvers;
+      if (wantsRdns) resolvers();
+    });
     const own = api.own;
     engine.connect({ own, apply: (u) => track.applyDiscovery.call(u) });
     // The same metric objects after a reload (the registry is shared); the gauges now read this engine.

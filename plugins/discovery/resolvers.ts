@@ -38,7 +38,7 @@ export function machineAddresses(): Set<string> {
 }
 
 /** Parses a list of `IP`, `IP:port`, `[IPv6]:port` or resolv.conf paths into resolvers. Throws a message on a bad entry. */
-export function parseResolverList(entries: readonly string[], resolvePath: (p: string) => string): { resolvers: RdnsResolver[]; warnings: string[] } {
+export function parseResolverList(entries: readonly (string | RdnsResolver)[], resolvePath: (p: string) => string): { resolvers: RdnsResolver[]; warnings: string[] } {
   const resolvers: RdnsResolver[] = [];
   const warnings: string[] = [];
   const seen = new Set<string>();
@@ -53,6 +53,15 @@ export function parseResolverList(entries: readonly string[], resolvePath: (p: s
     return undefined;
   };
   for (const entry of entries) {
+    if (typeof entry !== 'string') {
+      // Already resolved (forward's published upstreams).
+      const key = `${entry.host}|${entry.port}`;
+      if (!seen.has(key)) {
+        seen.add(key);
+        resolvers.push({ host: entry.host, port: entry.port });
+      }
+      continue;
+    }
     if (isResolvConfPath(entry)) {
       const file = resolvePath(entry);
       let servers: string[];
@@ -119,7 +128,8 @@ export function defaultGateways(routeFile = '/proc/net/route', route6File = '/pr
  */
 export function chooseResolvers(input: {
   configured: readonly string[] | undefined;
-  forwardPrivate: readonly string[] | undefined;
+  /** forward's `private` upstreams: as forward publishes them (resolved), or as written. */
+  forwardPrivate: readonly (string | RdnsResolver)[] | undefined;
   resolvePath: (p: string) => string;
   own: Set<string>;
   machine: Set<string>;

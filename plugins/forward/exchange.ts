@@ -3,28 +3,19 @@
  * crypto-strong IDs from a pre-filled pool, the checks a reply must pass before it is believed, and the pool of
  * UDP sockets each upstream's tries go out on.
  */
-import * as crypto from 'node:crypto';
 import * as dgram from 'node:dgram';
 import { performance } from 'node:perf_hooks';
 import { EDNS_DO, Flag, HEADER_LEN, OPT_EDE, RrType } from '../../core/wire/constants';
 import type { MessageLayout } from '../../core/wire/message';
+import { QUESTIONLESS_REFUSALS, nextId, replyMismatch, type RejectReason } from '../pkg/dnsReply';
 
 // ---------------------------------------------------------------------------------------------- query IDs
 
-const ID_POOL_BYTES = 16384;
-let idPool: Buffer = crypto.randomBytes(ID_POOL_BYTES);
-let idPos = 0;
-
-/** A random 16-bit query ID from a pool filled by crypto.randomBytes (one syscall per 8,192 IDs). */
-export function nextId(): number {
-  if (idPos >= ID_POOL_BYTES) {
-    idPool = crypto.randomBytes(ID_POOL_BYTES);
-    idPos = 0;
-  }
-  const id = (idPool[idPos] << 8) | idPool[idPos + 1];
-  idPos += 2;
-  return id;
-}
+// IDs and the reply check are shared with discovery (plugins/pkg/dnsReply.ts). The exchange itself is not: this
+// pool keeps a few long-lived sockets per upstream, finds the waiting try by socket and ID in preallocated slots
+// and allocates nothing per query, where discovery opens one connected socket per probe with a promise and a timer
+// around it — one engine for both would cost the forward miss path a closure and a promise per query.
+export { nextId, type RejectReason } from '../pkg/dnsReply';
 
 // ---------------------------------------------------------------------------------------------- queries
 
@@ -69,11 +60,6 @@ export function buildProbe(ednsSize: number): Buffer {
 // ---------------------------------------------------------------------------------------------- replies
 
 /** Why a datagram or TCP message was not taken as the answer (a metric label). */
-export type RejectReason = 'short' | 'not_response' | 'id' | 'question';
-
-/** RCODEs a server may send with no question section (RFC 1035 leaves it to the server; many do). */
-const QUESTIONLESS_RCODES = (1 << 1) | (1 << 4) | (1 << 5); // FORMERR, NOTIMP, REFUSED
-
 /**
  * Checks that `reply` answers `query` (whose ID is already written): QR=1, opcode QUERY, the same ID and the
  * same question (name compared case-insensitively — an upstream may echo 0x20 case — type and class exactly).
@@ -82,22 +68,7 @@ const QUESTIONLESS_RCODES = (1 << 1) | (1 << 4) | (1 << 5); // FORMERR, NOTIMP, 
  * Returns undefined when it does, or why not.
  */
 export function mismatch(reply: Buffer, query: Buffer, qEnd: number): RejectReason | undefined {
-  if (reply.length < HEADER_LEN) return 'short';
-  if (reply[0] !== query[0] || reply[1] !== query[1]) return 'id';
-  const flags = reply.readUInt16BE(2);
-  if ((flags & Flag.QR) === 0 || (flags & 0x7800) !== 0) return 'not_response';
-  if (reply[4] === 0 && reply[5] === 0 && (QUESTIONLESS_RCODES & (1 << (flags & 0x0f))) !== 0) return undefined;
-  if (reply.length < qEnd) return 'short';
-  if (reply[4] !== 0 || reply[5] !== 1) return 'question';
-  const nameEnd = qEnd - 4;
-  for (let i = HEADER_LEN; i < nameEnd; i++) {
-    let c = reply[i];
-    if (c >= 65 && c <= 90) c += 32;
-    // Our own name bytes are lower-case already; length bytes (≤ 63) are never folded.
-    if (c !== query[i]) return 'question';
-  }
-  for (let i = nameEnd; i < qEnd; i++) if (reply[i] !== query[i]) return 'question';
-  return undefined;
+  return replyMismatch(reply, query, qEnd, QUESTIONLESS_REFUSALS);
 }
 
 /**
@@ -462,7 +433,7 @@ export class UdpPool {
       return;
     }
     const owner = this.owners[slot] as UdpTryOwner;
-    const why = mismatch(msg, owner.query, owner.qEnd);
+    const why = replyMismatch(msg, owner.query, owner.qEnd, QUESTIONLESS_REFUSALS);
     if (why !== undefined) {
       owner.onUdpIgnored(why);
       return;

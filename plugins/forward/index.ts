@@ -15,12 +15,16 @@ import { DnsResponse } from '../../core/response';
 import { DEFAULT_EDNS_SIZE } from '../../core/wire/constants';
 import { isInZone } from '../../core/wire/names';
 import { Forwarder, UpstreamGroup, type Callback } from './forward';
-import { ForwardMetrics, registerInFlight } from './metrics';
+import { ForwardMetrics, GaugeSources } from './metrics';
 import { POLICY_NAMES, createPolicy, type PolicyName } from './policy';
 import { localAnswer, maybePrivate, privateZoneOf } from './private';
 import { isResolvConfPath, readResolvConf } from '../pkg/resolvconf';
 import { canonicalIp, ownEndpoints, parseUpstream, type UpstreamAddress } from '../pkg/endpoints';
 import { Upstream } from './upstream';
+import type { ForwardEndpoint, ForwardHooks } from './hooks';
+import { SyncBailHook } from 'tapable';
+
+export type { ForwardEndpoint, ForwardHooks } from './hooks';
 
 export { EDE_NO_REACHABLE_AUTHORITY, FAILURE_EDE, TCP_FAILED_EDE } from './forward';
 
@@ -57,6 +61,9 @@ export const forward = definePlugin({
   description: 'Forwards queries to upstream resolvers: failover, health checks, merged identical queries, forgery-resistant exchanges',
   options: ForwardOptions,
   role: 'answers',
+  declare(): ForwardHooks {
+    return { privateUpstreams: new SyncBailHook<[], readonly ForwardEndpoint[] | undefined>([]), maxConcurrent: new SyncBailHook<[], number>([]) };
+  },
   check(options, context) {
     if (options.timeout <= 0) throw new OptionError('timeout', 'must be above 0');
     if (options.deadline <= 0) throw new OptionError('deadline', 'must be above 0');
@@ -67,8 +74,13 @@ export const forward = definePlugin({
     const own = ownEndpoints(api.block.listen);
     const to = resolveUpstreams(api, 'to', options.to, own);
     const priv = options.private !== undefined ? resolveUpstreams(api, 'private', options.private, own) : undefined;
+    api.own.maxConcurrent.tap('forward', () => options.max_concurrent);
+    if (priv !== undefined) {
+      const published: readonly ForwardEndpoint[] = Object.freeze(priv.map((a) => Object.freeze({ host: a.host, port: a.port })));
+      api.own.privateUpstreams.tap('forward', () => published);
+    }
 
-    const metrics = new ForwardMetrics(api.metrics);
+    const metrics = new ForwardMetrics(api.metrics, api.shared('gauge sources', () => new GaugeSources()));
     const labels = `${to.map((u) => u.label).join(',')}|${priv?.map((u) => u.label).join(',') ?? '-'}|${options.max_concurrent}`;
     // Every distinct question in flight may be at one upstream at once, plus its health probe.
     const pool = { maxInFlight: options.max_concurrent + 1 };
@@ -94,7 +106,7 @@ export const forward = definePlugin({
       clientShare: options.client_share,
       ednsSize: options.edns_size,
     }, metrics, api.log);
-    const unregister = registerInFlight(fwd);
+    const unregister = metrics.sources.registerInFlight(fwd);
     const all = groups.priv ? [groups.main, groups.priv] : [groups.main];
     if (options.health_check > 0 && options.max_fails > 0) {
       api.timers.setInterval(() => fwd.healthTick(all), options.health_check);

@@ -23,13 +23,6 @@ export interface InFlightSource {
 /** Why a query was refused by forward's bounds (a metric label). */
 export type RejectReasonLabel = 'max_concurrent' | 'merged' | 'client_share';
 
-// One gauge serves every block and every chain generation: the live forwarders register here.
-const inFlightSources = new Set<InFlightSource>();
-
-export function registerInFlight(src: InFlightSource): () => void {
-  inFlightSources.add(src);
-  return () => inFlightSources.delete(src);
-}
 
 /** A UDP socket pool as its gauges see it. */
 export interface PoolSource {
@@ -38,18 +31,30 @@ export interface PoolSource {
   readonly capacity: number;
 }
 
-// The live pools by upstream label (several forward instances may share a label: their figures add up).
-const poolSources = new Map<PoolSource, string>();
+/**
+ * What the server's forward gauges read: one gauge serves every block and every chain generation, so the live
+ * forwarders and upstream pools register here (one instance per server, through `api.shared`).
+ */
+export class GaugeSources {
+  readonly inFlight = new Set<InFlightSource>();
+  /** The live pools by upstream label (several forward instances may share a label: their figures add up). */
+  readonly pools = new Map<PoolSource, string>();
 
-export function registerPool(to: string, pool: PoolSource): () => void {
-  poolSources.set(pool, to);
-  return () => poolSources.delete(pool);
-}
+  registerInFlight(src: InFlightSource): () => void {
+    this.inFlight.add(src);
+    return () => this.inFlight.delete(src);
+  }
 
-function sumPools(read: (p: PoolSource) => number): MirroredLevel<'to'>[] {
-  const by = new Map<string, number>();
-  for (const [p, to] of poolSources) by.set(to, (by.get(to) ?? 0) + read(p));
-  return [...by].map(([to, value]) => ({ labels: { to }, value }));
+  registerPool(to: string, pool: PoolSource): () => void {
+    this.pools.set(pool, to);
+    return () => this.pools.delete(pool);
+  }
+
+  sumPools(read: (p: PoolSource) => number): MirroredLevel<'to'>[] {
+    const by = new Map<string, number>();
+    for (const [p, to] of this.pools) by.set(to, (by.get(to) ?? 0) + read(p));
+    return [...by].map(([to, value]) => ({ labels: { to }, value }));
+  }
 }
 
 export class ForwardMetrics {
@@ -80,7 +85,7 @@ export class ForwardMetrics {
   readonly udpPoolExhausted: Counter<'to'>;
   private readonly ignoredChildren = new Map<string, CounterChild>();
 
-  constructor(factory: MetricsFactory) {
+  constructor(factory: MetricsFactory, readonly sources: GaugeSources = new GaugeSources()) {
     this.requests = factory.counter({ name: 'requests_total', help: 'Queries sent to each upstream (every try: UDP, TCP retry, failover).', labelNames: ['to'] });
     this.duration = factory.histogram({
       name: 'request_duration_seconds',
@@ -116,35 +121,35 @@ export class ForwardMetrics {
       help: 'Distinct questions waiting on an upstream answer (bounded by max_concurrent; merged copies are in merged_waiting_queries).',
       labelNames: ['server'],
       reset: true,
-      levels: () => [...inFlightSources].map((s) => ({ labels: { server: s.block }, value: s.inFlight })),
+      levels: () => [...sources.inFlight].map((s) => ({ labels: { server: s.block }, value: s.inFlight })),
     }).metric;
     this.mergedWaiting = factory.mirrorGauge({
       name: 'merged_waiting_queries',
       help: 'Client queries waiting on an identical question already in flight (bounded by max_concurrent, apart from inflight_queries).',
       labelNames: ['server'],
       reset: true,
-      levels: () => [...inFlightSources].map((s) => ({ labels: { server: s.block }, value: s.merging })),
+      levels: () => [...sources.inFlight].map((s) => ({ labels: { server: s.block }, value: s.merging })),
     }).metric;
     this.udpSockets = factory.mirrorGauge({
       name: 'udp_sockets',
       help: 'UDP sockets open to each upstream (its pool: in use, and retired ones still waiting for their last answer).',
       labelNames: ['to'],
       reset: true,
-      levels: () => sumPools((p) => p.sockets),
+      levels: () => sources.sumPools((p) => p.sockets),
     }).metric;
     this.udpTries = factory.mirrorGauge({
       name: 'udp_inflight_tries',
       help: 'UDP tries waiting for an answer in each upstream\'s pool (its in-flight table; bounded by udp_inflight_tries_limit).',
       labelNames: ['to'],
       reset: true,
-      levels: () => sumPools((p) => p.inFlight),
+      levels: () => sources.sumPools((p) => p.inFlight),
     }).metric;
     this.udpTriesLimit = factory.mirrorGauge({
       name: 'udp_inflight_tries_limit',
       help: 'Size of each upstream pool\'s in-flight table: tries beyond it fail at once (udp_pool_exhausted_total).',
       labelNames: ['to'],
       reset: true,
-      levels: () => sumPools((p) => p.capacity),
+      levels: () => sources.sumPools((p) => p.capacity),
     }).metric;
     this.udpSocketsOpened = factory.counter({ name: 'udp_sockets_opened_total', help: 'UDP sockets opened to each upstream (each bound by the kernel to a random port).', labelNames: ['to'] });
     this.udpSocketsRetired = factory.counter({ name: 'udp_sockets_retired_total', help: 'UDP sockets retired after their query or age limit, so source ports keep changing.', labelNames: ['to'] });

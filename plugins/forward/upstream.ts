@@ -10,7 +10,7 @@ import { canonicalIp, type UpstreamAddress } from '../pkg/endpoints';
 
 export { canonicalIp, parseUpstream, type UpstreamAddress } from '../pkg/endpoints';
 import type { ForwardMetrics } from './metrics';
-import { UpstreamMetrics, registerPool } from './metrics';
+import { UpstreamMetrics } from './metrics';
 
 // ---------------------------------------------------------------------------------------------- TCP
 
@@ -209,7 +209,7 @@ export class Upstream implements UpstreamAddress {
       maxQueries: pool.maxQueries ?? UDP_SOCKET_MAX_QUERIES,
       maxAgeMs: pool.maxAgeMs ?? UDP_SOCKET_MAX_AGE_MS,
     }, this.m.poolSink);
-    this.unregisterPool = registerPool(addr.label, this.udp);
+    this.unregisterPool = metrics.sources.registerPool(addr.label, this.udp);
   }
 
   /** A failure that counts (transport error, failed probe). Returns true when this marks the upstream down. */

@@ -33,9 +33,6 @@ export const LogPluginOptions = Type.Object({
 
 type Opts = typeof LogPluginOptions.static;
 
-/** Buffer depth by server block, for the one `buffered_lines` gauge (a reload replaces a block's entry). */
-const depthOf = new Map<string, () => number>();
-
 /** Rcode, answer count and SOA presence of the response (its layout is already computed by the writer). */
 function responseClass(res: DnsResponse): ResponseClass {
   if (res.dropped) return 'error';
@@ -132,6 +129,8 @@ export default definePlugin({
     const droppedWrite = dropped.labels(labels, 'write_failed');
     const sampledOut = api.metrics.counter({ name: 'sampled_out_total', help: 'Queries of the logged classes not logged because of `sample`', labelNames: ['server'] as const }).labels(labels);
     const depthFn = (): number => buffer.depth;
+    // Buffer depth by server block, for the one `buffered_lines` gauge of the server (a reload replaces a block's entry).
+    const depthOf = api.shared('depths', () => new Map<string, () => number>());
     depthOf.set(labels, depthFn);
     api.metrics.gauge({
       name: 'buffered_lines',

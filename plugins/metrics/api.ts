@@ -4,8 +4,7 @@
  */
 import type { Registry } from 'prom-client';
 import type { PluginApi } from '../../core/plugin';
-import { ClientStore, MAX_LIST_LIMIT, type ClientRow, type ClientSort } from '../../storage/clientStore';
-import type { QueueMetrics } from '../clienttrack/hooks';
+import type { ClientRecord, ClientSort, ClienttrackHooks, QueueMetrics } from '../clienttrack/hooks';
 import { HttpStatusError as HttpError } from '../pkg/httpError';
 import type { ApiClient, MetricsHooks } from './hooks';
 import type { RequestRecorder } from './requestMetrics';
@@ -141,7 +140,7 @@ export async function goroutinesJson(views: readonly BlockView[], registry: Regi
   const q = firstWith(views, (v) => v.sources.queue());
   const d = firstWith(views, (v) => v.sources.discovery());
   const forwardCap = views.reduce<number | null>((acc, v) => {
-    const c = v.sources.pluginOption('forward', 'max_concurrent');
+    const c = v.api.hooksOf('forward')?.maxConcurrent.call();
     return typeof c === 'number' ? (acc ?? 0) + c : acc;
   }, null);
   const forwards = await registrySum(registry, 'codexdns_forward_inflight_queries');
@@ -161,6 +160,8 @@ export async function goroutinesJson(views: readonly BlockView[], registry: Regi
 // ---------------------------------------------------------------------------------------------- clients
 
 const SORTS: readonly ClientSort[] = ['ip', 'hostname', 'last_seen', 'query_count', 'first_seen'];
+/** The largest page `/api/clients` serves (clienttrack's `listClients` caps at the same). */
+const MAX_PAGE = 1000;
 
 export interface ClientJson extends ApiClient {
   ip: string;
@@ -176,7 +177,7 @@ export interface ClientJson extends ApiClient {
   lastError: string | null;
 }
 
-export function clientJson(r: ClientRow): ClientJson {
+export function clientJson(r: ClientRecord): ClientJson {
   return {
     ip: r.ip,
     hostname: r.hostname,
@@ -199,39 +200,25 @@ export function decorateClient(views: readonly BlockView[], c: ClientJson): Clie
   return out as ClientJson;
 }
 
-/** The client store of the first block with client tracking (storage is opened only when tracking is on). */
+/** The clients of the first block with client tracking, read through clienttrack's hooks (the table is its own). */
 export class ClientReader {
-  private store: ClientStore | null = null;
-  private storeFor: unknown = null;
-
-  async store_(views: readonly BlockView[]): Promise<ClientStore | null> {
+  private hooks_(views: readonly BlockView[]): ClienttrackHooks | null {
     const v = views.find((x) => x.sources.hasClienttrack);
-    if (v === undefined) return null;
-    const storage = await withTimeout(v.api.storage.open(), STORAGE_TIMEOUT_MS, 'opening the database');
-    if (this.store === null || this.storeFor !== storage) {
-      this.store = new ClientStore(storage, { retry: { attempts: 2, minDelayMs: 10, maxDelayMs: 50 } });
-      this.storeFor = storage;
-    }
-    return this.store;
+    return v?.api.hooksOf('clienttrack') ?? null;
   }
 
   async list(views: readonly BlockView[], query: URLSearchParams): Promise<unknown> {
     const offset = intParam(query, 'offset', 0, 0, Number.MAX_SAFE_INTEGER);
-    const limit = intParam(query, 'limit', 50, 1, MAX_LIST_LIMIT);
+    const limit = intParam(query, 'limit', 50, 1, MAX_PAGE);
     const sort = (query.get('sort') ?? 'last_seen') as ClientSort;
     if (!SORTS.includes(sort)) throw new HttpError(400, `sort must be one of ${SORTS.join(', ')}`);
     const order = query.get('order') ?? 'desc';
     if (order !== 'asc' && order !== 'desc') throw new HttpError(400, 'order must be asc or desc');
     const search = (query.get('search') ?? query.get('q') ?? '').trim().slice(0, 100);
-    let store: ClientStore | null;
+    const track = this.hooks_(views);
+    if (track === null) return { enabled: false, total: 0, offset, limit, sort, order, search, clients: [] };
     try {
-      store = await this.store_(views);
-    } catch (err) {
-      throw new HttpError(503, `storage unavailable: ${errorText(err)}`);
-    }
-    if (store === null) return { enabled: false, total: 0, offset, limit, sort, order, search, clients: [] };
-    try {
-      const r = await withTimeout(store.list({ offset, limit, sort, order, search }), STORAGE_TIMEOUT_MS, 'listing clients');
+      const r = await withTimeout(track.listClients.promise({ offset, limit, sort, order, search }), STORAGE_TIMEOUT_MS, 'listing clients');
       return { enabled: true, total: r.total, offset, limit, sort, order, search, clients: r.rows.map((row) => decorateClient(views, clientJson(row))) };
     } catch (err) {
       throw new HttpError(503, `storage unavailable: ${errorText(err)}`);
@@ -240,29 +227,24 @@ export class ClientReader {
 
   async one(views: readonly BlockView[], ip: string): Promise<unknown> {
     if (ip === '' || ip.length > 64) throw new HttpError(400, 'not a client address');
-    let store: ClientStore | null;
+    const track = this.hooks_(views);
+    if (track === null) throw new HttpError(404, 'client tracking is not enabled');
+    let row: ClientRecord | null;
     try {
-      store = await this.store_(views);
+      row = await withTimeout(track.getClient.promise(ip), STORAGE_TIMEOUT_MS, 'reading the client');
     } catch (err) {
       throw new HttpError(503, `storage unavailable: ${errorText(err)}`);
     }
-    if (store === null) throw new HttpError(404, 'client tracking is not enabled');
-    let row: ClientRow | undefined;
-    try {
-      row = await withTimeout(store.get(ip), STORAGE_TIMEOUT_MS, 'reading the client');
-    } catch (err) {
-      throw new HttpError(503, `storage unavailable: ${errorText(err)}`);
-    }
-    if (row === undefined) throw new HttpError(404, `no client ${ip}`);
+    if (row === null || row === undefined) throw new HttpError(404, `no client ${ip}`);
     return decorateClient(views, clientJson(row));
   }
 
   /** The most active clients, for the dashboard. */
   async top(views: readonly BlockView[], n: number): Promise<{ enabled: boolean; total: number | null; clients: ClientJson[]; error?: string }> {
     try {
-      const store = await this.store_(views);
-      if (store === null) return { enabled: false, total: null, clients: [] };
-      const r = await withTimeout(store.list({ limit: n, sort: 'query_count', order: 'desc' }), STORAGE_TIMEOUT_MS, 'listing clients');
+      const track = this.hooks_(views);
+      if (track === null) return { enabled: false, total: null, clients: [] };
+      const r = await withTimeout(track.listClients.promise({ limit: n, sort: 'query_count', order: 'desc' }), STORAGE_TIMEOUT_MS, 'listing clients');
       return { enabled: true, total: r.total, clients: r.rows.map((row) => decorateClient(views, clientJson(row))) };
     } catch (err) {
       return { enabled: true, total: null, clients: [], error: errorText(err) };
@@ -352,7 +334,7 @@ export async function healthJson(views: readonly BlockView[], registry: Registry
   }
 
   const ups = await registryValues(registry, 'codexdns_forward_upstream_up');
-  if (ups === null || !views.some((v) => v.api.server.pluginOptions('forward') !== undefined)) parts.forward = { state: 'disabled' };
+  if (ups === null || !views.some((v) => v.api.hooksOf('forward') !== undefined)) parts.forward = { state: 'disabled' };
   else {
     const up = ups.filter((u) => u.value === 1).length;
     parts.forward = { state: ups.length === 0 || up === ups.length ? 'up' : up === 0 ? 'down' : 'degraded', upstreams: ups.length, up };
@@ -398,7 +380,7 @@ async function seriesOf(registry: Registry, name: string): Promise<RawSeries[]> 
 
 /** Each forward upstream's health, tries, answers by RCODE, failures and mean latency, read from forward's metrics. */
 export async function upstreamsJson(views: readonly BlockView[], registry: Registry): Promise<{ enabled: boolean; upstreams: UpstreamJson[] }> {
-  if (!views.some((v) => v.api.server.pluginOptions('forward') !== undefined)) return { enabled: false, upstreams: [] };
+  if (!views.some((v) => v.api.hooksOf('forward') !== undefined)) return { enabled: false, upstreams: [] };
   const byTo = new Map<string, UpstreamJson & { sumS: number }>();
   const get = (to: string): UpstreamJson & { sumS: number } => {
     let u = byTo.get(to);

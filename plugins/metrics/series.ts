@@ -111,7 +111,7 @@ export class Sampler {
       }
       const b = v.sources.breakers();
       if (b !== null) breaker = { ...(breaker ?? {}), ...b };
-      if (v.api.server.pluginOptions('forward') !== undefined) forwardsEnabled = true;
+      if (v.api.hooksOf('forward') !== undefined) forwardsEnabled = true;
     }
     const forwards = forwardsEnabled ? ((await registrySum(this.registry, 'codexdns_forward_inflight_queries')) ?? 0) : null;
     const wire = views[0]?.api.server.wireStats();

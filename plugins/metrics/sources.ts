@@ -251,7 +251,4 @@ export class BlockSources {
     return Array.isArray(methods) ? methods.filter((m): m is string => typeof m === 'string') : [];
   }
 
-  pluginOption(plugin: string, option: string): unknown {
-    return this.api.server.pluginOptions(plugin)?.[option];
-  }
 }

@@ -109,7 +109,7 @@ const STATEMENT_ROWS = 1000;
 
 /**
  * The rows of a statement travel as ONE JSON text parameter, unpacked by the database (json_each on SQLite,
- * json_array_elements on PostgreSQL), as in storage/clientStore.ts: node-sqlite3 converts each bound parameter
+ * json_array_elements on PostgreSQL), as in plugins/clienttrack/store.ts: node-sqlite3 converts each bound parameter
  * on the main thread, and nine per row was most of the writer's event-loop time.
  */
 function fromJson(isPg: boolean, table: string, cols: readonly string[], types: readonly string[], suffix = ''): string {

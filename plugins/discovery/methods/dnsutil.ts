@@ -2,25 +2,26 @@
  * DNS helpers shared by the rdns and mdns methods: building a PTR query, recognising its reply, picking one
  * name out of several PTR records.
  */
-import { randomInt } from 'node:crypto';
 import * as dnsPacket from 'dns-packet';
+import { nextId, QUESTIONLESS_ANY_ERROR, replyMismatch } from '../../pkg/dnsReply';
 
 export const RCODE_NOERROR = 0;
 export const RCODE_SERVFAIL = 2;
 export const RCODE_NXDOMAIN = 3;
 
-/** A random 16-bit message ID from the CSPRNG (Math.random is predictable). */
-export function randomId(): number {
-  return randomInt(0, 0x10000);
-}
+/** A random 16-bit message ID from the CSPRNG (Math.random is predictable): the one forward uses too. */
+export const randomId: () => number = nextId;
 
-/** A PTR/IN query for `qname`; `rd` sets recursion desired (yes for a resolver, no for mDNS). */
+/**
+ * A PTR/IN query for `qname` (sent in lower case: the reply's question is compared to it byte for byte, case
+ * folded); `rd` sets recursion desired (yes for a resolver, no for mDNS).
+ */
 export function buildPtrQuery(qname: string, id: number, rd: boolean): Buffer {
   return dnsPacket.encode({
     type: 'query',
     id,
     flags: rd ? dnsPacket.RECURSION_DESIRED : 0,
-    questions: [{ type: 'PTR', name: qname, class: 'IN' }],
+    questions: [{ type: 'PTR', name: qname.toLowerCase(), class: 'IN' }],
   });
 }
 
@@ -42,17 +43,15 @@ function stripDot(name: string): string {
 }
 
 /**
- * Decodes a datagram as the reply to our PTR query: undefined when it is not (not a response, another ID,
- * another question, undecodable) — the caller ignores it and keeps waiting for the real one.
- * A reply without a question section is accepted only when it carries an error rcode (some servers drop
- * the question from FORMERR/SERVFAIL/REFUSED replies); a positive answer must name the question.
+ * Decodes a datagram as the reply to our PTR query (`query`: the bytes sent, from buildPtrQuery): undefined when
+ * it is not (not a response, another ID, another question, undecodable) — the caller ignores it and keeps
+ * waiting for the real one. The header and question are checked on the wire by the same test forward uses
+ * (plugins/pkg/dnsReply.ts), except that a reply without a question section is accepted with any error rcode
+ * (some servers drop the question from FORMERR/SERVFAIL/REFUSED replies); a positive answer must name the question.
  */
-export function matchPtrReply(msg: Buffer, id: number, qname: string): PtrReply | undefined {
-  if (msg.length < 12) return undefined;
-  if (msg.readUInt16BE(0) !== id) return undefined;
+export function matchPtrReply(msg: Buffer, query: Buffer, qname: string): PtrReply | undefined {
+  if (replyMismatch(msg, query, query.length, QUESTIONLESS_ANY_ERROR) !== undefined) return undefined;
   const flags = msg.readUInt16BE(2);
-  if ((flags & 0x8000) === 0) return undefined; // a query, not a response
-  if (((flags >> 11) & 0xf) !== 0) return undefined; // opcode must be QUERY
   const rcode = flags & 0xf;
   let packet: dnsPacket.DecodedPacket;
   try {

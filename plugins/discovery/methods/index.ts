@@ -33,3 +33,4 @@ export {
 } from './dhcp.js';
 export { createArp, type ArpOptions, type ArpMethod, parseProcArp, parseIpNeigh } from './arp.js';
 export { pickName, buildPtrQuery, matchPtrReply } from './dnsutil.js';
+export { createProbe, defineMethod, probeOutcome, PROBE_NEGATIVE_ERRORS, type ProbeSpec } from './probe.js';

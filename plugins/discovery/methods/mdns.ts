@@ -16,11 +16,10 @@
  * The name: `laptop.local` becomes `laptop` (the `.local` suffix says nothing; the label is the host name);
  * a name outside `.local` is kept whole. Several PTR records: the same deterministic pick as rdns.
  */
-import { isProbeable, parseIp, reverseName, splitZone } from '../address.js';
-import { buildPtrQuery, matchPtrReply, pickName, randomId, type PtrReply } from './dnsutil.js';
-import { probeOutcome } from './netbios.js';
-import { Inflight, udpExchange } from './udp.js';
-import { failure, found, NEGATIVE, type DiscoveryMethod, type MethodOutcome } from './types.js';
+import { reverseName } from '../address.js';
+import { buildPtrQuery, matchPtrReply, pickName, type PtrReply } from './dnsutil.js';
+import { createProbe } from './probe.js';
+import { found, NEGATIVE, type DiscoveryMethod } from './types.js';
 
 export interface MdnsOptions {
   /** Destination port of the probe (5353; tests use responders on other ports). */
@@ -36,47 +35,19 @@ export function stripLocal(name: string): string {
 }
 
 export function createMdns(options: MdnsOptions): DiscoveryMethod {
-  const port = options.port ?? 5353;
-  const timeoutMs = options.timeoutMs;
-  const allow = options.allow ?? ((ip: string): boolean => isProbeable(ip));
-  const inflight = new Inflight();
-
-  async function lookup(ip: string, signal: AbortSignal): Promise<MethodOutcome> {
-    const op = inflight.begin(signal);
-    try {
-      const addr = parseIp(ip);
-      if (!addr) return NEGATIVE;
-      const canonical = addr.toString();
-      if (!allow(canonical)) return NEGATIVE;
-      // A link-local IPv6 target needs its zone to leave through the right interface.
-      const { zone } = splitZone(ip);
-      const target = addr.kind() === 'ipv6' && zone ? `${canonical}%${zone}` : canonical;
-      const qname = reverseName(canonical);
-      const id = randomId();
-      const result = await udpExchange<PtrReply>({
-        host: target,
-        port,
-        payload: buildPtrQuery(qname, id, false),
-        timeoutMs,
-        signal: op.signal,
-        accept: (msg) => matchPtrReply(msg, id, qname),
-      });
-      return probeOutcome('mdns', result, (reply) => {
-        const name = pickName(reply.names.map(stripLocal));
-        return name === undefined ? NEGATIVE : found({ hostname: name, source: 'mdns' });
-      });
-    } catch (err) {
-      return failure(`mdns: ${err instanceof Error ? err.message : String(err)}`);
-    } finally {
-      op.end();
-    }
-  }
-
-  return {
+  return createProbe<PtrReply>({
     name: 'mdns',
-    lookup,
-    close(): void {
-      inflight.closeAll();
+    port: options.port ?? 5353,
+    timeoutMs: options.timeoutMs,
+    allow: options.allow,
+    request: (id, canonical) => {
+      const qname = reverseName(canonical);
+      const payload = buildPtrQuery(qname, id, false);
+      return { payload, accept: (msg) => matchPtrReply(msg, payload, qname) };
     },
-  };
+    onReply: (reply) => {
+      const name = pickName(reply.names.map(stripLocal));
+      return name === undefined ? NEGATIVE : found({ hostname: name, source: 'mdns' });
+    },
+  });
 }

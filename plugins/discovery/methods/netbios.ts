@@ -10,10 +10,9 @@
  *
  * Reply parsing never throws: a truncated or garbage reply yields what could be read, or nothing.
  */
-import { isProbeable, macFromBytes, parseIp } from '../address.js';
-import { randomId } from './dnsutil.js';
-import { Inflight, udpExchange, type ExchangeResult } from './udp.js';
-import { failure, found, NEGATIVE, type DiscoveryMethod, type MethodOutcome } from './types.js';
+import { macFromBytes } from '../address.js';
+import { createProbe } from './probe.js';
+import { found, NEGATIVE, type DiscoveryMethod } from './types.js';
 
 export const NBSTAT_TYPE = 0x21;
 const CLASS_IN = 0x01;
@@ -228,73 +227,19 @@ export function parseNbstatRequest(buf: Buffer): number | undefined {
   return buf.readUInt16BE(0);
 }
 
-/**
- * Socket errors of a probe (netbios, mdns) that mean "the device is not there / does not speak the protocol"
- * rather than "we cannot send": ICMP port unreachable (ECONNREFUSED) and host unreachable / down (the
- * neighbour did not answer ARP/ND). Every other error (EACCES, ENETUNREACH, EADDRNOTAVAIL, ENETDOWN, a bad
- * port…) is an outage of the method itself.
- */
-export const PROBE_NEGATIVE_ERRORS: ReadonlySet<string> = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'EHOSTDOWN']);
-
-/** The outcome of a probe's socket error (see PROBE_NEGATIVE_ERRORS). */
-export function probeErrorOutcome(method: 'netbios' | 'mdns', code: string, message: string): MethodOutcome {
-  return PROBE_NEGATIVE_ERRORS.has(code) ? NEGATIVE : failure(`${method}: ${message.includes(code) ? message : `${code}: ${message}`}`);
-}
-
-/**
- * The outcome of one unicast probe of a client (netbios, mdns): a reply is read by `onReply`; silence or an
- * abort is a negative (most devices ignore these probes); a socket error is classified by probeErrorOutcome.
- */
-export function probeOutcome<T>(method: 'netbios' | 'mdns', result: ExchangeResult<T>, onReply: (value: T) => MethodOutcome): MethodOutcome {
-  switch (result.kind) {
-    case 'reply':
-      return onReply(result.value);
-    case 'timeout':
-    case 'aborted':
-      return NEGATIVE;
-    case 'error':
-      return probeErrorOutcome(method, result.code, result.message);
-  }
-}
+export { PROBE_NEGATIVE_ERRORS, probeErrorOutcome, probeOutcome } from './probe.js';
 
 export function createNetbios(options: NetbiosOptions): DiscoveryMethod {
-  const port = options.port ?? 137;
-  const timeoutMs = options.timeoutMs;
-  const allow = options.allow ?? ((ip: string): boolean => isProbeable(ip));
-  const inflight = new Inflight();
-
-  async function lookup(ip: string, signal: AbortSignal): Promise<MethodOutcome> {
-    const op = inflight.begin(signal);
-    try {
-      const addr = parseIp(ip);
-      if (!addr || addr.kind() !== 'ipv4') return NEGATIVE;
-      const target = addr.toString();
-      if (!allow(target)) return NEGATIVE;
-      const id = randomId();
-      const result = await udpExchange<NbstatReply>({
-        host: target,
-        port,
-        payload: buildNbstatRequest(id),
-        timeoutMs,
-        signal: op.signal,
-        accept: (msg) => parseNbstatResponse(msg, id),
-      });
-      return probeOutcome('netbios', result, ({ hostname, mac }) => {
-        if (hostname === undefined && mac === undefined) return NEGATIVE;
-        return found({ ...(hostname !== undefined ? { hostname } : {}), ...(mac !== undefined ? { mac } : {}), source: 'netbios' });
-      });
-    } catch (err) {
-      return failure(`netbios: ${err instanceof Error ? err.message : String(err)}`);
-    } finally {
-      op.end();
-    }
-  }
-
-  return {
+  return createProbe<NbstatReply>({
     name: 'netbios',
-    lookup,
-    close(): void {
-      inflight.closeAll();
+    port: options.port ?? 137,
+    timeoutMs: options.timeoutMs,
+    allow: options.allow,
+    ipv4Only: true,
+    request: (id) => ({ payload: buildNbstatRequest(id), accept: (msg) => parseNbstatResponse(msg, id) }),
+    onReply: ({ hostname, mac }) => {
+      if (hostname === undefined && mac === undefined) return NEGATIVE;
+      return found({ ...(hostname !== undefined ? { hostname } : {}), ...(mac !== undefined ? { mac } : {}), source: 'netbios' });
     },
-  };
+  });
 }

@@ -17,8 +17,9 @@
  */
 import { normalizeIp, reverseName } from '../address.js';
 import { buildPtrQuery, matchPtrReply, pickName, randomId, RCODE_NOERROR, RCODE_NXDOMAIN, type PtrReply } from './dnsutil.js';
-import { Inflight, udpExchange } from './udp.js';
-import { failure, found, NEGATIVE, type DiscoveryMethod, type MethodOutcome } from './types.js';
+import { defineMethod } from './probe.js';
+import { udpExchange } from './udp.js';
+import { failure, found, NEGATIVE, type DiscoveryMethod } from './types.js';
 
 export interface RdnsResolver {
   /** An IP literal (no names: resolving the resolver would need a resolver). */
@@ -27,77 +28,69 @@ export interface RdnsResolver {
 }
 
 export interface RdnsOptions {
-  resolvers: RdnsResolver[];
-  /** Time to wait for each resolver before trying the next one. */
-  timeoutMs: number;
+  /**
+   * The resolvers, or a function that gives them at each lookup: the server's choice may depend on another
+   * plugin (forward's `private` upstreams) that is only known once the whole chain is set up. A function that
+   * gives none means rdns has nothing to ask: the lookup finds nothing (it does not fail).
+   */
+  resolvers: readonly RdnsResolver[] | (() => readonly RdnsResolver[]);
+  /** Time to wait for each resolver before trying the next one; a function of the number of resolvers. */
+  timeoutMs: number | ((resolvers: number) => number);
 }
 
 const RCODE_NAMES: Record<number, string> = { 1: 'FORMERR', 2: 'SERVFAIL', 4: 'NOTIMP', 5: 'REFUSED' };
 
 export function createRdns(options: RdnsOptions): DiscoveryMethod {
-  const resolvers = options.resolvers.map((r) => ({ host: r.host, port: r.port }));
-  const timeoutMs = options.timeoutMs;
-  const inflight = new Inflight();
+  const given = options.resolvers;
+  const fixed = typeof given === 'function' ? undefined : given.map((r) => ({ host: r.host, port: r.port }));
+  const timeoutOf = options.timeoutMs;
 
-  async function lookup(ip: string, signal: AbortSignal): Promise<MethodOutcome> {
-    const op = inflight.begin(signal);
-    try {
-      const key = normalizeIp(ip);
-      if (key === undefined) return NEGATIVE;
-      if (resolvers.length === 0) return failure('rdns: no resolver configured');
-      const qname = reverseName(key);
-      const problems: string[] = [];
-      for (const r of resolvers) {
-        if (op.signal.aborted) return failure('rdns: aborted');
-        const id = randomId();
-        const result = await udpExchange<PtrReply>({
-          host: r.host,
-          port: r.port,
-          payload: buildPtrQuery(qname, id, true),
-          timeoutMs,
-          signal: op.signal,
-          accept: (msg) => matchPtrReply(msg, id, qname),
-        });
-        const where = `${r.host}:${r.port}`;
-        switch (result.kind) {
-          case 'aborted':
-            return failure('rdns: aborted');
-          case 'timeout':
-            problems.push(`${where} timed out`);
+  return defineMethod('rdns', async (ip, signal) => {
+    const key = normalizeIp(ip);
+    if (key === undefined) return NEGATIVE;
+    const resolvers = fixed ?? (given as () => readonly RdnsResolver[])();
+    if (resolvers.length === 0) return fixed === undefined ? NEGATIVE : failure('rdns: no resolver configured');
+    const timeoutMs = typeof timeoutOf === 'number' ? timeoutOf : timeoutOf(resolvers.length);
+    const qname = reverseName(key);
+    const problems: string[] = [];
+    for (const r of resolvers) {
+      if (signal.aborted) return failure('rdns: aborted');
+      const payload = buildPtrQuery(qname, randomId(), true);
+      const result = await udpExchange<PtrReply>({
+        host: r.host,
+        port: r.port,
+        payload,
+        timeoutMs,
+        signal,
+        accept: (msg) => matchPtrReply(msg, payload, qname),
+      });
+      const where = `${r.host}:${r.port}`;
+      switch (result.kind) {
+        case 'aborted':
+          return failure('rdns: aborted');
+        case 'timeout':
+          problems.push(`${where} timed out`);
+          continue;
+        case 'error':
+          problems.push(`${where} ${result.code}`);
+          continue;
+        case 'reply': {
+          const reply = result.value;
+          if (reply.rcode === RCODE_NXDOMAIN) return NEGATIVE;
+          if (reply.rcode !== RCODE_NOERROR) {
+            problems.push(`${where} ${RCODE_NAMES[reply.rcode] ?? `rcode ${reply.rcode}`}`);
             continue;
-          case 'error':
-            problems.push(`${where} ${result.code}`);
-            continue;
-          case 'reply': {
-            const reply = result.value;
-            if (reply.rcode === RCODE_NXDOMAIN) return NEGATIVE;
-            if (reply.rcode !== RCODE_NOERROR) {
-              problems.push(`${where} ${RCODE_NAMES[reply.rcode] ?? `rcode ${reply.rcode}`}`);
-              continue;
-            }
-            const name = pickName(reply.names);
-            if (name !== undefined) return found({ hostname: name, source: 'rdns' });
-            if (reply.truncated) {
-              problems.push(`${where} truncated reply`);
-              continue;
-            }
-            return NEGATIVE; // NODATA
           }
+          const name = pickName(reply.names);
+          if (name !== undefined) return found({ hostname: name, source: 'rdns' });
+          if (reply.truncated) {
+            problems.push(`${where} truncated reply`);
+            continue;
+          }
+          return NEGATIVE; // NODATA
         }
       }
-      return failure(`rdns: ${problems.join('; ')}`);
-    } catch (err) {
-      return failure(`rdns: ${err instanceof Error ? err.message : String(err)}`);
-    } finally {
-      op.end();
     }
-  }
-
-  return {
-    name: 'rdns',
-    lookup,
-    close(): void {
-      inflight.closeAll();
-    },
-  };
+    return failure(`rdns: ${problems.join('; ')}`);
+  });
 }

@@ -1,5 +1,6 @@
-// The `clients` table: batched upserts from the tracking plugin, the start-up index load, retention, and
-// the paged list for the API.
+// The `clients` table, clienttrack's own (its migrations are in ./migrations): batched upserts from the tracker,
+// the start-up index load, retention, the paged list and the discovery scans that clienttrack serves to other
+// plugins through its hooks (hooks.ts).
 //
 // Writes: one transaction per batch (the statement's own when it is one); each batch is one (or a few) multi-row
 //   INSERT … SELECT … FROM <the rows as json> ON CONFLICT (ip) DO UPDATE SET …
@@ -24,6 +25,8 @@
 // per batch and ran 2.5–3x slower. The SQL is written by hand (not knex's insert().onConflict().merge()) also
 // because knex builds SQLite multi-row inserts as `SELECT … UNION ALL SELECT …`, which SQLite caps at 500 terms.
 
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import type { Knex } from 'knex';
 
 import {
@@ -32,8 +35,31 @@ import {
   withBusyRetry,
   type RetryPolicy,
   type StorageLogger,
-} from './errors';
-import type { StorageHandle } from '../core/plugin';
+} from '../../storage/errors';
+import type { StorageHandle } from '../../core/plugin';
+import type { Storage } from '../../storage/open';
+import type { ClientRecord, ClientListQuery, ClientListResult, ClientSort } from './hooks';
+
+export type { ClientSort } from './hooks';
+
+/** The migration set (and `knex_migrations_clienttrack` table) that owns `clients`. */
+export const CLIENTS_MIGRATION_SET = 'clienttrack';
+
+/** The table's migrations: next to this file in the sources, beside `dist/` once compiled (shipped in "files"). */
+export function clientsMigrationsDir(): string {
+  const candidates = [path.join(__dirname, 'migrations'), path.resolve(__dirname, '..', '..', '..', 'plugins', 'clienttrack', 'migrations')];
+  for (const c of candidates) if (fs.existsSync(c)) return c;
+  throw new Error(`the clienttrack migrations are missing (looked in ${candidates.join(', ')})`);
+}
+
+/**
+ * Registers the `clients` migrations with a storage handle opened outside the server (the CLI, tests,
+ * benchmarks): `storage.migrate.latest()` then creates (or adopts) the table. The server does the same through
+ * `api.storage.migrate`.
+ */
+export function registerClientsMigrations(storage: Pick<Storage, 'migrate'>): void {
+  storage.migrate.addPlugin(CLIENTS_MIGRATION_SET, clientsMigrationsDir());
+}
 
 /** One client's activity since the last batch (the caller has already merged repeats in memory). */
 export interface ClientUpdate {
@@ -57,36 +83,12 @@ export interface ClientUpdate {
   lastError?: string | null;
 }
 
-export interface ClientRow {
-  ip: string;
-  hostname: string | null;
-  mac: string | null;
-  vendor: string | null;
-  method: string | null;
-  discovering: boolean;
-  firstSeen: number;
-  lastSeen: number;
-  queryCount: number;
-  discoveredAt: number | null;
-  lastError: string | null;
-}
+/** A stored client, as clienttrack hands it out (see hooks.ts). */
+export type ClientRow = ClientRecord;
 
-export type ClientSort = 'ip' | 'hostname' | 'last_seen' | 'query_count' | 'first_seen';
+export type ListOptions = ClientListQuery;
 
-export interface ListOptions {
-  offset?: number;
-  /** Default 50, at most 1000. */
-  limit?: number;
-  sort?: ClientSort;
-  order?: 'asc' | 'desc';
-  /** Substring of the ip, hostname or mac (case-insensitive). */
-  search?: string;
-}
-
-export interface ListResult {
-  total: number;
-  rows: ClientRow[];
-}
+export type ListResult = ClientListResult;
 
 export interface ClientStoreOptions {
   /** Retry policy for SQLITE_BUSY / SQLITE_LOCKED (and PostgreSQL deadlocks). Default 5 tries, 10 → 200 ms. */
@@ -435,6 +437,39 @@ export class ClientStore {
       Promise.resolve(this.storage.reader('clients').count({ n: '*' }).first()),
     );
     return toNumber((r as { n?: unknown } | undefined)?.n ?? 0);
+  }
+
+  /** Clients whose row says `discovering`, first seen first (read side): discovery takes them up again. */
+  async discovering(limit: number): Promise<string[]> {
+    const n = Math.max(0, Math.floor(limit));
+    if (n === 0) return [];
+    const rows = await withBusyRetry('discovering', this.retry, () =>
+      Promise.resolve(this.storage.reader('clients').select('ip').where('discovering', true).orderBy('first_seen').limit(n)),
+    );
+    return (rows as Array<{ ip: string }>).map((r) => r.ip);
+  }
+
+  /**
+   * Clients seen since `seenSince` whose discovery finished before `discoveredBefore` (wall ms), oldest name first
+   * (read side): the names discovery refreshes.
+   */
+  async stale(discoveredBefore: number, seenSince: number, limit: number): Promise<string[]> {
+    const n = Math.max(0, Math.floor(limit));
+    if (n === 0) return [];
+    const rows = await withBusyRetry('stale', this.retry, () =>
+      Promise.resolve(
+        this.storage
+          .reader('clients')
+          .select('ip')
+          .where('discovering', false)
+          .whereNotNull('discovered_at')
+          .where('discovered_at', '<', discoveredBefore)
+          .where('last_seen', '>=', seenSince)
+          .orderBy('discovered_at')
+          .limit(n),
+      ),
+    );
+    return (rows as Array<{ ip: string }>).map((r) => r.ip);
   }
 
   /**
