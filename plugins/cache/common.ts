@@ -3,8 +3,7 @@ import type { Logger } from '../../core/log';
 import { DnsResponse } from '../../core/response';
 import { Rcode } from '../../core/wire/constants';
 import type { CacheStats } from './metrics';
-import type { PrefetchConfig } from './prefetch';
-import type { StaleConfig } from './serveStale';
+import type { PrefetchConfig, StaleConfig } from './settings';
 import type { CacheStore, PutOutcome } from './store';
 import type { ParsedQuery } from '../../core/wire/query';
 

@@ -2,19 +2,8 @@ import type { QueryContext } from '../../core/context';
 import type { DnsResponse } from '../../core/response';
 import { EDE_STALE_ANSWER } from '../../core/wire/constants';
 import { type CacheCore, type QueryCallback, cloneResponse, isFailure } from './common';
+import type { StaleConfig } from './settings';
 import type { CacheEntry } from './store';
-
-/** `serve_stale` options, in milliseconds (answerTtl in seconds). */
-export interface StaleConfig {
-  /** How long after expiry an entry may still be served. */
-  readonly maxStaleMs: number;
-  /** RFC 8767 client response timer: how long a client waits for the answer from below before getting stale data. */
-  readonly clientTimeoutMs: number;
-  /** RFC 8767 failure recheck timer: after a failed refresh, serve stale without asking below for this long. */
-  readonly recheckMs: number;
-  /** TTL of every record in a stale answer (RFC 8767 recommends 30 s). */
-  readonly answerTtl: number;
-}
 
 const STALE_EDE = Object.freeze({ code: EDE_STALE_ANSWER });
 
