@@ -32,10 +32,13 @@ export function isFailure(res: DnsResponse): boolean {
   return rcode !== Rcode.NOERROR && rcode !== Rcode.NXDOMAIN;
 }
 
-/** A separate response object with the same bytes, for a second client waiting on one refresh. */
+/**
+ * A separate response with a copy of the bytes, for a second client waiting on one refresh: the first
+ * client's reply may be written over the original's bytes (DnsResponse.fromRender).
+ */
 export function cloneResponse(res: DnsResponse): DnsResponse {
   if (res.dropped) return DnsResponse.drop();
-  const c = DnsResponse.fromWire(res.wire, res.layout ?? undefined);
+  const c = DnsResponse.fromWire(Buffer.from(res.wire), res.layout ?? undefined);
   c.ede = res.ede;
   c.authoritative = res.authoritative;
   return c;
