@@ -31,6 +31,8 @@ import { Registry } from 'prom-client';
 import { encodeQuery, envInt, findBinary, statTicks } from './common';
 import { QueryContext } from '../core/context';
 import { DnsResponse } from '../core/response';
+import { callbackForm, timed } from '../core/tapForm';
+import type { TapTiming } from '../core/timing';
 import { parseQuery, type ParsedQuery } from '../core/wire/query';
 import { RequestRecorder, coreMetrics } from '../plugins/metrics';
 
@@ -332,8 +334,7 @@ function micro(): { servedNs: number; timedTapNs: number; untimedTapNs: number }
   const raw = encodeQuery(0x1234, 'h1.bench.test');
   const q = parseQuery(raw) as ParsedQuery;
   const client = { address: '127.0.0.1', port: 5353, family: 4 as const, transport: 'udp' as const, localAddress: '127.0.0.1', ednsSize: 0, dnssecOk: false, checkingDisabled: false };
-  const runner = { runFrom: () => Promise.reject(new Error('unused')) };
-  const ctx = new QueryContext(raw, q, client, '', 'block0', performance.now(), runner);
+  const ctx = new QueryContext(raw, q, client, '', 'block0', performance.now());
   const wire = Buffer.concat([raw, Buffer.from([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0x0e, 0x10, 0, 4, 192, 0, 2, 1])]);
   wire[2] |= 0x80;
   wire.writeUInt16BE(1, 6);
@@ -341,16 +342,15 @@ function micro(): { servedNs: number; timedTapNs: number; untimedTapNs: number }
   res.plugin = 'cache';
   nsPerCall(200_000, () => recorder.onServed(ctx, res)); // warm-up: optimised code, every label child bound
   const servedNs = nsPerCall(2_000_000, () => recorder.onServed(ctx, res));
-  // The chain's wrapper around a sync tap, as core/chain.ts writes it, with and without an observer bound.
-  const slot: { observe: ((s: number) => void) | null } = { observe: null };
+  // The chain's wrapper around a sync tap, as core/tapForm.ts makes it, with and without an observer bound.
+  const slot: TapTiming = { plugin: 'cache', hook: 'query', observe: null };
   let sink = 0;
   const tapFn = (i: number): number => i & 1;
-  const wrapped = (i: number): void => {
-    const observe = slot.observe;
-    const start = observe === null ? 0 : performance.now();
-    sink += tapFn(i);
-    if (observe !== null) observe((performance.now() - start) / 1000);
+  const call = timed(callbackForm({ type: 'sync', name: 'cache', fn: tapFn }, 1), slot);
+  const onResult = (_err: unknown, r: unknown): void => {
+    sink += r as number;
   };
+  const wrapped = (i: number): void => call(i, undefined, onResult);
   const untimedTapNs = nsPerCall(2_000_000, wrapped);
   slot.observe = core.pluginDuration.child(['block0', 'cache', 'query']).observe;
   const timedTapNs = nsPerCall(2_000_000, wrapped);

@@ -484,11 +484,10 @@ async function cpuCost(): Promise<Record<string, number>> {
     const silent = { debug() {}, info() {}, warn() {}, error() {}, child() { return silent; } };
     const ql = new QueryLog({ ...opts, ring: 1_000_000, batch: 5000 }, async () => store, silent as never);
     const client = { address: '192.168.1.23', port: 5353, family: 4 as const, transport: 'udp' as const, localAddress: '127.0.0.1', ednsSize: 0, dnssecOk: false, checkingDisabled: false };
-    const runner = { runFrom: () => Promise.reject(new Error('unused')) };
     const ctxs: QueryContext[] = [];
     for (let i = 0; i < 1000; i++) {
       const raw = encodeQuery(i, `site${i}.cdn${i % 7}.example.net`);
-      const c = new QueryContext(raw, parseQuery(raw) as ParsedQuery, { ...client, address: `192.168.1.${10 + (i % 30)}` }, '', 'block0', performance.now(), runner);
+      const c = new QueryContext(raw, parseQuery(raw) as ParsedQuery, { ...client, address: `192.168.1.${10 + (i % 30)}` }, '', 'block0', performance.now());
       c.replyFlags = 0x8180;
       ctxs.push(c);
     }

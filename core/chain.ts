@@ -1,14 +1,13 @@
-import { AsyncSeriesBailHook } from 'tapable';
 import type { FullTap } from 'tapable';
-
-type Tap = FullTap;
 import { performance } from 'node:perf_hooks';
-import type { QueryContext, ChainRunner } from './context';
+import type { QueryContext } from './context';
 import { createServerHooks, type ServerHooks } from './hooks';
 import type { Logger } from './log';
 import type { MetricsHub } from './metricsRegistry';
 import type { AnyPluginDefinition, BlockInfo, PluginApi, ServerIntrospection, StorageAccess, WireStats } from './plugin';
-import { DnsResponse } from './response';
+import { compileQueryWalk, type Handler, type QueryTap } from './queryWalk';
+import type { DnsResponse } from './response';
+import { callbackForm, timed } from './tapForm';
 import type { TapTiming } from './timing';
 import { Rcode } from './wire/constants';
 import { RetainedState, SharedState } from './retained';
@@ -53,15 +52,11 @@ export class PluginSetupError extends Error {
 /** More than any block's plugin count: a tap's own stage times this, plus its list position, orders it. */
 const STAGE_SPAN = 1 << 16;
 
-type QueryHook = AsyncSeriesBailHook<[QueryContext], DnsResponse | undefined>;
-type AnyFn = (...args: unknown[]) => unknown;
-type Callback = (err: unknown, result?: DnsResponse) => void;
-
 /**
  * The plugin chain of one server block: its hooks, its plugins' setup (two phases), and the walk.
  * A reload builds a new Chain beside the old one and swaps it in; retained state moves across.
  */
-export class Chain implements ChainRunner {
+export class Chain {
   readonly hooks: ServerHooks = createServerHooks();
   readonly block: BlockInfo;
   readonly entries: readonly ChainEntry[];
@@ -69,7 +64,10 @@ export class Chain implements ChainRunner {
   /** Queries currently being handled by this chain; a replaced chain is shut down once this reaches 0. */
   inFlight = 0;
   private readonly published = new Map<string, object>();
-  private readonly rest = new Map<number, QueryHook>();
+  /** The `query` taps compiled (see queryWalk.ts); null until setup ends, and again after a late tap. */
+  private walk: Handler | null = null;
+  /** Untapped, the response hook is not called at all (tapable would still run its compiled function). */
+  private respond = false;
   private readonly timers = new TimerSet();
   readonly retained: RetainedState;
   private readonly shared: SharedState;
@@ -88,9 +86,9 @@ export class Chain implements ChainRunner {
     this.responseFailures = new RepeatingWarning({ intervalMs: 10_000, emit: (count) => this.log.warn('response hook failed (the unmodified response was sent)', { count, last: this.lastFailure }) });
     this.retained = new RetainedState(previous);
     this.shared = services.shared ?? new SharedState();
-    this.hooks.query.intercept({ register: (tap) => this.wrapQueryTap(tap) });
-    this.hooks.response.intercept({ register: (tap) => this.wrapTimedTap(tap, 'response') });
-    // Setup no longer runs in list order, so taps of the other server hooks are put in list order explicitly.
+    this.hooks.query.intercept({ register: (tap) => this.registerQueryTap(tap) });
+    this.hooks.response.intercept({ register: (tap) => this.registerResponseTap(tap) });
+    // Setup does not run in list order (dependencies first), so taps of the other server hooks are put in list order explicitly.
     this.hooks.served.intercept({ register: (tap) => this.inListOrder(tap) });
     for (const hook of [this.hooks.startup, this.hooks.shutdown, this.hooks.reload]) hook.intercept({ register: (tap) => this.inListOrder(tap) });
   }
@@ -128,7 +126,7 @@ export class Chain implements ChainRunner {
       }
     }
     this.registering = null;
-    this.buildRest();
+    this.compile();
   }
 
   /** Drops a chain that was built but never swapped in: its own state goes, state it took over goes back. */
@@ -169,136 +167,68 @@ export class Chain implements ChainRunner {
     };
   }
 
-  private currentRegistration(tap: Tap): { name: string; index: number } {
+  private currentRegistration(tap: FullTap): { name: string; index: number } {
     if (this.registering) return this.registering;
     const idx = this.entries.findIndex((e) => e.name === tap.name);
     return { name: tap.name, index: idx === -1 ? this.entries.length : idx };
   }
 
-  /**
-   * Every `query` tap is wrapped once, here: it records its chain position on the context (for `next()`),
-   * stamps the plugin that answered, and feeds its timing slot when an observer is bound.
-   */
-  private wrapQueryTap(tap: Tap): Tap {
-    const { name, index } = this.currentRegistration(tap);
-    const timing: TapTiming = { plugin: name, hook: 'query', observe: null };
+  /** A slot for the tap's time in this chain's list, which the metrics plugin binds to its histogram. */
+  private timingSlot(plugin: string, hook: string): TapTiming {
+    const timing: TapTiming = { plugin, hook, observe: null };
     this.timings.push(timing);
-    const fn = (tap as Tap & { fn: AnyFn }).fn;
-    let wrapped: AnyFn;
-    if (tap.type === 'async') {
-      wrapped = (ctx: unknown, cb: unknown) => {
-        const c = ctx as QueryContext;
-        const done = cb as Callback;
-        c.position = index;
-        const observe = timing.observe;
-        const start = observe === null ? 0 : performance.now();
-        fn(c, (err: unknown, res?: DnsResponse) => {
-          if (observe !== null) observe((performance.now() - start) / 1000);
-          if (res !== undefined && res.plugin === '') res.plugin = name;
-          done(err, res);
-        });
-      };
-    } else if (tap.type === 'promise') {
-      wrapped = (ctx: unknown) => {
-        const c = ctx as QueryContext;
-        c.position = index;
-        const observe = timing.observe;
-        const start = observe === null ? 0 : performance.now();
-        return (fn(c) as Promise<DnsResponse | undefined>).then((res) => {
-          if (observe !== null) observe((performance.now() - start) / 1000);
-          if (res !== undefined && res.plugin === '') res.plugin = name;
-          return res;
-        });
-      };
-    } else {
-      wrapped = (ctx: unknown) => {
-        const c = ctx as QueryContext;
-        c.position = index;
-        const observe = timing.observe;
-        const start = observe === null ? 0 : performance.now();
-        const res = fn(c) as DnsResponse | undefined;
-        if (observe !== null) observe((performance.now() - start) / 1000);
-        if (res !== undefined && res.plugin === '') res.plugin = name;
-        return res;
-      };
-    }
-    return Object.assign({}, tap, { fn: wrapped as Tap['fn'], stage: index, chainIndex: index });
+    return timing;
   }
 
-  private wrapTimedTap(tap: Tap, hook: string): Tap {
+  /**
+   * A `query` tap keeps its function; it is tagged with its plugin and timing slot and staged at the plugin's
+   * position, so tapable's own ordering is the chain order the walk is compiled in.
+   */
+  private registerQueryTap(tap: FullTap): FullTap {
     const { name, index } = this.currentRegistration(tap);
-    const timing: TapTiming = { plugin: name, hook, observe: null };
-    this.timings.push(timing);
-    const fn = (tap as Tap & { fn: AnyFn }).fn;
-    let wrapped: AnyFn;
-    if (tap.type === 'async') {
-      wrapped = (a: unknown, b: unknown, cb: unknown) => {
-        const observe = timing.observe;
-        if (observe === null) return fn(a, b, cb);
-        const start = performance.now();
-        return fn(a, b, (err: unknown, res: unknown) => {
-          observe((performance.now() - start) / 1000);
-          (cb as (e: unknown, r: unknown) => void)(err, res);
-        });
-      };
-    } else if (tap.type === 'promise') {
-      wrapped = (a: unknown, b: unknown) => {
-        const observe = timing.observe;
-        if (observe === null) return fn(a, b);
-        const start = performance.now();
-        return (fn(a, b) as Promise<unknown>).finally(() => observe((performance.now() - start) / 1000));
-      };
-    } else {
-      wrapped = (a: unknown, b: unknown) => {
-        const observe = timing.observe;
-        if (observe === null) return fn(a, b);
-        const start = performance.now();
-        try {
-          return fn(a, b);
-        } finally {
-          observe((performance.now() - start) / 1000);
-        }
-      };
-    }
-    return Object.assign({}, tap, { fn: wrapped as Tap['fn'], stage: index });
+    const tagged: QueryTap = Object.assign({}, tap, { stage: index, plugin: name, timing: this.timingSlot(name, 'query') });
+    this.walk = null;
+    return tagged;
+  }
+
+  /** A `response` tap stays in tapable's waterfall, called in the callback form and timed like a query tap. */
+  private registerResponseTap(tap: FullTap): FullTap {
+    const { name, index } = this.currentRegistration(tap);
+    const fn = timed(callbackForm(tap, 2), this.timingSlot(name, 'response'));
+    this.respond = true;
+    return Object.assign({}, tap, { type: 'async' as const, fn, stage: index });
   }
 
   /** A tap's explicit `stage` first, then its plugin's list position (tapable keeps equal stages in tap order). */
-  private inListOrder(tap: Tap): Tap {
+  private inListOrder(tap: FullTap): FullTap {
     const { index } = this.currentRegistration(tap);
     return Object.assign({}, tap, { stage: (tap.stage ?? 0) * STAGE_SPAN + index });
   }
 
-  /** For each plugin position, a bail hook holding only the taps below it: what `ctx.next()` runs. */
-  private buildRest(): void {
-    const taps = this.hooks.query.taps as unknown as (Tap & { fn: AnyFn; chainIndex: number })[];
-    const positions = new Set<number>([-1, ...taps.map((t) => t.chainIndex)]);
-    for (const pos of positions) {
-      const hook: QueryHook = new AsyncSeriesBailHook<[QueryContext], DnsResponse | undefined>(['ctx']);
-      for (const t of taps) {
-        if (t.chainIndex <= pos) continue;
-        const opts = { name: t.name, stage: t.stage };
-        // The functions are already wrapped: tap them as they are, without going through our interceptor.
-        if (t.type === 'async') hook.tapAsync(opts, t.fn as never);
-        else if (t.type === 'promise') hook.tapPromise(opts, t.fn as never);
-        else hook.tap(opts, t.fn as never);
-      }
-      this.rest.set(pos, hook);
-    }
+  private compile(): Handler {
+    const walk = compileQueryWalk(this.hooks.query.taps as QueryTap[]);
+    this.walk = walk;
+    return walk;
   }
 
   /** Walks the chain for one query and calls `done` with the response to write (never fails). */
   handle(ctx: QueryContext, done: (res: DnsResponse) => void): void {
     this.inFlight++;
-    this.hooks.query.callAsync(ctx, (err, res) => {
+    // A tap registered after setup (from a startup hook) recompiles the walk once, here.
+    const walk = this.walk ?? this.compile();
+    walk(ctx, (err, res, plugin) => {
       let answer = res;
       if (err) {
-        const plugin = ctx.position >= 0 ? this.entries[ctx.position]?.name : undefined;
-        this.lastFailure = `${plugin ?? 'chain'}: ${err instanceof Error ? err.message : String(err)}`;
+        this.lastFailure = `${plugin === '' ? 'chain' : plugin}: ${err instanceof Error ? err.message : String(err)}`;
         this.queryFailures.hit();
         answer = ctx.reply(Rcode.SERVFAIL);
       } else if (answer === undefined) {
         answer = ctx.reply(Rcode.SERVFAIL);
+      }
+      if (!this.respond) {
+        this.inFlight--;
+        done(answer);
+        return;
       }
       const first = answer;
       this.hooks.response.callAsync(first, ctx, (err2, final) => {
@@ -308,17 +238,6 @@ export class Chain implements ChainRunner {
           this.responseFailures.hit();
         }
         done(err2 || final === undefined ? first : final);
-      });
-    });
-  }
-
-  runFrom(ctx: QueryContext, afterPosition: number): Promise<DnsResponse> {
-    const hook = this.rest.get(afterPosition) ?? this.rest.get(-1);
-    return new Promise((resolve, reject) => {
-      if (hook === undefined) return resolve(ctx.reply(Rcode.SERVFAIL));
-      hook.callAsync(ctx, (err, res) => {
-        if (err) reject(err instanceof Error ? err : new Error(String(err)));
-        else resolve(res ?? ctx.reply(Rcode.SERVFAIL));
       });
     });
   }

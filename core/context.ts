@@ -1,5 +1,6 @@
 import * as dnsPacket from 'dns-packet';
 import { DnsResponse, type ExtendedError } from './response';
+import { Rcode } from './wire/constants';
 import { errorReply } from './wire/finalize';
 import type { ParsedQuery } from './wire/query';
 import { wireKeyToText } from './wire/names';
@@ -18,10 +19,11 @@ export interface ClientInfo {
   readonly checkingDisabled: boolean;
 }
 
-/** Runs the part of the chain below a given plugin position; provided by the chain. */
-export interface ChainRunner {
-  runFrom(ctx: QueryContext, afterPosition: number): Promise<DnsResponse>;
-}
+/** The rest of a chain below one position, bound to that position when the chain is compiled. */
+export type NextFn = (ctx: QueryContext) => Promise<DnsResponse>;
+
+/** Outside a chain (a context built by hand, in a bench or a test) nothing is below: SERVFAIL. */
+const nothingBelow: NextFn = (ctx) => Promise.resolve(ctx.reply(Rcode.SERVFAIL));
 
 /**
  * Everything about one query that plugins see. The message is decoded only when a plugin reads `message`:
@@ -42,20 +44,21 @@ export class QueryContext {
   /** Size and header flags of the bytes actually written (after truncation for this client); set before `served`. */
   replySize: number | undefined;
   replyFlags: number | undefined;
-  /** Index of the plugin whose `query` tap is running; maintained by the chain for `next()`. */
-  position = -1;
+  /**
+   * What `next()` runs: the compiled chain points it at the rest below each tap as it enters that tap. For the
+   * chain only; a plugin that needs the rest later takes `boundNext()`.
+   */
+  below: NextFn = nothingBelow;
   private decoded: dnsPacket.Packet | undefined;
   private name: string | undefined;
-  private readonly runner: ChainRunner;
 
-  constructor(raw: Buffer, query: ParsedQuery, client: ClientInfo, zone: string, server: string, startedAt: number, runner: ChainRunner) {
+  constructor(raw: Buffer, query: ParsedQuery, client: ClientInfo, zone: string, server: string, startedAt: number) {
     this.raw = raw;
     this.query = query;
     this.client = client;
     this.zone = zone;
     this.server = server;
     this.startedAt = startedAt;
-    this.runner = runner;
   }
 
   /** The query decoded by dns-packet, on first use. */
@@ -87,10 +90,17 @@ export class QueryContext {
    * failure). A tap that calls `next()` must return a response itself (usually this one).
    */
   next(): Promise<DnsResponse> {
-    const from = this.position;
-    return this.runner.runFrom(this, from).finally(() => {
-      this.position = from;
-    });
+    return this.below(this);
+  }
+
+  /**
+   * `next()` bound to the calling tap's position, for use after the tap has answered (a refresh in the
+   * background): by then the walk has moved on, and a plain `next()` would no longer start below the caller.
+   * Take it while the tap runs.
+   */
+  boundNext(): () => Promise<DnsResponse> {
+    const below = this.below;
+    return () => below(this);
   }
 
   /** A reply with just the question and an RCODE (REFUSED, SERVFAIL, NXDOMAIN…), optionally with an EDE. */

@@ -158,7 +158,7 @@ export class Dispatcher {
       checkingDisabled: (q.flags & Flag.CD) !== 0,
     };
     const chain = route.chain;
-    const ctx = new QueryContext(raw, q, client, route.zone, route.server, performance.now(), chain);
+    const ctx = new QueryContext(raw, q, client, route.zone, route.server, performance.now());
     c.inFlight++;
     chain.handle(ctx, (res) => {
       c.inFlight--;

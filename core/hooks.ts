@@ -9,8 +9,10 @@ export interface LifecycleInfo {
 
 /**
  * The hooks every chain has, declared once and frozen (as webpack's Compiler does).
- * - query: tapped in chain order; the first tap that returns a response ends the walk.
- * - response: every plugin sees the final response before it is written, and may replace it.
+ * - query: tapped in chain order; the first tap that returns a response ends the walk. The chain compiles its
+ *   taps into one handler per position at each (re)load (queryWalk.ts) rather than calling this hook.
+ * - response: every plugin sees the final response before it is written, and may replace it (not called while
+ *   untapped).
  * - served: after the write; observers only, synchronous and O(1) — never do I/O here.
  */
 export interface ServerHooks {

@@ -31,6 +31,8 @@ export class DnsResponse {
   private wireBytes: Buffer | undefined;
   private decoded: dnsPacket.Packet | undefined;
   private cachedLayout: MessageLayout | null | undefined;
+  /** `wire` and the room after it, one allocation this response alone holds (see `fromRender`). */
+  private ownBuffer: Buffer | undefined;
 
   private constructor(wire: Buffer | undefined, packet: dnsPacket.Packet | undefined, layout?: MessageLayout) {
     this.wireBytes = wire;
@@ -41,6 +43,17 @@ export class DnsResponse {
   /** Wraps encoded bytes. `layout` may be passed when it is already known (a cache hit). */
   static fromWire(wire: Buffer, layout?: MessageLayout): DnsResponse {
     return new DnsResponse(wire, undefined, layout);
+  }
+
+  /**
+   * Wraps the first `length` bytes of `buffer`, fresh bytes made for this one response (a cache hit's copy of
+   * its entry); the rest of `buffer` is room the writer may use to build the client's reply in place, so the
+   * answer is copied once on its way out instead of twice. Nothing else may hold `buffer`.
+   */
+  static fromRender(buffer: Buffer, length: number, layout?: MessageLayout): DnsResponse {
+    const r = new DnsResponse(buffer.subarray(0, length), undefined, layout);
+    r.ownBuffer = buffer;
+    return r;
   }
 
   /** Wraps a dns-packet message built by a plugin; it is encoded once, when written. */
@@ -72,6 +85,25 @@ export class DnsResponse {
     this.decoded = packet;
     this.wireBytes = undefined;
     this.cachedLayout = undefined;
+    this.ownBuffer = undefined;
+  }
+
+  /**
+   * For the writer: the bytes of `wire` extended to `size`, to write the client's reply over, or null when
+   * this response holds no room (or not enough). Once the writer used them it calls `wroteReply`.
+   */
+  replyBuffer(size: number): Buffer | null {
+    const own = this.ownBuffer;
+    if (own === undefined || size > own.length) return null;
+    return own.subarray(0, size);
+  }
+
+  /** The reply was written over this response's bytes: from now on it holds exactly what was sent. */
+  wroteReply(reply: Buffer): void {
+    this.wireBytes = reply;
+    this.decoded = undefined;
+    this.cachedLayout = undefined;
+    this.ownBuffer = undefined;
   }
 
   /** Record offsets of the encoded form; null when the bytes are malformed. */

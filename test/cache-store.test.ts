@@ -5,6 +5,7 @@ import { ManualClock } from '../core/clock';
 import { DnsResponse } from '../core/response';
 import { parseQuery, type ParsedQuery } from '../core/wire/query';
 import { layoutOf } from '../core/wire/message';
+import { writeForClient } from '../core/wire/finalize';
 import { buildQuery } from '../testing/client';
 import { recordA as a, recordSoa as soa } from '../testing/fakeUpstream';
 import { CacheStore, EntryKind, cacheKey, type StoreLimits } from '../plugins/cache/store';
@@ -80,6 +81,32 @@ describe('cache store: TTL math (ManualClock)', () => {
     store.render(e, clock.now());
     store.renderStale(e, 30);
     assert.deepEqual(e.wire, before);
+  });
+
+  test('a hit is copied once: the reply is written over the render, never over the stored bytes', () => {
+    const { store, clock } = setup();
+    const stored = q('x.example');
+    put(store, stored, reply('x.example', 'A', { answers: [a('x.example', 100, '192.0.2.1')] }));
+    const e = store.get(stored)!;
+    const before = Buffer.from(e.wire);
+    // Two clients, another letter case and ID each, one with EDNS (our OPT goes into the render's room).
+    const clients = [buildQuery('X.Example', 'A', { id: 0x1111, edns: 1232, dnssecOk: true }), buildQuery('x.EXAMPLE', 'A', { id: 0x2222 })];
+    for (const raw of clients) {
+      const cq = parseQuery(raw) as ParsedQuery;
+      const res = store.render(e, clock.now());
+      const rendered = res.wire;
+      const out = writeForClient(res, cq, raw, { tcp: false, ourUdpSize: 1232 });
+      assert.equal(out.buffer, rendered.buffer, 'the reply lies where the render is');
+      assert.equal(out.byteOffset, rendered.byteOffset);
+      const p = dnsPacket.decode(out);
+      assert.equal(p.id, cq.id);
+      assert.equal(p.questions![0].name, cq.id === 0x1111 ? 'X.Example' : 'x.EXAMPLE');
+      assert.deepEqual(p.answers!.map((r) => (r as { data: string }).data), ['192.0.2.1']);
+      assert.equal(p.additionals!.length, cq.edns !== null ? 1 : 0);
+      // What observers of `served` read afterwards is exactly what was sent.
+      assert.deepEqual(res.wire, out);
+      assert.deepEqual(e.wire, before);
+    }
   });
 
   test('max_ttl caps the entry and every record TTL', () => {

@@ -41,8 +41,8 @@ export function writeForClient(res: DnsResponse, q: ParsedQuery, raw: Buffer, li
   }
   const rcode = res.rcode;
   const bodyEnd = layout.optStart === -1 ? wire.length : layout.optStart;
-  const opt = q.edns !== null ? optRecord(limits.ourUdpSize, rcode >> 4, q.edns.dnssecOk, res.ede) : null;
-  const optLen = opt === null ? 0 : opt.length;
+  const extRcode = rcode >> 4;
+  const optLen = q.edns !== null ? optLength(res.ede) : 0;
   const total = q.questionEnd + (bodyEnd - layout.questionEnd) + optLen;
   const limit = limits.tcp ? 65535 : udpLimit(q, limits.ourUdpSize);
   const respFlags = wire.readUInt16BE(2);
@@ -68,17 +68,21 @@ export function writeForClient(res: DnsResponse, q: ParsedQuery, raw: Buffer, li
   }
 
   const size = q.questionEnd + (cut - layout.questionEnd) + optLen;
-  const out = Buffer.allocUnsafe(size);
+  // A response with room of its own (a cache hit's fresh copy) becomes the reply where it lies: its question
+  // is as long as the client's (checked above), so the records are already in place and only the header, the
+  // question's letter case and the OPT are written. Otherwise the records are copied into a new buffer.
+  const inPlace = cut === bodyEnd ? res.replyBuffer(size) : null;
+  const out = inPlace ?? Buffer.allocUnsafe(size);
   out.writeUInt16BE(q.id, 0);
   out.writeUInt16BE(flags, 2);
   out.writeUInt16BE(1, 4);
   raw.copy(out, HEADER_LEN, HEADER_LEN, q.questionEnd);
-  let pos = q.questionEnd;
   out.writeUInt16BE(an, 6);
   out.writeUInt16BE(ns, 8);
-  out.writeUInt16BE(ar + (opt === null ? 0 : 1), 10);
-  pos += wire.copy(out, pos, layout.questionEnd, cut);
-  if (opt !== null) opt.copy(out, pos);
+  out.writeUInt16BE(ar + (optLen === 0 ? 0 : 1), 10);
+  const pos = inPlace !== null ? bodyEnd : q.questionEnd + wire.copy(out, q.questionEnd, layout.questionEnd, cut);
+  if (optLen !== 0) writeOpt(out, pos, limits.ourUdpSize, extRcode, (q.edns as NonNullable<ParsedQuery['edns']>).dnssecOk, res.ede);
+  if (inPlace !== null) res.wroteReply(out);
   return out;
 }
 
@@ -138,21 +142,31 @@ function fitRrsets(wire: Buffer, layout: MessageLayout, bodyEnd: number, budget:
 
 /** Our OPT record: root owner, type 41, class = UDP size, TTL = ext-RCODE | version 0 | DO, options. */
 export function optRecord(udpSize: number, extRcode: number, dnssecOk: boolean, ede?: { code: number; text?: string }): Buffer {
-  const text = ede?.text ? Buffer.from(ede.text, 'utf8') : undefined;
-  const rdlen = ede ? 6 + (text ? text.length : 0) : 0;
-  const out = Buffer.allocUnsafe(11 + rdlen);
-  out[0] = 0;
-  out.writeUInt16BE(RrType.OPT, 1);
-  out.writeUInt16BE(udpSize, 3);
-  out.writeUInt32BE(((extRcode & 0xff) << 24 | (dnssecOk ? EDNS_DO : 0)) >>> 0, 5);
-  out.writeUInt16BE(rdlen, 9);
-  if (ede) {
-    out.writeUInt16BE(OPT_EDE, 11);
-    out.writeUInt16BE(2 + (text ? text.length : 0), 13);
-    out.writeUInt16BE(ede.code, 15);
-    if (text) text.copy(out, 17);
-  }
+  const out = Buffer.allocUnsafe(optLength(ede));
+  writeOpt(out, 0, udpSize, extRcode, dnssecOk, ede);
   return out;
+}
+
+/** Bytes of our OPT record with this EDE (or none). */
+export function optLength(ede?: { code: number; text?: string }): number {
+  return 11 + (ede ? 6 + (ede.text ? Buffer.byteLength(ede.text, 'utf8') : 0) : 0);
+}
+
+/** Writes our OPT record at `pos` (room for `optLength(ede)` bytes), without a buffer of its own. */
+export function writeOpt(out: Buffer, pos: number, udpSize: number, extRcode: number, dnssecOk: boolean, ede?: { code: number; text?: string }): void {
+  const textLen = ede?.text ? Buffer.byteLength(ede.text, 'utf8') : 0;
+  const rdlen = ede ? 6 + textLen : 0;
+  out[pos] = 0;
+  out.writeUInt16BE(RrType.OPT, pos + 1);
+  out.writeUInt16BE(udpSize, pos + 3);
+  out.writeUInt32BE(((extRcode & 0xff) << 24 | (dnssecOk ? EDNS_DO : 0)) >>> 0, pos + 5);
+  out.writeUInt16BE(rdlen, pos + 9);
+  if (ede) {
+    out.writeUInt16BE(OPT_EDE, pos + 11);
+    out.writeUInt16BE(2 + textLen, pos + 13);
+    out.writeUInt16BE(ede.code, pos + 15);
+    if (textLen > 0) out.write(ede.text as string, pos + 17, 'utf8');
+  }
 }
 
 /**

@@ -3,29 +3,9 @@ import type { Logger } from '../../core/log';
 import { DnsResponse } from '../../core/response';
 import { Rcode } from '../../core/wire/constants';
 import type { CacheStats } from './metrics';
+import type { PrefetchConfig, StaleConfig } from './settings';
 import type { CacheStore, PutOutcome } from './store';
 import type { ParsedQuery } from '../../core/wire/query';
-
-/** `prefetch` options, in milliseconds. */
-export interface PrefetchConfig {
-  /** Hits within `withinMs` that make an entry popular. */
-  readonly amount: number;
-  readonly withinMs: number;
-  /** Refresh once the remaining TTL falls to this percentage of the original. */
-  readonly percentage: number;
-}
-
-/** `serve_stale` options, in milliseconds (answerTtl in seconds). */
-export interface StaleConfig {
-  /** How long after expiry an entry may still be served. */
-  readonly maxStaleMs: number;
-  /** RFC 8767 client response timer: how long a client waits for the answer from below before getting stale data. */
-  readonly clientTimeoutMs: number;
-  /** RFC 8767 failure recheck timer: after a failed refresh, serve stale without asking below for this long. */
-  readonly recheckMs: number;
-  /** TTL of every record in a stale answer (RFC 8767 recommends 30 s). */
-  readonly answerTtl: number;
-}
 
 export type QueryCallback = (err: Error | null, res?: DnsResponse) => void;
 
@@ -52,10 +32,13 @@ export function isFailure(res: DnsResponse): boolean {
   return rcode !== Rcode.NOERROR && rcode !== Rcode.NXDOMAIN;
 }
 
-/** A separate response object with the same bytes, for a second client waiting on one refresh. */
+/**
+ * A separate response with a copy of the bytes, for a second client waiting on one refresh: the first
+ * client's reply may be written over the original's bytes (DnsResponse.fromRender).
+ */
 export function cloneResponse(res: DnsResponse): DnsResponse {
   if (res.dropped) return DnsResponse.drop();
-  const c = DnsResponse.fromWire(res.wire, res.layout ?? undefined);
+  const c = DnsResponse.fromWire(Buffer.from(res.wire), res.layout ?? undefined);
   c.ede = res.ede;
   c.authoritative = res.authoritative;
   return c;

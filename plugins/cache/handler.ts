@@ -2,10 +2,11 @@ import type { Clock } from '../../core/clock';
 import type { QueryContext } from '../../core/context';
 import type { Logger } from '../../core/log';
 import type { DnsResponse } from '../../core/response';
-import type { CacheCore, PrefetchConfig, QueryCallback, StaleConfig } from './common';
+import type { CacheCore, QueryCallback } from './common';
 import type { CacheStats } from './metrics';
 import { startPrefetch, wantsPrefetch } from './prefetch';
 import { answerExpired } from './serveStale';
+import type { PrefetchConfig, StaleConfig } from './settings';
 import { type CacheStore, EntryKind, type PutOutcome } from './store';
 import { monotonicClock } from '../../core/clock';
 import { RepeatingWarning } from '../../core/primitives/rateLimitedLog';
@@ -64,9 +65,9 @@ export class CacheHandler implements CacheCore {
           return;
         }
         // The client gets its answer first; the refresh goes out after.
-        const position = ctx.position;
+        const next = ctx.boundNext();
         this.deliver(cb, null, res);
-        startPrefetch(this, ctx, position, e);
+        startPrefetch(this, ctx.query, next, e);
         return;
       }
       if ((ctx.query.flags & FLAG_RD) === 0) {

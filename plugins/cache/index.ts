@@ -2,7 +2,7 @@ import { Duration, Type } from '../../config/types';
 import { definePlugin } from '../../core/plugin';
 import { CacheHandler } from './handler';
 import { CacheStats, bindCacheMetrics } from './metrics';
-import type { PrefetchConfig, StaleConfig } from './common';
+import type { PrefetchConfig, StaleConfig } from './settings';
 import { CacheStore, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRY_BYTES, EntryKind, entryCost, type StoreListener } from './store';
 import { OptionError } from '../../config/errors';
 

@@ -1,5 +1,5 @@
-import type { QueryContext } from '../../core/context';
 import type { DnsResponse } from '../../core/response';
+import type { ParsedQuery } from '../../core/wire/query';
 import { type CacheCore, isFailure } from './common';
 import { type CacheEntry, EntryKind } from './store';
 
@@ -27,17 +27,15 @@ export function wantsPrefetch(core: CacheCore, e: CacheEntry, now: number): bool
 }
 
 /**
- * Refreshes the entry from below with `ctx.next()`, detached from the client (called after the client got its
- * cached answer). `position` is the cache's place in the chain, taken while its tap ran, so `next()` starts
- * below the cache whatever happened to the context since. A failure keeps the old entry.
+ * Refreshes the entry from below, detached from the client (called after the client got its cached answer).
+ * `next` is `ctx.boundNext()`, taken while the cache's tap ran: it starts below the cache whatever the walk
+ * did with the context since. A failure keeps the old entry.
  */
-export function startPrefetch(core: CacheCore, ctx: QueryContext, position: number, e: CacheEntry): void {
+export function startPrefetch(core: CacheCore, q: ParsedQuery, next: () => Promise<DnsResponse>, e: CacheEntry): void {
   core.stats.prefetch++;
-  const q = ctx.query;
-  ctx.position = position;
   let refresh: Promise<DnsResponse>;
   try {
-    refresh = ctx.next();
+    refresh = next();
   } catch (err) {
     e.refreshing = false;
     e.failedAt = core.clock.now();

@@ -1,7 +1,8 @@
 import type { QueryContext } from '../../core/context';
 import type { DnsResponse } from '../../core/response';
 import { EDE_STALE_ANSWER } from '../../core/wire/constants';
-import { type CacheCore, type QueryCallback, type StaleConfig, cloneResponse, isFailure } from './common';
+import { type CacheCore, type QueryCallback, cloneResponse, isFailure } from './common';
+import type { StaleConfig } from './settings';
 import type { CacheEntry } from './store';
 
 const STALE_EDE = Object.freeze({ code: EDE_STALE_ANSWER });

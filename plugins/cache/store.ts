@@ -694,7 +694,9 @@ export class CacheStore {
 
   /**
    * A response from the entry with every TTL counted down: max(base − elapsed whole seconds, 0).
-   * The copy keeps the stored bytes pristine; the core writer then patches ID, question case, OPT and truncation.
+   * The copy keeps the stored bytes pristine and is the only one a hit makes: it leaves room for our OPT
+   * record, and the core writer turns it into the client's reply where it lies (ID, flags, question case,
+   * OPT), copying again only when the client needs it truncated.
    */
   render(e: CacheEntry, now: number): DnsResponse {
     // `now` may be a query's arrival time, a little before an entry stored while the query waited its turn.
@@ -716,7 +718,7 @@ export class CacheStore {
     const len = src[off] | (src[off + 1] << 8);
     const n = src[off + 2] | (src[off + 3] << 8);
     const w = off + CHUNK_HEADER;
-    const out = Buffer.allocUnsafe(len);
+    const out = Buffer.allocUnsafe(len + REPLY_ROOM);
     src.copy(out, 0, w, w + len);
     let layout = e.keptLayout();
     if (layout === undefined) {
@@ -737,7 +739,7 @@ export class CacheStore {
       }
       writeTtl(out, offsets[i], v);
     }
-    const res = DnsResponse.fromWire(out, layout);
+    const res = DnsResponse.fromRender(out, len, layout);
     if (e.authoritative) res.authoritative = true;
     const ede = e.ede;
     if (ede !== undefined) res.ede = ede;
@@ -749,6 +751,9 @@ export class CacheStore {
     for (const head of this.names.values()) for (let e: CacheEntry | undefined = head; e !== undefined; e = e.next) yield e;
   }
 }
+
+/** Room after a rendered answer for the OPT record the writer adds: 11 bytes, 17 with a stale answer's EDE. */
+const REPLY_ROOM = 32;
 
 function writeTtl(buf: Buffer, off: number, v: number): void {
   buf[off] = v >>> 24;

@@ -1,0 +1,52 @@
+import type { FullTap } from 'tapable';
+import type { NextFn, QueryContext } from './context';
+import type { DnsResponse } from './response';
+import { type CallbackTap, callbackForm, timed } from './tapForm';
+import type { TapTiming } from './timing';
+import { Rcode } from './wire/constants';
+
+/** A `query` tap as the chain's register interceptor leaves it: the plugin it belongs to and its timing slot. */
+export type QueryTap = FullTap & { readonly plugin: string; readonly timing: TapTiming };
+
+/** How a walk ends: a failure (and the plugin it came from), a response, or neither (nothing answered). */
+export type WalkDone = (err: unknown, res: DnsResponse | undefined, plugin: string) => void;
+
+/** One position of the compiled chain: runs its tap and, when that passes, the positions below. */
+export type Handler = (ctx: QueryContext, done: WalkDone) => void;
+
+/**
+ * The `query` taps compiled, in order, into one handler per position with `next` bound per position
+ * (CoreDNS's `Next`). Entering position i points `ctx.next()` at the walk from i + 1; a walk started by
+ * `next()` points it back at i when it ends, so a tap may call `next()` again (a retry) and get the same rest.
+ */
+export function compileQueryWalk(taps: readonly QueryTap[]): Handler {
+  let below: Handler = endOfChain;
+  for (let i = taps.length - 1; i >= 0; i--) below = position(taps[i], below);
+  return below;
+}
+
+function position(tap: QueryTap, below: Handler): Handler {
+  const call: CallbackTap = timed(callbackForm(tap, 1), tap.timing);
+  const plugin = tap.plugin;
+  const next: NextFn = (ctx) =>
+    new Promise<DnsResponse>((resolve, reject) => {
+      below(ctx, (err, res) => {
+        ctx.below = next;
+        if (err) reject(err instanceof Error ? err : new Error(String(err)));
+        else resolve(res ?? ctx.reply(Rcode.SERVFAIL));
+      });
+    });
+  return (ctx, done) => {
+    ctx.below = next;
+    call(ctx, undefined, (err, result) => {
+      if (err) return done(err, undefined, plugin);
+      if (result === undefined) return below(ctx, done);
+      const res = result as DnsResponse;
+      if (res.plugin === '') res.plugin = plugin;
+      done(null, res, plugin);
+    });
+  };
+}
+
+/** Past the last tap: no answer (the chain turns that into SERVFAIL). */
+const endOfChain: Handler = (_ctx, done) => done(null, undefined, '');

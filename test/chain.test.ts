@@ -1,0 +1,135 @@
+/**
+ * The compiled chain (core/queryWalk.ts): `ctx.next()` bound per position (a retry runs the same rest again),
+ * `ctx.boundNext()` after a tap answered (what prefetch uses), a failure named by the plugin it came from,
+ * and a `query` tap added after setup (from a startup hook) compiled in.
+ */
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import * as path from 'node:path';
+import { startServer, type TestServer } from '../testing';
+
+const distIndex = path.resolve(__dirname, '..', 'index.js');
+const SHIM: Record<string, string> = {
+  'node_modules/codexdns/package.json': JSON.stringify({ name: 'codexdns', main: 'index.js' }),
+  'node_modules/codexdns/index.js': `module.exports = require(${JSON.stringify(distIndex)});\n`,
+};
+
+const corefile = (entries: string): string => `servers:
+  - listen: [udp://127.0.0.1:0]
+    plugins:
+${entries}`;
+
+async function withServer(text: string, files: Record<string, string>, fn: (s: TestServer) => Promise<void>): Promise<void> {
+  const s = await startServer(text, { files: { ...SHIM, ...files } });
+  try {
+    await fn(s);
+  } finally {
+    await s.stop();
+  }
+}
+
+function txtOf(a: { answers?: unknown[] }): string {
+  return Buffer.concat((a.answers?.[0] as { data: Buffer[] }).data).toString();
+}
+
+/** Counts the queries that reach it, per name, and passes them on. */
+const mark = `const { definePlugin, Type } = require('codexdns');
+const seen = new Map();
+module.exports = definePlugin({ name: 'mark', options: Type.Object({}), setup(api) {
+  api.hooks.query.tap('mark', (ctx) => { seen.set(ctx.qname, (seen.get(ctx.qname) || 0) + 1); return undefined; });
+  globalThis.__chainTestSeen = seen;
+} });
+`;
+
+/** Answers every A query with 192.0.2.7. */
+const answer = `const { definePlugin, Type, DnsResponse } = require('codexdns');
+module.exports = definePlugin({ name: 'answer', options: Type.Object({}), setup(api) {
+  api.hooks.query.tap('answer', (ctx) => {
+    const q = ctx.message.questions[0];
+    return DnsResponse.fromPacket({ type: 'response', flags: 0, questions: [q], answers: [{ name: q.name, type: 'A', ttl: 0, data: '192.0.2.7' }] });
+  });
+} });
+`;
+
+/** A TXT answer with a text, for the plugins below that report what they saw. */
+const txt = `function txt(DnsResponse, ctx, text) {
+  const q = ctx.message.questions[0];
+  return DnsResponse.fromPacket({ type: 'response', flags: 0, questions: [q], answers: [{ name: q.name, type: 'TXT', ttl: 0, data: [text] }] });
+}
+`;
+
+describe('compiled chain', () => {
+  test('ctx.next() called twice by one tap runs the same rest of the chain twice (bound to its position, not to the last tap entered)', async () => {
+    const retry = `const { definePlugin, Type, DnsResponse } = require('codexdns');
+${txt}
+module.exports = definePlugin({ name: 'retry', options: Type.Object({}), setup(api) {
+  api.hooks.query.tapPromise('retry', async (ctx) => {
+    const first = await ctx.next();
+    const second = await ctx.next();
+    const seen = globalThis.__chainTestSeen.get(ctx.qname);
+    return txt(DnsResponse, ctx, [first.plugin, second.plugin, seen].join(','));
+  });
+} });
+`;
+    await withServer(corefile('      - use: ./retry.js\n      - use: ./mark.js\n      - use: ./answer.js\n'), { 'retry.js': retry, 'mark.js': mark, 'answer.js': answer }, async (s) => {
+      assert.equal(txtOf(await s.query('twice.test', 'TXT')), 'answer,answer,2');
+    });
+  });
+
+  test('ctx.boundNext(), taken while the tap runs, reaches the plugins below after the tap has answered', async () => {
+    const early = `const { definePlugin, Type, DnsResponse } = require('codexdns');
+${txt}
+let refreshed = 'none';
+module.exports = definePlugin({ name: 'early', options: Type.Object({}), setup(api) {
+  api.hooks.query.tapAsync('early', (ctx, cb) => {
+    if (ctx.qname === 'report.test') return cb(null, txt(DnsResponse, ctx, refreshed));
+    const next = ctx.boundNext();
+    cb(null, txt(DnsResponse, ctx, 'early'));
+    next().then((res) => { refreshed = res.plugin + ':' + globalThis.__chainTestSeen.get(ctx.qname); }, (err) => { refreshed = 'failed: ' + err.message; });
+  });
+} });
+`;
+    await withServer(corefile('      - use: ./early.js\n      - use: ./mark.js\n      - use: ./answer.js\n'), { 'early.js': early, 'mark.js': mark, 'answer.js': answer }, async (s) => {
+      assert.equal(txtOf(await s.query('detached.test', 'A')), 'early');
+      let report = '';
+      for (let i = 0; i < 50 && report !== 'answer:1'; i++) {
+        await new Promise((r) => setTimeout(r, 20));
+        report = txtOf(await s.query('report.test', 'TXT'));
+      }
+      assert.equal(report, 'answer:1');
+    });
+  });
+
+  test('a failing tap answers SERVFAIL and the warning names that plugin', async () => {
+    const boom = `const { definePlugin, Type } = require('codexdns');
+module.exports = definePlugin({ name: 'boom', options: Type.Object({}), setup(api) {
+  api.hooks.query.tapPromise('boom', async () => { throw new Error('disk on fire'); });
+} });
+`;
+    await withServer(corefile('      - use: ./mark.js\n      - use: ./boom.js\n      - use: ./answer.js\n'), { 'boom.js': boom, 'mark.js': mark, 'answer.js': answer }, async (s) => {
+      const a = await s.query('fails.test', 'A');
+      assert.equal(a.rcode, 'SERVFAIL');
+      let line: string | undefined;
+      for (let i = 0; i < 50 && line === undefined; i++) {
+        line = s.logs.find((l) => l.includes('queries failed in the chain'));
+        if (line === undefined) await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.match(line ?? s.logs.join('\n'), /boom: disk on fire/);
+    });
+  });
+
+  test('a query tap added after setup (in a startup hook) is compiled into the walk', async () => {
+    const late = `const { definePlugin, Type, DnsResponse } = require('codexdns');
+${txt}
+module.exports = definePlugin({ name: 'late', options: Type.Object({}), setup(api) {
+  api.hooks.startup.tap('late', () => {
+    api.hooks.query.tap('late', (ctx) => (ctx.qname === 'late.test' ? txt(DnsResponse, ctx, 'late') : undefined));
+  });
+} });
+`;
+    await withServer(corefile('      - use: ./late.js\n      - use: ./answer.js\n'), { 'late.js': late, 'answer.js': answer }, async (s) => {
+      assert.equal(txtOf(await s.query('late.test', 'TXT')), 'late');
+      assert.equal((await s.query('other.test', 'A')).answers?.length, 1);
+    });
+  });
+});
