@@ -146,7 +146,13 @@ export interface PluginDefinition<S extends TSchema = TSchema, Own extends objec
    * at that option's line and column.
    */
   check?(options: Static<S>, context: CheckContext): void;
-  declare?(api: DeclareApi): Own;
+  /**
+   * Phase one: the hooks (or service objects) this plugin publishes. It gets the options so a published service
+   * is configured before any plugin's setup runs, whatever the chain order (a consumer listed before the plugin
+   * it uses still finds it ready). The chain always passes them; a test that declares a plugin's hooks by hand
+   * may leave them out, so a plugin reading them falls back to its defaults.
+   */
+  declare?(api: DeclareApi, options?: Static<S>): Own;
   setup(api: PluginApi<Own>, options: Static<S>): void | Promise<void>;
 }
 
