@@ -379,6 +379,7 @@ describe('workerpool and priority in a server', () => {
       assert.equal(plain.workers, 100, 'without the workerpool line: the default pool');
       assert.equal(plain.priority, false, 'without the priority line: one FIFO');
       assert.equal(plain.clients.new, 0);
+      assert.doesNotMatch(await s.server.metrics.registry.metrics(), /^codexdns_workerpool_workers\{/m, 'the workerpool line removed: its metrics go');
     } finally {
       await s.stop();
       fs.rmSync(dir, { recursive: true, force: true });

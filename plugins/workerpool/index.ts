@@ -5,6 +5,7 @@
 import { OptionError } from '../../config/errors';
 import { Type, type Static } from '../../config/types';
 import { definePlugin } from '../../core/plugin';
+import type { WorkerPool } from '../../core/primitives/workerPool';
 import type { WorkerpoolHooks } from './hooks';
 import { registerPoolMetrics } from './metrics';
 import { NamedPools, type PoolsOption } from './pools';
@@ -34,6 +35,17 @@ export const options = Type.Object({
 
 export type WorkerpoolOptions = Static<typeof options>;
 
+/** The serving chain's pools, per server (its metrics registry) and block: what the metrics read. */
+const shownByServer = new WeakMap<object, Map<string, NamedPools>>();
+
+function shownPools(shown: ReadonlyMap<string, NamedPools>): ReadonlyMap<string, WorkerPool<unknown>> {
+  if (shown.size === 1) return shown.values().next().value!.attached;
+  // Several blocks: one series per pool name (a name used in two blocks shows the later block's pool).
+  const all = new Map<string, WorkerPool<unknown>>();
+  for (const p of shown.values()) for (const [name, pool] of p.attached) all.set(name, pool);
+  return all;
+}
+
 export const workerpool = definePlugin({
   name: 'workerpool',
   description: 'Bounded worker pools by name (workers, queue, drop counter) for clienttrack and discovery',
@@ -48,10 +60,20 @@ export const workerpool = definePlugin({
   },
   setup(api) {
     const pools = api.own.pools as NamedPools;
-    registerPoolMetrics(api.metrics, () => pools.attached);
-    // After every plugin's setup, so every consumer has asked for its pool by then.
+    const block = `${api.block.configFile}#${api.block.name}`;
+    let shown = shownByServer.get(api.metrics.registry);
+    if (shown === undefined) shownByServer.set(api.metrics.registry, (shown = new Map()));
+    const mine = shown;
+    registerPoolMetrics(api.metrics, () => shownPools(mine));
+    // Shown from the swap (a reload that fails after this setup leaves the serving chain's pools shown) until
+    // this chain retires without a successor's workerpool taking its place (the line removed: no metrics).
     api.hooks.startup.tap('workerpool', () => {
+      mine.set(block, pools);
+      // After every plugin's setup, so every consumer has asked for its pool by then.
       for (const name of pools.unused()) api.log.warn(`pool ${name} is configured but no plugin in this server block uses it (tracking: clienttrack, discovery: discovery)`);
+    });
+    api.hooks.shutdown.tap('workerpool', () => {
+      if (mine.get(block) === pools) mine.delete(block);
     });
   },
 });
