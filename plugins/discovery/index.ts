@@ -94,8 +94,9 @@ export function guessLeaseFormat(path: string): LeaseFormat | undefined {
   return undefined;
 }
 
-/** The `discovery` pool's bounds when neither the workerpool line nor the deprecated options give them. */
+/** This plugin's pool, by its name on the workerpool line. */
 export const DISCOVERY_POOL = 'discovery';
+/** The pool's bounds when neither the workerpool line nor the deprecated options give them. */
 export const DISCOVERY_POOL_DEFAULTS: PoolSettings = { workers: 10, queue: 1000 };
 
 /**
