@@ -159,6 +159,10 @@ export async function parseConfig(text: string, file: string, catalog: PluginCat
       }
       seen.set(entry.name, i);
       plugins.push(entry);
+      for (const d of entry.definition.deprecated?.(entry.options) ?? []) {
+        const pos = positions.of([...entry.optionsPath, ...optionPath(d.option)]);
+        warnings.push({ file: fileName, line: pos.line, col: pos.col, plugin: entry.name, option: d.option, severity: 'warning', message: d.message });
+      }
     }
     warnings.push(...orderWarnings(plugins, positions, fileName));
     if (entries.length === plugins.length && !plugins.some((p) => roleOf(p) === 'guard')) {

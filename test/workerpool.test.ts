@@ -153,21 +153,37 @@ describe('the tracking and discovery pools: new lines, deprecated options, both'
     assert.match(q.warnings.join('\n'), /pools\.tracking\.queue \(5\) is not used: with priority the tracking queue holds high \+ low = 1000 jobs/);
   });
 
-  test('old options alone: they still apply, each with a warning naming the line to write', () => {
+  test('old options alone: they still apply; validate reports each at its line with the line to write', async () => {
     const c = chooseTrackingPool({ workers: 50, queue: 600 }, undefined, undefined);
     assert.equal(c.workers, 50);
     assert.equal(c.queue, 600);
-    assert.deepEqual(c.warnings, [
-      'clienttrack.workers is deprecated: write `- workerpool: { pools: { tracking: { workers: 50, queue: 600 } } }` and remove clienttrack.workers',
-      'clienttrack.queue is deprecated: write `- workerpool: { pools: { tracking: { workers: 50, queue: 600 } } }` and remove clienttrack.queue',
-    ]);
+    assert.deepEqual(c.warnings, [], 'nothing overrides them: validate has said it already');
     const p = chooseTrackingPool({ priority: { high: 80, low: 20, low_every: 8 } }, undefined, undefined);
     assert.deepEqual(p.priority, { high: 80, low: 20, lowEvery: 8 });
     assert.equal(p.queue, 100);
-    assert.deepEqual(p.warnings, ['clienttrack.priority is deprecated: write `- priority: { high: 80, low: 20, low_every: 8 }` above clienttrack and remove clienttrack.priority']);
-    const d = discoveryPool({ workers: 3 }, undefined);
-    assert.deepEqual(d.settings, { workers: 3, queue: 1000 });
-    assert.deepEqual(d.warnings, ['discovery.workers is deprecated: write `- workerpool: { pools: { discovery: { workers: 3 } } }` and remove discovery.workers']);
+    assert.deepEqual(discoveryPool({ workers: 3 }, undefined).settings, { workers: 3, queue: 1000 });
+
+    const text = [
+      'servers:',
+      '  - listen: [udp://127.0.0.1:0]',
+      '    plugins:',
+      '      - clienttrack: { workers: 50, queue: 600 }',
+      '      - discovery:',
+      '          workers: 3',
+      '      - forward: { to: [127.0.0.1:5301] }',
+      '',
+    ].join('\n');
+    const cfg = await parseConfig(text, path.join(os.tmpdir(), 'Corefile.yaml'), builtinCatalog);
+    assert.deepEqual(cfg.warnings.map(formatIssue).map((l) => l.replace(/^.*Corefile\.yaml/, 'Corefile.yaml')), [
+      'Corefile.yaml:4:33 warning: plugin clienttrack: option workers: deprecated: write `- workerpool: { pools: { tracking: { workers: 50, queue: 600 } } }` (a line of its own, or merged into yours) and remove workers; when both are written the workerpool line wins',
+      'Corefile.yaml:4:44 warning: plugin clienttrack: option queue: deprecated: write `- workerpool: { pools: { tracking: { workers: 50, queue: 600 } } }` (a line of its own, or merged into yours) and remove queue; when both are written the workerpool line wins',
+      'Corefile.yaml:6:20 warning: plugin discovery: option workers: deprecated: write `- workerpool: { pools: { discovery: { workers: 3 } } }` (a line of its own, or merged into yours) and remove workers; when both are written the workerpool line wins',
+    ]);
+    const prio = await parseConfig(text.replace('{ workers: 50, queue: 600 }', '{ priority: { high: 80, low: 20 } }'), path.join(os.tmpdir(), 'Corefile.yaml'), builtinCatalog);
+    assert.match(prio.warnings.map(formatIssue).join('\n'), /Corefile\.yaml:4:\d+ warning: plugin clienttrack: option priority: deprecated: write `- priority: \{ high: 80, low: 20, low_every: 8 \}` \(a line of its own\)/);
+    // The new lines: no warning.
+    const fresh = await parseConfig(text.replace('{ workers: 50, queue: 600 }', '{}').replace('          workers: 3', '          methods: [arp]').replace('      - clienttrack', '      - workerpool: { pools: { tracking: { workers: 50 } } }\n      - priority: {}\n      - clienttrack'), path.join(os.tmpdir(), 'Corefile.yaml'), builtinCatalog);
+    assert.deepEqual(fresh.warnings, []);
   });
 
   test('old and new: the new wins, the old is reported as ignored', () => {
@@ -178,13 +194,10 @@ describe('the tracking and discovery pools: new lines, deprecated options, both'
       'clienttrack.workers (50) is ignored: the workerpool line\'s pools.tracking.workers wins; remove clienttrack.workers',
       'clienttrack.priority is ignored: the priority line wins; remove clienttrack.priority',
     ]);
-    // A workerpool line that leaves a bound out: the old option still gives it, and the warning says where to move it.
+    // A workerpool line that leaves a bound out: the old option still gives it (validate says where to move it).
     const d = discoveryPool({ workers: 3, queue: 40 }, new NamedPools({ discovery: { queue: 50 } }));
     assert.deepEqual(d.settings, { workers: 3, queue: 50 });
-    assert.deepEqual(d.warnings, [
-      'discovery.workers is deprecated: write `- workerpool: { pools: { discovery: { workers: 3 } } }` (merge it into your workerpool line) and remove discovery.workers',
-      'discovery.queue (40) is ignored: the workerpool line\'s pools.discovery.queue wins; remove discovery.queue',
-    ]);
+    assert.deepEqual(d.warnings, ['discovery.queue (40) is ignored: the workerpool line\'s pools.discovery.queue wins; remove discovery.queue']);
   });
 });
 
@@ -335,8 +348,8 @@ describe('workerpool and priority in a server', () => {
       assert.equal(m.priority, true);
       assert.deepEqual(m.capacity, { high: 30, low: 20, total: 50 });
       const logs = s.logs.join('\n');
-      assert.match(logs, /clienttrack\.workers is deprecated: write `- workerpool: \{ pools: \{ tracking: \{ workers: 5 \} \} \}`/);
-      assert.match(logs, /clienttrack\.priority is deprecated: write `- priority: \{ high: 30, low: 20, low_every: 8 \}`/);
+      assert.match(logs, /plugin clienttrack: option workers: deprecated: write `- workerpool: \{ pools: \{ tracking: \{ workers: 5 \} \} \}`/);
+      assert.match(logs, /plugin clienttrack: option priority: deprecated: write `- priority: \{ high: 30, low: 20, low_every: 8 \}`/);
       // No workerpool line: no workerpool metrics, the tracking ones as before.
       const text = await s.server.metrics.registry.metrics();
       assert.doesNotMatch(text, /^codexdns_workerpool_workers\{/m);

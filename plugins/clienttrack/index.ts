@@ -7,13 +7,13 @@ import { ClientStore } from '../../storage/clientStore';
 import type { TrackStore } from './batcher';
 import { registerMetrics } from './metrics';
 import { Tracker, type TrackerOptions } from './tracker';
-import { chooseTrackingPool, TRACKING_POOL, TRACKING_POOL_DEFAULTS } from './trackingPool';
+import { chooseTrackingPool, deprecatedTrackingOptions, TRACKING_POOL, TRACKING_POOL_DEFAULTS } from './trackingPool';
 import type { ClientIdentity, ClienttrackHooks, DiscoveryUpdate, NewClientEvent, QueueMetrics } from './hooks';
 
 export type { ClientIdentity, ClienttrackHooks, DiscoveryUpdate, NewClientEvent, QueueMetrics, WriterMetrics } from './hooks';
 export { Tracker, type TrackerOptions, type TrackerDeps, type TrackJob, QueryJob, DiscoveryJob } from './tracker';
 export { Batcher, type TrackStore } from './batcher';
-export { chooseTrackingPool, TRACKING_POOL, TRACKING_POOL_DEFAULTS, type TrackingPool } from './trackingPool';
+export { chooseTrackingPool, deprecatedTrackingOptions, TRACKING_POOL, TRACKING_POOL_DEFAULTS, type TrackingPool } from './trackingPool';
 
 const DAY = 86_400_000;
 
@@ -96,6 +96,7 @@ export default definePlugin({
   name: 'clienttrack',
   description: 'Tracks clients (first/last seen, query count) in the database, off the answer path',
   options,
+  deprecated: (o) => deprecatedTrackingOptions(o),
   declare(): ClienttrackHooks {
     return {
       newClient: new SyncHook<[NewClientEvent]>(['client']),

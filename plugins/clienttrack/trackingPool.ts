@@ -3,7 +3,8 @@
  * clienttrack's own deprecated `workers`, `queue` and `priority` options (each with a warning naming the new line).
  */
 import type { PoolSettings } from '../../core/primitives/workerPool';
-import { deprecatedPoolOptions } from '../pkg/poolOptions';
+import type { DeprecatedOption } from '../../core/plugin';
+import { deprecatedPoolOptions, ignoredPoolOptions } from '../pkg/poolOptions';
 import type { PriorityQueues } from '../priority/hooks';
 import type { WorkerPools } from '../workerpool/hooks';
 
@@ -33,14 +34,8 @@ export function chooseTrackingPool(o: OldTrackingOptions, pools: WorkerPools | u
     queue: o.queue ?? (oldPriority !== undefined ? oldPriority.high + oldPriority.low : TRACKING_POOL_DEFAULTS.queue),
   };
   const resolved = pools?.settings(TRACKING_POOL, fallback);
-  const warnings = deprecatedPoolOptions('clienttrack', TRACKING_POOL, o, resolved?.configured);
-  if (oldPriority !== undefined) {
-    warnings.push(
-      priority !== undefined
-        ? 'clienttrack.priority is ignored: the priority line wins; remove clienttrack.priority'
-        : `clienttrack.priority is deprecated: write \`- priority: { high: ${oldPriority.high}, low: ${oldPriority.low}, low_every: ${oldPriority.lowEvery} }\` above clienttrack and remove clienttrack.priority`,
-    );
-  }
+  const warnings = ignoredPoolOptions('clienttrack', TRACKING_POOL, o, resolved?.configured);
+  if (oldPriority !== undefined && priority !== undefined) warnings.push('clienttrack.priority is ignored: the priority line wins; remove clienttrack.priority');
   const split = priority !== undefined ? { ...priority.settings } : oldPriority;
   const workers = resolved?.workers ?? fallback.workers;
   let queue = resolved?.queue ?? fallback.queue;
@@ -52,4 +47,14 @@ export function chooseTrackingPool(o: OldTrackingOptions, pools: WorkerPools | u
     queue = total;
   }
   return { workers, queue, ...(split !== undefined ? { priority: split } : {}), key: `${workers}/${queue}/${split ? `${split.high}:${split.low}:${split.lowEvery}` : 'fifo'}`, warnings };
+}
+
+/** For the plugin definition's `deprecated`: the old pool options, each with the line to write instead. */
+export function deprecatedTrackingOptions(o: OldTrackingOptions): DeprecatedOption[] {
+  const out = deprecatedPoolOptions(TRACKING_POOL, o);
+  if (o.priority !== undefined) {
+    const p = o.priority;
+    out.push({ option: 'priority', message: `deprecated: write \`- priority: { high: ${p.high}, low: ${p.low}, low_every: ${p.low_every} }\` (a line of its own) and remove priority; when both are written the priority line wins` });
+  }
+  return out;
 }

@@ -11,7 +11,7 @@ import { Duration, Type, type Static } from '../../config/types';
 import { definePlugin, type PluginApi } from '../../core/plugin';
 import type { PoolJobs, PoolSettings } from '../../core/primitives/workerPool';
 import type {} from '../clienttrack';
-import { deprecatedPoolOptions } from '../pkg/poolOptions';
+import { deprecatedPoolOptions, ignoredPoolOptions } from '../pkg/poolOptions';
 import type { WorkerPools } from '../workerpool/hooks';
 import { isProbeable, parseIp } from './address';
 import { DiscoveryEngine, type EngineOptions, type EngineStore } from './engine';
@@ -101,13 +101,13 @@ export const DISCOVERY_POOL_DEFAULTS: PoolSettings = { workers: 10, queue: 1000 
 
 /**
  * The discovery pool's bounds: the workerpool line's `pools.discovery` wins, then this plugin's deprecated
- * `workers`/`queue`, then the defaults. `warnings` say which line to write instead of an old option.
+ * `workers`/`queue`, then the defaults. `warnings` name the old options the workerpool line overrides.
  */
 export function discoveryPool(o: Pick<DiscoveryOptions, 'workers' | 'queue'>, pools: WorkerPools | undefined): { settings: PoolSettings; warnings: string[] } {
   const fallback: PoolSettings = { workers: o.workers ?? DISCOVERY_POOL_DEFAULTS.workers, queue: o.queue ?? DISCOVERY_POOL_DEFAULTS.queue };
   const resolved = pools?.settings(DISCOVERY_POOL, fallback);
   const settings: PoolSettings = resolved !== undefined ? { workers: resolved.workers, queue: resolved.queue } : fallback;
-  return { settings, warnings: deprecatedPoolOptions('discovery', DISCOVERY_POOL, o, resolved?.configured) };
+  return { settings, warnings: ignoredPoolOptions('discovery', DISCOVERY_POOL, o, resolved?.configured) };
 }
 
 export function engineOptions(o: DiscoveryOptions, methods: MethodName[], pool: PoolSettings = discoveryPool(o, undefined).settings): EngineOptions {
@@ -255,6 +255,7 @@ export const discovery = definePlugin({
   name: 'discovery',
   description: 'Finds names and MACs of new clients in the background (rdns, netbios, mdns, dhcp leases, arp), bounded and guarded',
   options,
+  deprecated: (o) => deprecatedPoolOptions(DISCOVERY_POOL, o),
   declare(): DiscoveryHooks {
     return {
       beforeDiscover: new SyncBailHook<[DiscoveryRequest], DiscoveryDenial | undefined>(['request']),
