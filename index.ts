@@ -2,7 +2,7 @@
 export { definePlugin } from './core/plugin';
 export type {
   PluginDefinition, PluginApi, DeclareApi, BlockInfo, PluginHookRegistry, PluginRole, StorageAccess, PluginTimers,
-  ServerIntrospection, WireStats, AnyPluginDefinition,
+  ServerIntrospection, WireStats, AnyPluginDefinition, DeprecatedOption,
 } from './core/plugin';
 export type { ServerHooks, LifecycleInfo } from './core/hooks';
 export { QueryContext, type ClientInfo } from './core/context';

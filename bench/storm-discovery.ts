@@ -280,8 +280,10 @@ ${probe}      - acl: { allow: [127.0.0.0/8] }
 ${withDiscovery ? `      - breaker: { discovery: { failures: 5, reset: 30s } }
       - ratelimit: { discovery: { rate: ${LIMIT}, burst: ${2 * LIMIT} } }
 ` : ''}      - cache: { capacity: 10000 }
-${withDiscovery ? `      - clienttrack: { workers: 100, queue: 10000, priority: { high: 5000, low: 5000 }${TRACK_EXTRA} }
-      - discovery: { methods: [rdns], workers: ${WORKERS}, timeout: 3s, rdns: { resolvers: ["127.0.0.1:${ptr!.port}"] }${DISC_EXTRA} }
+${withDiscovery ? `      - workerpool: { pools: { tracking: { workers: 100, queue: 10000 }, discovery: { workers: ${WORKERS} } } }
+      - priority: { high: 5000, low: 5000 }
+      - clienttrack: { ${TRACK_EXTRA.replace(/^, /, '')} }
+      - discovery: { methods: [rdns], timeout: 3s, rdns: { resolvers: ["127.0.0.1:${ptr!.port}"] }${DISC_EXTRA} }
 ` : ''}      - forward: { to: ["127.0.0.1:${upstreamPort}"] }
 storage: { client: sqlite3, connection: { filename: ${JSON.stringify(db)} } }
 reload: { watch: false }

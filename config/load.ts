@@ -160,6 +160,10 @@ export async function parseConfig(text: string, file: string, catalog: PluginCat
       }
       seen.set(entry.name, i);
       plugins.push(entry);
+      for (const d of entry.definition.deprecated?.(entry.options) ?? []) {
+        const pos = positions.of([...entry.optionsPath, ...optionPath(d.option)]);
+        warnings.push({ file: fileName, line: pos.line, col: pos.col, plugin: entry.name, option: d.option, severity: 'warning', message: d.message });
+      }
     }
     // Only a block whose every entry resolved: an entry with a bad option would read as a missing requirement.
     if (entries.length === plugins.length) issues.push(...dependencyIssues(plugins, (n) => catalog.get(n) !== undefined, (p) => positions.of(p), at));

@@ -105,7 +105,7 @@ export class Chain {
     for (let i = 0; i < this.entries.length; i++) {
       const e = this.entries[i];
       try {
-        const own = e.definition.declare ? e.definition.declare({ block: this.block }) : {};
+        const own = e.definition.declare ? e.definition.declare({ block: this.block }, e.options) : {};
         this.published.set(e.name, own);
         apis.push(this.apiFor(e, i, own));
       } catch (err) {

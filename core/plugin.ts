@@ -36,6 +36,12 @@ export interface CheckContext {
   readonly listen: readonly string[];
 }
 
+/** An option written the old way: its path (`workers`, `priority.high`) and what to write instead. */
+export interface DeprecatedOption {
+  readonly option: string;
+  readonly message: string;
+}
+
 /** Phase one of setup: publish hooks before anyone taps. */
 export interface DeclareApi {
   readonly block: BlockInfo;
@@ -203,7 +209,19 @@ export interface PluginDefinition<S extends TSchema = TSchema, Own extends objec
    * at that option's line and column.
    */
   check?(options: Static<S>, context: CheckContext): void;
-  declare?(api: DeclareApi): Own;
+  /**
+   * Options kept so old configuration files still work, but replaced by something else (another plugin's line):
+   * `codexdns validate` and start-up report each as a warning at that option's line and column, with the message
+   * saying what to write instead. Without side effects, like `check`.
+   */
+  deprecated?(options: Static<S>): readonly DeprecatedOption[];
+  /**
+   * Phase one: the hooks (or service objects) this plugin publishes. It gets the options so a published service
+   * is configured before any plugin's setup runs, whatever the chain order (a consumer listed before the plugin
+   * it uses still finds it ready). The chain always passes them; a test that declares a plugin's hooks by hand
+   * may leave them out, so a plugin reading them falls back to its defaults.
+   */
+  declare?(api: DeclareApi, options?: Static<S>): Own;
   setup(api: PluginApi<Own>, options: Static<S>): void | Promise<void>;
 }
 

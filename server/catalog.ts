@@ -5,7 +5,7 @@ import type { AnyPluginDefinition } from '../core/plugin';
  * The built-in plugins, by name: each is the folder `plugins/NAME/` whose `index` exports the definition as
  * `default`. Loaded on first use, so a chain without, say, the metrics plugin never pays for its dependencies.
  */
-const BUILTIN_NAMES = ['acl', 'log', 'metrics', 'ratelimit', 'breaker', 'filter', 'cache', 'clienttrack', 'discovery', 'clientnames', 'forward', 'querylog'] as const;
+const BUILTIN_NAMES = ['acl', 'log', 'metrics', 'ratelimit', 'breaker', 'filter', 'cache', 'workerpool', 'priority', 'clienttrack', 'discovery', 'clientnames', 'forward', 'querylog'] as const;
 
 function available(name: string): boolean {
   try {

@@ -1,5 +1,5 @@
 import { type Clock, monotonicClock } from '../clock.js';
-import type { JobPriority, JobQueue } from './jobQueue.js';
+import { FifoQueue, type JobPriority, type JobQueue } from './jobQueue.js';
 
 export interface WorkerPoolOptions<J> {
   /** Jobs running at once. */
@@ -81,6 +81,21 @@ export class WorkerPool<J> {
     this.onError = opts.onError;
     this.clock = opts.clock ?? monotonicClock;
     this.createdAt = this.clock.now();
+  }
+
+  /** Jobs waiting in the queue now. */
+  get depth(): number {
+    return this.queue.size;
+  }
+
+  /** How many jobs the queue can hold (beyond that, submit drops). */
+  get capacity(): number {
+    return this.queue.capacity;
+  }
+
+  /** Jobs refused since creation (queue full, or submitted after close). */
+  get dropped(): number {
+    return this.droppedHigh + this.droppedLow;
   }
 
   get isPaused(): boolean {
@@ -256,4 +271,35 @@ export class WorkerPool<J> {
   private bucketIndex(second: number): number {
     return ((second % RATE_BUCKETS) + RATE_BUCKETS) % RATE_BUCKETS;
   }
+}
+
+/** The two bounds of a pool: jobs running at once, and jobs waiting. */
+export interface PoolSettings {
+  readonly workers: number;
+  readonly queue: number;
+}
+
+/** What a pool's owner supplies: the work, and optionally a queue of its own (a priority split). */
+export interface PoolJobs<J> {
+  run: (job: J) => Promise<void> | void;
+  onError?: (err: unknown, job: J) => void;
+  clock?: Clock;
+  /** Replaces the default FIFO of `settings.queue` jobs; its own capacity is then the bound. */
+  queue?: JobQueue<J>;
+}
+
+/**
+ * A bounded pool from its two bounds: one FIFO of `settings.queue` jobs unless the owner brings a queue. The
+ * `workerpool` plugin builds its named pools with it, and a consumer whose chain has no `workerpool` falls back
+ * to it with its own defaults, so removing that line changes nothing but the pool's metrics.
+ */
+export function boundedPool<J>(name: string, settings: PoolSettings, jobs: PoolJobs<J>): WorkerPool<J> {
+  return new WorkerPool<J>({
+    name,
+    workers: settings.workers,
+    queue: jobs.queue ?? new FifoQueue<J>(settings.queue),
+    run: jobs.run,
+    onError: jobs.onError,
+    clock: jobs.clock,
+  });
 }

@@ -2,6 +2,7 @@ import { AsyncSeriesBailHook, SyncBailHook, SyncHook } from 'tapable';
 import { OptionError } from '../../config/errors';
 import { Duration, Type } from '../../config/types';
 import { definePlugin, type StorageAccess, type StorageHandle } from '../../core/plugin';
+import type { PoolJobs } from '../../core/primitives/workerPool';
 import type { TrackStore } from './batcher';
 import { CLIENTS_MIGRATION_SET, ClientStore, clientsMigrationsDir } from './store';
 import { registerMetrics } from './metrics';
@@ -17,12 +18,14 @@ import type {
   QueueMetrics,
   StaleClientsQuery,
 } from './hooks';
+import { chooseTrackingPool, deprecatedTrackingOptions, TRACKING_POOL, TRACKING_POOL_DEFAULTS } from './trackingPool';
 
 export type * from './hooks';
 export { ClientStore, MAX_LIST_LIMIT, clientsMigrationsDir, registerClientsMigrations, CLIENTS_MIGRATION_SET } from './store';
 export type { ClientUpdate, ClientRow, ClientStoreOptions } from './store';
 export { Tracker, type TrackerOptions, type TrackerDeps, type TrackJob, QueryJob, DiscoveryJob } from './tracker';
 export { Batcher, type TrackStore } from './batcher';
+export { chooseTrackingPool, deprecatedTrackingOptions, TRACKING_POOL, TRACKING_POOL_DEFAULTS, type TrackingPool } from './trackingPool';
 
 const DAY = 86_400_000;
 
@@ -34,9 +37,9 @@ interface Trackers {
 }
 
 export const options = Type.Object({
-  workers: Type.Integer({ minimum: 1, default: 100, description: 'Tracking jobs running at once' }),
+  workers: Type.Optional(Type.Integer({ minimum: 1, description: 'Deprecated: `- workerpool: { pools: { tracking: { workers: N } } }` (default 100). Tracking jobs running at once' })),
   queue: Type.Optional(
-    Type.Integer({ minimum: 1, description: 'Jobs waiting when every worker is busy (default 10000); with `priority`, if given, it must equal high + low' }),
+    Type.Integer({ minimum: 1, description: 'Deprecated: `- workerpool: { pools: { tracking: { queue: N } } }` (default 10000). Jobs waiting when every worker is busy; with `priority`, if given, it must equal high + low' }),
   ),
   priority: Type.Optional(
     Type.Object(
@@ -45,7 +48,7 @@ export const options = Type.Object({
         low: Type.Integer({ minimum: 1, default: 5000, description: 'Queue for clients new or still being discovered' }),
         low_every: Type.Integer({ minimum: 1, default: 8, description: 'Anti-starvation: one low job after this many high jobs while both wait' }),
       },
-      { description: 'Split the queue by priority; without it, one FIFO queue' },
+      { description: 'Deprecated: `- priority: { high, low, low_every }` as a line of its own. Split the queue by priority; without it, one FIFO queue' },
     ),
   ),
   batch: Type.Integer({ minimum: 1, maximum: 10000, default: 500, description: 'Rows per write transaction; a write starts when this many are pending' }),
@@ -72,8 +75,8 @@ export function trackerOptions(o: ClienttrackOptions): TrackerOptions {
   if (o.retention <= 0) throw new OptionError('retention', 'retention must be longer than 0');
   if (o.prune_interval <= 0) throw new OptionError('prune_interval', 'prune_interval must be longer than 0');
   return {
-    workers: o.workers,
-    queue: priority ? priority.high + priority.low : o.queue ?? 10_000,
+    workers: o.workers ?? TRACKING_POOL_DEFAULTS.workers,
+    queue: priority ? priority.high + priority.low : o.queue ?? TRACKING_POOL_DEFAULTS.queue,
     priority,
     batch: o.batch,
     flushMs: o.flush,
@@ -138,6 +141,9 @@ export default definePlugin({
   name: 'clienttrack',
   description: 'Tracks clients (first/last seen, query count) in the database, off the answer path',
   options,
+  // Its pool and queue come from these when listed; without them, a plain pool with the same bounds.
+  uses: ['workerpool', 'priority'],
+  deprecated: (o) => deprecatedTrackingOptions(o),
   declare(): ClienttrackHooks {
     return {
       newClient: new SyncHook<[NewClientEvent]>(['client']),
@@ -153,7 +159,14 @@ export default definePlugin({
     };
   },
   setup(api, opts) {
-    const topts = trackerOptions(opts);
+    const old = trackerOptions(opts);
+    // Without a workerpool (or priority) line the tracker builds a plain pool (or split queue) from the same
+    // bounds: removing the line changes nothing else.
+    const pools = api.hooksOf('workerpool')?.pools;
+    const queues = api.hooksOf('priority')?.queues;
+    const pool = chooseTrackingPool(opts, pools, queues);
+    for (const w of pool.warnings) api.log.warn(w);
+    const topts: TrackerOptions = { ...old, workers: pool.workers, queue: pool.queue, priority: pool.priority };
     let store: ClientStore | null = null;
     let reader: { store: ClientStore; for: StorageHandle } | null = null;
     const storage = api.storage;
@@ -174,9 +187,16 @@ export default definePlugin({
     const key = api.block.name;
     const { live, predecessor } = api.shared<Trackers>('trackers', () => ({ live: new Map(), predecessor: new WeakMap() }));
     const tracker = api.retain(
-      'tracker',
+      // The pool's bounds are in the key: a changed workerpool or priority line (not this plugin's options)
+      // builds a new tracker, which takes over the index as on any other change.
+      `tracker|${pool.key}`,
       () => {
-        const t = new Tracker(topts, { openStore, log });
+        const t = new Tracker(topts, {
+          openStore,
+          log,
+          ...(pools !== undefined ? { pool: <J>(jobs: PoolJobs<J>) => pools.create(TRACKING_POOL, pool, jobs) } : {}),
+          ...(queues !== undefined ? { queue: <J>() => queues.create<J>() } : {}),
+        });
         // Options changed on reload: start from the previous tracker's index instead of the database, which
         // does not have the rows the previous tracker still holds.
         const prev = live.get(key);
@@ -197,6 +217,7 @@ export default definePlugin({
         return t.close();
       },
     );
+    pools?.attach(TRACKING_POOL, tracker.pool);
     connectHooks(tracker, api.own, openReads);
     tracker.batcher.onBatch = registerMetrics(api.metrics, () => tracker);
     // Loading the index opens the database (knex alone takes ≈ 100 ms to load on a small box): after the

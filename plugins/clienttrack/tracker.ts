@@ -3,7 +3,7 @@ import { type Clock, monotonicClock } from '../../core/clock';
 import type { Logger } from '../../core/log';
 import { FifoQueue, type JobPriority, type JobQueue, PriorityJobQueue } from '../../core/primitives/jobQueue';
 import { RepeatingWarning } from '../../core/primitives/rateLimitedLog';
-import { WorkerPool } from '../../core/primitives/workerPool';
+import { boundedPool, type PoolJobs, type WorkerPool } from '../../core/primitives/workerPool';
 import type { ClientRow } from './store';
 import { errorMessage } from '../../storage/errors';
 import { Batcher, type TrackStore } from './batcher';
@@ -39,6 +39,13 @@ export interface TrackerDeps {
   wallClock?: () => number;
   /** Told about every job a worker runs, before it runs (tests observe order and concurrency with it). */
   observe?: (job: TrackJob) => void;
+  /**
+   * Builds the pool with `workers` and the queue (the `workerpool` plugin's named pool `tracking`); without it
+   * the tracker builds a plain one with the same bounds.
+   */
+  pool?: <J>(jobs: PoolJobs<J>) => WorkerPool<J>;
+  /** The split queue (the `priority` plugin's); without it, `opts.priority` (if any) is built here. */
+  queue?: <J>() => JobQueue<J>;
 }
 
 /** One served query to account for. `key` is the question name in wire form (ctx.query.wireKey: no copy). */
@@ -92,7 +99,6 @@ export class Tracker {
   readonly batcher: Batcher;
   /** Marks for the Prometheus counters that mirror the totals here (kept with the tracker across reloads). */
   readonly metricMarks = new Map<string, number>();
-  private readonly queue: JobQueue<TrackJob>;
   private readonly openStore: () => Promise<TrackStore>;
   private readonly log: Logger;
   private readonly clock: Clock;
@@ -135,20 +141,22 @@ export class Tracker {
     this.clock = deps.clock ?? monotonicClock;
     this.wall = deps.wallClock ?? Date.now;
     this.observe = deps.observe;
-    this.queue = opts.priority
-      ? new PriorityJobQueue<TrackJob>({ high: opts.priority.high, low: opts.priority.low, lowEvery: opts.priority.lowEvery })
-      : new FifoQueue<TrackJob>(opts.queue);
-    this.pool = new WorkerPool<TrackJob>({
-      name: 'clienttrack',
-      workers: opts.workers,
-      queue: this.queue,
+    const queue: JobQueue<TrackJob> =
+      deps.queue !== undefined && opts.priority !== undefined
+        ? deps.queue<TrackJob>()
+        : opts.priority
+          ? new PriorityJobQueue<TrackJob>({ high: opts.priority.high, low: opts.priority.low, lowEvery: opts.priority.lowEvery })
+          : new FifoQueue<TrackJob>(opts.queue);
+    const jobs: PoolJobs<TrackJob> = {
+      queue,
       clock: this.clock,
       run: (job) => this.process(job),
       onError: (err, job) => {
         this.lastJobError = `${job.ip}: ${errorMessage(err)}`;
         this.jobWarning.hit();
       },
-    });
+    };
+    this.pool = deps.pool !== undefined ? deps.pool(jobs) : boundedPool('tracking', opts, jobs);
     this.index = new ClientIndex(opts.maxClients);
     this.batcher = new Batcher({
       batch: opts.batch,

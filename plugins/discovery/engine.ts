@@ -19,10 +19,9 @@
  */
 import { type Clock, monotonicClock } from '../../core/clock';
 import type { Logger } from '../../core/log';
-import { FifoQueue } from '../../core/primitives/jobQueue';
 import { LruMap } from '../../core/primitives/lru';
 import { RepeatingWarning } from '../../core/primitives/rateLimitedLog';
-import { WorkerPool } from '../../core/primitives/workerPool';
+import { boundedPool, type PoolJobs, type WorkerPool } from '../../core/primitives/workerPool';
 import type { DiscoveryUpdate } from '../clienttrack/hooks';
 import type { DiscoveryMethod, MethodOutcome } from './methods/types';
 import { FreshQueue } from './freshQueue';
@@ -64,6 +63,11 @@ export interface EngineDeps {
   restoreEveryMs?: number;
   /** First refresh scan after (default 60 s); then every min(refresh / 4, 10 min). */
   refreshDelayMs?: number;
+  /**
+   * Builds the engine's pool with `workers` and `queue` (the `workerpool` plugin's named pool `discovery`);
+   * without it the engine builds a plain one with the same bounds.
+   */
+  pool?: <J>(jobs: PoolJobs<J>) => WorkerPool<J>;
 }
 
 /** Where the engine sends things: the current chain's hooks (replaced on every reload). */
@@ -212,7 +216,6 @@ export class DiscoveryEngine {
   /** Discoveries finished (not jobs handed back by a guard), per second. */
   private readonly finished: RateMeter;
   readonly pool: WorkerPool<Entry>;
-  private readonly queue: FifoQueue<Entry>;
   private readonly heap = new DueHeap();
   /** Clients waiting for their first attempt, in arrival order: given an Entry only when they leave for the queue. */
   private readonly fresh = new FreshQueue();
@@ -252,16 +255,13 @@ export class DiscoveryEngine {
     this.log = deps.log;
     this.clock = deps.clock ?? monotonicClock;
     this.wall = deps.wall ?? Date.now;
-    this.queue = new FifoQueue<Entry>(opts.queue);
     this.finished = new RateMeter(this.clock);
-    this.pool = new WorkerPool<Entry>({
-      name: 'discovery',
-      workers: opts.workers,
-      queue: this.queue,
+    const jobs: PoolJobs<Entry> = {
       clock: this.clock,
       run: (e) => this.run(e),
       onError: (err) => this.log.error('discovery job failed', { error: err instanceof Error ? err.message : String(err) }),
-    });
+    };
+    this.pool = deps.pool !== undefined ? deps.pool(jobs) : boundedPool('discovery', opts, jobs);
     const now = this.clock.now();
     this.startedAt = now;
     this.needRestore = deps.store !== undefined;
@@ -350,7 +350,7 @@ export class DiscoveryEngine {
       }
       return;
     }
-    if (this.backlogSize >= this.opts.backlog && this.queue.size >= this.queue.capacity) {
+    if (this.backlogSize >= this.opts.backlog && this.pool.depth >= this.pool.capacity) {
       // Nowhere to keep it in memory. A client being discovered stays so in the database and is restored
       // from there; a refresh is simply tried at a later scan.
       if (open) {
@@ -365,7 +365,7 @@ export class DiscoveryEngine {
     if (open) this.openCount++;
     if (reason === 'refresh') this.stats.refreshed++;
     if (reason === 'restored') this.stats.restored++;
-    if (this.queue.size >= this.queue.capacity) this.stats.drop();
+    if (this.pool.depth >= this.pool.capacity) this.stats.drop();
     if (open) {
       this.fresh.push(ip, now, this.seq++, reason === 'restored');
     } else {
@@ -380,7 +380,7 @@ export class DiscoveryEngine {
   private promote(): void {
     if (this.closed) return;
     const now = this.clock.now();
-    while (this.queue.size < this.queue.capacity) {
+    while (this.pool.depth < this.pool.capacity) {
       // The earlier of the two heads by (due time, sequence), as if both were one backlog.
       let top = this.heap.peek();
       if (top !== undefined && top.dueAt > now) top = undefined;
@@ -685,7 +685,7 @@ export class DiscoveryEngine {
     if (store === undefined || this.refreshing || this.closed) return 0;
     this.refreshing = true;
     try {
-      const room = Math.min(this.opts.backlog - this.backlogSize, this.queue.capacity);
+      const room = Math.min(this.opts.backlog - this.backlogSize, this.pool.capacity);
       const limit = Math.min(500, Math.max(0, room));
       if (limit === 0) return 0;
       const wallNow = this.wall();
@@ -725,7 +725,7 @@ export class DiscoveryEngine {
       methods: [...this.opts.methods],
       workers: this.opts.workers,
       busy: ps.busy,
-      queue: { depth: this.queue.size, capacity: this.queue.capacity },
+      queue: { depth: this.pool.depth, capacity: this.pool.capacity },
       backlog: { size: this.backlogSize, due: this.fresh.size + this.heap.countDue(now, DUE_COUNT_LIMIT), capacity: this.opts.backlog, overflowed: this.overflowed },
       discovering: this.openCount,
       totals: {
@@ -753,7 +753,7 @@ export class DiscoveryEngine {
 
   /** Small numbers for the Prometheus gauges. */
   gauges(): { queue: number; backlog: number; busy: number; discovering: number; rate: number; workers: number } {
-    return { queue: this.queue.size, backlog: this.backlogSize, busy: this.pool.stats().busy, discovering: this.openCount, rate: this.finished.rate(RATE_WINDOW_MS), workers: this.opts.workers };
+    return { queue: this.pool.depth, backlog: this.backlogSize, busy: this.pool.stats().busy, discovering: this.openCount, rate: this.finished.rate(RATE_WINDOW_MS), workers: this.opts.workers };
   }
 
   /** Stops: lookups in flight are aborted and report nothing; clients not finished stay `discovering` in the database. */
@@ -781,7 +781,7 @@ export class DiscoveryEngine {
       not_found: this.stats.notFound,
       still_discovering: this.openCount,
       backlog: this.backlogSize,
-      queued: this.queue.size,
+      queued: this.pool.depth,
       dropped: this.stats.dropped,
       overflowed: this.overflowed,
     });

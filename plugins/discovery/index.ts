@@ -10,6 +10,9 @@ import { OptionError } from '../../config/errors';
 import { Duration, Type, type Static } from '../../config/types';
 import { definePlugin, type PluginApi } from '../../core/plugin';
 import type { ClienttrackHooks } from '../clienttrack/hooks';
+import type { PoolJobs, PoolSettings } from '../../core/primitives/workerPool';
+import { deprecatedPoolOptions, ignoredPoolOptions } from '../pkg/poolOptions';
+import type { WorkerPools } from '../workerpool/hooks';
 import { isProbeable, parseIp } from './address';
 import { DiscoveryEngine, type EngineOptions, type EngineStore } from './engine';
 import { createArp } from './methods/arp';
@@ -38,8 +41,8 @@ const LeaseFile = Type.Union([
 ]);
 
 export const options = Type.Object({
-  workers: Type.Integer({ minimum: 1, maximum: 1000, default: 10, description: 'Discovery jobs running at once' }),
-  queue: Type.Integer({ minimum: 1, default: 1000, description: 'Jobs waiting for a worker; a new client that does not fit is counted as dropped and waits in the backlog' }),
+  workers: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'Deprecated: `- workerpool: { pools: { discovery: { workers: N } } }` (default 10). Discovery jobs running at once' })),
+  queue: Type.Optional(Type.Integer({ minimum: 1, description: 'Deprecated: `- workerpool: { pools: { discovery: { queue: N } } }` (default 1000). Jobs waiting for a worker; a new client that does not fit is counted as dropped and waits in the backlog' })),
   backlog: Type.Integer({ minimum: 1, default: 100_000, description: 'Clients waiting for a later attempt (queue full, deferred by a guard, retrying, refresh due); beyond it they wait in the database' }),
   methods: Type.Array(Type.Union(METHOD_NAMES.map((m) => Type.Literal(m))), {
     minItems: 1,
@@ -91,14 +94,30 @@ export function guessLeaseFormat(path: string): LeaseFormat | undefined {
   return undefined;
 }
 
-export function engineOptions(o: DiscoveryOptions, methods: MethodName[]): EngineOptions {
+/** This plugin's pool, by its name on the workerpool line. */
+export const DISCOVERY_POOL = 'discovery';
+/** The pool's bounds when neither the workerpool line nor the deprecated options give them. */
+export const DISCOVERY_POOL_DEFAULTS: PoolSettings = { workers: 10, queue: 1000 };
+
+/**
+ * The discovery pool's bounds: the workerpool line's `pools.discovery` wins, then this plugin's deprecated
+ * `workers`/`queue`, then the defaults. `warnings` name the old options the workerpool line overrides.
+ */
+export function discoveryPool(o: Pick<DiscoveryOptions, 'workers' | 'queue'>, pools: WorkerPools | undefined): { settings: PoolSettings; warnings: string[] } {
+  const fallback: PoolSettings = { workers: o.workers ?? DISCOVERY_POOL_DEFAULTS.workers, queue: o.queue ?? DISCOVERY_POOL_DEFAULTS.queue };
+  const resolved = pools?.settings(DISCOVERY_POOL, fallback);
+  const settings: PoolSettings = resolved !== undefined ? { workers: resolved.workers, queue: resolved.queue } : fallback;
+  return { settings, warnings: ignoredPoolOptions('discovery', DISCOVERY_POOL, o, resolved?.configured) };
+}
+
+export function engineOptions(o: DiscoveryOptions, methods: MethodName[], pool: PoolSettings = discoveryPool(o, undefined).settings): EngineOptions {
   if (o.timeout <= 0) throw new OptionError('timeout', 'must be longer than 0');
   if (o.refresh <= 0) throw new OptionError('refresh', 'must be longer than 0');
   if (o.retry.backoff <= 0) throw new OptionError('retry.backoff', 'must be longer than 0');
   if (o.retry.max_backoff < o.retry.backoff) throw new OptionError('retry.max_backoff', 'must be at least retry.backoff');
   return {
-    workers: o.workers,
-    queue: o.queue,
+    workers: pool.workers,
+    queue: pool.queue,
     backlog: o.backlog,
     methods,
     timeoutMs: o.timeout,
@@ -231,7 +250,8 @@ export const discovery = definePlugin({
   description: 'Finds names and MACs of new clients in the background (rdns, netbios, mdns, dhcp leases, arp), bounded and guarded',
   options,
   // Without clienttrack there are no new clients to discover (a warning, not an error: the server still answers).
-  uses: ['clienttrack'],
+  uses: ['clienttrack', 'workerpool'],
+  deprecated: (o) => deprecatedPoolOptions(DISCOVERY_POOL, o),
   declare(): DiscoveryHooks {
     return {
       beforeDiscover: new SyncBailHook<[DiscoveryRequest], DiscoveryDenial | undefined>(['request']),
@@ -275,6 +295,11 @@ export const discovery = definePlugin({
       return choice.resolvers;
     };
 
+    // Without a workerpool line the engine builds a plain pool with the same bounds (nothing else changes).
+    const pools = api.hooksOf('workerpool')?.pools;
+    const pool = discoveryPool(o, pools);
+    for (const w of pool.warnings) api.log.warn(w);
+
     const track = api.hooksOf('clienttrack');
     if (track === undefined) {
       api.log.warn('clienttrack is not in this server block: there are no new clients to discover');
@@ -282,15 +307,24 @@ export const discovery = definePlugin({
     }
     const link = api.retain<ChainLink>('engine|link', () => ({ track, resolvers }));
     const engine = api.retain(
-      'engine',
+      // The pool's bounds are in the key: a changed workerpool line (not this plugin's options) builds a new engine.
+      `engine|${pool.settings.workers}/${pool.settings.queue}`,
       () => {
         const built = buildMethods(api, o, link, leases);
-        const eopts = engineOptions(o, built.active);
+        const eopts = engineOptions(o, built.active, pool.settings);
         if (built.active.length === 0) api.log.warn('no discovery method is usable: clients will be marked discovered with nothing found', { methods: o.methods.join(',') });
-        return new DiscoveryEngine(eopts, { methods: built.methods, log: api.log, probeable, vendorOf, store: storeOf(link) });
+        return new DiscoveryEngine(eopts, {
+          methods: built.methods,
+          log: api.log,
+          probeable,
+          vendorOf,
+          store: storeOf(link),
+          ...(pools !== undefined ? { pool: <J>(jobs: PoolJobs<J>) => pools.create(DISCOVERY_POOL, pool.settings, jobs) } : {}),
+        });
       },
       (e) => e.close(),
     );
+    pools?.attach(DISCOVERY_POOL, engine.pool);
     api.hooks.startup.tap('discovery', () => {
       // At the swap, not in setup: a reload that fails after this setup leaves the engine reading the chain
       // that still serves.
