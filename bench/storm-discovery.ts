@@ -280,7 +280,7 @@ ${probe}      - acl: { allow: [127.0.0.0/8] }
 ${withDiscovery ? `      - breaker: { discovery: { failures: 5, reset: 30s } }
       - ratelimit: { discovery: { rate: ${LIMIT}, burst: ${2 * LIMIT} } }
 ` : ''}      - cache: { capacity: 10000 }
-${withDiscovery ? `      - workerpool: { pools: { tracking: { workers: 100, queue: 10000 }, discovery: { workers: ${WORKERS} } } }
+${withDiscovery ? `      - workerpool: { tracking: { workers: 100, queue: 10000 }, discovery: { workers: ${WORKERS} } }
       - priority: { high: 5000, low: 5000 }
       - clienttrack: { ${TRACK_EXTRA.replace(/^, /, '')} }
       - discovery: { methods: [rdns], timeout: 3s, rdns: { resolvers: ["127.0.0.1:${ptr!.port}"] }${DISC_EXTRA} }

@@ -96,7 +96,7 @@ async function run(kind: 'tracking' | 'baseline', pair: number, upstreamPort: nu
       - use: ${JSON.stringify(PROBE)}
       - acl: { allow: [127.0.0.0/8] }
       - cache: { capacity: 10000 }
-${tracking ? `      - workerpool: { pools: { tracking: { workers: 100, queue: 10000 } } }
+${tracking ? `      - workerpool: { tracking: { workers: 100, queue: 10000 } }
       - priority: { high: 5000, low: 5000 }
       - clienttrack: {}
       - use: ${JSON.stringify(STANDIN)}

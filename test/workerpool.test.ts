@@ -50,7 +50,7 @@ describe('workerpool: named pools', () => {
   });
 
   test('a pool holds `workers` running and `queue` waiting; the rest is dropped and counted, never waited for', async () => {
-    const pools = declared<WorkerpoolHooks>(workerpool, { pools: { tracking: { workers: 2, queue: 3 } } }).pools;
+    const pools = declared<WorkerpoolHooks>(workerpool, { tracking: { workers: 2, queue: 3 } }).pools;
     const g = gate();
     let ran = 0;
     const pool = pools.create<number>('tracking', { workers: 100, queue: 10_000 }, {
@@ -150,7 +150,7 @@ describe('the tracking and discovery pools: new lines, deprecated options, both'
     assert.deepEqual(c.warnings, []);
     const q = chooseTrackingPool({}, new NamedPools({ tracking: { queue: 5 } }), prio);
     assert.equal(q.queue, 1000);
-    assert.match(q.warnings.join('\n'), /pools\.tracking\.queue \(5\) is not used: with priority the tracking queue holds high \+ low = 1000 jobs/);
+    assert.match(q.warnings.join('\n'), /tracking\.queue \(5\) is not used: with priority the tracking queue holds high \+ low = 1000 jobs/);
   });
 
   test('old options alone: they still apply; validate reports each at its line with the line to write', async () => {
@@ -175,14 +175,14 @@ describe('the tracking and discovery pools: new lines, deprecated options, both'
     ].join('\n');
     const cfg = await parseConfig(text, path.join(os.tmpdir(), 'Corefile.yaml'), builtinCatalog);
     assert.deepEqual(cfg.warnings.map(formatIssue).map((l) => l.replace(/^.*Corefile\.yaml/, 'Corefile.yaml')), [
-      'Corefile.yaml:4:33 warning: plugin clienttrack: option workers: deprecated: write `- workerpool: { pools: { tracking: { workers: 50, queue: 600 } } }` (a line of its own, or merged into yours) and remove workers; when both are written the workerpool line wins',
-      'Corefile.yaml:4:44 warning: plugin clienttrack: option queue: deprecated: write `- workerpool: { pools: { tracking: { workers: 50, queue: 600 } } }` (a line of its own, or merged into yours) and remove queue; when both are written the workerpool line wins',
-      'Corefile.yaml:6:20 warning: plugin discovery: option workers: deprecated: write `- workerpool: { pools: { discovery: { workers: 3 } } }` (a line of its own, or merged into yours) and remove workers; when both are written the workerpool line wins',
+      'Corefile.yaml:4:33 warning: plugin clienttrack: option workers: deprecated: write `- workerpool: { tracking: { workers: 50, queue: 600 } }` (a line of its own, or merged into yours) and remove workers; when both are written the workerpool line wins',
+      'Corefile.yaml:4:44 warning: plugin clienttrack: option queue: deprecated: write `- workerpool: { tracking: { workers: 50, queue: 600 } }` (a line of its own, or merged into yours) and remove queue; when both are written the workerpool line wins',
+      'Corefile.yaml:6:20 warning: plugin discovery: option workers: deprecated: write `- workerpool: { discovery: { workers: 3 } }` (a line of its own, or merged into yours) and remove workers; when both are written the workerpool line wins',
     ]);
     const prio = await parseConfig(text.replace('{ workers: 50, queue: 600 }', '{ priority: { high: 80, low: 20 } }'), path.join(os.tmpdir(), 'Corefile.yaml'), builtinCatalog);
     assert.match(prio.warnings.map(formatIssue).join('\n'), /Corefile\.yaml:4:\d+ warning: plugin clienttrack: option priority: deprecated: write `- priority: \{ high: 80, low: 20, low_every: 8 \}` \(a line of its own\)/);
     // The new lines: no warning.
-    const fresh = await parseConfig(text.replace('{ workers: 50, queue: 600 }', '{}').replace('          workers: 3', '          methods: [arp]').replace('      - clienttrack', '      - workerpool: { pools: { tracking: { workers: 50 } } }\n      - priority: {}\n      - clienttrack'), path.join(os.tmpdir(), 'Corefile.yaml'), builtinCatalog);
+    const fresh = await parseConfig(text.replace('{ workers: 50, queue: 600 }', '{}').replace('          workers: 3', '          methods: [arp]').replace('      - clienttrack', '      - workerpool: { tracking: { workers: 50 } }\n      - priority: {}\n      - clienttrack'), path.join(os.tmpdir(), 'Corefile.yaml'), builtinCatalog);
     assert.deepEqual(fresh.warnings, []);
   });
 
@@ -191,13 +191,13 @@ describe('the tracking and discovery pools: new lines, deprecated options, both'
     assert.equal(c.workers, 20);
     assert.deepEqual(c.priority, { high: 700, low: 300, lowEvery: 4 });
     assert.deepEqual(c.warnings, [
-      'clienttrack.workers (50) is ignored: the workerpool line\'s pools.tracking.workers wins; remove clienttrack.workers',
+      'clienttrack.workers (50) is ignored: the workerpool line\'s tracking.workers wins; remove clienttrack.workers',
       'clienttrack.priority is ignored: the priority line wins; remove clienttrack.priority',
     ]);
     // A workerpool line that leaves a bound out: the old option still gives it (validate says where to move it).
     const d = discoveryPool({ workers: 3, queue: 40 }, new NamedPools({ discovery: { queue: 50 } }));
     assert.deepEqual(d.settings, { workers: 3, queue: 50 });
-    assert.deepEqual(d.warnings, ['discovery.queue (40) is ignored: the workerpool line\'s pools.discovery.queue wins; remove discovery.queue']);
+    assert.deepEqual(d.warnings, ['discovery.queue (40) is ignored: the workerpool line\'s discovery.queue wins; remove discovery.queue']);
   });
 });
 
@@ -214,10 +214,10 @@ describe('workerpool: configuration', () => {
   }
 
   test('bad pool names and options are reported at their line', async () => {
-    assert.deepEqual(await errors('      - workerpool: { pools: { tracking: { workers: 10 } } }\n      - priority: {}\n'), []);
-    assert.match((await errors('      - workerpool: { pools: { Tracking: { workers: 10 } } }\n')).join('\n'), /Corefile\.yaml:4:\d+ plugin workerpool: option pools\.Tracking: pool name "Tracking"/);
-    assert.match((await errors('      - workerpool: { pools: { tracking: { wrkers: 10 } } }\n')).join('\n'), /Corefile\.yaml:4:\d+ plugin workerpool:.*wrkers/);
-    assert.match((await errors('      - workerpool: { pools: { tracking: { workers: 0 } } }\n')).join('\n'), /Corefile\.yaml:4:\d+ plugin workerpool: option pools\.tracking\.workers/);
+    assert.deepEqual(await errors('      - workerpool: { tracking: { workers: 10 } }\n      - priority: {}\n'), []);
+    assert.match((await errors('      - workerpool: { Tracking: { workers: 10 } }\n')).join('\n'), /Corefile\.yaml:4:\d+ plugin workerpool: option Tracking: pool name "Tracking"/);
+    assert.match((await errors('      - workerpool: { tracking: { wrkers: 10 } }\n')).join('\n'), /Corefile\.yaml:4:\d+ plugin workerpool:.*wrkers/);
+    assert.match((await errors('      - workerpool: { tracking: { workers: 0 } }\n')).join('\n'), /Corefile\.yaml:4:\d+ plugin workerpool: option tracking\.workers/);
     assert.match((await errors('      - priority: { high: 0 }\n')).join('\n'), /Corefile\.yaml:4:\d+ plugin priority: option high/);
   });
 });
@@ -286,7 +286,7 @@ describe('workerpool and priority in a server', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'codexdns-wp-'));
     const id = `wp${seq++}`;
     // clienttrack listed above the plugins it uses: the pool is configured all the same.
-    const s = await startServer(corefile(dir, '      - clienttrack: { flush: 100ms }\n      - workerpool: { pools: { tracking: { workers: 3 } } }\n      - priority: { high: 40, low: 60, low_every: 4 }', id), { catalog });
+    const s = await startServer(corefile(dir, '      - clienttrack: { flush: 100ms }\n      - workerpool: { tracking: { workers: 3 } }\n      - priority: { high: 40, low: 60, low_every: 4 }', id), { catalog });
     try {
       for (let i = 0; i < 12; i++) assert.equal((await s.query(`w${i}.example`, 'A', { from: `127.0.7.${1 + (i % 3)}` })).rcode, 'NOERROR');
       const m = await settle(id, 12);
@@ -318,7 +318,7 @@ describe('workerpool and priority in a server', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'codexdns-wp-'));
     const id = `wp${seq++}`;
     const s = await startServer(
-      corefile(dir, '      - workerpool: { pools: { discovery: { workers: 2, queue: 7 } } }\n      - clienttrack: { flush: 100ms }\n      - discovery: { methods: [arp], queue: 9 }', id),
+      corefile(dir, '      - workerpool: { discovery: { workers: 2, queue: 7 } }\n      - clienttrack: { flush: 100ms }\n      - discovery: { methods: [arp], queue: 9 }', id),
       { catalog },
     );
     try {
@@ -330,7 +330,7 @@ describe('workerpool and priority in a server', () => {
       assert.equal(metric(text, /^codexdns_workerpool_workers\{pool="discovery"\} (\d+)/m), 2);
       assert.equal(metric(text, /^codexdns_workerpool_queue_capacity\{pool="discovery"\} (\d+)/m), 7);
       assert.equal(metric(text, /^codexdns_workerpool_workers\{pool="tracking"\} (\d+)/m), 100, 'a pool the line does not name gets its consumer\'s defaults');
-      assert.match(s.logs.join('\n'), /discovery\.queue \(9\) is ignored: the workerpool line's pools\.discovery\.queue wins/);
+      assert.match(s.logs.join('\n'), /discovery\.queue \(9\) is ignored: the workerpool line's discovery\.queue wins/);
     } finally {
       await s.stop();
       fs.rmSync(dir, { recursive: true, force: true });
@@ -348,7 +348,7 @@ describe('workerpool and priority in a server', () => {
       assert.equal(m.priority, true);
       assert.deepEqual(m.capacity, { high: 30, low: 20, total: 50 });
       const logs = s.logs.join('\n');
-      assert.match(logs, /plugin clienttrack: option workers: deprecated: write `- workerpool: \{ pools: \{ tracking: \{ workers: 5 \} \} \}`/);
+      assert.match(logs, /plugin clienttrack: option workers: deprecated: write `- workerpool: \{ tracking: \{ workers: 5 \} \}`/);
       assert.match(logs, /plugin clienttrack: option priority: deprecated: write `- priority: \{ high: 30, low: 20, low_every: 8 \}`/);
       // No workerpool line: no workerpool metrics, the tracking ones as before.
       const text = await s.server.metrics.registry.metrics();
@@ -364,7 +364,7 @@ describe('workerpool and priority in a server', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'codexdns-wp-'));
     const id = `wp${seq++}`;
     const lines = (workers: number, withLines = true): string =>
-      withLines ? `      - workerpool: { pools: { tracking: { workers: ${workers} } } }\n      - priority: {}\n      - clienttrack: { flush: 100ms }` : '      - clienttrack: { flush: 100ms }';
+      withLines ? `      - workerpool: { tracking: { workers: ${workers} } }\n      - priority: {}\n      - clienttrack: { flush: 100ms }` : '      - clienttrack: { flush: 100ms }';
     const s = await startServer(corefile(dir, lines(4), id), { catalog });
     try {
       for (let i = 0; i < 5; i++) await s.query(`r${i}.example`, 'A', { from: `127.0.9.${1 + i}` });

@@ -37,9 +37,9 @@ interface Trackers {
 }
 
 export const options = Type.Object({
-  workers: Type.Optional(Type.Integer({ minimum: 1, description: 'Deprecated: `- workerpool: { pools: { tracking: { workers: N } } }` (default 100). Tracking jobs running at once' })),
+  workers: Type.Optional(Type.Integer({ minimum: 1, description: 'Deprecated: `- workerpool: { tracking: { workers: N } }` (default 100). Tracking jobs running at once' })),
   queue: Type.Optional(
-    Type.Integer({ minimum: 1, description: 'Deprecated: `- workerpool: { pools: { tracking: { queue: N } } }` (default 10000). Jobs waiting when every worker is busy; with `priority`, if given, it must equal high + low' }),
+    Type.Integer({ minimum: 1, description: 'Deprecated: `- workerpool: { tracking: { queue: N } }` (default 10000). Jobs waiting when every worker is busy; with `priority`, if given, it must equal high + low' }),
   ),
   priority: Type.Optional(
     Type.Object(

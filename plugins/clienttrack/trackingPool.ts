@@ -42,7 +42,7 @@ export function chooseTrackingPool(o: OldTrackingOptions, pools: WorkerPools | u
   if (split !== undefined) {
     const total = split.high + split.low;
     // The split queue's two bounds are the waiting room; a different FIFO bound given beside it cannot apply.
-    const given = resolved?.configured.queue === true ? `the workerpool line's pools.${TRACKING_POOL}.queue` : o.queue !== undefined ? 'clienttrack.queue' : undefined;
+    const given = resolved?.configured.queue === true ? `the workerpool line's ${TRACKING_POOL}.queue` : o.queue !== undefined ? 'clienttrack.queue' : undefined;
     if (given !== undefined && queue !== total) warnings.push(`${given} (${queue}) is not used: with priority the tracking queue holds high + low = ${total} jobs`);
     queue = total;
   }

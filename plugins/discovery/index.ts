@@ -41,8 +41,8 @@ const LeaseFile = Type.Union([
 ]);
 
 export const options = Type.Object({
-  workers: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'Deprecated: `- workerpool: { pools: { discovery: { workers: N } } }` (default 10). Discovery jobs running at once' })),
-  queue: Type.Optional(Type.Integer({ minimum: 1, description: 'Deprecated: `- workerpool: { pools: { discovery: { queue: N } } }` (default 1000). Jobs waiting for a worker; a new client that does not fit is counted as dropped and waits in the backlog' })),
+  workers: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'Deprecated: `- workerpool: { discovery: { workers: N } }` (default 10). Discovery jobs running at once' })),
+  queue: Type.Optional(Type.Integer({ minimum: 1, description: 'Deprecated: `- workerpool: { discovery: { queue: N } }` (default 1000). Jobs waiting for a worker; a new client that does not fit is counted as dropped and waits in the backlog' })),
   backlog: Type.Integer({ minimum: 1, default: 100_000, description: 'Clients waiting for a later attempt (queue full, deferred by a guard, retrying, refresh due); beyond it they wait in the database' }),
   methods: Type.Array(Type.Union(METHOD_NAMES.map((m) => Type.Literal(m))), {
     minItems: 1,
@@ -100,7 +100,7 @@ export const DISCOVERY_POOL = 'discovery';
 export const DISCOVERY_POOL_DEFAULTS: PoolSettings = { workers: 10, queue: 1000 };
 
 /**
- * The discovery pool's bounds: the workerpool line's `pools.discovery` wins, then this plugin's deprecated
+ * The discovery pool's bounds: the workerpool line's `discovery` wins, then this plugin's deprecated
  * `workers`/`queue`, then the defaults. `warnings` name the old options the workerpool line overrides.
  */
 export function discoveryPool(o: Pick<DiscoveryOptions, 'workers' | 'queue'>, pools: WorkerPools | undefined): { settings: PoolSettings; warnings: string[] } {

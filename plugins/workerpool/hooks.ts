@@ -9,12 +9,12 @@ export type { PoolJobs, PoolSettings, WorkerPool } from '../../core/primitives/w
 
 /** A pool's bounds as this chain's `workerpool` line gives them, or the consumer's fallback. */
 export interface ResolvedPoolSettings extends PoolSettings {
-  /** Which bounds `pools.NAME` gives (those win over a consumer's own, deprecated, options). */
+  /** Which bounds `NAME` gives (those win over a consumer's own, deprecated, options). */
   readonly configured: { readonly workers: boolean; readonly queue: boolean };
 }
 
 export interface WorkerPools {
-  /** The bounds of pool `name`: those under `pools.NAME`, each missing one taken from `fallback`. */
+  /** The bounds of pool `name`: those under `NAME`, each missing one taken from `fallback`. */
   settings(name: string, fallback: PoolSettings): ResolvedPoolSettings;
   /**
    * A new pool with the bounds of `settings(name, fallback)`, shown in workerpool's metrics as `pool="NAME"`.

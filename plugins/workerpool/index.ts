@@ -24,13 +24,12 @@ const Pool = Type.Object(
   { description: 'One pool\'s bounds; a bound left out is the consuming plugin\'s default' },
 );
 
-export const options = Type.Object({
-  pools: Type.Unsafe<PoolsOption>({
-    type: 'object',
-    additionalProperties: Pool,
-    default: {},
-    description: 'Pools by name: `tracking` (clienttrack), `discovery` (discovery); a pool not named here gets its consumer\'s defaults',
-  }),
+/** The line is the pools by name, as DESIGN.md writes it: `- workerpool: { tracking: { workers: 100 }, discovery: { queue: 500 } }`. */
+export const options = Type.Unsafe<PoolsOption>({
+  type: 'object',
+  additionalProperties: Pool,
+  default: {},
+  description: 'Pools by name: `tracking` (clienttrack), `discovery` (discovery); a pool not named here gets its consumer\'s defaults',
 });
 
 export type WorkerpoolOptions = Static<typeof options>;
@@ -51,12 +50,12 @@ export const workerpool = definePlugin({
   description: 'Bounded worker pools by name (workers, queue, drop counter) for clienttrack and discovery',
   options,
   check(o) {
-    for (const name of Object.keys(o.pools)) {
-      if (!POOL_NAME.test(name)) throw new OptionError(`pools.${name}`, `pool name ${JSON.stringify(name)}: lower-case letters, digits and _, starting with a letter (e.g. tracking, discovery)`);
+    for (const name of Object.keys(o)) {
+      if (!POOL_NAME.test(name)) throw new OptionError(name, `pool name ${JSON.stringify(name)}: lower-case letters, digits and _, starting with a letter (e.g. tracking, discovery)`);
     }
   },
   declare(_api, o): WorkerpoolHooks {
-    return { pools: new NamedPools(o?.pools ?? {}) };
+    return { pools: new NamedPools(o ?? {}) };
   },
   setup(api) {
     const pools = api.own.pools as NamedPools;

@@ -1,7 +1,7 @@
 import { boundedPool, type PoolJobs, type PoolSettings, type WorkerPool } from '../../core/primitives/workerPool';
 import type { ResolvedPoolSettings, WorkerPools } from './hooks';
 
-/** `pools:` as written: each pool's bounds, either of which may be left to the consumer's default. */
+/** The `workerpool` line as written: each pool's bounds, either of which may be left to the consumer's default. */
 export type PoolsOption = Readonly<Record<string, { readonly workers?: number; readonly queue?: number }>>;
 
 /**
@@ -33,7 +33,7 @@ export class NamedPools implements WorkerPools {
     this.attached.set(name, pool as WorkerPool<unknown>);
   }
 
-  /** Pools named under `pools:` that no plugin of the chain asked for (a typo, or a consumer not listed). */
+  /** Pools named in the `workerpool` line that no plugin of the chain asked for (a typo, or a consumer not listed). */
   unused(): string[] {
     return Object.keys(this.configured).filter((n) => !this.attached.has(n));
   }
