@@ -25,11 +25,16 @@ export type * from './core/vendorTypes';
  * What the built-in plugins publish. Exporting these also brings each hooks.ts's `PluginHookRegistry` entry
  * (declaration merging) into every program that imports codexdns: `api.hooksOf('clienttrack')` is typed.
  */
-export type { ClienttrackHooks, ClientIdentity, NewClientEvent, DiscoveryUpdate, QueueMetrics, WriterMetrics } from './plugins/clienttrack/hooks';
+export type {
+  ClienttrackHooks, ClientIdentity, NewClientEvent, DiscoveryUpdate, QueueMetrics, WriterMetrics, ClientRecord, ClientListQuery, ClientListResult, ClientSort, StaleClientsQuery,
+} from './plugins/clienttrack/hooks';
 export type {
   DiscoveryHooks, DiscoveryRequest, DiscoveryDenial, DiscoveryOutcome, DiscoveryMetrics, DiscoveryReport, LatencyStats, MethodStats, MethodName,
 } from './plugins/discovery/hooks';
 export type { BreakerHooks, BreakerSnapshot } from './plugins/breaker/hooks';
+export type { ForwardHooks, ForwardEndpoint } from './plugins/forward/hooks';
+export type { WorkerpoolHooks, WorkerPools, ResolvedPoolSettings, PoolJobs, PoolSettings, WorkerPool } from './plugins/workerpool/hooks';
+export type { PriorityHooks, PriorityQueues, PrioritySettings, JobPriority, JobQueue } from './plugins/priority/hooks';
 export type { FilterHooks, FilterBlockedEvent, FilterGroupStatus, FilterSourceStatus, FilterStatus, FilterWhyRequest, FilterWhyResult } from './plugins/filter/hooks';
 export type { MetricsHooks, HttpRoute, HttpRouteMethod, HttpRouteRequest, HttpRouteTable, ApiClient } from './plugins/metrics/hooks';
 export { RepeatingWarning } from './core/primitives/rateLimitedLog';
