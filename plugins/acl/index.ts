@@ -96,13 +96,11 @@ export default definePlugin({
     }
     const refused = api.metrics.counter({ name: 'refused_total', help: 'Queries refused by the ACL', labelNames: ['server'] as const }).labels(api.block.name);
     const block = api.block.name;
-    api.metrics.gauge({
+    api.metrics.mirrorGauge({
       name: 'decisions_cached',
       help: 'Client addresses whose allow/refuse decision is remembered (at most cache_size; the least recently seen is forgotten).',
       labelNames: ['server'] as const,
-      collect() {
-        this.set({ server: block }, decisions.size);
-      },
+      levels: () => [{ labels: { server: block }, value: decisions.size }],
     });
     const decide = (address: string): boolean => !deny.has(address) && allow.has(address);
     api.hooks.query.tap('acl', (ctx) => {

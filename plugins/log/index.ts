@@ -132,13 +132,11 @@ export default definePlugin({
     // Buffer depth by server block, for the one `buffered_lines` gauge of the server (a reload replaces a block's entry).
     const depthOf = api.shared('depths', () => new Map<string, () => number>());
     depthOf.set(labels, depthFn);
-    api.metrics.gauge({
+    api.metrics.mirrorGauge({
       name: 'buffered_lines',
       help: 'Query lines waiting to be written',
       labelNames: ['server'] as const,
-      collect() {
-        for (const [server, depth] of depthOf) this.set({ server }, depth());
-      },
+      levels: () => [...depthOf].map(([server, depth]) => ({ labels: { server }, value: depth() })),
     });
     // A full buffer can drop a line per query: say so at most once per 10 s, with the count.
     let lastFullWarning = -Infinity;
