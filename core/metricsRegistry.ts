@@ -22,7 +22,15 @@ export interface MirroredLevel<L extends string> {
   readonly value: number;
 }
 
-type Named<C> = Omit<C, 'registers' | 'collect'> & { subsystem?: string };
+type Named<C> = Omit<C, 'registers' | 'collect'> & {
+  subsystem?: string;
+  /**
+   * Whose numbers these are, when several instances feed one metric (one per server block: the block's name).
+   * Each source's latest reader is kept and all are read when scraped; without it, the latest reader replaces
+   * every other.
+   */
+  source?: string;
+};
 
 export type MirroredCounterConfiguration<L extends string> = Named<CounterConfiguration<L>> & {
   /** The totals now; each series rises by what its total grew since the last scrape (a smaller total restarted from 0). */
@@ -41,6 +49,8 @@ export type MirroredGaugeConfiguration<L extends string> = Named<GaugeConfigurat
 export interface Mirror<M> {
   readonly metric: M;
   update(): void;
+  /** Stops reading this source (its block went away), unless a newer reader of the same source replaced it. */
+  release(): void;
 }
 
 /**
@@ -86,6 +96,14 @@ function checkNames(name: string, labelNames: readonly string[] | undefined): vo
 export class MetricsHub {
   readonly registry = new Registry();
   private readonly shapes = new Map<string, string | undefined>();
+  /** The readers of each mirrored metric, by source. */
+  private readonly readers = new Map<string, Map<string, () => void>>();
+
+  private readersOf(name: string): Map<string, () => void> {
+    let r = this.readers.get(name);
+    if (r === undefined) this.readers.set(name, (r = new Map()));
+    return r;
+  }
 
   factory(subsystem: string): MetricsFactory {
     const fullName = (name: string, sub: string | undefined): string => `${METRIC_PREFIX}${metricSubsystem(sub ?? subsystem)}_${name}`;
@@ -95,6 +113,7 @@ export class MetricsHub {
       if (existing !== undefined && this.shapes.get(name) === shape) return existing as unknown as M;
       // A new metric, or one whose type or labels changed (an edited plugin): the old series go.
       if (existing !== undefined) this.registry.removeSingleMetric(name);
+      this.readers.delete(name);
       this.shapes.set(name, shape);
       return make();
     };
@@ -115,7 +134,7 @@ export class MetricsHub {
       counter,
       gauge,
       mirrorCounter: <L extends string>(cfg: MirroredCounterConfiguration<L>): Mirror<Counter<L>> => {
-        const { totals, reported, ...rest } = cfg;
+        const { totals, reported, source: _source, ...rest } = cfg;
         const c = counter<L>(rest);
         const labelNames = cfg.labelNames ?? [];
         const update = (): void => {
@@ -131,24 +150,47 @@ export class MetricsHub {
             else c.inc(t.labels, d);
           }
         };
-        // Replaced on every call, as a gauge's collect is: after a reload the counter reads the new totals.
-        (c as unknown as { collect: () => void }).collect = update;
-        return { metric: c, update };
+        // This source's reader replaces its previous one (a reload reads the new totals); other sources' stay.
+        // (After counter(): a metric made afresh starts with no readers.)
+        const name = fullName(cfg.name, cfg.subsystem);
+        const readers = this.readersOf(name);
+        const source = cfg.source ?? '';
+        readers.set(source, update);
+        (c as unknown as { collect: () => void }).collect = () => {
+          for (const read of this.readers.get(name)?.values() ?? []) read();
+        };
+        return { metric: c, update, release: () => release(readers, source, update) };
       },
       mirrorGauge: <L extends string>(cfg: MirroredGaugeConfiguration<L>): Mirror<Gauge<L>> => {
-        const { levels, reset, ...rest } = cfg;
-        let g: Gauge<L> | undefined;
-        const update = (): void => {
-          const now = levels();
-          if (now === undefined || g === undefined) return;
-          if (reset) g.reset();
+        const { levels, reset, source: _source, ...rest } = cfg;
+        const name = fullName(cfg.name, cfg.subsystem);
+        const source = cfg.source ?? '';
+        const set = (g: Gauge<L>, now: Iterable<MirroredLevel<L>>): void => {
           for (const l of now) {
             if (l.labels === undefined) g.set(l.value);
             else g.set(l.labels, l.value);
           }
         };
-        g = gauge<L>({ ...rest, collect: update });
-        return { metric: g, update };
+        const read = levels as () => Iterable<MirroredLevel<string>> | undefined;
+        const hub = this;
+        const g: Gauge<L> = gauge<L>({
+          ...rest,
+          collect() {
+            const all = [...(hub.readers.get(name)?.values() ?? [])].map((r) => (r as typeof read)());
+            // Nothing to read (the sources are closing): keep the last levels.
+            if (all.every((x) => x === undefined)) return;
+            if (reset) g.reset();
+            for (const now of all) if (now !== undefined) set(g, now as Iterable<MirroredLevel<L>>);
+          },
+        });
+        // After gauge(): a metric made afresh starts with no readers.
+        const readers = this.readersOf(name);
+        readers.set(source, read);
+        const update = (): void => {
+          const now = levels();
+          if (now !== undefined) set(g, now);
+        };
+        return { metric: g, update, release: () => release(readers, source, read) };
       },
       histogram: (cfg) => {
         const name = fullName(cfg.name, cfg.subsystem);
@@ -156,4 +198,35 @@ export class MetricsHub {
       },
     };
   }
+}
+
+/** Drops a source's reader, unless a newer one (the same source after a reload) has taken its place. */
+function release(readers: Map<string, () => void>, source: string, reader: () => unknown): void {
+  if (readers.get(source) === reader) readers.delete(source);
+}
+
+/** A factory whose mirrors read one source (a server block's instance) beside the others, and let go of it together. */
+export interface SourceMetricsFactory extends MetricsFactory {
+  /** Stops reading this source in every mirror it made (at shutdown; a successor of the same source is kept). */
+  release(): void;
+}
+
+export function forSource(factory: MetricsFactory, source: string): SourceMetricsFactory {
+  const made: Array<{ release(): void }> = [];
+  return {
+    ...factory,
+    mirrorCounter: <L extends string>(cfg: MirroredCounterConfiguration<L>): Mirror<Counter<L>> => {
+      const m = factory.mirrorCounter<L>({ ...cfg, source });
+      made.push(m);
+      return m;
+    },
+    mirrorGauge: <L extends string>(cfg: MirroredGaugeConfiguration<L>): Mirror<Gauge<L>> => {
+      const m = factory.mirrorGauge<L>({ ...cfg, source });
+      made.push(m);
+      return m;
+    },
+    release: () => {
+      for (const m of made) m.release();
+    },
+  };
 }

@@ -49,6 +49,23 @@ describe('acl plugin', () => {
     }
   });
 
+  test('two server blocks: the remembered decisions of each block are a series of their own (one source per block)', async () => {
+    const two = await startServer(
+      'servers:\n  - listen: [udp://127.0.0.1:0]\n    zones: [a.test.]\n    plugins:\n      - acl: { allow: [127.0.0.0/8] }\n      - answerer: {}\n' +
+        '  - listen: [udp://127.0.0.1:0]\n    zones: [b.test.]\n    plugins:\n      - acl: { allow: [127.0.0.0/8] }\n      - answerer: {}\n',
+      { catalog },
+    );
+    try {
+      for (let i = 1; i <= 3; i++) assert.equal((await two.query('x.a.test', 'A', { from: `127.0.8.${i}` })).rcode, 'NOERROR');
+      for (let i = 1; i <= 5; i++) assert.equal((await two.query('x.b.test', 'A', { from: `127.0.9.${i}` })).rcode, 'NOERROR');
+      const text = await two.server.metrics.registry.metrics();
+      assert.match(text, /^codexdns_acl_decisions_cached\{server="block0"\} 3$/m);
+      assert.match(text, /^codexdns_acl_decisions_cached\{server="block1"\} 5$/m);
+    } finally {
+      await two.stop();
+    }
+  });
+
   test('the default allow list is loopback and private ranges only', async () => {
     const only = await startServer('servers:\n  - listen: [udp://127.0.0.1:0]\n    plugins:\n      - acl: { allow: [127.0.0.2/32] }\n      - answerer: {}\n', { catalog });
     try {

@@ -96,12 +96,15 @@ export default definePlugin({
     }
     const refused = api.metrics.counter({ name: 'refused_total', help: 'Queries refused by the ACL', labelNames: ['server'] as const }).labels(api.block.name);
     const block = api.block.name;
-    api.metrics.mirrorGauge({
+    // One source per server block, so a second block's ACL does not hide the first's.
+    const cached = api.metrics.mirrorGauge({
+      source: block,
       name: 'decisions_cached',
       help: 'Client addresses whose allow/refuse decision is remembered (at most cache_size; the least recently seen is forgotten).',
       labelNames: ['server'] as const,
       levels: () => [{ labels: { server: block }, value: decisions.size }],
     });
+    api.hooks.shutdown.tap('acl', () => cached.release());
     const decide = (address: string): boolean => !deny.has(address) && allow.has(address);
     api.hooks.query.tap('acl', (ctx) => {
       let ok = decisions.get(ctx.client.address);

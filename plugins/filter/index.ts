@@ -197,6 +197,7 @@ export const filter = definePlugin({
     const state = api.retain('state', () => new FilterState(built.sources, built.lists, built.groups, o.top_names));
     const limits = built.limits;
     const metrics = registerFilterMetrics(api.metrics, api.block.name, () => state);
+    api.hooks.shutdown.tap('filter', () => metrics.release());
     if (!state.loaded) {
       const started = performance.now();
       await loadAll(state, limits, api.log);

@@ -3,13 +3,15 @@
  * and every bound (identities kept, group decisions cached, names tracked for the top list).
  */
 import type { Counter } from 'prom-client';
-import type { MetricsFactory, MirroredTotal, ReportedTotals } from '../../core/metricsRegistry';
+import { forSource, type MetricsFactory, type MirroredTotal, type ReportedTotals } from '../../core/metricsRegistry';
 import type { FilterState } from './filterState';
 
 const SUBSYSTEM = 'filter';
 
 export interface FilterMetrics {
   readonly refreshes: Counter<'server' | 'source' | 'result'>;
+  /** At shutdown: stop reading this block's state (kept when a reload's successor took its place). */
+  release(): void;
 }
 
 type Counts = FilterState['counters'][number];
@@ -23,7 +25,9 @@ function reportedOf(st: FilterState): ReportedTotals {
   return r;
 }
 
-export function registerFilterMetrics(factory: MetricsFactory, server: string, state: () => FilterState): FilterMetrics {
+export function registerFilterMetrics(shared: MetricsFactory, server: string, state: () => FilterState): FilterMetrics {
+  // Each server block's filter is a source of its own: with two blocks, both blocks' series are read.
+  const factory = forSource(shared, server);
   /** Per-group totals kept as plain numbers by the state (no prom-client call per query); a group's series appears with its first count. */
   const perGroup = <L extends string>(name: string, help: string, labelNames: readonly L[], parts: readonly [(group: string) => Record<L, string>, (c: Counts) => number][]): void => {
     factory.mirrorCounter<L>({
@@ -96,5 +100,5 @@ export function registerFilterMetrics(factory: MetricsFactory, server: string, s
   total('verdict_cache_clears_total', 'Times a group\'s remembered verdicts were dropped because the bound was reached', () => state().engine.recentClears);
   total('top_names_dropped_total', 'Blocked names not counted in the top list because it was full of busier names', () => state().top.dropped);
   total('client_counts_dropped_total', 'Blocked queries not counted per client because max_clients addresses were already counted', () => state().blockedByClientDropped);
-  return { refreshes };
+  return { refreshes, release: () => factory.release() };
 }

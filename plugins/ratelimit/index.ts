@@ -88,6 +88,7 @@ export const ratelimit = definePlugin({
       }
     }
     const metrics = registerRatelimitMetrics(api.metrics, api.block.name, o.queries?.action, () => queries);
+    api.hooks.shutdown.tap('ratelimit', () => metrics.release());
 
     if (queries !== undefined && o.queries !== undefined) {
       const limiter = queries;

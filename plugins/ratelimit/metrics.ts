@@ -3,7 +3,7 @@
  * a limit hits — an allowed query costs nothing here), and the number of client buckets (read when scraped).
  */
 import type { Counter } from 'prom-client';
-import type { MetricsFactory, ReportedTotals } from '../../core/metricsRegistry';
+import { forSource, type MetricsFactory, type ReportedTotals } from '../../core/metricsRegistry';
 import type { LimitAction, QueryLimiter } from './limiter';
 
 const SUBSYSTEM = 'ratelimit';
@@ -20,9 +20,13 @@ function reportedOf(q: QueryLimiter): ReportedTotals {
 export interface RatelimitMetrics {
   readonly queriesLimited: Counter.Internal;
   readonly discoveryLimited: Counter.Internal;
+  /** At shutdown: stop reading this block's limiter (kept when a reload's successor took its place). */
+  release(): void;
 }
 
-export function registerRatelimitMetrics(factory: MetricsFactory, server: string, action: LimitAction | undefined, queries: () => QueryLimiter | undefined): RatelimitMetrics {
+export function registerRatelimitMetrics(shared: MetricsFactory, server: string, action: LimitAction | undefined, queries: () => QueryLimiter | undefined): RatelimitMetrics {
+  // Each server block's limiter is a source of its own: with two blocks, both blocks' series are read.
+  const factory = forSource(shared, server);
   const limited = factory.counter({
     subsystem: SUBSYSTEM,
     name: 'limited_total',
@@ -52,5 +56,6 @@ export function registerRatelimitMetrics(factory: MetricsFactory, server: string
   return {
     queriesLimited: limited.labels(server, 'queries', action ?? 'refuse'),
     discoveryLimited: limited.labels(server, 'discovery', 'defer'),
+    release: () => factory.release(),
   };
 }
