@@ -163,33 +163,20 @@ const SORTS: readonly ClientSort[] = ['ip', 'hostname', 'last_seen', 'query_coun
 /** The largest page `/api/clients` serves (clienttrack's `listClients` caps at the same). */
 const MAX_PAGE = 1000;
 
-export interface ClientJson extends ApiClient {
-  ip: string;
-  hostname: string | null;
-  mac: string | null;
-  vendor: string | null;
-  method: string | null;
-  discovering: boolean;
-  firstSeen: string;
-  lastSeen: string;
-  queryCount: number;
-  discoveredAt: string | null;
-  lastError: string | null;
-}
+/** A client as the API gives it: clienttrack's record with its times as ISO strings. */
+export type ClientJson = ApiClient &
+  Omit<ClientRecord, 'firstSeen' | 'lastSeen' | 'discoveredAt'> & {
+    firstSeen: string;
+    lastSeen: string;
+    discoveredAt: string | null;
+  };
 
 export function clientJson(r: ClientRecord): ClientJson {
   return {
-    ip: r.ip,
-    hostname: r.hostname,
-    mac: r.mac,
-    vendor: r.vendor,
-    method: r.method,
-    discovering: r.discovering,
+    ...r,
     firstSeen: new Date(r.firstSeen).toISOString(),
     lastSeen: new Date(r.lastSeen).toISOString(),
-    queryCount: r.queryCount,
     discoveredAt: r.discoveredAt === null ? null : new Date(r.discoveredAt).toISOString(),
-    lastError: r.lastError,
   };
 }
 
