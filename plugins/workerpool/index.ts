@@ -69,7 +69,10 @@ export const workerpool = definePlugin({
     api.hooks.startup.tap('workerpool', () => {
       mine.set(block, pools);
       // After every plugin's setup, so every consumer has asked for its pool by then.
-      for (const name of pools.unused()) api.log.warn(`pool ${name} is configured but no plugin in this server block uses it (tracking: clienttrack, discovery: discovery)`);
+      const where = `${api.block.configFile} (${api.block.name}, zones ${api.block.zones.join(' ')})`;
+      for (const name of pools.unused()) {
+        api.log.warn(`${where}: option workerpool.${name}: no plugin in this server block uses pool ${name} (tracking: clienttrack, discovery: discovery)`);
+      }
     });
     api.hooks.shutdown.tap('workerpool', () => {
       if (mine.get(block) === pools) mine.delete(block);
