@@ -52,6 +52,12 @@ export const cachePlugin = definePlugin({
   description: 'Caches answers from the plugins below it (positive, negative, briefly SERVFAIL), with prefetch and serve-stale.',
   options: CacheOptions,
   role: 'answers',
+  // Here, not in setup: `codexdns validate` runs it too, and each is reported at its option's line.
+  check(o) {
+    const seconds = (ms: number): number => Math.floor(ms / 1000);
+    if (seconds(o.min_ttl) > seconds(o.max_ttl)) throw new OptionError('min_ttl', `min_ttl (${seconds(o.min_ttl)}s) is above max_ttl (${seconds(o.max_ttl)}s)`);
+    if (entryCost(o.max_entry_bytes, 0, 0) > o.max_bytes) throw new OptionError('max_bytes', `${o.max_bytes} cannot hold one answer of max_entry_bytes (${o.max_entry_bytes}) and its overhead`);
+  },
   setup(api, o) {
     const seconds = (ms: number): number => Math.floor(ms / 1000);
     const prefetch: PrefetchConfig | null =
@@ -70,8 +76,6 @@ export const cachePlugin = definePlugin({
       maxBytes: o.max_bytes,
       maxEntryBytes: o.max_entry_bytes,
     };
-    if (limits.minTtl > limits.maxTtl) throw new Error(`min_ttl (${limits.minTtl}s) is above max_ttl (${limits.maxTtl}s)`);
-    if (entryCost(o.max_entry_bytes, 0, 0) > o.max_bytes) throw new OptionError('max_bytes', `${o.max_bytes} cannot hold one answer of max_entry_bytes (${o.max_entry_bytes}) and its overhead`);
     // Same options as before a reload: keep the entries (the signature covers every option, so the limits match).
     const store = api.retain('store', () => new CacheStore(limits), (s) => s.clear());
     const stats = new CacheStats();
