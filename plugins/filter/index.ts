@@ -227,7 +227,7 @@ export const filter = definePlugin({
       const g = groupOf(ctx.client.address);
       counters[g].queries++;
       if (state.paused(g)) return undefined;
-      const v = engine.verdictWire(g, ctx.query.wireKey, () => ctx.qname);
+      const v = engine.verdictWire(g, ctx.query.wireKey, ctx);
       if (v === Verdict.None) return undefined;
       if (v === Verdict.Allowed) {
         counters[g].allowed++;
