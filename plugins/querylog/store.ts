@@ -298,7 +298,6 @@ export class QuerylogStore {
 }
 
 function toQuery(r: Record<string, unknown>): StoredQuery {
-  const flags = num(r.flags);
   return {
     id: num(r.id),
     t: num(r.t),
@@ -309,6 +308,13 @@ function toQuery(r: Record<string, unknown>): StoredQuery {
     answeredBy: String(r.answered_by),
     upstream: r.upstream === null || r.upstream === undefined ? null : String(r.upstream),
     durationUs: num(r.duration_us),
+    ...flagsOf(num(r.flags)),
+  };
+}
+
+/** The `flags` word spelled out, as StoredQuery (and the API) carry it. */
+export function flagsOf(flags: number): Pick<StoredQuery, 'truncated' | 'blocked' | 'cached'> {
+  return {
     truncated: (flags & FLAG_TRUNCATED) !== 0,
     blocked: (flags & FLAG_BLOCKED) !== 0,
     cached: (flags & FLAG_CACHED) !== 0,
