@@ -67,16 +67,8 @@ export function canonicalIp(text: string): { ip: string; family: 4 | 6 } | undef
   }
 }
 
-/** `192.168.1.10` → `10.1.168.192.in-addr.arpa`; IPv6 → the 32 nibbles under `ip6.arpa` (no trailing dot). */
-export function reverseName(ip: string): string {
-  const a = ipaddr.parse(ip);
-  if (a.kind() === 'ipv4') return `${a.toByteArray().reverse().join('.')}.in-addr.arpa`;
-  const hex = a
-    .toByteArray()
-    .map((b) => b.toString(16).padStart(2, '0'))
-    .join('');
-  return `${hex.split('').reverse().join('.')}.ip6.arpa`;
-}
+/** The reverse name of an address: discovery's, which its rdns and mdns methods ask (re-exported for the package). */
+export { reverseName } from '../discovery/address';
 
 /** The address a full reverse name stands for (`10.1.168.192.in-addr.arpa` → `192.168.1.10`), or undefined. */
 export function addressOfReverse(name: string): string | undefined {
