@@ -4,6 +4,7 @@
  */
 import { domainToASCII } from 'node:url';
 import * as ipaddr from 'ipaddr.js';
+import { parseIp } from '../discovery/address';
 
 export const MAX_LABEL = 63;
 
@@ -57,14 +58,13 @@ export function zoneName(text: string): string | undefined {
   return z;
 }
 
-/** The address in the form the table keys on (IPv4-mapped IPv6 as IPv4, IPv6 compressed, no zone id), or undefined. */
+/**
+ * The address in the form the table keys on: discovery's canonical text (IPv4-mapped IPv6 as IPv4, IPv6
+ * compressed, no zone id, strict dotted quads), so the table and clienttrack's identities agree; or undefined.
+ */
 export function canonicalIp(text: string): { ip: string; family: 4 | 6 } | undefined {
-  try {
-    const a = ipaddr.process(text.split('%')[0]);
-    return { ip: a.toString(), family: a.kind() === 'ipv4' ? 4 : 6 };
-  } catch {
-    return undefined;
-  }
+  const a = parseIp(text);
+  return a === undefined ? undefined : { ip: a.toString(), family: a.kind() === 'ipv4' ? 4 : 6 };
 }
 
 /** The reverse name of an address: discovery's, which its rdns and mdns methods ask (re-exported for the package). */
