@@ -15,7 +15,7 @@ import type { PluginCatalog } from '../config/load';
 import { builtinCatalog } from '../server/catalog';
 import { httpListeners } from '../plugins/metrics';
 import { openStorage } from '../storage/open';
-import { QuerylogStore, maskAddress, migrationsDir } from '../plugins/querylog';
+import { QueryLog, QuerylogStore, maskAddress, migrationsDir } from '../plugins/querylog';
 import type { LogRow } from '../plugins/querylog';
 
 const PG_URL = process.env.CODEXDNS_TEST_PG;
@@ -442,4 +442,17 @@ describe('querylog on SQLite', () => {
 
 describe('querylog on PostgreSQL', { skip: PG_URL ? false : 'set CODEXDNS_TEST_PG=postgres://postgres@127.0.0.1:5432/test to run' }, () => {
   serverTests(pgDb);
+});
+
+test('exclude matches a client the socket reports as an IPv4-mapped IPv6 address', () => {
+  const ql = new QueryLog(
+    { ring: 4, batch: 4, flushMs: 1000, retentionMs: 1000, maxRows: 10, statsRetentionMs: 1000, maxHourlyKeys: 10, sample: 1, excludeClients: ['192.168.1.0/24'], excludeNames: [], anonymize: null, pruneIntervalMs: 1000, logIntervalMs: 1000 },
+    () => Promise.reject(new Error('no store in this test')),
+    { debug() {}, info() {}, warn() {}, error() {} } as unknown as ConstructorParameters<typeof QueryLog>[2],
+  );
+  const ctx = (address: string, family: 4 | 6) => ({ client: { address, family } }) as unknown as Parameters<QueryLog['record']>[0];
+  const res = {} as Parameters<QueryLog['record']>[1];
+  ql.record(ctx('192.168.1.5', 4), res);
+  ql.record(ctx('::ffff:192.168.1.6', 6), res);
+  assert.equal(ql.stats.skippedExcluded, 2);
 });

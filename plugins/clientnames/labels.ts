@@ -4,6 +4,7 @@
  */
 import { domainToASCII } from 'node:url';
 import * as ipaddr from 'ipaddr.js';
+import { parseIp } from '../discovery/address';
 
 export const MAX_LABEL = 63;
 
@@ -57,26 +58,17 @@ export function zoneName(text: string): string | undefined {
   return z;
 }
 
-/** The address in the form the table keys on (IPv4-mapped IPv6 as IPv4, IPv6 compressed, no zone id), or undefined. */
+/**
+ * The address in the form the table keys on: discovery's canonical text (IPv4-mapped IPv6 as IPv4, IPv6
+ * compressed, no zone id, strict dotted quads), so the table and clienttrack's identities agree; or undefined.
+ */
 export function canonicalIp(text: string): { ip: string; family: 4 | 6 } | undefined {
-  try {
-    const a = ipaddr.process(text.split('%')[0]);
-    return { ip: a.toString(), family: a.kind() === 'ipv4' ? 4 : 6 };
-  } catch {
-    return undefined;
-  }
+  const a = parseIp(text);
+  return a === undefined ? undefined : { ip: a.toString(), family: a.kind() === 'ipv4' ? 4 : 6 };
 }
 
-/** `192.168.1.10` → `10.1.168.192.in-addr.arpa`; IPv6 → the 32 nibbles under `ip6.arpa` (no trailing dot). */
-export function reverseName(ip: string): string {
-  const a = ipaddr.parse(ip);
-  if (a.kind() === 'ipv4') return `${a.toByteArray().reverse().join('.')}.in-addr.arpa`;
-  const hex = a
-    .toByteArray()
-    .map((b) => b.toString(16).padStart(2, '0'))
-    .join('');
-  return `${hex.split('').reverse().join('.')}.ip6.arpa`;
-}
+/** The reverse name of an address: discovery's, which its rdns and mdns methods ask (re-exported for the package). */
+export { reverseName } from '../discovery/address';
 
 /** The address a full reverse name stands for (`10.1.168.192.in-addr.arpa` → `192.168.1.10`), or undefined. */
 export function addressOfReverse(name: string): string | undefined {

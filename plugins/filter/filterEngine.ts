@@ -76,13 +76,16 @@ export class FilterEngine {
     return len < 0 ? Verdict.None : this.verdictOfKey(group, len, name);
   }
 
-  /** The verdict for a query's question (`ctx.query.wireKey`); `name()` is asked only when patterns need it. */
-  verdictWire(group: number, wireKey: string, name: () => string): Verdict {
+  /**
+   * The verdict for a query's question (`ctx.query.wireKey`); `q.qname` (decoded on first read) is asked only
+   * when patterns need it. Taking the context itself rather than a thunk spares a closure per query.
+   */
+  verdictWire(group: number, wireKey: string, q: { readonly qname: string }): Verdict {
     const recent = this.recent[group];
     const known = recent.get(wireKey);
     if (known !== undefined) return known;
     const len = reverseWireInto(wireKey, this.scratch);
-    const v = len < 0 ? Verdict.None : this.verdictOfKey(group, len, name);
+    const v = len < 0 ? Verdict.None : this.verdictOfKey(group, len, q);
     if (recent.size >= RECENT_VERDICTS) {
       recent.clear();
       this.recentClears++;
@@ -98,17 +101,17 @@ export class FilterEngine {
     return n;
   }
 
-  private verdictOfKey(group: number, len: number, name: string | (() => string)): Verdict {
+  private verdictOfKey(group: number, len: number, name: string | { readonly qname: string }): Verdict {
     const c = this.compiled[group];
     const q = this.scratch;
     for (const t of c.allowTables) if (t.find(q, len) !== -1) return Verdict.Allowed;
     if (c.allowPatterns.length > 0) {
-      const n = typeof name === 'string' ? name : name();
+      const n = typeof name === 'string' ? name : name.qname;
       for (const p of c.allowPatterns) if (p.test(n)) return Verdict.Allowed;
     }
     for (const t of c.blockTables) if (t.find(q, len) !== -1) return Verdict.Blocked;
     if (c.blockPatterns.length > 0) {
-      const n = typeof name === 'string' ? name : name();
+      const n = typeof name === 'string' ? name : name.qname;
       for (const p of c.blockPatterns) if (p.test(n)) return Verdict.Blocked;
     }
     return Verdict.None;

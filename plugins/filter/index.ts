@@ -15,7 +15,7 @@ import type {} from '../clienttrack/hooks';
 import type {} from '../metrics/hooks';
 import { BlockedAnswer } from './answers';
 import { ClientGroups } from './clientGroups';
-import { Verdict, type GroupLists } from './filterEngine';
+import { Verdict, type FilterEngine, type GroupLists } from './filterEngine';
 import { FilterState } from './filterState';
 import { addFilterRoutes, filterStatus, filterWhy } from './api';
 import type { FilterHooks } from './hooks';
@@ -227,7 +227,7 @@ export const filter = definePlugin({
       const g = groupOf(ctx.client.address);
       counters[g].queries++;
       if (state.paused(g)) return undefined;
-      const v = engine.verdictWire(g, ctx.query.wireKey, () => ctx.qname);
+      const v = engine.verdictWire(g, ctx.query.wireKey, ctx);
       if (v === Verdict.None) return undefined;
       if (v === Verdict.Allowed) {
         counters[g].allowed++;
@@ -243,7 +243,7 @@ export const filter = definePlugin({
         if (wire.length < 12 || wire.readUInt16BE(6) === 0) return res;
         const g = groupOf(ctx.client.address);
         if (state.paused(g)) return res;
-        const target = listedCname(wire, res, (name) => engine.verdict(g, name));
+        const target = listedCname(wire, res, engine, g);
         return target === undefined ? res : blockedAnswer(ctx, g, 'cname', target);
       });
     }
@@ -317,8 +317,8 @@ export const filter = definePlugin({
   },
 });
 
-/** The first CNAME target in the answer section that `verdict` blocks (allocates only for CNAME records). */
-function listedCname(wire: Buffer, res: DnsResponse, verdict: (name: string) => Verdict): string | undefined {
+/** The first CNAME target in the answer section that group `g` blocks (allocates only for CNAME records). */
+function listedCname(wire: Buffer, res: DnsResponse, engine: FilterEngine, g: number): string | undefined {
   const layout = res.layout;
   if (layout === null) return undefined;
   let pos = layout.questionEnd;
@@ -329,7 +329,7 @@ function listedCname(wire: Buffer, res: DnsResponse, verdict: (name: string) => 
     const rdlen = wire.readUInt16BE(end + 8);
     if (type === TYPE_CNAME) {
       const target = readName(wire, end + 10);
-      if (verdict(target) === Verdict.Blocked) return target;
+      if (engine.verdict(g, target) === Verdict.Blocked) return target;
     }
     pos = end + 10 + rdlen;
   }

@@ -7,8 +7,8 @@ import { typeName } from '../../core/context';
 import { HttpStatusError } from '../pkg/httpError';
 import type { HttpRouteRequest, HttpRouteTable } from '../metrics/hooks';
 import type { QueryLog } from './querylog';
-import type { LogRow, QueryFilter, QuerylogStore, StoredQuery, TopEntry } from './store';
-import { FLAG_BLOCKED, FLAG_CACHED, FLAG_TRUNCATED } from './ring';
+import { FLAG_BLOCKED } from './ring';
+import { flagsOf, type LogRow, type QueryFilter, type QuerylogStore, type StoredQuery, type TopEntry } from './store';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const types = require('dns-packet/types') as { toType(name: string): number };
@@ -38,7 +38,8 @@ export interface QueryJson {
   pending?: boolean;
 }
 
-function queryJson(q: StoredQuery): QueryJson {
+/** A stored row as the API shows it; `id` is null for a row still in the ring. */
+function queryJson(q: Omit<StoredQuery, 'id'> & { id: number | null }): QueryJson {
   return {
     id: q.id,
     time: new Date(q.t).toISOString(),
@@ -56,21 +57,7 @@ function queryJson(q: StoredQuery): QueryJson {
 }
 
 function pendingJson(r: LogRow): QueryJson {
-  return {
-    id: null,
-    time: new Date(r.t).toISOString(),
-    client: r.client,
-    name: r.name,
-    type: typeName(r.qtype),
-    rcode: rcodeName(r.rcode),
-    answeredBy: r.answeredBy,
-    upstream: r.upstream,
-    durationMs: r.durationUs / 1000,
-    truncated: (r.flags & FLAG_TRUNCATED) !== 0,
-    blocked: (r.flags & FLAG_BLOCKED) !== 0,
-    cached: (r.flags & FLAG_CACHED) !== 0,
-    pending: true,
-  };
+  return { ...queryJson({ ...r, id: null, ...flagsOf(r.flags) }), pending: true };
 }
 
 function matches(r: LogRow, f: QueryFilter): boolean {

@@ -3,13 +3,14 @@
  * writer drains it on an interval into batches — rows and hourly counts in one transaction. A full ring or a
  * failing database drops entries and counts them; it never holds up a query.
  */
-import { BlockList, isIP } from 'node:net';
+import { isIP } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { QueryContext } from '../../core/context';
 import type { Logger } from '../../core/log';
 import { RepeatingWarning } from '../../core/primitives/rateLimitedLog';
 import type { DnsResponse } from '../../core/response';
 import { wireKeyToName } from '../../core/wire/query';
+import { CidrSet } from '../pkg/cidr';
 import { FLAG_BLOCKED, FLAG_CACHED, FLAG_TRUNCATED, Ring, type RawEntry } from './ring';
 import { HOUR, type AggKind, type AggRow, type LogRow, type QuerylogStore } from './store';
 
@@ -76,7 +77,7 @@ export class QueryLog {
   };
   /** Where prom-client counters keep the totals they already reported, so a reload never counts twice. */
   readonly metricMarks = new Map<string, number>();
-  private readonly blockList: BlockList | null;
+  private readonly excludedClients: CidrSet;
   private readonly names: ReadonlySet<string>;
   private readonly minutes: Minute[] = [];
   /** Distinct keys per kind and hour, to bound the hourly tables (a scan of random names must not grow them). */
@@ -94,7 +95,7 @@ export class QueryLog {
 
   constructor(readonly opts: QueryLogOptions, private readonly openStore: () => Promise<QuerylogStore>, private readonly log: Logger) {
     this.ring = new Ring(opts.ring);
-    this.blockList = opts.excludeClients.length > 0 ? buildBlockList(opts.excludeClients) : null;
+    this.excludedClients = new CidrSet(opts.excludeClients);
     this.names = new Set(opts.excludeNames.map((n) => n.toLowerCase().replace(/\.$/, '')));
     for (let i = 0; i < MINUTES; i++) this.minutes.push({ minute: -1, queries: 0, blocked: 0, cached: 0 });
     this.ringFull = new RepeatingWarning({ intervalMs: opts.logIntervalMs, emit: (count) => this.log.warn('query log ring full, entries dropped (raise ring or lower flush)', { count, ring: opts.ring }) });
@@ -111,7 +112,7 @@ export class QueryLog {
       this.stats.skippedSampled++;
       return;
     }
-    if (this.blockList !== null && this.blockList.check(ctx.client.address, ctx.client.family === 6 ? 'ipv6' : 'ipv4')) {
+    if (this.excludedClients.has(ctx.client.address)) {
       this.stats.skippedExcluded++;
       return;
     }
@@ -427,18 +428,6 @@ function startOfDay(t: number): number {
   const d = new Date(t);
   d.setHours(0, 0, 0, 0);
   return d.getTime();
-}
-
-function buildBlockList(entries: readonly string[]): BlockList {
-  const b = new BlockList();
-  for (const e of entries) {
-    const [addr, bits] = e.split('/');
-    const fam = isIP(addr);
-    const type = fam === 6 ? 'ipv6' : 'ipv4';
-    if (bits === undefined) b.addAddress(addr, type);
-    else b.addSubnet(addr, Number(bits), type);
-  }
-  return b;
 }
 
 /** The address with its host bits cleared, written as a network (`192.168.1.0/24`). */

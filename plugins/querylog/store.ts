@@ -3,20 +3,10 @@
  * behind the API. Reads go to the storage's read connection (SQLite) so a page never queues behind a batch.
  */
 import type { Knex } from 'knex';
-import { FLAG_BLOCKED, FLAG_CACHED, FLAG_TRUNCATED } from './ring';
+import { FLAG_BLOCKED, FLAG_CACHED, FLAG_TRUNCATED, type RawEntry } from './ring';
 
-/** A row ready to insert: the name decoded, the client masked. */
-export interface LogRow {
-  t: number;
-  client: string;
-  name: string;
-  qtype: number;
-  rcode: number;
-  answeredBy: string;
-  upstream: string | null;
-  durationUs: number;
-  flags: number;
-}
+/** A row ready to insert: the ring's entry with the name decoded (and the client masked). */
+export type LogRow = Omit<RawEntry, 'wireKey'> & { name: string };
 
 export type AggKind = 't' | 'c' | 'd' | 'r' | 'a';
 
@@ -49,20 +39,13 @@ export interface QueryFilter {
   limit: number;
 }
 
-export interface StoredQuery {
+/** A row as read back: the inserted row with its id, and its flags spelled out. */
+export type StoredQuery = Omit<LogRow, 'flags'> & {
   id: number;
-  t: number;
-  client: string;
-  name: string;
-  qtype: number;
-  rcode: number;
-  answeredBy: string;
-  upstream: string | null;
-  durationUs: number;
   truncated: boolean;
   blocked: boolean;
   cached: boolean;
-}
+};
 
 export interface QueryPage {
   rows: StoredQuery[];
@@ -315,7 +298,6 @@ export class QuerylogStore {
 }
 
 function toQuery(r: Record<string, unknown>): StoredQuery {
-  const flags = num(r.flags);
   return {
     id: num(r.id),
     t: num(r.t),
@@ -326,6 +308,13 @@ function toQuery(r: Record<string, unknown>): StoredQuery {
     answeredBy: String(r.answered_by),
     upstream: r.upstream === null || r.upstream === undefined ? null : String(r.upstream),
     durationUs: num(r.duration_us),
+    ...flagsOf(num(r.flags)),
+  };
+}
+
+/** The `flags` word spelled out, as StoredQuery (and the API) carry it. */
+export function flagsOf(flags: number): Pick<StoredQuery, 'truncated' | 'blocked' | 'cached'> {
+  return {
     truncated: (flags & FLAG_TRUNCATED) !== 0,
     blocked: (flags & FLAG_BLOCKED) !== 0,
     cached: (flags & FLAG_CACHED) !== 0,
