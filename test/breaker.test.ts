@@ -9,7 +9,7 @@ import type { BreakerState } from '../core/primitives/circuitBreaker';
 import { startFakeUpstream, startServer } from '../testing';
 import { createDiscoveryBreakers, CIRCUIT_OPEN } from '../plugins/breaker';
 import { getDiscoveryMetrics } from '../plugins/discovery';
-import { reverseName } from '../plugins/discovery/address';
+import { reverseName } from '../plugins/pkg/address';
 import type { DiscoveryOutcome, DiscoveryRequest, MethodName } from '../plugins/discovery/hooks';
 import { sleep, waitFor } from './helpers/net';
 

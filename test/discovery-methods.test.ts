@@ -14,7 +14,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as dnsPacket from 'dns-packet';
 import * as ipaddr from 'ipaddr.js';
-import { isProbeable, macFromBytes, normalizeIp, normalizeMac, reverseName } from '../plugins/discovery/address.js';
+import { isProbeable, macFromBytes, normalizeIp, normalizeMac, reverseName } from '../plugins/pkg/address.js';
 import {
   buildNbstatRequest,
   buildNbstatResponse,

@@ -26,7 +26,7 @@ import type { DiscoveryUpdate } from '../plugins/clienttrack/hooks';
 import { DiscoveryEngine, getDiscoveryMetrics, guessLeaseFormat, type EngineOptions, type EngineStore } from '../plugins/discovery';
 import type { DiscoveryDenial, DiscoveryHooks, DiscoveryMetrics, DiscoveryOutcome, DiscoveryReport, DiscoveryRequest, MethodName } from '../plugins/discovery/hooks';
 import { buildNbstatResponse, parseNbstatRequest } from '../plugins/discovery/methods/netbios';
-import { reverseName } from '../plugins/discovery/address';
+import { reverseName } from '../plugins/pkg/address';
 import { vendorOf, PRIVATE_ADDRESS } from '../plugins/discovery/vendor';
 import { registerPrometheus } from '../plugins/discovery/metrics';
 import { MetricsHub } from '../core/metricsRegistry';

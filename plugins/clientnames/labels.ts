@@ -4,7 +4,7 @@
  */
 import { domainToASCII } from 'node:url';
 import * as ipaddr from 'ipaddr.js';
-import { parseIp } from '../discovery/address';
+import { parseIp } from '../pkg/address';
 
 export const MAX_LABEL = 63;
 
@@ -68,7 +68,7 @@ export function canonicalIp(text: string): { ip: string; family: 4 | 6 } | undef
 }
 
 /** The reverse name of an address: discovery's, which its rdns and mdns methods ask (re-exported for the package). */
-export { reverseName } from '../discovery/address';
+export { reverseName } from '../pkg/address';
 
 /** The address a full reverse name stands for (`10.1.168.192.in-addr.arpa` → `192.168.1.10`), or undefined. */
 export function addressOfReverse(name: string): string | undefined {

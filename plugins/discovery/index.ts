@@ -13,7 +13,7 @@ import type { ClienttrackHooks } from '../clienttrack/hooks';
 import type { PoolJobs, PoolSettings } from '../../core/primitives/workerPool';
 import { deprecatedPoolOptions, ignoredPoolOptions } from '../pkg/poolOptions';
 import type { WorkerPools } from '../workerpool/hooks';
-import { isProbeable, parseIp } from './address';
+import { isProbeable, parseIp } from '../pkg/address';
 import { DiscoveryEngine, type EngineOptions, type EngineStore } from './engine';
 import { createArp } from './methods/arp';
 import { createDhcp, type LeaseFileConfig, type LeaseFormat } from './methods/dhcp';

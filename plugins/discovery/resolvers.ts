@@ -12,7 +12,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import { isResolvConfPath, readResolvConf } from '../pkg/resolvconf';
 import { canonicalIp, parseUpstream } from '../pkg/endpoints';
-import { isProbeable, normalizeIp } from './address';
+import { isProbeable, normalizeIp } from '../pkg/address';
 import type { RdnsResolver } from './methods/rdns';
 
 export interface ResolverChoice {

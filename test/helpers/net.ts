@@ -2,7 +2,7 @@
 // (responders the tests start themselves: NetBIOS, mDNS, PTR).
 import * as dgram from 'node:dgram';
 import * as dnsPacket from 'dns-packet';
-import { reverseName } from '../../plugins/discovery/address';
+import { reverseName } from '../../plugins/pkg/address';
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

@@ -14,7 +14,7 @@
 import { execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { normalizeIp, normalizeMac } from '../address.js';
+import { normalizeIp, normalizeMac } from '../../pkg/address.js';
 import { failure, found, NEGATIVE, type DiscoveryMethod, type MethodOutcome } from './types.js';
 
 export interface ArpOptions {

@@ -38,7 +38,7 @@
  */
 import { promises as fsp, watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { normalizeIp, normalizeMac } from '../address.js';
+import { normalizeIp, normalizeMac } from '../../pkg/address.js';
 import { cleanHostname } from './dnsutil.js';
 import { failure, found, NEGATIVE, type DiscoveryMethod, type MethodOutcome } from './types.js';
 

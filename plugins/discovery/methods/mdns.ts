@@ -16,7 +16,7 @@
  * The name: `laptop.local` becomes `laptop` (the `.local` suffix says nothing; the label is the host name);
  * a name outside `.local` is kept whole. Several PTR records: the same deterministic pick as rdns.
  */
-import { reverseName } from '../address.js';
+import { reverseName } from '../../pkg/address.js';
 import { buildPtrQuery, matchPtrReply, pickName, type PtrReply } from './dnsutil.js';
 import { createProbe } from './probe.js';
 import { found, NEGATIVE, type DiscoveryMethod } from './types.js';

@@ -10,7 +10,7 @@
  *
  * Reply parsing never throws: a truncated or garbage reply yields what could be read, or nothing.
  */
-import { macFromBytes } from '../address.js';
+import { macFromBytes } from '../../pkg/address.js';
 import { createProbe } from './probe.js';
 import { found, NEGATIVE, type DiscoveryMethod } from './types.js';
 

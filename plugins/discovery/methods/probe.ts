@@ -4,7 +4,7 @@
  * probes of a client (netbios, mdns) — the address checks, the target (with its IPv6 zone), the random ID, the
  * UDP exchange with its timeout, and the reading of silence and socket errors.
  */
-import { isProbeable, parseIp, splitZone } from '../address.js';
+import { isProbeable, parseIp, splitZone } from '../../pkg/address.js';
 import { randomId } from './dnsutil.js';
 import { Inflight, udpExchange, type ExchangeResult } from './udp.js';
 import { failure, NEGATIVE, type DiscoveryMethod, type MethodName, type MethodOutcome } from './types.js';

@@ -15,7 +15,7 @@
  * - A truncated reply that still holds the PTR is used; one that holds nothing counts as a failure of that
  *   resolver (no TCP retry: a reverse name's PTR set that does not fit in 512 bytes is not a home network's).
  */
-import { normalizeIp, reverseName } from '../address.js';
+import { normalizeIp, reverseName } from '../../pkg/address.js';
 import { buildPtrQuery, matchPtrReply, pickName, randomId, RCODE_NOERROR, RCODE_NXDOMAIN, type PtrReply } from './dnsutil.js';
 import { defineMethod } from './probe.js';
 import { udpExchange } from './udp.js';

@@ -12,7 +12,7 @@
 import * as dgram from 'node:dgram';
 import { isIPv4, isIPv6 } from 'node:net';
 import * as ipaddr from 'ipaddr.js';
-import { splitZone } from '../address.js';
+import { splitZone } from '../../pkg/address.js';
 
 export type ExchangeResult<T> =
   | { kind: 'reply'; value: T }

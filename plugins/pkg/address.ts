@@ -1,5 +1,5 @@
 /**
- * Address helpers for discovery: which client addresses may be probed, reverse names, canonical forms of IP
+ * Address helpers shared by discovery and clientnames: which client addresses may be probed, reverse names, canonical forms of IP
  * and MAC addresses.
  *
  * Discovery sends packets to the client (NetBIOS, mDNS) because it asked us a DNS question. The source address
