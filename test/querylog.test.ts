@@ -17,6 +17,7 @@ import { httpListeners } from '../plugins/metrics';
 import { openStorage } from '../storage/open';
 import { QuerylogStore, maskAddress, migrationsDir } from '../plugins/querylog';
 import type { LogRow } from '../plugins/querylog';
+import { waitFor } from './helpers/net';
 
 const PG_URL = process.env.CODEXDNS_TEST_PG;
 
@@ -100,15 +101,6 @@ function get(port: number, p: string): Promise<{ status: number; body: Json; tex
 
 function metricsPort(s: TestServer): number {
   return httpListeners(s.server.metrics.registry)[0].port;
-}
-
-async function waitFor(what: string, fn: () => Promise<boolean> | boolean, ms = 15_000): Promise<void> {
-  const until = Date.now() + ms;
-  while (Date.now() < until) {
-    if (await fn()) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 function metricValue(text: string, name: string, labels = ''): number {

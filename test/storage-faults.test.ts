@@ -24,18 +24,9 @@ import { Batcher } from '../plugins/clienttrack/batcher';
 import { ClientStore, registerClientsMigrations } from '../plugins/clienttrack/store';
 import { openStorage, type Storage, type StorageConfig } from '../storage/open';
 import { shortErrorMessage } from '../storage/errors';
+import { sleep, waitFor } from './helpers/net';
 
 const PG_URL = process.env.CODEXDNS_TEST_PG;
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 function capture(): { log: Logger; lines: string[] } {
   const lines: string[] = [];

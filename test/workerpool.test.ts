@@ -17,16 +17,7 @@ import priority, { type PriorityHooks } from '../plugins/priority';
 import { chooseTrackingPool } from '../plugins/clienttrack';
 import { discoveryPool, getDiscoveryMetrics } from '../plugins/discovery';
 import type { ClienttrackHooks, QueueMetrics } from '../plugins/clienttrack/hooks';
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
+import { sleep, waitFor } from './helpers/net';
 
 /** A job that runs until released: lets a test fill the workers and then the queue. */
 function gate(): { wait: Promise<void>; open: () => void } {
