@@ -9,15 +9,14 @@ import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { startServer, startFakeUpstream, type TestServer, type FakeUpstream } from '../testing';
-import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
+import { definePlugin } from '../core/plugin';
 import { Type } from '../config/types';
-import type { PluginCatalog } from '../config/load';
-import { builtinCatalog } from '../server/catalog';
 import { httpListeners } from '../plugins/metrics';
 import { openStorage } from '../storage/open';
 import { QuerylogStore, maskAddress, migrationsDir } from '../plugins/querylog';
 import type { LogRow } from '../plugins/querylog';
 import { waitFor } from './helpers/net';
+import { catalogWith } from './helpers/catalog';
 
 const PG_URL = process.env.CODEXDNS_TEST_PG;
 
@@ -30,10 +29,7 @@ const blocker = definePlugin({
   },
 });
 
-const catalog: PluginCatalog = {
-  get: (name) => (name === 'blocker' ? (blocker as unknown as AnyPluginDefinition) : builtinCatalog.get(name)),
-  names: () => [...builtinCatalog.names(), 'blocker'],
-};
+const catalog = catalogWith(blocker);
 
 interface Db {
   name: string;

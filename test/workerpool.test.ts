@@ -6,10 +6,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { startServer } from '../testing';
-import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
+import { definePlugin } from '../core/plugin';
 import { Type } from '../config/types';
 import { DnsResponse } from '../core/response';
-import { parseConfig, type PluginCatalog } from '../config/load';
+import { parseConfig } from '../config/load';
 import { ConfigError, formatIssue } from '../config/errors';
 import { builtinCatalog } from '../server/catalog';
 import workerpool, { NamedPools, type WorkerpoolHooks } from '../plugins/workerpool';
@@ -18,6 +18,7 @@ import { chooseTrackingPool } from '../plugins/clienttrack';
 import { discoveryPool, getDiscoveryMetrics } from '../plugins/discovery';
 import type { ClienttrackHooks, QueueMetrics } from '../plugins/clienttrack/hooks';
 import { sleep, waitFor } from './helpers/net';
+import { catalogWith } from './helpers/catalog';
 
 /** A job that runs until released: lets a test fill the workers and then the queue. */
 function gate(): { wait: Promise<void>; open: () => void } {
@@ -239,10 +240,7 @@ const wpprobe = definePlugin({
   },
 });
 
-const catalog: PluginCatalog = {
-  get: (name) => (name === 'answerer' ? (answerer as unknown as AnyPluginDefinition) : name === 'wpprobe' ? (wpprobe as unknown as AnyPluginDefinition) : builtinCatalog.get(name)),
-  names: () => [...builtinCatalog.names(), 'answerer', 'wpprobe'],
-};
+const catalog = catalogWith(answerer, wpprobe);
 
 let seq = 0;
 function corefile(dir: string, lines: string, id: string): string {
