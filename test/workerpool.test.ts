@@ -8,7 +8,6 @@ import * as path from 'node:path';
 import { startServer } from '../testing';
 import { definePlugin } from '../core/plugin';
 import { Type } from '../config/types';
-import { DnsResponse } from '../core/response';
 import { parseConfig } from '../config/load';
 import { ConfigError, formatIssue } from '../config/errors';
 import { builtinCatalog } from '../server/catalog';
@@ -18,7 +17,7 @@ import { chooseTrackingPool } from '../plugins/clienttrack';
 import { discoveryPool, getDiscoveryMetrics } from '../plugins/discovery';
 import type { ClienttrackHooks, QueueMetrics } from '../plugins/clienttrack/hooks';
 import { sleep, waitFor } from './helpers/net';
-import { catalogWith } from './helpers/catalog';
+import { answerer, catalogWith } from './helpers/catalog';
 
 /** A job that runs until released: lets a test fill the workers and then the queue. */
 function gate(): { wait: Promise<void>; open: () => void } {
@@ -216,18 +215,6 @@ describe('workerpool: configuration', () => {
 
 // ---------------------------------------------------------------------------------------------------------
 // Real servers.
-
-const answerer = definePlugin({
-  name: 'answerer',
-  options: Type.Object({}),
-  role: 'answers',
-  setup(api) {
-    api.hooks.query.tap('answerer', (ctx) => {
-      const q = ctx.message.questions![0];
-      return DnsResponse.fromPacket({ type: 'response', id: 0, flags: 0, questions: [q], answers: q.type === 'A' ? [{ name: q.name, type: 'A', ttl: 60, data: '192.0.2.1' }] : [] });
-    });
-  },
-});
 
 const probes = new Map<string, ClienttrackHooks>();
 const wpprobe = definePlugin({
