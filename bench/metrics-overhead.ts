@@ -29,6 +29,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Registry } from 'prom-client';
 import { encodeQuery, envInt, findBinary, statTicks } from './common';
+import { waitReady } from './qps/ports';
 import { QueryContext } from '../core/context';
 import { DnsResponse } from '../core/response';
 import { callbackForm, timed } from '../core/tapForm';
@@ -202,35 +203,6 @@ async function freePort(): Promise<number> {
       srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
     });
     if (tcpFree) return port;
-  }
-}
-
-async function waitReady(port: number, p: Proc): Promise<void> {
-  const sock = dgram.createSocket('udp4');
-  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
-  try {
-    const ok = await new Promise<boolean>((resolve) => {
-      let id = 1;
-      const deadline = Date.now() + 20_000;
-      const t = setInterval(() => {
-        if (Date.now() > deadline || p.exited) {
-          clearInterval(t);
-          resolve(false);
-          return;
-        }
-        id = (id + 1) & 0xffff;
-        sock.send(encodeQuery(id, `ready-${id}.bench.test`), port, '127.0.0.1');
-      }, 100);
-      sock.on('message', (msg) => {
-        if (msg.readUInt16BE(0) === id && (msg[3] & 0x0f) === 0 && msg.readUInt16BE(6) > 0) {
-          clearInterval(t);
-          resolve(true);
-        }
-      });
-    });
-    if (!ok) throw new Error(`${p.name} on ${port} not ready\n${p.output}`);
-  } finally {
-    sock.close();
   }
 }
 

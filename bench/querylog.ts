@@ -117,17 +117,49 @@ interface LoadResult {
   lost: number;
 }
 
-/** A fixed window of outstanding queries over `names` (all cached), for `seconds`; latency per answer. */
-async function load(port: number, names: string[], seconds: number): Promise<LoadResult> {
+/**
+ * A loopback UDP socket that times each answer against `sentAt[id]` (set it when sending; a late or repeated
+ * answer finds 0 and is not counted); `onAnswer` runs after each reply. `finish` closes it and sums up.
+ */
+async function timedSocket(onAnswer: (counted: boolean) => void = () => {}): Promise<{
+  sock: dgram.Socket;
+  sentAt: Float64Array;
+  finish: (t0: number, sent: number) => LoadResult;
+}> {
   const sock = dgram.createSocket('udp4');
   await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
   const sentAt = new Float64Array(65536);
   const lat: number[] = [];
+  sock.on('message', (msg) => {
+    const id = msg.readUInt16BE(0);
+    const t = sentAt[id];
+    if (t > 0) {
+      lat.push(performance.now() - t);
+      sentAt[id] = 0;
+    }
+    onAnswer(t > 0);
+  });
+  const finish = (t0: number, sent: number): LoadResult => {
+    const elapsed = (performance.now() - t0) / 1000;
+    sock.close();
+    lat.sort((a, b) => a - b);
+    const q = (p: number): number => lat[Math.min(lat.length - 1, Math.floor(lat.length * p))] ?? NaN;
+    return { qps: lat.length / elapsed, p50: q(0.5), p99: q(0.99), sent, lost: sent - lat.length };
+  };
+  return { sock, sentAt, finish };
+}
+
+/** A fixed window of outstanding queries over `names` (all cached), for `seconds`; latency per answer. */
+async function load(port: number, names: string[], seconds: number): Promise<LoadResult> {
   let next = 0;
   let sent = 0;
   let inflight = 0;
   const until = performance.now() + seconds * 1000;
   const packets = names.map((n, i) => encodeQuery(i, n));
+  const { sock, sentAt, finish } = await timedSocket((counted) => {
+    if (counted) inflight--;
+    if (performance.now() < until) send();
+  });
   const send = (): void => {
     const id = next++ & 0xffff;
     const p = packets[sent % packets.length];
@@ -137,16 +169,6 @@ async function load(port: number, names: string[], seconds: number): Promise<Loa
     inflight++;
     sock.send(p, port, '127.0.0.1');
   };
-  sock.on('message', (msg) => {
-    const id = msg.readUInt16BE(0);
-    const t = sentAt[id];
-    if (t > 0) {
-      lat.push(performance.now() - t);
-      sentAt[id] = 0;
-      inflight--;
-    }
-    if (performance.now() < until) send();
-  });
   const t0 = performance.now();
   for (let i = 0; i < OUTSTANDING; i++) send();
   // Lost packets would shrink the window: top it up every 50 ms.
@@ -159,29 +181,14 @@ async function load(port: number, names: string[], seconds: number): Promise<Loa
     while (inflight < OUTSTANDING && performance.now() < until) send();
   }
   await sleep(300);
-  const elapsed = (performance.now() - t0) / 1000;
-  sock.close();
-  lat.sort((a, b) => a - b);
-  const q = (p: number): number => lat[Math.min(lat.length - 1, Math.floor(lat.length * p))] ?? NaN;
-  return { qps: lat.length / elapsed, p50: q(0.5), p99: q(0.99), sent, lost: sent - lat.length };
+  return finish(t0, sent);
 }
 
 /** Open loop: `rate` cache-hit queries per second, sent in 10-ms slices, for `seconds`; latency per answer. */
 async function rateLoad(port: number, names: string[], rate: number, seconds: number): Promise<LoadResult> {
-  const sock = dgram.createSocket('udp4');
-  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
-  const sentAt = new Float64Array(65536);
-  const lat: number[] = [];
   let sent = 0;
   const packets = names.map((n, i) => encodeQuery(i, n));
-  sock.on('message', (msg) => {
-    const id = msg.readUInt16BE(0);
-    const t = sentAt[id];
-    if (t > 0) {
-      lat.push(performance.now() - t);
-      sentAt[id] = 0;
-    }
-  });
+  const { sock, sentAt, finish } = await timedSocket();
   const t0 = performance.now();
   const total = Math.round(rate * seconds);
   while (sent < total && performance.now() - t0 < seconds * 1000 + 2000) {
@@ -197,11 +204,7 @@ async function rateLoad(port: number, names: string[], rate: number, seconds: nu
     await sleep(5);
   }
   await sleep(500);
-  const elapsed = (performance.now() - t0) / 1000;
-  sock.close();
-  lat.sort((a, b) => a - b);
-  const q = (p: number): number => lat[Math.min(lat.length - 1, Math.floor(lat.length * p))] ?? NaN;
-  return { qps: lat.length / elapsed, p50: q(0.5), p99: q(0.99), sent, lost: sent - lat.length };
+  return finish(t0, sent);
 }
 
 const RATES = (process.env.BENCH_RATES ?? '500,1000,2000,4000,8000').split(',').map(Number).filter((n) => n > 0 && n <= 100_000).slice(0, 8);

@@ -5,28 +5,12 @@
  */
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import * as path from 'node:path';
-import { startServer, type TestServer } from '../testing';
-
-const distIndex = path.resolve(__dirname, '..', 'index.js');
-const SHIM: Record<string, string> = {
-  'node_modules/codexdns/package.json': JSON.stringify({ name: 'codexdns', main: 'index.js' }),
-  'node_modules/codexdns/index.js': `module.exports = require(${JSON.stringify(distIndex)});\n`,
-};
+import { SHIM, withServer } from './helpers/codexdnsPackage';
 
 const corefile = (entries: string): string => `servers:
   - listen: [udp://127.0.0.1:0]
     plugins:
 ${entries}`;
-
-async function withServer(text: string, files: Record<string, string>, fn: (s: TestServer) => Promise<void>): Promise<void> {
-  const s = await startServer(text, { files: { ...SHIM, ...files } });
-  try {
-    await fn(s);
-  } finally {
-    await s.stop();
-  }
-}
 
 function txtOf(a: { answers?: unknown[] }): string {
   return Buffer.concat((a.answers?.[0] as { data: Buffer[] }).data).toString();

@@ -20,15 +20,14 @@ import * as path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { startFakeUpstream, startServer, type FakeUpstream, type TestServer } from '../testing';
-import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
+import { definePlugin } from '../core/plugin';
 import { Type } from '../config/types';
-import { builtinCatalog } from '../server/catalog';
-import type { PluginCatalog } from '../config/load';
 import type { ClienttrackHooks } from '../plugins/clienttrack/hooks';
 import { buildNbstatResponse, parseNbstatRequest } from '../plugins/discovery/methods/netbios';
 import { reverseName } from '../plugins/clientnames/labels';
 import { httpListeners } from '../plugins/metrics';
 import { bindUdp, randomOctet, sleep, waitFor, startMdnsResponder } from './helpers/net';
+import { catalogWith } from './helpers/catalog';
 
 const run = promisify(execFile);
 
@@ -53,10 +52,7 @@ const namer = definePlugin({
     namers.set(o.id, hooks);
   },
 });
-const catalog: PluginCatalog = {
-  get: (name) => (name === 'namer' ? (namer as unknown as AnyPluginDefinition) : builtinCatalog.get(name)),
-  names: () => [...builtinCatalog.names(), 'namer'],
-};
+const catalog = catalogWith(namer);
 
 function getJson(port: number, p: string): Promise<unknown> {
   return new Promise((resolve, reject) => {

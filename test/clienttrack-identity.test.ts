@@ -6,16 +6,15 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { startServer } from '../testing';
-import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
+import { definePlugin } from '../core/plugin';
 import { Type } from '../config/types';
 import { createLogger, type Logger } from '../core/log';
-import { builtinCatalog } from '../server/catalog';
-import type { PluginCatalog } from '../config/load';
 import { ClientStore, registerClientsMigrations } from '../plugins/clienttrack/store';
 import { openStorage, type Storage } from '../storage/open';
 import clienttrack, { connectHooks, Tracker, type TrackerOptions } from '../plugins/clienttrack';
 import type { ClientIdentity, ClienttrackHooks } from '../plugins/clienttrack/hooks';
 import { sleep, waitFor } from './helpers/net';
+import { catalogWith } from './helpers/catalog';
 
 const BASE: TrackerOptions = {
   workers: 4,
@@ -246,10 +245,7 @@ const idprobe = definePlugin({
     probes.set(o.id, p);
   },
 });
-const catalog: PluginCatalog = {
-  get: (name) => (name === 'idprobe' ? (idprobe as unknown as AnyPluginDefinition) : builtinCatalog.get(name)),
-  names: () => [...builtinCatalog.names(), 'idprobe'],
-};
+const catalog = catalogWith(idprobe);
 
 describe('clienttrack identity hooks in a server', () => {
   let dir: string;

@@ -11,19 +11,19 @@ import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import * as dnsPacket from 'dns-packet';
 import { startServer } from '../testing';
-import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
+import { definePlugin } from '../core/plugin';
 import { Type } from '../config/types';
-import { DnsResponse } from '../core/response';
 import { createLogger, type Logger } from '../core/log';
 import { ManualClock } from '../core/clock';
 import { builtinCatalog } from '../server/catalog';
-import { parseConfig, type PluginCatalog } from '../config/load';
+import { parseConfig } from '../config/load';
 import { ClientStore, type ClientRow, type ClientUpdate } from '../plugins/clienttrack/store';
 import { openStorage, type Storage, type StorageConfig } from '../storage/open';
 import { StorageBusyError, StorageUnavailableError } from '../storage/errors';
 import clienttrack, { connectHooks, Tracker, trackerOptions, type TrackerOptions, type TrackJob, type TrackStore } from '../plugins/clienttrack';
 import type { ClienttrackHooks, NewClientEvent, QueueMetrics } from '../plugins/clienttrack/hooks';
 import { ANNOUNCED, ClientIndex, DISCOVERING } from '../plugins/clienttrack/clientIndex';
+import { answerer, catalogWith } from './helpers/catalog';
 
 const PG_URL = process.env.CODEXDNS_TEST_PG;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -547,19 +547,6 @@ describe('clienttrack: the tracker', () => {
 // ---------------------------------------------------------------------------------------------------------
 // Real servers.
 
-/** Answers every A query with 192.0.2.1 (a stand-in for forward). */
-const answerer = definePlugin({
-  name: 'answerer',
-  options: Type.Object({}),
-  role: 'answers',
-  setup(api) {
-    api.hooks.query.tap('answerer', (ctx) => {
-      const q = ctx.message.questions![0];
-      return DnsResponse.fromPacket({ type: 'response', id: 0, flags: 0, questions: [q], answers: q.type === 'A' ? [{ name: q.name, type: 'A', ttl: 60, data: '192.0.2.1' }] : [] });
-    });
-  },
-});
-
 interface Probe {
   hooks: ClienttrackHooks;
   events: NewClientEvent[];
@@ -578,10 +565,7 @@ const ctprobe = definePlugin({
   },
 });
 
-const catalog: PluginCatalog = {
-  get: (name) => (name === 'answerer' ? (answerer as unknown as AnyPluginDefinition) : name === 'ctprobe' ? (ctprobe as unknown as AnyPluginDefinition) : builtinCatalog.get(name)),
-  names: () => [...builtinCatalog.names(), 'answerer', 'ctprobe'],
-};
+const catalog = catalogWith(answerer, ctprobe);
 
 let probeSeq = 0;
 

@@ -5,16 +5,9 @@
  */
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import * as path from 'node:path';
 import { startServer, type TestServer } from '../testing';
 import { ConfigError } from '../config/errors';
-
-/** A `codexdns` package next to the Corefile, pointing at this build: what `npm install codexdns` gives an author. */
-const distIndex = path.resolve(__dirname, '..', 'index.js');
-const SHIM: Record<string, string> = {
-  'node_modules/codexdns/package.json': JSON.stringify({ name: 'codexdns', main: 'index.js' }),
-  'node_modules/codexdns/index.js': `module.exports = require(${JSON.stringify(distIndex)});\n`,
-};
+import { SHIM, withServer } from './helpers/codexdnsPackage';
 
 /** A plugin that answers one name with an A record: the body shared by the module flavours below. */
 const body = (name: string) => `{
@@ -46,15 +39,6 @@ ${entries}`;
 
 function addressOf(a: { answers?: unknown[] }): string | undefined {
   return (a.answers?.[0] as { data?: string } | undefined)?.data;
-}
-
-async function withServer(text: string, files: Record<string, string>, fn: (s: TestServer) => Promise<void>): Promise<void> {
-  const s = await startServer(text, { files: { ...SHIM, ...files } });
-  try {
-    await fn(s);
-  } finally {
-    await s.stop();
-  }
 }
 
 async function startError(text: string, files: Record<string, string>): Promise<string> {

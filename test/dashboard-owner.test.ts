@@ -13,12 +13,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { startServer, startFakeUpstream, type TestServer } from '../testing';
-import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
+import { definePlugin } from '../core/plugin';
 import { Type } from '../config/types';
-import type { PluginCatalog } from '../config/load';
-import { builtinCatalog } from '../server/catalog';
 import { httpListeners } from '../plugins/metrics';
 import type {} from '../plugins/metrics/hooks';
+import { catalogWith } from './helpers/catalog';
 
 const CHROMIUM = '/usr/bin/chromium';
 const DOCS = path.resolve(__dirname, '..', '..', 'docs');
@@ -88,10 +87,7 @@ const names = definePlugin({
   },
 });
 
-const catalog: PluginCatalog = {
-  get: (name) => (name === 'fakefilter' ? (fakefilter as unknown as AnyPluginDefinition) : name === 'names' ? (names as unknown as AnyPluginDefinition) : builtinCatalog.get(name)),
-  names: () => [...builtinCatalog.names(), 'fakefilter', 'names'],
-};
+const catalog = catalogWith(fakefilter, names);
 
 declare const document: {
   getElementById(id: string): { getAttribute(n: string): string | null; textContent: string; hidden: boolean } | null;

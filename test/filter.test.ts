@@ -16,12 +16,13 @@ import { LineKind, newParsedLine, parseLine, nameOfKey } from '../plugins/filter
 import { Pattern } from '../plugins/filter/patternMatcher';
 import { TableBuilder, CHUNK } from '../plugins/filter/nameTable';
 import { CidrSet } from '../plugins/pkg/cidr';
-import { parseConfig, type PluginCatalog } from '../config/load';
-import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
+import { parseConfig } from '../config/load';
+import { definePlugin } from '../core/plugin';
 import { Type } from '../config/types';
 import type { FilterBlockedEvent } from '../plugins/filter/hooks';
 import { builtinCatalog } from '../server/catalog';
 import { metric } from './helpers/metrics';
+import { catalogWith } from './helpers/catalog';
 
 const root = path.resolve(__dirname, '..', '..');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -517,10 +518,7 @@ describe('filter: the hooks it publishes', () => {
         ask = async () => ({ status: f.status.call(), why: await f.why.promise({ name: 'x.ads.test' }) });
       },
     });
-    const catalog: PluginCatalog = {
-      get: (name) => (name === 'fprobe' ? (probe as unknown as AnyPluginDefinition) : builtinCatalog.get(name)),
-      names: () => [...builtinCatalog.names(), 'fprobe'],
-    };
+    const catalog = catalogWith(probe);
     const up = await startFakeUpstream({ unknown: 'NOERROR' });
     const s = await startServer(`
 servers:

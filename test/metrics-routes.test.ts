@@ -4,13 +4,12 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as http from 'node:http';
 import { startServer, type TestServer } from '../testing';
-import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
+import { definePlugin } from '../core/plugin';
 import { Type } from '../config/types';
-import type { PluginCatalog } from '../config/load';
-import { builtinCatalog } from '../server/catalog';
 import { httpListeners } from '../plugins/metrics';
 import type {} from '../plugins/metrics/hooks';
 import { HttpStatusError } from '../plugins/pkg/httpError';
+import { catalogWith } from './helpers/catalog';
 
 const TOKEN = 'a-token-of-sixteen-or-more';
 
@@ -41,10 +40,7 @@ const counter = definePlugin({
   },
 });
 
-const catalog: PluginCatalog = {
-  get: (name) => (name === 'counter' ? (counter as unknown as AnyPluginDefinition) : builtinCatalog.get(name)),
-  names: () => [...builtinCatalog.names(), 'counter'],
-};
+const catalog = catalogWith(counter);
 
 interface Reply {
   status: number;
@@ -140,7 +136,7 @@ describe('metrics: routes of other plugins', () => {
         });
       },
     });
-    const cat: PluginCatalog = { get: (n) => (n === 'twice' ? (twice as unknown as AnyPluginDefinition) : builtinCatalog.get(n)), names: () => [...builtinCatalog.names(), 'twice'] };
+    const cat = catalogWith(twice);
     const s = await startServer(`servers:\n  - listen: [udp://127.0.0.1:0]\n    plugins:\n      - metrics: { listen: 127.0.0.1:0 }\n      - twice\n`, { catalog: cat });
     try {
       assert.ok(s.logs.some((l) => /GET \/api\/twice is added twice; the first one is kept/.test(l)), s.logs.join('\n'));

@@ -5,18 +5,12 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as path from 'node:path';
 import { startServer } from '../testing';
 import { ConfigError, formatIssue } from '../config/errors';
 import { parseConfig } from '../config/load';
 import { setupOrder } from '../core/setupOrder';
 import { builtinCatalog } from '../server/catalog';
-
-const distIndex = path.resolve(__dirname, '..', 'index.js');
-const SHIM: Record<string, string> = {
-  'node_modules/codexdns/package.json': JSON.stringify({ name: 'codexdns', main: 'index.js' }),
-  'node_modules/codexdns/index.js': `module.exports = require(${JSON.stringify(distIndex)});\n`,
-};
+import { SHIM } from './helpers/codexdnsPackage';
 
 /**
  * `a` publishes `value` (a bail hook) and taps it in its setup with a value it computes there. `b` calls it in

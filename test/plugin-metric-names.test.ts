@@ -2,15 +2,9 @@
 // (`quiet-hours` → `codexdns_quiet_hours_…`); a metric name that is wrong anyway is an error naming it and the rule.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as path from 'node:path';
 import { startServer } from '../testing';
 import { ConfigError, formatIssue } from '../config/errors';
-
-const distIndex = path.resolve(__dirname, '..', 'index.js');
-const SHIM: Record<string, string> = {
-  'node_modules/codexdns/package.json': JSON.stringify({ name: 'codexdns', main: 'index.js' }),
-  'node_modules/codexdns/index.js': `module.exports = require(${JSON.stringify(distIndex)});\n`,
-};
+import { SHIM } from './helpers/codexdnsPackage';
 
 const plugin = (name: string, metric: string): string => `'use strict';
 const { definePlugin, Type } = require('codexdns');

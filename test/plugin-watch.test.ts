@@ -6,12 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startServer } from '../testing';
 import { waitFor } from './helpers/net';
-
-const distIndex = path.resolve(__dirname, '..', 'index.js');
-const SHIM: Record<string, string> = {
-  'node_modules/codexdns/package.json': JSON.stringify({ name: 'codexdns', main: 'index.js' }),
-  'node_modules/codexdns/index.js': `module.exports = require(${JSON.stringify(distIndex)});\n`,
-};
+import { SHIM } from './helpers/codexdnsPackage';
 
 const PLUGIN = `'use strict';
 const { definePlugin, Type, DnsResponse } = require('codexdns');

@@ -9,14 +9,14 @@ import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { startServer, startFakeUpstream, type TestServer, type FakeUpstream } from '../testing';
-import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
+import { definePlugin } from '../core/plugin';
 import { Type } from '../config/types';
-import type { PluginCatalog } from '../config/load';
-import { builtinCatalog } from '../server/catalog';
 import { httpListeners } from '../plugins/metrics';
 import { openStorage } from '../storage/open';
 import { QueryLog, QuerylogStore, maskAddress, migrationsDir } from '../plugins/querylog';
 import type { LogRow } from '../plugins/querylog';
+import { waitFor } from './helpers/net';
+import { catalogWith } from './helpers/catalog';
 
 const PG_URL = process.env.CODEXDNS_TEST_PG;
 
@@ -29,10 +29,7 @@ const blocker = definePlugin({
   },
 });
 
-const catalog: PluginCatalog = {
-  get: (name) => (name === 'blocker' ? (blocker as unknown as AnyPluginDefinition) : builtinCatalog.get(name)),
-  names: () => [...builtinCatalog.names(), 'blocker'],
-};
+const catalog = catalogWith(blocker);
 
 interface Db {
   name: string;
@@ -100,15 +97,6 @@ function get(port: number, p: string): Promise<{ status: number; body: Json; tex
 
 function metricsPort(s: TestServer): number {
   return httpListeners(s.server.metrics.registry)[0].port;
-}
-
-async function waitFor(what: string, fn: () => Promise<boolean> | boolean, ms = 15_000): Promise<void> {
-  const until = Date.now() + ms;
-  while (Date.now() < until) {
-    if (await fn()) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 function metricValue(text: string, name: string, labels = ''): number {

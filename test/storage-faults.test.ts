@@ -24,18 +24,9 @@ import { Batcher } from '../plugins/clienttrack/batcher';
 import { ClientStore, registerClientsMigrations } from '../plugins/clienttrack/store';
 import { openStorage, type Storage, type StorageConfig } from '../storage/open';
 import { shortErrorMessage } from '../storage/errors';
+import { sleep, waitFor } from './helpers/net';
 
 const PG_URL = process.env.CODEXDNS_TEST_PG;
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 function capture(): { log: Logger; lines: string[] } {
   const lines: string[] = [];
@@ -148,6 +139,17 @@ async function rig(db: Db, o: { flushMs?: number; giveUpMs?: number; fileCheckMs
   return r;
 }
 
+/** Runs `fn` on a rig over `db` (options `o`), then stops the rig and removes the database. */
+async function withRig(db: Db, o: Parameters<typeof rig>[1], fn: (r: Rig) => Promise<void>): Promise<void> {
+  const r = await rig(db, o);
+  try {
+    await fn(r);
+  } finally {
+    await r.stop();
+    await db.cleanup();
+  }
+}
+
 /** Everything sent is written, nothing dropped, and the writer says so. */
 async function settled(r: Rig, extraQueries = 0): Promise<void> {
   await waitFor('pending rows written', () => r.batcher.size === 0 && !r.batcher.isWriting && r.batcher.metrics().storageOk);
@@ -160,79 +162,67 @@ async function settled(r: Rig, extraQueries = 0): Promise<void> {
 function faultTests(makeDb: (extra?: Partial<StorageConfig>) => Promise<Db>): void {
   test('a table renamed for a while: rows kept and retried (not dropped), written once it is back; the error is short and cleared', async () => {
     const db = await makeDb();
-    const r = await rig(db);
-    try {
-      r.add(200);
-      await settled(r);
-      const a = await db.admin();
-      await a.writer.raw('alter table clients rename to clients_away');
-      r.add(300);
-      await waitFor('a failed write', () => r.batcher.metrics().consecutiveFailures >= 2);
-      const m = r.batcher.metrics();
-      assert.equal(m.storageOk, false);
-      assert.equal(m.lastErrorKind, 'other');
-      assert.ok(m.lastError !== null && m.lastError.length <= 160 && !/insert into/i.test(m.lastError), `short, without the SQL: ${m.lastError}`);
-      assert.equal(m.droppedQueries, 0, 'an unrecognised error does not drop the batch');
-      r.add(100);
-      await sleep(300);
-      await a.writer.raw('alter table clients_away rename to clients');
-      await a.close();
-      await settled(r);
-      const errs = r.lines.filter((l) => / ERROR /.test(l));
-      assert.deepEqual(errs, [], 'no rows were dropped, so no error line');
-      // The repeating warning keeps its interval (10 s here) though the flush timer ticks every 20 ms: the first
-      // failure, then the count when writes recover.
-      const warns = r.lines.filter((l) => /storage write failed/.test(l));
-      assert.ok(warns.length >= 1 && warns.length <= 2, warns.join('\n'));
-    } finally {
-      await r.stop();
-      await db.cleanup();
-    }
+    await withRig(db, {}, async (r) => {
+        r.add(200);
+        await settled(r);
+        const a = await db.admin();
+        await a.writer.raw('alter table clients rename to clients_away');
+        r.add(300);
+        await waitFor('a failed write', () => r.batcher.metrics().consecutiveFailures >= 2);
+        const m = r.batcher.metrics();
+        assert.equal(m.storageOk, false);
+        assert.equal(m.lastErrorKind, 'other');
+        assert.ok(m.lastError !== null && m.lastError.length <= 160 && !/insert into/i.test(m.lastError), `short, without the SQL: ${m.lastError}`);
+        assert.equal(m.droppedQueries, 0, 'an unrecognised error does not drop the batch');
+        r.add(100);
+        await sleep(300);
+        await a.writer.raw('alter table clients_away rename to clients');
+        await a.close();
+        await settled(r);
+        const errs = r.lines.filter((l) => / ERROR /.test(l));
+        assert.deepEqual(errs, [], 'no rows were dropped, so no error line');
+        // The repeating warning keeps its interval (10 s here) though the flush timer ticks every 20 ms: the first
+        // failure, then the count when writes recover.
+        const warns = r.lines.filter((l) => /storage write failed/.test(l));
+        assert.ok(warns.length >= 1 && warns.length <= 2, warns.join('\n'));
+    });
   });
 
   test('an unrecognised error that lasts past give_up: the failing rows are dropped, counted, and logged once with the count', async () => {
     const db = await makeDb();
-    const r = await rig(db, { giveUpMs: 400, flushMs: 50, logIntervalMs: 60_000 });
-    try {
-      const a = await db.admin();
-      await a.writer.raw('alter table clients rename to clients_away');
-      r.add(300);
-      await waitFor('rows abandoned', () => r.batcher.metrics().abandonedRows > 0 && r.batcher.size === 0, 15_000);
-      const m = r.batcher.metrics();
-      assert.equal(m.droppedQueries, 300, 'every query of the abandoned rows is counted');
-      r.batcher.close();
-      const errors = r.lines.filter((l) => /tracking rows dropped/.test(l));
-      assert.ok(errors.length >= 1 && errors.length <= 2, `rate-limited: ${errors.length} lines`);
-      assert.ok(errors.every((l) => l.length < 600 && !/insert into/i.test(l)), errors.join('\n'));
-      await a.writer.raw('alter table clients_away rename to clients');
-      await a.close();
-    } finally {
-      await r.stop();
-      await db.cleanup();
-    }
+    await withRig(db, { giveUpMs: 400, flushMs: 50, logIntervalMs: 60_000 }, async (r) => {
+        const a = await db.admin();
+        await a.writer.raw('alter table clients rename to clients_away');
+        r.add(300);
+        await waitFor('rows abandoned', () => r.batcher.metrics().abandonedRows > 0 && r.batcher.size === 0, 15_000);
+        const m = r.batcher.metrics();
+        assert.equal(m.droppedQueries, 300, 'every query of the abandoned rows is counted');
+        r.batcher.close();
+        const errors = r.lines.filter((l) => /tracking rows dropped/.test(l));
+        assert.ok(errors.length >= 1 && errors.length <= 2, `rate-limited: ${errors.length} lines`);
+        assert.ok(errors.every((l) => l.length < 600 && !/insert into/i.test(l)), errors.join('\n'));
+        await a.writer.raw('alter table clients_away rename to clients');
+        await a.close();
+    });
   });
 
   test('a row the schema refuses: its batch is split, the other rows written, that row alone dropped and counted', async () => {
     const db = await makeDb();
-    const r = await rig(db);
-    try {
-      const a = await db.admin();
-      if (db.name === 'pg') await a.writer.raw(`alter table clients add constraint no_bad check (ip <> '10.1.0.7')`);
-      else await a.writer.raw(`create trigger no_bad before insert on clients when new.ip = '10.1.0.7' begin select raise(abort, 'refused by test'); end`);
-      await a.close();
-      r.add(100, 20); // 5 queries per client
-      await waitFor('written', () => r.batcher.size === 0 && !r.batcher.isWriting && r.batcher.metrics().rejectedRows === 1);
-      const m = r.batcher.metrics();
-      assert.equal(m.rejectedRows, 1);
-      assert.equal(m.droppedQueries, 5);
-      assert.equal(await r.sum(), 95);
-      const errors = r.lines.filter((l) => /tracking rows dropped/.test(l));
-      assert.equal(errors.length, 1);
-      assert.ok(errors[0].length < 600 && !/insert into/i.test(errors[0]), errors[0]);
-    } finally {
-      await r.stop();
-      await db.cleanup();
-    }
+    await withRig(db, {}, async (r) => {
+        const a = await db.admin();
+        if (db.name === 'pg') await a.writer.raw(`alter table clients add constraint no_bad check (ip <> '10.1.0.7')`);
+        else await a.writer.raw(`create trigger no_bad before insert on clients when new.ip = '10.1.0.7' begin select raise(abort, 'refused by test'); end`);
+        await a.close();
+        r.add(100, 20); // 5 queries per client
+        await waitFor('written', () => r.batcher.size === 0 && !r.batcher.isWriting && r.batcher.metrics().rejectedRows === 1);
+        const m = r.batcher.metrics();
+        assert.equal(m.rejectedRows, 1);
+        assert.equal(m.droppedQueries, 5);
+        assert.equal(await r.sum(), 95);
+        const errors = r.lines.filter((l) => /tracking rows dropped/.test(l));
+        assert.equal(errors.length, 1);
+        assert.ok(errors[0].length < 600 && !/insert into/i.test(errors[0]), errors[0]);
+    });
   });
 
   test('shutdown while the database is blocked: bounded, and the real pending counts are reported', async () => {
@@ -318,26 +308,22 @@ describe('storage faults: SQLite', () => {
 
   test('the database file deleted while open: noticed, reopened, migrated, what it held since the last check rewritten, logged once', async () => {
     const db = await sqliteDb();
-    const r = await rig(db, { fileCheckMs: 200 });
-    try {
-      r.add(100);
-      await settled(r);
-      await sleep(500); // two checks: the first 100 are verified in the old file
-      for (const f of [db.file!, `${db.file}-wal`, `${db.file}-shm`]) fs.rmSync(f, { force: true });
-      r.add(150, 30, '10.4.0.');
-      await waitFor('the file back', () => fs.existsSync(db.file!) && r.batcher.size === 0 && !r.batcher.isWriting, 10_000);
-      await waitFor('rows rewritten', async () => (await r.sum().catch(() => -1)) === 150, 10_000);
-      const h = await r.storage.health();
-      assert.equal(h.ok, true, JSON.stringify(h));
-      const warns = r.lines.filter((l) => /deleted or replaced while open/.test(l));
-      assert.equal(warns.length, 1, warns.join('\n'));
-      // Writes go on into the new file.
-      r.add(10, 10, '10.4.0.');
-      await waitFor('more written', async () => (await r.sum()) === 160);
-    } finally {
-      await r.stop();
-      await db.cleanup();
-    }
+    await withRig(db, { fileCheckMs: 200 }, async (r) => {
+        r.add(100);
+        await settled(r);
+        await sleep(500); // two checks: the first 100 are verified in the old file
+        for (const f of [db.file!, `${db.file}-wal`, `${db.file}-shm`]) fs.rmSync(f, { force: true });
+        r.add(150, 30, '10.4.0.');
+        await waitFor('the file back', () => fs.existsSync(db.file!) && r.batcher.size === 0 && !r.batcher.isWriting, 10_000);
+        await waitFor('rows rewritten', async () => (await r.sum().catch(() => -1)) === 150, 10_000);
+        const h = await r.storage.health();
+        assert.equal(h.ok, true, JSON.stringify(h));
+        const warns = r.lines.filter((l) => /deleted or replaced while open/.test(l));
+        assert.equal(warns.length, 1, warns.join('\n'));
+        // Writes go on into the new file.
+        r.add(10, 10, '10.4.0.');
+        await waitFor('more written', async () => (await r.sum()) === 160);
+    });
   });
 
   test('kill -9 under load: integrity_check ok, and the counts lost are bounded by one flush interval (measured)', async () => {
@@ -537,20 +523,16 @@ describe('storage faults: PostgreSQL', { skip: PG_URL ? false : 'set CODEXDNS_TE
 
   test('a statement cancelled (pg_cancel_backend): kept and retried, counts exact', async () => {
     const db = await pgDb({ lock_timeout_ms: 0 });
-    const r = await rig(db);
-    try {
-      r.add(100);
-      await settled(r);
-      await blockAnd(db, r, async (a) => {
-        const res = (await a.writer.raw(`select pg_cancel_backend(pid) as c from pg_stat_activity where application_name = ? and wait_event_type = 'Lock'`, [appName(db)])) as { rows: Array<{ c: boolean }> };
-        assert.ok(res.rows.length >= 1 && res.rows.every((x) => x.c), 'cancelled');
-        await waitFor('the cancel seen', () => r.batcher.metrics().lastErrorKind === 'timeout');
-      });
-      await settled(r);
-    } finally {
-      await r.stop();
-      await db.cleanup();
-    }
+    await withRig(db, {}, async (r) => {
+        r.add(100);
+        await settled(r);
+        await blockAnd(db, r, async (a) => {
+          const res = (await a.writer.raw(`select pg_cancel_backend(pid) as c from pg_stat_activity where application_name = ? and wait_event_type = 'Lock'`, [appName(db)])) as { rows: Array<{ c: boolean }> };
+          assert.ok(res.rows.length >= 1 && res.rows.every((x) => x.c), 'cancelled');
+          await waitFor('the cancel seen', () => r.batcher.metrics().lastErrorKind === 'timeout');
+        });
+        await settled(r);
+    });
   });
 
   test('SIGTERM while PostgreSQL is blocked: the process exits within shutdown_grace + shutdown_flush, reporting the real pending counts', async () => {
@@ -634,46 +616,38 @@ reload: { watch: false }
 
   test("a statement_timeout (ours or a role's) and a lock_timeout: kept and retried, counts exact", async () => {
     const db = await pgDb({ lock_timeout_ms: 0, statement_timeout_ms: 150 });
-    const r = await rig(db);
-    try {
-      await blockAnd(db, r, async () => {
-        await waitFor('timed out', () => r.batcher.metrics().consecutiveFailures >= 2);
-        assert.equal(r.batcher.metrics().lastErrorKind, 'timeout');
-      });
-      await settled(r);
-      const db2 = await pgDb({ lock_timeout_ms: 150 });
-      const r2 = await rig(db2);
-      try {
-        await blockAnd(db2, r2, async () => {
-          await waitFor('lock timed out', () => r2.batcher.metrics().consecutiveFailures >= 2);
-          assert.equal(r2.batcher.metrics().lastErrorKind, 'timeout');
-          assert.equal(r2.batcher.metrics().droppedQueries, 0);
+    await withRig(db, {}, async (r) => {
+        await blockAnd(db, r, async () => {
+          await waitFor('timed out', () => r.batcher.metrics().consecutiveFailures >= 2);
+          assert.equal(r.batcher.metrics().lastErrorKind, 'timeout');
         });
-        await settled(r2);
-      } finally {
-        await r2.stop();
-        await db2.cleanup();
-      }
-    } finally {
-      await r.stop();
-      await db.cleanup();
-    }
+        await settled(r);
+        const db2 = await pgDb({ lock_timeout_ms: 150 });
+        const r2 = await rig(db2);
+        try {
+          await blockAnd(db2, r2, async () => {
+            await waitFor('lock timed out', () => r2.batcher.metrics().consecutiveFailures >= 2);
+            assert.equal(r2.batcher.metrics().lastErrorKind, 'timeout');
+            assert.equal(r2.batcher.metrics().droppedQueries, 0);
+          });
+          await settled(r2);
+        } finally {
+          await r2.stop();
+          await db2.cleanup();
+        }
+    });
   });
 
   test('connections terminated (pg_terminate_backend) mid-write: counts exact', async () => {
     const db = await pgDb({ lock_timeout_ms: 0 });
-    const r = await rig(db);
-    try {
-      await blockAnd(db, r, async (a) => {
-        await a.writer.raw(`select pg_terminate_backend(pid) from pg_stat_activity where application_name = ?`, [appName(db)]);
-        await waitFor('the failure seen', () => r.batcher.metrics().consecutiveFailures >= 1);
-      });
-      r.add(50);
-      await settled(r);
-    } finally {
-      await r.stop();
-      await db.cleanup();
-    }
+    await withRig(db, {}, async (r) => {
+        await blockAnd(db, r, async (a) => {
+          await a.writer.raw(`select pg_terminate_backend(pid) from pg_stat_activity where application_name = ?`, [appName(db)]);
+          await waitFor('the failure seen', () => r.batcher.metrics().consecutiveFailures >= 1);
+        });
+        r.add(50);
+        await settled(r);
+    });
   });
 
   test('a read-only server (default_transaction_read_only, as a standby after a failover): classified unavailable, rows kept, nothing dropped', async () => {

@@ -6,10 +6,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { startServer } from '../testing';
-import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
+import { definePlugin } from '../core/plugin';
 import { Type } from '../config/types';
-import { DnsResponse } from '../core/response';
-import { parseConfig, type PluginCatalog } from '../config/load';
+import { parseConfig } from '../config/load';
 import { ConfigError, formatIssue } from '../config/errors';
 import { builtinCatalog } from '../server/catalog';
 import workerpool, { NamedPools, type WorkerpoolHooks } from '../plugins/workerpool';
@@ -17,16 +16,8 @@ import priority, { type PriorityHooks } from '../plugins/priority';
 import { chooseTrackingPool } from '../plugins/clienttrack';
 import { discoveryPool, getDiscoveryMetrics } from '../plugins/discovery';
 import type { ClienttrackHooks, QueueMetrics } from '../plugins/clienttrack/hooks';
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
+import { sleep, waitFor } from './helpers/net';
+import { answerer, catalogWith } from './helpers/catalog';
 
 /** A job that runs until released: lets a test fill the workers and then the queue. */
 function gate(): { wait: Promise<void>; open: () => void } {
@@ -225,18 +216,6 @@ describe('workerpool: configuration', () => {
 // ---------------------------------------------------------------------------------------------------------
 // Real servers.
 
-const answerer = definePlugin({
-  name: 'answerer',
-  options: Type.Object({}),
-  role: 'answers',
-  setup(api) {
-    api.hooks.query.tap('answerer', (ctx) => {
-      const q = ctx.message.questions![0];
-      return DnsResponse.fromPacket({ type: 'response', id: 0, flags: 0, questions: [q], answers: q.type === 'A' ? [{ name: q.name, type: 'A', ttl: 60, data: '192.0.2.1' }] : [] });
-    });
-  },
-});
-
 const probes = new Map<string, ClienttrackHooks>();
 const wpprobe = definePlugin({
   name: 'wpprobe',
@@ -248,10 +227,7 @@ const wpprobe = definePlugin({
   },
 });
 
-const catalog: PluginCatalog = {
-  get: (name) => (name === 'answerer' ? (answerer as unknown as AnyPluginDefinition) : name === 'wpprobe' ? (wpprobe as unknown as AnyPluginDefinition) : builtinCatalog.get(name)),
-  names: () => [...builtinCatalog.names(), 'answerer', 'wpprobe'],
-};
+const catalog = catalogWith(answerer, wpprobe);
 
 let seq = 0;
 function corefile(dir: string, lines: string, id: string): string {

@@ -43,8 +43,11 @@ export async function freePort(): Promise<number> {
   throw new Error('no free port on 127.0.0.1');
 }
 
+/** What the wait needs of a process it watches: a peer (`Managed`) or a bench's own child. */
+export type ReadyWatch = Pick<Managed, 'exited' | 'output'> & { exitNote?: string };
+
 /** Send a query until a NOERROR answer with at least one record comes back (bounded). */
-export async function waitReady(port: number, m: Managed | null, timeoutMs = READY_MS): Promise<void> {
+export async function waitReady(port: number, m: ReadyWatch | null, timeoutMs = READY_MS): Promise<void> {
   const sock = dgram.createSocket('udp4');
   let lastNote = 'no reply';
   try {
@@ -74,7 +77,7 @@ export async function waitReady(port: number, m: Managed | null, timeoutMs = REA
       });
     });
     if (!ok) {
-      const why = m !== null && m.exited ? `exited (${m.exitNote})` : `no good answer within ${timeoutMs} ms (${lastNote})`;
+      const why = m !== null && m.exited ? `exited${m.exitNote ? ` (${m.exitNote})` : ''}` : `no good answer within ${timeoutMs} ms (${lastNote})`;
       throw new Error(`127.0.0.1:${port} not ready: ${why}${m !== null && m.output ? `\n--- output ---\n${m.output.trim()}` : ''}`);
     }
   } finally {

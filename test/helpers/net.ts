@@ -1,4 +1,4 @@
-// Small helpers the discovery, breaker and ratelimit tests share: waiting, and UDP sockets on 127.x addresses
+// Small helpers many tests share: waiting (waitFor, sleep), and UDP sockets on 127.x addresses
 // (responders the tests start themselves: NetBIOS, mDNS, PTR).
 import * as dgram from 'node:dgram';
 import * as dnsPacket from 'dns-packet';
