@@ -1,12 +1,13 @@
 /**
- * forward's UDP socket pool on its own, against a real UDP server on loopback: rotation of ports, replies matched
+ * The UDP exchange engine (plugins/pkg/udpPool.ts) as forward drives it, on its own, against a real UDP server on loopback: rotation of ports, replies matched
  * by socket + ID + source + question across the pool's sockets, a reply on the wrong socket ignored, ID collisions
  * on one socket redrawn, a full in-flight table counted.
  */
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, startFakeUpstream, type FakeUpstream, type TestServer } from '../testing';
-import { UdpPool, buildQuery, questionEndOf, type RejectReason, type UdpPoolOptions, type UdpPoolSink, type UdpTryOwner } from '../plugins/forward/exchange';
+import { buildQuery, mismatch, questionEndOf, type RejectReason } from '../plugins/forward/exchange';
+import { UdpPool, type UdpPoolOptions, type UdpPoolSink, type UdpTryOwner } from '../plugins/pkg/udpPool';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -38,7 +39,7 @@ function replyTo(query: Buffer, qEnd: number): Buffer {
   return out;
 }
 
-class Owner implements UdpTryOwner {
+class Owner implements UdpTryOwner<RejectReason> {
   readonly query: Buffer;
   readonly qEnd: number;
   replies: Buffer[] = [];
@@ -54,7 +55,10 @@ class Owner implements UdpTryOwner {
   onUdpError(err: Error): void {
     this.errors.push(err);
   }
-  onUdpIgnored(reason: RejectReason | 'source'): void {
+  check(reply: Buffer): RejectReason | undefined {
+    return mismatch(reply, this.query, this.qEnd);
+  }
+  onUdpIgnored(reason: RejectReason): void {
     this.ignored.push(reason);
   }
 }
@@ -73,7 +77,7 @@ function sink(): UdpPoolSink & { strays: string[]; opened: ReturnType<typeof cou
   return { strays, stray: (r) => strays.push(r), opened: counter(), retired: counter(), idCollisions: counter(), exhausted: counter() };
 }
 
-function pool(port: number, opts: Partial<UdpPoolOptions>, s = sink()): UdpPool {
+function pool(port: number, opts: Partial<UdpPoolOptions>, s = sink()): UdpPool<RejectReason> {
   return new UdpPool(4, '127.0.0.1', '127.0.0.1', port, { size: 4, maxInFlight: 64, maxQueries: 1000, maxAgeMs: 30_000, ...opts }, s);
 }
 
@@ -309,6 +313,28 @@ describe('forward: the pool in the server', () => {
       assert.equal(await metric(s, 'codexdns_forward_udp_inflight_tries'), 0);
       assert.equal(await metric(s, 'codexdns_forward_udp_inflight_tries_limit'), 51);
       assert.equal(await metric(s, 'codexdns_forward_udp_pool_exhausted_total'), 0);
+    } finally {
+      await s.stop();
+      await up.stop();
+    }
+  });
+
+  test('an upstream whose connect() fails (a zone naming no interface) is a SERVFAIL at once, not a crash', async () => {
+    // Node reports this failure through connect's callback, without a socket as `this`: the pool used to throw
+    // there, out of the event loop, and the whole server died.
+    const up = await startFakeUpstream();
+    const s = await startServer(`servers:
+  - listen: [udp://127.0.0.1:0]
+    plugins:
+      - forward: { to: ["[fe80::1%nosuchif0]:53", ${up.address}], policy: sequential, timeout: 3s }
+`);
+    try {
+      up.set('after.test', 'A', '192.0.2.7');
+      const started = Date.now();
+      const r = await s.query('after.test', 'A');
+      assert.equal(r.rcode, 'NOERROR', 'the next upstream answers');
+      assert.ok(Date.now() - started < 2500, 'the failed upstream is skipped at once, not after its timeout');
+      assert.equal(await metric(s, 'codexdns_forward_udp_sockets'), 1, 'only the working upstream keeps a socket');
     } finally {
       await s.stop();
       await up.stop();

@@ -14,7 +14,8 @@ import { RepeatingWarning } from '../../core/primitives/rateLimitedLog';
 import { DnsResponse } from '../../core/response';
 import { Flag, Rcode } from '../../core/wire/constants';
 import { layoutOf, type MessageLayout } from '../../core/wire/message';
-import { buildQuery, edeOf, isTruncated, questionEndOf, type RejectReason, type UdpTryOwner } from './exchange';
+import type { UdpTryOwner } from '../pkg/udpPool';
+import { buildQuery, edeOf, isTruncated, mismatch, questionEndOf, type RejectReason } from './exchange';
 import type { ForwardMetrics, RejectReasonLabel } from './metrics';
 import type { Policy } from './policy';
 import type { HealthOptions, TcpConnection, TcpOwner, Upstream } from './upstream';
@@ -228,7 +229,7 @@ type Ede = { readonly code: number; readonly text?: string };
  * UDP first (TCP when truncated or `force_tcp`), until an answer other than SERVFAIL, the deadline, or no
  * upstream left to try.
  */
-export class Flight implements UdpTryOwner, TcpOwner {
+export class Flight implements UdpTryOwner<RejectReason>, TcpOwner {
   readonly qEnd: number;
   /** The query as sent; replaced by its copy without OPT after a FORMERR to our EDNS query (RFC 6891 §7). */
   query: Buffer;
@@ -502,7 +503,11 @@ export class Flight implements UdpTryOwner, TcpOwner {
     this.tryNext();
   }
 
-  onUdpIgnored(reason: RejectReason | 'source'): void {
+  check(reply: Buffer): RejectReason | undefined {
+    return mismatch(reply, this.query, this.qEnd);
+  }
+
+  onUdpIgnored(reason: RejectReason): void {
     this.fwd.metrics.ignored(reason);
   }
 

@@ -5,7 +5,7 @@
 import type { Counter, Gauge, Histogram } from 'prom-client';
 import type { MetricsFactory, MirroredLevel } from '../../core/metricsRegistry';
 import { RCODE_NAMES } from '../../core/wire/constants';
-import type { UdpPoolSink } from './exchange';
+import type { UdpPoolSink } from '../pkg/udpPool';
 
 /** prom-client's bound children, as far as we use them. */
 export interface CounterChild { inc(value?: number): void }

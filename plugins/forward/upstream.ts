@@ -5,7 +5,8 @@
 import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../../core/log';
-import { UDP_POOL_SIZE, UDP_SOCKET_MAX_AGE_MS, UDP_SOCKET_MAX_QUERIES, UdpPool, buildProbe, mismatch, nextId, questionEndOf, type RejectReason, type UdpPoolOptions, type UdpTryOwner } from './exchange';
+import { UdpPool, type UdpPoolOptions, type UdpTryOwner } from '../pkg/udpPool';
+import { UDP_POOL_SIZE, UDP_SOCKET_MAX_AGE_MS, UDP_SOCKET_MAX_QUERIES, buildProbe, mismatch, nextId, questionEndOf, type RejectReason } from './exchange';
 import { canonicalIp, type UpstreamAddress } from '../pkg/endpoints';
 
 export { canonicalIp, parseUpstream, type UpstreamAddress } from '../pkg/endpoints';
@@ -174,7 +175,7 @@ export class Upstream implements UpstreamAddress {
   readonly peerAddress: string;
   readonly tcp: TcpPool;
   /** The UDP sockets its tries go out on. */
-  readonly udp: UdpPool;
+  readonly udp: UdpPool<RejectReason>;
   readonly m: UpstreamMetrics;
   private readonly unregisterPool: () => void;
   /**
@@ -258,7 +259,7 @@ export class Upstream implements UpstreamAddress {
   }
 }
 
-class Probe implements UdpTryOwner, TcpOwner {
+class Probe implements UdpTryOwner<RejectReason>, TcpOwner {
   readonly query: Buffer;
   readonly qEnd: number;
   private udpKey = -1;
@@ -310,6 +311,9 @@ class Probe implements UdpTryOwner, TcpOwner {
   }
   onUdpError(): void {
     this.finish(false);
+  }
+  check(reply: Buffer): RejectReason | undefined {
+    return mismatch(reply, this.query, this.qEnd);
   }
   onUdpIgnored(): void {
     /* keep waiting */

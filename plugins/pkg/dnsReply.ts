@@ -1,8 +1,8 @@
 /**
  * What every plugin that sends its own DNS question over UDP needs to believe an answer: an unguessable query ID
  * and the check that a datagram answers the query it sent (ID, QR and opcode, the same question). forward (its
- * pooled upstream sockets) and discovery (rdns and mdns, one connected socket per probe) both use it; their
- * socket handling stays their own (see the note in forward/exchange.ts).
+ * pooled upstream sockets) and discovery (rdns and mdns, one connected socket per probe) both use it, over the
+ * same socket engine (udpPool.ts, udpExchange.ts).
  */
 import * as crypto from 'node:crypto';
 

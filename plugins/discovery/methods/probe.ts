@@ -6,7 +6,8 @@
  */
 import { isProbeable, parseIp, splitZone } from '../../pkg/address.js';
 import { randomId } from './dnsutil.js';
-import { Inflight, udpExchange, type ExchangeResult } from './udp.js';
+import { udpExchange, type ExchangeResult } from '../../pkg/udpExchange.js';
+import { Inflight } from './inflight.js';
 import { failure, NEGATIVE, type DiscoveryMethod, type MethodName, type MethodOutcome } from './types.js';
 
 /**

@@ -18,7 +18,7 @@
 import { normalizeIp, reverseName } from '../../pkg/address.js';
 import { buildPtrQuery, matchPtrReply, pickName, randomId, RCODE_NOERROR, RCODE_NXDOMAIN, type PtrReply } from './dnsutil.js';
 import { defineMethod } from './probe.js';
-import { udpExchange } from './udp.js';
+import { udpExchange } from '../../pkg/udpExchange.js';
 import { failure, found, NEGATIVE, type DiscoveryMethod } from './types.js';
 
 export interface RdnsResolver {
