@@ -50,6 +50,8 @@ async function main(): Promise<void> {
     const hitNs: number[] = [];
     const missUs: number[] = [];
     let missErrors = 0;
+    // Which RCODEs the misses that failed got (2 SERVFAIL: a timeout on a starved machine; 5 REFUSED: a bound).
+    const missRcodes: Record<number, number> = {};
     for (let round = 0; round < rounds; round++) {
       const c0 = process.cpuUsage();
       for (let i = 0; i < HITS_PER_ROUND; i++) sink.onMessage(hits[i % hits.length], peer, 'udp', count, done);
@@ -64,7 +66,11 @@ async function main(): Promise<void> {
           const q = encodeQuery(sent & 0xffff, `m${round}-${sent}.bench.test`);
           sent++;
           sink.onMessage(q, peer, 'udp', (b) => {
-            if ((b[3] & 0x0f) !== 0) missErrors++;
+            const rcode = b[3] & 0x0f;
+            if (rcode !== 0) {
+              missErrors++;
+              missRcodes[rcode] = (missRcodes[rcode] ?? 0) + 1;
+            }
             if (++got === MISSES_PER_ROUND) resolve();
             else one();
           }, done);
@@ -83,6 +89,7 @@ async function main(): Promise<void> {
         // Every hit answered synchronously: the loop measured hits, not misses.
         hitsAnswered: replies === rounds * HITS_PER_ROUND,
         missesNotNoerror: missErrors,
+        missRcodes,
       }),
     );
   } finally {
