@@ -9,6 +9,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { QueryContext } from '../../core/context';
+import { DeadlineQueue, type DeadlineEntry } from '../pkg/deadlines';
 import type { Logger } from '../../core/log';
 import { RepeatingWarning } from '../../core/primitives/rateLimitedLog';
 import { DnsResponse } from '../../core/response';
@@ -86,6 +87,8 @@ export class Forwarder {
   /** Client queries waiting on a question already in flight (bounded by max_concurrent too). */
   merging = 0;
   readonly flights = new Map<string, Flight>();
+  /** Every flight's try timer, on one Node timer. */
+  readonly tryTimers = new DeadlineQueue();
   /** Queries each client address has waiting here (its own questions and merged copies); absent when 0. */
   private readonly perClient = new Map<string, number>();
   /** The most one client address may have waiting once the forwarder is contended. */
@@ -217,10 +220,6 @@ const LOCAL_ERRORS = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM', 'EADDRINU
 /** The upstream's UDP pool had no room for another try (its in-flight table full): our shortage, counted by the pool. */
 const POOL_FULL: Error = Object.assign(new Error('the UDP socket pool is full'), { code: 'EPOOLFULL' });
 
-function onTryTimer(f: Flight): void {
-  f.onTimeout();
-}
-
 type Ede = { readonly code: number; readonly text?: string };
 
 /**
@@ -228,7 +227,7 @@ type Ede = { readonly code: number; readonly text?: string };
  * UDP first (TCP when truncated or `force_tcp`), until an answer other than SERVFAIL, the deadline, or no
  * upstream left to try.
  */
-export class Flight implements UdpTryOwner, TcpOwner {
+export class Flight implements UdpTryOwner, TcpOwner, DeadlineEntry {
   readonly qEnd: number;
   /** The query as sent; replaced by its copy without OPT after a FORMERR to our EDNS query (RFC 6891 §7). */
   query: Buffer;
@@ -258,7 +257,11 @@ export class Flight implements UdpTryOwner, TcpOwner {
   private afterTc = false;
   private staleRetried = false;
   private noEdnsRetried = false;
-  private timer: NodeJS.Timeout | null = null;
+  // The current try's timer, as an entry of the forwarder's DeadlineQueue.
+  dueAt = 0;
+  dlPrev: DeadlineEntry | null = null;
+  dlNext: DeadlineEntry | null = null;
+  dlQueued = false;
   private sentAt = 0;
   private readonly deadlineAt: number;
   private servfail: Buffer | null = null;
@@ -347,7 +350,7 @@ export class Flight implements UdpTryOwner, TcpOwner {
   private armTimer(): void {
     const left = this.deadlineAt - performance.now();
     const ms = Math.max(1, Math.min(this.fwd.opts.timeoutMs, left));
-    this.timer = setTimeout(onTryTimer, ms, this);
+    this.fwd.tryTimers.add(this, ms);
   }
 
   private sendTcp(fresh: boolean): void {
@@ -361,10 +364,7 @@ export class Flight implements UdpTryOwner, TcpOwner {
 
   /** Stops the current try: its timer, its socket, its place on a TCP connection. */
   private endTry(): void {
-    if (this.timer !== null) {
-      clearTimeout(this.timer);
-      this.timer = null;
-    }
+    if (this.dlQueued) this.fwd.tryTimers.remove(this);
     if (this.udpKey !== -1) {
       (this.current as Upstream).udp.cancel(this.udpKey, this);
       this.udpKey = -1;
@@ -462,8 +462,7 @@ export class Flight implements UdpTryOwner, TcpOwner {
     this.failedTry(err);
   }
 
-  onTimeout(): void {
-    this.timer = null;
+  onDeadline(): void {
     this.endTry();
     this.failedTry(null);
   }
