@@ -3,9 +3,9 @@
  * exchange, failover in policy order within a deadline, health accounting, `max_concurrent` and `client_share`.
  *
  * Per query the hot path allocates the merge key, one Flight (shared by every identical query) with the list of
- * its waiters' addresses, the upstream query bytes and one timer; the UDP try takes a slot in the upstream's
- * socket pool (a fixed-size table, no socket per query). Listeners and timer callbacks are shared functions that
- * find their state on the socket or in the timer's argument — no closures per query.
+ * its waiters' addresses and the upstream query bytes; the try's timer is the Flight's own place in the
+ * forwarder's deadline queue, and the UDP try takes a slot in the upstream's socket pool (a fixed-size table, no
+ * socket per query). Listeners are shared functions that find their state on the socket — no closures per query.
  */
 import { performance } from 'node:perf_hooks';
 import type { QueryContext } from '../../core/context';
