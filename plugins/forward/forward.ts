@@ -336,21 +336,23 @@ export class Flight implements UdpTryOwner, TcpOwner, DeadlineEntry {
     this.current = up;
     this.staleRetried = false;
     this.afterTc = false;
-    this.armTimer();
+    // One clock read for the try's timer and its send time.
+    const now = performance.now();
+    this.armTimer(now);
     if (this.fwd.opts.forceTcp) {
       this.sendTcp(false);
       return;
     }
     up.m.requests.inc();
-    this.sentAt = performance.now();
+    this.sentAt = now;
     this.udpKey = up.udp.send(this);
     if (this.udpKey === -1) this.onUdpError(POOL_FULL);
   }
 
-  private armTimer(): void {
-    const left = this.deadlineAt - performance.now();
+  private armTimer(now = performance.now()): void {
+    const left = this.deadlineAt - now;
     const ms = Math.max(1, Math.min(this.fwd.opts.timeoutMs, left));
-    this.fwd.tryTimers.add(this, ms);
+    this.fwd.tryTimers.add(this, ms, now);
   }
 
   private sendTcp(fresh: boolean): void {

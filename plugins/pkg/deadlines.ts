@@ -39,9 +39,9 @@ export class DeadlineQueue {
     return this.size;
   }
 
-  /** Queues `e` to fire `ms` from now (`e` must not be queued already). */
-  add(e: DeadlineEntry, ms: number): void {
-    const due = performance.now() + ms;
+  /** Queues `e` to fire `ms` after `now` (`performance.now()`; `e` must not be queued already). */
+  add(e: DeadlineEntry, ms: number, now = performance.now()): void {
+    const due = now + ms;
     e.dueAt = due;
     e.dlQueued = true;
     // Walk back from the tail past later entries: with one delay for all, none.
