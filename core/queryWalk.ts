@@ -1,5 +1,5 @@
 import type { FullTap } from 'tapable';
-import type { NextFn, QueryContext } from './context';
+import type { NextCallback, NextFn, QueryContext } from './context';
 import type { DnsResponse } from './response';
 import { type CallbackTap, callbackForm, timed } from './tapForm';
 import type { TapTiming } from './timing';
@@ -28,14 +28,20 @@ export function compileQueryWalk(taps: readonly QueryTap[]): Handler {
 function position(tap: QueryTap, below: Handler): Handler {
   const call: CallbackTap = timed(callbackForm(tap, 1), tap.timing);
   const plugin = tap.plugin;
-  const next: NextFn = (ctx) =>
-    new Promise<DnsResponse>((resolve, reject) => {
-      below(ctx, (err, res) => {
-        ctx.below = next;
-        if (err) reject(err instanceof Error ? err : new Error(String(err)));
-        else resolve(res ?? ctx.reply(Rcode.SERVFAIL));
-      });
+  const viaCallback = (ctx: QueryContext, cb: NextCallback): void => {
+    below(ctx, (err, res) => {
+      ctx.below = next;
+      if (err) cb(err instanceof Error ? err : new Error(String(err)));
+      else cb(null, res ?? ctx.reply(Rcode.SERVFAIL));
     });
+  };
+  const next: NextFn = Object.assign(
+    (ctx: QueryContext) =>
+      new Promise<DnsResponse>((resolve, reject) => {
+        viaCallback(ctx, (err, res) => (err !== null ? reject(err) : resolve(res as DnsResponse)));
+      }),
+    { viaCallback },
+  );
   return (ctx, done) => {
     ctx.below = next;
     call(ctx, undefined, (err, result) => {

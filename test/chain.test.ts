@@ -60,6 +60,33 @@ module.exports = definePlugin({ name: 'retry', options: Type.Object({}), setup(a
     });
   });
 
+  test('ctx.nextThen(cb) runs the same rest as next(), twice if called twice, and hands a failure below to cb', async () => {
+    const viaCb = `const { definePlugin, Type, DnsResponse } = require('codexdns');
+${txt}
+module.exports = definePlugin({ name: 'viacb', options: Type.Object({}), setup(api) {
+  api.hooks.query.tapAsync('viacb', (ctx, cb) => {
+    ctx.nextThen((err, first) => {
+      if (err !== null) return cb(null, txt(DnsResponse, ctx, 'failed: ' + err.message));
+      ctx.nextThen((err2, second) => {
+        const seen = globalThis.__chainTestSeen.get(ctx.qname);
+        cb(null, txt(DnsResponse, ctx, [first.plugin, err2 === null ? second.plugin : 'x', seen].join(',')));
+      });
+    });
+  });
+} });
+`;
+    const boomOnFail = `const { definePlugin, Type } = require('codexdns');
+module.exports = definePlugin({ name: 'boom', options: Type.Object({}), setup(api) {
+  api.hooks.query.tapPromise('boom', async (ctx) => { if (ctx.qname === 'fail.test') throw new Error('disk on fire'); return undefined; });
+} });
+`;
+    const files = { 'viacb.js': viaCb, 'mark.js': mark, 'boom.js': boomOnFail, 'answer.js': answer };
+    await withServer(corefile('      - use: ./viacb.js\n      - use: ./mark.js\n      - use: ./boom.js\n      - use: ./answer.js\n'), files, async (s) => {
+      assert.equal(txtOf(await s.query('twice.test', 'TXT')), 'answer,answer,2');
+      assert.equal(txtOf(await s.query('fail.test', 'TXT')), 'failed: disk on fire');
+    });
+  });
+
   test('ctx.boundNext(), taken while the tap runs, reaches the plugins below after the tap has answered', async () => {
     const early = `const { definePlugin, Type, DnsResponse } = require('codexdns');
 ${txt}

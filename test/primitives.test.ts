@@ -601,6 +601,33 @@ describe('LruMap', () => {
     assert.deepEqual(m.set('y', 2), ['x', 1]);
     assert.equal(m.has('u'), true);
   });
+
+  it('a get of the newest entry (no move needed) keeps the order exact, also after that entry is deleted or re-added', () => {
+    const m = new LruMap<string, number>(3);
+    m.set('a', 1);
+    m.set('b', 2);
+    m.set('c', 3);
+    assert.equal(m.get('c'), 3);
+    assert.equal(m.get('c'), 3);
+    assert.deepEqual([...m.keys()], ['a', 'b', 'c']);
+    assert.equal(m.get('a'), 1); // a is newest now
+    assert.equal(m.get('b'), 2);
+    assert.deepEqual([...m.keys()], ['c', 'a', 'b']);
+    m.delete('b');
+    m.set('b', 20); // back as the newest
+    assert.equal(m.get('a'), 1);
+    assert.deepEqual([...m.keys()], ['c', 'b', 'a']);
+    m.delete('a');
+    m.set('d', 4);
+    assert.equal(m.get('c'), 3);
+    assert.deepEqual([...m.keys()], ['b', 'd', 'c']);
+    assert.deepEqual(m.set('e', 5), ['b', 20]);
+    m.clear();
+    m.set('x', 1);
+    m.set('y', 2);
+    assert.equal(m.get('x'), 1);
+    assert.deepEqual([...m.keys()], ['y', 'x']);
+  });
 });
 
 describe('RepeatingWarning', () => {

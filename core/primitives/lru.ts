@@ -7,6 +7,13 @@ export class LruMap<K, V> implements Iterable<[K, V]> {
   readonly capacity: number;
   private readonly map = new Map<K, V>();
   private evicted = 0;
+  /**
+   * The key last inserted or refreshed (valid while `newestSet`): getting it again needs no move, as it already
+   * sits at the newest end. Queries come in bursts from one client, so per-client maps (acl's decisions) mostly
+   * hit this and skip the delete + set.
+   */
+  private newest: K | undefined = undefined;
+  private newestSet = false;
 
   constructor(capacity: number) {
     if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`LruMap capacity must be an integer >= 1, got ${capacity}`);
@@ -27,8 +34,11 @@ export class LruMap<K, V> implements Iterable<[K, V]> {
     const value = this.map.get(key);
     // `has` only on a miss: a stored `undefined` value is still an entry and must be refreshed.
     if (value === undefined && !this.map.has(key)) return undefined;
+    if (this.newestSet && this.newest === key) return value;
     this.map.delete(key);
     this.map.set(key, value as V);
+    this.newest = key;
+    this.newestSet = true;
     return value;
   }
 
@@ -46,6 +56,8 @@ export class LruMap<K, V> implements Iterable<[K, V]> {
    * release what it holds or count it; replacing an existing key evicts nothing.
    */
   set(key: K, value: V): [K, V] | undefined {
+    this.newest = key;
+    this.newestSet = true;
     if (this.map.has(key)) {
       this.map.delete(key);
       this.map.set(key, value);
@@ -71,11 +83,17 @@ export class LruMap<K, V> implements Iterable<[K, V]> {
   private evictCursor: IterableIterator<[K, V]> | undefined;
 
   delete(key: K): boolean {
+    if (this.newestSet && this.newest === key) {
+      this.newestSet = false;
+      this.newest = undefined;
+    }
     return this.map.delete(key);
   }
 
   clear(): void {
     this.evictCursor = undefined;
+    this.newestSet = false;
+    this.newest = undefined;
     this.map.clear();
   }
 

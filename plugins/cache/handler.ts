@@ -88,13 +88,12 @@ export class CacheHandler implements CacheCore {
 
   private miss(ctx: QueryContext, cb: QueryCallback): void {
     const q = ctx.query;
-    ctx.next().then(
-      (res) => {
-        this.storeFromBelow(q, res);
-        this.deliver(cb, null, res);
-      },
-      (err: unknown) => this.deliver(cb, err instanceof Error ? err : new Error(String(err))),
-    );
+    // The callback form: no promise per miss (storeFromBelow and deliver do not throw).
+    ctx.nextThen((err, res) => {
+      if (err !== null) return this.deliver(cb, err);
+      this.storeFromBelow(q, res as DnsResponse);
+      this.deliver(cb, null, res);
+    });
   }
 
   storeFromBelow(q: ParsedQuery, res: DnsResponse): PutOutcome {

@@ -3,12 +3,13 @@
  * exchange, failover in policy order within a deadline, health accounting, `max_concurrent` and `client_share`.
  *
  * Per query the hot path allocates the merge key, one Flight (shared by every identical query) with the list of
- * its waiters' addresses, the upstream query bytes and one timer; the UDP try takes a slot in the upstream's
- * socket pool (a fixed-size table, no socket per query). Listeners and timer callbacks are shared functions that
- * find their state on the socket or in the timer's argument — no closures per query.
+ * its waiters' addresses and the upstream query bytes; the try's timer is the Flight's own place in the
+ * forwarder's deadline queue, and the UDP try takes a slot in the upstream's socket pool (a fixed-size table, no
+ * socket per query). Listeners are shared functions that find their state on the socket — no closures per query.
  */
 import { performance } from 'node:perf_hooks';
 import type { QueryContext } from '../../core/context';
+import { DeadlineQueue, type DeadlineEntry } from '../pkg/deadlines';
 import type { Logger } from '../../core/log';
 import { RepeatingWarning } from '../../core/primitives/rateLimitedLog';
 import { DnsResponse } from '../../core/response';
@@ -87,6 +88,8 @@ export class Forwarder {
   /** Client queries waiting on a question already in flight (bounded by max_concurrent too). */
   merging = 0;
   readonly flights = new Map<string, Flight>();
+  /** Every flight's try timer, on one Node timer. */
+  readonly tryTimers = new DeadlineQueue();
   /** Queries each client address has waiting here (its own questions and merged copies); absent when 0. */
   private readonly perClient = new Map<string, number>();
   /** The most one client address may have waiting once the forwarder is contended. */
@@ -218,10 +221,6 @@ const LOCAL_ERRORS = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM', 'EADDRINU
 /** The upstream's UDP pool had no room for another try (its in-flight table full): our shortage, counted by the pool. */
 const POOL_FULL: Error = Object.assign(new Error('the UDP socket pool is full'), { code: 'EPOOLFULL' });
 
-function onTryTimer(f: Flight): void {
-  f.onTimeout();
-}
-
 type Ede = { readonly code: number; readonly text?: string };
 
 /**
@@ -229,7 +228,7 @@ type Ede = { readonly code: number; readonly text?: string };
  * UDP first (TCP when truncated or `force_tcp`), until an answer other than SERVFAIL, the deadline, or no
  * upstream left to try.
  */
-export class Flight implements UdpTryOwner<RejectReason>, TcpOwner {
+export class Flight implements UdpTryOwner<RejectReason>, TcpOwner, DeadlineEntry {
   readonly qEnd: number;
   /** The query as sent; replaced by its copy without OPT after a FORMERR to our EDNS query (RFC 6891 §7). */
   query: Buffer;
@@ -259,7 +258,11 @@ export class Flight implements UdpTryOwner<RejectReason>, TcpOwner {
   private afterTc = false;
   private staleRetried = false;
   private noEdnsRetried = false;
-  private timer: NodeJS.Timeout | null = null;
+  // The current try's timer, as an entry of the forwarder's DeadlineQueue.
+  dueAt = 0;
+  dlPrev: DeadlineEntry | null = null;
+  dlNext: DeadlineEntry | null = null;
+  dlQueued = false;
   private sentAt = 0;
   private readonly deadlineAt: number;
   private servfail: Buffer | null = null;
@@ -334,21 +337,23 @@ export class Flight implements UdpTryOwner<RejectReason>, TcpOwner {
     this.current = up;
     this.staleRetried = false;
     this.afterTc = false;
-    this.armTimer();
+    // One clock read for the try's timer and its send time.
+    const now = performance.now();
+    this.armTimer(now);
     if (this.fwd.opts.forceTcp) {
       this.sendTcp(false);
       return;
     }
     up.m.requests.inc();
-    this.sentAt = performance.now();
+    this.sentAt = now;
     this.udpKey = up.udp.send(this);
     if (this.udpKey === -1) this.onUdpError(POOL_FULL);
   }
 
-  private armTimer(): void {
-    const left = this.deadlineAt - performance.now();
+  private armTimer(now = performance.now()): void {
+    const left = this.deadlineAt - now;
     const ms = Math.max(1, Math.min(this.fwd.opts.timeoutMs, left));
-    this.timer = setTimeout(onTryTimer, ms, this);
+    this.fwd.tryTimers.add(this, ms, now);
   }
 
   private sendTcp(fresh: boolean): void {
@@ -362,10 +367,7 @@ export class Flight implements UdpTryOwner<RejectReason>, TcpOwner {
 
   /** Stops the current try: its timer, its socket, its place on a TCP connection. */
   private endTry(): void {
-    if (this.timer !== null) {
-      clearTimeout(this.timer);
-      this.timer = null;
-    }
+    if (this.dlQueued) this.fwd.tryTimers.remove(this);
     if (this.udpKey !== -1) {
       (this.current as Upstream).udp.cancel(this.udpKey, this);
       this.udpKey = -1;
@@ -463,8 +465,7 @@ export class Flight implements UdpTryOwner<RejectReason>, TcpOwner {
     this.failedTry(err);
   }
 
-  onTimeout(): void {
-    this.timer = null;
+  onDeadline(): void {
     this.endTry();
     this.failedTry(null);
   }
