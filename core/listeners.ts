@@ -164,7 +164,7 @@ export class UdpListener {
     const family: 4 | 6 = net.isIPv6(address.split('%')[0]) ? 6 : 4;
     // A larger receive buffer absorbs a burst while the event loop is busy (a reload, a GC pause) instead of
     // letting the kernel drop it: 208 KB is only ~100 ms at a few thousand queries/s. Linux caps it at rmem_max.
-    const sock = dgram.createSocket({ type: family === 6 ? 'udp6' : 'udp4', ipv6Only: family === 6, recvBufferSize: UDP_RECV_BUFFER });
+    const sock = dgram.createSocket({ type: family === 6 ? 'udp6' : 'udp4', ipv6Only: family === 6, recvBufferSize: UDP_RECV_BUFFER, lookup: literalLookup });
     const localAddress = address.split('%')[0];
     return new Promise((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException): void => {
@@ -207,6 +207,15 @@ export class UdpListener {
 }
 
 function noop(): void {}
+
+/**
+ * A listener's socket only ever resolves IP literals — its own address (the configuration refuses a name in
+ * `listen`) and each client's source address — so the lookup answers at once. dns.lookup, the default, answers
+ * an IP literal through process.nextTick, which cost one tick and one closure per reply. Node calls it as
+ * `(address, family, callback)`; its typings describe dns.lookup's options object.
+ */
+const literalLookup = ((address: string, family: number, callback: (err: null, address: string, family: number) => void): void =>
+  callback(null, address, family)) as unknown as NonNullable<dgram.SocketOptions['lookup']>;
 
 const UDP_RECV_BUFFER = 4 * 1024 * 1024;
 
