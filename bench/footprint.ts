@@ -8,12 +8,16 @@
 // temporary folder) changed, and node started as packaging/codexdns.service starts it (its ExecStart node options and NODE_OPTIONS). It measures:
 //   1. start-up: spawn → first answer (wall and the server's CPU time), on a new database (created and
 //      migrated) and on an existing one; `codexdns validate` (the unit's ExecStartPre) and bare `node -e 0`;
-//   2. RSS idle (10 queries, then FOOTPRINT_SETTLE seconds of nothing);
+//   2. RSS idle (10 queries, then FOOTPRINT_SETTLE seconds of nothing); every RSS figure is also split into RssAnon
+//      (the process's own memory, what it takes from the box's other services) and RssFile (mapped files: mostly
+//      the node binary's pages, shared and reclaimable), from /proc/PID/status;
 //   3. RSS under load: 5,000 clients, each its own 127.21.x.y source address (every 127/8 address is local on
 //      Linux), 3 queries each for distinct names (15,000 names: the 10,000-entry cache fills and evicts), at
-//      FOOTPRINT_QPS; peak RSS sampled every 100 ms, VmHWM, RSS after; rows in the database;
+//      FOOTPRINT_QPS (the storm of new clients); peak RSS and peak RssAnon sampled every 100 ms, VmHWM, RSS after;
+//      rows in the database;
 //   4. database writes at a household load: 30 clients, 20 queries/s in all, for FOOTPRINT_HOUSEHOLD seconds,
-//      with the shipped flush (30s) and with clienttrack's default (5s); then FOOTPRINT_QUIET seconds without
+//      with the shipped flush (30s) and with clienttrack's default (5s), RSS and RssAnon sampled every second
+//      through it; then FOOTPRINT_QUIET seconds without
 //      queries. Commits are counted from a separate SQLite connection polling `PRAGMA data_version` every
 //      25 ms (it changes when another connection commits); WAL frames appended are read from the -wal file's
 //      size (frames = (size − 32) / (page size + 24), reset detected through the WAL header's salt); the bytes
@@ -574,8 +578,13 @@ async function memoryPhase(upstreamPort: number): Promise<Record<string, unknown
 
     // Load: CLIENTS clients × PER_CLIENT distinct names.
     let peak = 0;
+    let peakAnon = 0;
+    let peakFile = 0;
     const sampler = setInterval(() => {
-      peak = Math.max(peak, readStatus(s.pid).rss);
+      const st = readStatus(s.pid);
+      peak = Math.max(peak, st.rss);
+      peakAnon = Math.max(peakAnon, st.anon);
+      peakFile = Math.max(peakFile, st.file);
     }, 100);
     const cpu0 = cpuMs(s.pid);
     const drops0 = rcvbufErrors();
@@ -613,12 +622,15 @@ async function memoryPhase(upstreamPort: number): Promise<Record<string, unknown
         distinctNames: CLIENTS * PER_CLIENT,
         rssEndOfLoadMB: MB(during.rss),
         anonEndOfLoadMB: MB(during.anon),
+        fileEndOfLoadMB: MB(during.file),
         peakRssMB: MB(Math.max(peak, during.rss)),
+        peakAnonMB: MB(Math.max(peakAnon, during.anon)),
+        peakFileMB: MB(Math.max(peakFile, during.file)),
         vmHwmMB: MB(after.hwm),
         heapUsedMB: loadHeap ? MB(loadHeap.heapUsed) : null,
         heapTotalMB: loadHeap ? MB(loadHeap.heapTotal) : null,
       },
-      afterLoad: { rssMB: MB(after.rss), heapUsedMB: afterHeap ? MB(afterHeap.heapUsed) : null, rowsInDatabase: rows },
+      afterLoad: { rssMB: MB(after.rss), anonMB: MB(after.anon), fileMB: MB(after.file), heapUsedMB: afterHeap ? MB(afterHeap.heapUsed) : null, rowsInDatabase: rows },
     };
   } finally {
     if (s.child.exitCode === null) killServer(s);
@@ -639,7 +651,11 @@ async function householdPhase(upstreamPort: number, flush: string): Promise<Reco
     await sleep(2000);
     const counter = await watchWrites(setup.db);
     const io0 = readIo(s.pid);
+    // RSS and its parts once a second through the load: what a household's steady use costs, not a single sample.
+    const samples: { rss: number; anon: number; file: number }[] = [];
+    const sampler = setInterval(() => samples.push(readStatus(s.pid)), 1000);
     const load = await householdLoad(setup.port, HOUSEHOLD_CLIENTS, HOUSEHOLD_QPS, HOUSEHOLD_S);
+    clearInterval(sampler);
     // The rows of the last queries are written with the next batch, at most one flush later: that batch
     // belongs to the load. Then the quiet window starts.
     await sleep(parseDuration(flush) + 2000);
@@ -668,6 +684,16 @@ async function householdPhase(upstreamPort: number, flush: string): Promise<Reco
       processWriteKiBPerMinute: r1((io1.writeBytes - io0.writeBytes) / 1024 / minutes),
       quiet: { seconds: QUIET_S, commits: counter.commits - loadCommits, walFrames: counter.walFrames - loadFrames, writeKiB: r1((io2.writeBytes - io1.writeBytes) / 1024) },
       rssMB: MB(rss.rss),
+      anonMB: MB(rss.anon),
+      fileMB: MB(rss.file),
+      duringLoad: samples.length === 0 ? null : {
+        samples: samples.length,
+        rssMedianMB: MB(median(samples.map((x) => x.rss))),
+        rssMaxMB: MB(Math.max(...samples.map((x) => x.rss))),
+        anonMedianMB: MB(median(samples.map((x) => x.anon))),
+        anonMaxMB: MB(Math.max(...samples.map((x) => x.anon))),
+        fileMedianMB: MB(median(samples.map((x) => x.file))),
+      },
     };
   } finally {
     if (s.child.exitCode === null) killServer(s);
@@ -704,6 +730,8 @@ async function main(): Promise<void> {
       console.log(`memory: idle, then ${CLIENTS} clients × ${PER_CLIENT} names at ${LOAD_QPS} q/s …`);
       out.memory = await memoryPhase(upstreamPort);
       console.log(JSON.stringify(out.memory));
+      const m = out.memory as { idle: { rssMB: number; anonMB: number; fileMB: number }; load: { peakRssMB: number; peakAnonMB: number }; bareNodeIdle: { anonMB: number } };
+      console.log(`idle: RSS ${m.idle.rssMB} MB = RssAnon ${m.idle.anonMB} + RssFile ${m.idle.fileMB} (bare node: anon ${m.bareNodeIdle.anonMB}); storm of new clients: peak RSS ${m.load.peakRssMB} MB, peak RssAnon ${m.load.peakAnonMB} MB`);
     }
     if (ONLY.has('household')) {
       const runs: Record<string, unknown>[] = [];

@@ -12,7 +12,7 @@ import { declarationProblem, dependencyIssues } from './dependencies';
 import { ConfigError, OptionError, optionPath, type ConfigIssue } from './errors';
 import { parseListen } from './listen';
 import { PositionIndex, type Path, type Position } from './positions';
-import { validateAgainst, type SchemaProblem } from './validate';
+import { SchemaSet, type SchemaProblem } from './validate';
 
 export type StorageConfig = Static<typeof StorageSchema>;
 
@@ -127,7 +127,8 @@ export async function parseConfig(text: string, file: string, catalog: PluginCat
   if (typeof raw !== 'object' || Array.isArray(raw)) {
     throw new ConfigError([at({ line: 1, col: 1 }, 'the file must be a map with a `servers:` list')]);
   }
-  report([], validateAgainst(TopSchema, raw));
+  const schemas = new SchemaSet();
+  report([], schemas.validate(TopSchema, raw));
   const servers: ServerBlockConfig[] = [];
   const blocks = Array.isArray(raw.servers) ? raw.servers : [];
   for (let b = 0; b < blocks.length; b++) {
@@ -137,7 +138,7 @@ export async function parseConfig(text: string, file: string, catalog: PluginCat
       issues.push(at(positions.of(blockPath), 'a server block must be a map with listen, zones and plugins'));
       continue;
     }
-    const problems = validateAgainst(ServerBlockSchema, block);
+    const problems = schemas.validate(ServerBlockSchema, block);
     report(blockPath, problems);
     if (problems.length) continue;
     const listen: ListenSpec[] = [];
@@ -152,7 +153,7 @@ export async function parseConfig(text: string, file: string, catalog: PluginCat
     const seen = new Map<string, number>();
     for (let i = 0; i < entries.length; i++) {
       const entryPath: Path = [...blockPath, 'plugins', i];
-      const entry = await resolveEntry(entries[i], entryPath, dir, block.listen as string[], catalog, positions, issues, at, report);
+      const entry = await resolveEntry(entries[i], entryPath, dir, block.listen as string[], catalog, positions, issues, at, report, schemas);
       if (!entry) continue;
       if (seen.has(entry.name)) {
         issues.push(at(positions.of(entryPath), `listed twice in this block (first at entry ${seen.get(entry.name)! + 1})`, { plugin: entry.name }));
@@ -217,7 +218,7 @@ type At = (pos: Position, message: string, extra?: Partial<ConfigIssue>) => Conf
 
 async function resolveEntry(
   value: unknown, entryPath: Path, dir: string, listen: readonly string[], catalog: PluginCatalog, positions: PositionIndex, issues: ConfigIssue[], at: At,
-  report: (base: Path, problems: SchemaProblem[], plugin?: string) => void,
+  report: (base: Path, problems: SchemaProblem[], plugin?: string) => void, schemas: SchemaSet,
 ): Promise<PluginEntryConfig | undefined> {
   let name: string;
   let options: unknown;
@@ -282,7 +283,7 @@ async function resolveEntry(
   }
   const copy = JSON.parse(JSON.stringify(options)) as Record<string, unknown>;
   const label = source === 'builtin' ? name : `${name} (${source})`;
-  const problems = validateAgainst(definition.options, copy);
+  const problems = schemas.validate(definition.options, copy);
   if (problems.length) {
     report(optionsPath, problems, label);
     return undefined;
