@@ -1,4 +1,5 @@
-import { Counter, Gauge, Histogram, Registry, type CounterConfiguration, type GaugeConfiguration, type HistogramConfiguration, type LabelValues } from 'prom-client';
+import type { CounterConfiguration, GaugeConfiguration, HistogramConfiguration, LabelValues } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from './promClient';
 
 export const METRIC_PREFIX = 'codexdns_';
 

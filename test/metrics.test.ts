@@ -6,7 +6,10 @@ import assert from 'node:assert/strict';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as dnsPacket from 'dns-packet';
+import * as promClientIndex from 'prom-client';
 import { Histogram, Registry } from 'prom-client';
+import { execFileSync } from 'node:child_process';
+import * as promClient from '../core/promClient';
 import { startFakeUpstream, startServer, type TestServer } from '../testing';
 import { definePlugin, type AnyPluginDefinition } from '../core/plugin';
 import { Type } from '../config/types';
@@ -835,5 +838,28 @@ servers:
     } finally {
       await s.stop();
     }
+  });
+});
+
+describe('prom-client, file by file', () => {
+  test("the classes codexdns loads are the package's own, and its index (Pushgateway, cluster, Summary) is never loaded", () => {
+    assert.equal(promClient.Registry, promClientIndex.Registry);
+    assert.equal(promClient.Counter, promClientIndex.Counter);
+    assert.equal(promClient.Gauge, promClientIndex.Gauge);
+    assert.equal(promClient.Histogram, promClientIndex.Histogram);
+    // A fresh process loads the registry and the metrics plugin with its process metrics, as a server does.
+    const script = `
+      const { MetricsHub } = require(${JSON.stringify(require.resolve('../core/metricsRegistry'))});
+      require(${JSON.stringify(require.resolve('../plugins/metrics'))});
+      const { collectDefaultMetrics, Registry } = require(${JSON.stringify(require.resolve('../core/promClient'))});
+      collectDefaultMetrics({ register: new Registry() });
+      const loaded = Object.keys(require.cache).filter((f) => /node_modules[\\/]prom-client[\\/]/.test(f));
+      console.log(JSON.stringify({ index: loaded.some((f) => /prom-client[\\/]index\.js$/.test(f)), pushgateway: loaded.some((f) => f.endsWith('pushgateway.js')), files: loaded.length, registry: typeof MetricsHub }));
+    `;
+    const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8' })) as { index: boolean; pushgateway: boolean; files: number; registry: string };
+    assert.equal(out.registry, 'function');
+    assert.ok(out.files > 5, 'prom-client was loaded');
+    assert.equal(out.index, false);
+    assert.equal(out.pushgateway, false);
   });
 });

@@ -5,7 +5,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { collectDefaultMetrics, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
+import { collectDefaultMetrics } from '../../core/promClient';
 import { SyncHook, SyncWaterfallHook } from 'tapable';
 import { OptionError } from '../../config/errors';
 import { Duration, Type } from '../../config/types';
