@@ -1,4 +1,5 @@
 import type { CounterConfiguration, GaugeConfiguration, HistogramConfiguration, LabelValues } from 'prom-client';
+import { fastCounter, fastHistogram, type FastCounter, type FastHistogram } from './fastMetrics';
 import { Counter, Gauge, Histogram, Registry } from './promClient';
 
 export const METRIC_PREFIX = 'codexdns_';
@@ -69,8 +70,21 @@ export interface MetricsFactory {
   mirrorCounter<L extends string>(cfg: MirroredCounterConfiguration<L>): Mirror<Counter<L>>;
   /** A gauge set from `levels` when scraped (after a reload, the latest setup's `levels`). */
   mirrorGauge<L extends string>(cfg: MirroredGaugeConfiguration<L>): Mirror<Gauge<L>>;
+  /**
+   * A counter or histogram for what is recorded on every query: bind a child once (`child([...values])`) and keep
+   * it; recording is a plain add, with no label hashing (core/fastMetrics.ts). Exposed as prom-client's are.
+   */
+  fastCounter(cfg: FastMetricConfiguration): FastCounter;
+  fastHistogram(cfg: FastMetricConfiguration & { buckets: readonly number[] }): FastHistogram;
   /** The shared registry (what `/metrics` serves). */
   readonly registry: Registry;
+}
+
+export interface FastMetricConfiguration {
+  name: string;
+  help: string;
+  labelNames: readonly string[];
+  subsystem?: string;
 }
 
 const METRIC_NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
@@ -134,6 +148,16 @@ export class MetricsHub {
       registry: this.registry,
       counter,
       gauge,
+      fastCounter: (cfg) => {
+        const name = fullName(cfg.name, cfg.subsystem);
+        checkNames(name, cfg.labelNames);
+        return fastCounter(this.registry, name, cfg.help, cfg.labelNames);
+      },
+      fastHistogram: (cfg) => {
+        const name = fullName(cfg.name, cfg.subsystem);
+        checkNames(name, cfg.labelNames);
+        return fastHistogram(this.registry, name, cfg.help, cfg.labelNames, cfg.buckets);
+      },
       mirrorCounter: <L extends string>(cfg: MirroredCounterConfiguration<L>): Mirror<Counter<L>> => {
         const { totals, reported, source: _source, ...rest } = cfg;
         const c = counter<L>(rest);

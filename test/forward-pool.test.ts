@@ -313,6 +313,11 @@ describe('forward: the pool in the server', () => {
       assert.equal(await metric(s, 'codexdns_forward_udp_inflight_tries'), 0);
       assert.equal(await metric(s, 'codexdns_forward_udp_inflight_tries_limit'), 51);
       assert.equal(await metric(s, 'codexdns_forward_udp_pool_exhausted_total'), 0);
+      // The two recorded on every try (fast metrics): one request and one duration per query.
+      assert.equal(await metric(s, 'codexdns_forward_requests_total'), 5);
+      const duration = await s.server.metrics.registry.getSingleMetric('codexdns_forward_request_duration_seconds')?.get();
+      const counts = ((duration?.values ?? []) as Array<{ metricName?: string; labels: object; value: number }>).filter((v) => v.metricName === 'codexdns_forward_request_duration_seconds_count') ?? [];
+      assert.deepEqual(counts.map((v) => [v.labels, v.value]), [[{ to: up.address, rcode: 'NOERROR' }, 5]]);
     } finally {
       await s.stop();
       await up.stop();

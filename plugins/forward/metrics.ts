@@ -1,10 +1,11 @@
 /**
  * forward's Prometheus metrics, named like CoreDNS's `coredns_forward_*` so a CoreDNS board ports by prefix.
  * Label children are bound once per upstream (and per RCODE on first use), never looked up per query; the two
- * counted on every try (requests, durations) also skip prom-client's per-call label hashing (`SeriesCounter`,
- * `SeriesHistogram`).
+ * recorded on every try (requests, durations) are fast metrics (core/fastMetrics.ts), which skip prom-client's
+ * per-call label hashing.
  */
-import type { Counter, Gauge, Histogram } from 'prom-client';
+import type { Counter, Gauge } from 'prom-client';
+import { TIME_BUCKETS, type FastCounter, type FastHistogram } from '../../core/fastMetrics';
 import type { MetricsFactory, MirroredLevel } from '../../core/metricsRegistry';
 import { RCODE_NAMES } from '../../core/wire/constants';
 import type { UdpPoolSink } from '../pkg/udpPool';
@@ -59,120 +60,9 @@ export class GaugeSources {
   }
 }
 
-/**
- * One series in prom-client's table as Counter and Histogram keep it (`hashMap`, keyed by a hash of the labels).
- * Not prom-client's public API: the fast paths below check the shape at every use and fall back to the plain
- * child (`labels(...)`) when it differs, so a prom-client that changes it is slower, not wrong.
- */
-interface Series {
-  labels: Record<string, string | number>;
-  value?: number;
-  sum?: number;
-  count?: number;
-  bucketValues?: Record<string, number>;
-}
-type SeriesTable = { hashMap?: Record<string, Series> };
-
-/**
- * A bound child of prom-client ≤ 15 still validates and hashes its label object on every call (≈ 0.4 µs per
- * histogram observe: 2–3% of a miss). These find their series in the metric's table once, remember its key, and
- * then add to it directly while the table still holds that very series under that key (a reset, a remove or a
- * re-registration makes them go through the child once more and look again).
- */
-abstract class SeriesChild {
-  protected key = '';
-  protected series: Series | null = null;
-
-  constructor(private readonly metric: SeriesTable, private readonly labelValues: Record<string, string>) {}
-
-  /** The series if the table still holds it under its key, else null. */
-  protected current(): Series | null {
-    const s = this.series;
-    if (s === null) return null;
-    const map = this.metric.hashMap;
-    return map !== undefined && map[this.key] === s ? s : null;
-  }
-
-  /** After a call through the child (which created the series if it was missing): finds it in the table. */
-  protected bind(valid: (s: Series) => boolean): void {
-    this.series = null;
-    const map = this.metric.hashMap;
-    if (typeof map !== 'object' || map === null) return;
-    const names = Object.keys(this.labelValues);
-    for (const key of Object.keys(map)) {
-      const s = map[key];
-      if (s === null || typeof s !== 'object' || typeof s.labels !== 'object') continue;
-      if (names.every((n) => String(s.labels[n]) === this.labelValues[n]) && Object.keys(s.labels).length === names.length) {
-        if (valid(s)) {
-          this.key = key;
-          this.series = s;
-        }
-        return;
-      }
-    }
-  }
-}
-
-const isCounterSeries = (s: Series): boolean => typeof s.value === 'number';
-
-export class SeriesCounter extends SeriesChild implements CounterChild {
-  private readonly child: CounterChild;
-
-  constructor(metric: Counter<string>, labelValues: Record<string, string>) {
-    super(metric as unknown as SeriesTable, labelValues);
-    this.child = metric.labels(labelValues);
-  }
-
-  inc(value = 1): void {
-    const s = this.current();
-    // prom-client's checks (a finite, non-negative amount) are kept by letting the child see anything else.
-    if (s !== null && value >= 0 && value !== Infinity) {
-      (s.value as number) += value;
-      return;
-    }
-    this.child.inc(value);
-    this.bind(isCounterSeries);
-  }
-}
-
-export class SeriesHistogram extends SeriesChild implements HistogramChild {
-  private readonly child: HistogramChild;
-  /** The upper bounds as numbers and as the table's keys (prom-client keys its buckets by the bound's text). */
-  private readonly bounds: readonly number[];
-  private readonly boundKeys: readonly string[];
-
-  constructor(metric: Histogram<string>, labelValues: Record<string, string>, buckets: readonly number[]) {
-    super(metric as unknown as SeriesTable, labelValues);
-    this.child = metric.labels(labelValues);
-    this.bounds = buckets;
-    this.boundKeys = buckets.map(String);
-  }
-
-  observe(value: number): void {
-    const s = this.current();
-    if (s !== null && Number.isFinite(value)) {
-      const bounds = this.bounds;
-      for (let i = 0; i < bounds.length; i++) {
-        if (value <= bounds[i]) {
-          (s.bucketValues as Record<string, number>)[this.boundKeys[i]] += 1;
-          break;
-        }
-      }
-      (s.sum as number) += value;
-      (s.count as number) += 1;
-      return;
-    }
-    this.child.observe(value);
-    this.bind((x) => typeof x.sum === 'number' && typeof x.count === 'number' && typeof x.bucketValues === 'object' && this.boundKeys.every((k) => typeof x.bucketValues?.[k] === 'number'));
-  }
-}
-
-/** The duration histogram's buckets: 0.25 ms to ≈ 8 s. */
-export const DURATION_BUCKETS: readonly number[] = exponentialBuckets(0.00025, 2, 16);
-
 export class ForwardMetrics {
-  readonly requests: Counter<'to'>;
-  readonly duration: Histogram<'to' | 'rcode'>;
+  readonly requests: FastCounter;
+  readonly duration: FastHistogram;
   readonly healthcheckFailures: Counter<'to'>;
   readonly healthcheckBroken: Counter<string>;
   readonly maxConcurrentRejects: Counter<'reason'>;
@@ -199,12 +89,12 @@ export class ForwardMetrics {
   private readonly ignoredChildren = new Map<string, CounterChild>();
 
   constructor(factory: MetricsFactory, readonly sources: GaugeSources = new GaugeSources()) {
-    this.requests = factory.counter({ name: 'requests_total', help: 'Queries sent to each upstream (every try: UDP, TCP retry, failover).', labelNames: ['to'] });
-    this.duration = factory.histogram({
+    this.requests = factory.fastCounter({ name: 'requests_total', help: 'Queries sent to each upstream (every try: UDP, TCP retry, failover).', labelNames: ['to'] });
+    this.duration = factory.fastHistogram({
       name: 'request_duration_seconds',
       help: 'Time from sending a try to an upstream to its accepted answer, by upstream and answer RCODE.',
       labelNames: ['to', 'rcode'],
-      buckets: [...DURATION_BUCKETS],
+      buckets: TIME_BUCKETS,
     });
     this.healthcheckFailures = factory.counter({ name: 'healthcheck_failures_total', help: 'Health probes that got no answer (each counts toward max_fails).', labelNames: ['to'] });
     this.healthcheckBroken = factory.counter({ name: 'healthcheck_broken_total', help: 'Queries that found every upstream down (answered SERVFAIL at once, or sent as a recovery trial).' });
@@ -304,7 +194,7 @@ export class UpstreamMetrics {
       exhausted: metrics.udpPoolExhausted.labels(to),
     };
     this.poolSink.exhausted.inc(0);
-    this.requests = new SeriesCounter(metrics.requests, { to });
+    this.requests = metrics.requests.child([to]);
     this.healthcheckFailures = metrics.healthcheckFailures.labels(to);
     this.truncated = metrics.truncatedRetries.labels(to);
     this.timeouts = metrics.timeouts.labels(to);
@@ -314,7 +204,7 @@ export class UpstreamMetrics {
   observe(rcode: number, seconds: number): void {
     let child = this.byRcode[rcode];
     if (child === undefined) {
-      child = new SeriesHistogram(this.metrics.duration, { to: this.to, rcode: RCODE_NAMES[rcode] ?? String(rcode) }, DURATION_BUCKETS);
+      child = this.metrics.duration.child([this.to, RCODE_NAMES[rcode] ?? String(rcode)]);
       this.byRcode[rcode] = child;
     }
     child.observe(seconds);
@@ -323,14 +213,4 @@ export class UpstreamMetrics {
   setUp(up: boolean): void {
     this.metrics.upstreamUp.set({ to: this.to }, up ? 1 : 0);
   }
-}
-
-function exponentialBuckets(start: number, factor: number, count: number): number[] {
-  const out: number[] = [];
-  let v = start;
-  for (let i = 0; i < count; i++) {
-    out.push(v);
-    v *= factor;
-  }
-  return out;
 }

@@ -20,7 +20,7 @@ import { BlockSources } from './sources';
 
 export { httpListeners, parseHttpListen, isLoopbackAddress, dashboardDir } from './http';
 export { MONITORED_TYPES, RequestRecorder, coreMetrics, zoneLabel } from './requestMetrics';
-export { FastCounter, FastHistogram, TIME_BUCKETS, SIZE_BUCKETS, TAP_BUCKETS } from './collectors';
+export { FastCounter, FastHistogram, TIME_BUCKETS, SIZE_BUCKETS, TAP_BUCKETS } from '../../core/fastMetrics';
 export type { Sample } from './series';
 export { normaliseBreakers, discoverySnapshot, type DiscoverySnapshot, type BreakerStateName } from './sources';
 

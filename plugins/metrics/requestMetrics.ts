@@ -20,7 +20,8 @@ import {
   fastHistogram,
   type CounterChild,
   type HistogramChild,
-} from './collectors';
+} from '../../core/fastMetrics';
+import { METRIC_PREFIX } from '../../core/metricsRegistry';
 
 /**
  * Query types that get their own `type` label value; every other type is `other` (CoreDNS's `monitorType` list,
@@ -59,21 +60,20 @@ export interface CoreMetrics {
 
 export function coreMetrics(registry: Registry): CoreMetrics {
   return {
-    requests: fastCounter(registry, 'dns', 'requests_total', 'Queries handled by the chain, by server block, zone, transport, address family (1 = IPv4, 2 = IPv6) and query type.', [
+    requests: fastCounter(registry, `${METRIC_PREFIX}dns_requests_total`, 'Queries handled by the chain, by server block, zone, transport, address family (1 = IPv4, 2 = IPv6) and query type.', [
       'server',
       'zone',
       'proto',
       'family',
       'type',
     ]),
-    responses: fastCounter(registry, 'dns', 'responses_total', 'Responses written, by server block, zone, RCODE and the plugin that answered.', ['server', 'zone', 'rcode', 'plugin']),
-    duration: fastHistogram(registry, 'dns', 'request_duration_seconds', 'Time from receiving a query to writing its response, by server block, zone and query type.', ['server', 'zone', 'type'], TIME_BUCKETS),
-    requestSize: fastHistogram(registry, 'dns', 'request_size_bytes', 'Size of the queries received, by server block, zone and transport.', ['server', 'zone', 'proto'], SIZE_BUCKETS),
-    responseSize: fastHistogram(registry, 'dns', 'response_size_bytes', "Size of the chain's responses, by server block, zone and transport.", ['server', 'zone', 'proto'], SIZE_BUCKETS),
+    responses: fastCounter(registry, `${METRIC_PREFIX}dns_responses_total`, 'Responses written, by server block, zone, RCODE and the plugin that answered.', ['server', 'zone', 'rcode', 'plugin']),
+    duration: fastHistogram(registry, `${METRIC_PREFIX}dns_request_duration_seconds`, 'Time from receiving a query to writing its response, by server block, zone and query type.', ['server', 'zone', 'type'], TIME_BUCKETS),
+    requestSize: fastHistogram(registry, `${METRIC_PREFIX}dns_request_size_bytes`, 'Size of the queries received, by server block, zone and transport.', ['server', 'zone', 'proto'], SIZE_BUCKETS),
+    responseSize: fastHistogram(registry, `${METRIC_PREFIX}dns_response_size_bytes`, "Size of the chain's responses, by server block, zone and transport.", ['server', 'zone', 'proto'], SIZE_BUCKETS),
     pluginDuration: fastHistogram(
       registry,
-      'plugin',
-      'duration_seconds',
+      `${METRIC_PREFIX}plugin_duration_seconds`,
       "Time spent in each plugin's tap, by server block, plugin and hook (query: includes what the plugin awaited through ctx.next()).",
       ['server', 'plugin', 'hook'],
       TAP_BUCKETS,

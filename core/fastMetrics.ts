@@ -6,11 +6,10 @@
  * in a plain object bound once (`child(...)`), so recording is `value += 1` or a short bucket scan and
  * `counts[i]++` — no lookup, no allocation — and turn them into prom-client's exposition objects only when
  * `/metrics` is scraped. They implement what prom-client's Registry calls (`get`, `reset`, `name`, `help`,
- * `type`, `aggregator`), so they sit in the same registry as every plugin's metrics.
+ * `type`, `aggregator`), so they sit in the same registry as every plugin's metrics. Plugins make them through
+ * their metrics factory (`fastCounter`, `fastHistogram` in core/metricsRegistry.ts).
  */
 import type { Registry } from 'prom-client';
-
-export const METRIC_PREFIX = 'codexdns_';
 
 /** CoreDNS's `plugin.TimeBuckets`: `prometheus.ExponentialBuckets(0.00025, 2, 16)`, 0.25 ms to 8.192 s. */
 export const TIME_BUCKETS: readonly number[] = Object.freeze(Array.from({ length: 16 }, (_, i) => 0.00025 * 2 ** i));
@@ -144,25 +143,23 @@ export class FastHistogram extends FastMetric<HistogramChild> {
 }
 
 /**
- * The registered metric of this name, or a new one registered now. Asking again (a reload, a second server
+ * The registered metric of this full name, or a new one registered now. Asking again (a reload, a second server
  * block) returns the same object, so counts continue and nothing is registered twice.
  */
-export function fastCounter(registry: Registry, subsystem: string, name: string, help: string, labelNames: readonly string[]): FastCounter {
-  const full = `${METRIC_PREFIX}${subsystem}_${name}`;
-  const existing = registry.getSingleMetric(full) as unknown;
+export function fastCounter(registry: Registry, name: string, help: string, labelNames: readonly string[]): FastCounter {
+  const existing = registry.getSingleMetric(name) as unknown;
   if (existing instanceof FastCounter) return existing;
-  if (existing !== undefined) throw new Error(`${full} is already registered as another kind of metric`);
-  const m = new FastCounter(full, help, labelNames);
+  if (existing !== undefined) throw new Error(`${name} is already registered as another kind of metric`);
+  const m = new FastCounter(name, help, labelNames);
   registry.registerMetric(m as never);
   return m;
 }
 
-export function fastHistogram(registry: Registry, subsystem: string, name: string, help: string, labelNames: readonly string[], buckets: readonly number[]): FastHistogram {
-  const full = `${METRIC_PREFIX}${subsystem}_${name}`;
-  const existing = registry.getSingleMetric(full) as unknown;
+export function fastHistogram(registry: Registry, name: string, help: string, labelNames: readonly string[], buckets: readonly number[]): FastHistogram {
+  const existing = registry.getSingleMetric(name) as unknown;
   if (existing instanceof FastHistogram) return existing;
-  if (existing !== undefined) throw new Error(`${full} is already registered as another kind of metric`);
-  const m = new FastHistogram(full, help, labelNames, buckets);
+  if (existing !== undefined) throw new Error(`${name} is already registered as another kind of metric`);
+  const m = new FastHistogram(name, help, labelNames, buckets);
   registry.registerMetric(m as never);
   return m;
 }
