@@ -141,3 +141,44 @@ describe('core wire behaviour', () => {
     assert.deepEqual([...got].sort(), ids);
   });
 });
+
+describe('a response rendered with room of its own (DnsResponse.fromRender)', () => {
+  // The writer builds the reply in that room only when the records already lie where the reply needs them; a
+  // response for a question of another length is reshaped first, and its records must come from the new bytes.
+  const rendered = dnsPacket.encode({
+    type: 'response',
+    id: 0,
+    flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE,
+    questions: [{ name: 'a-much-longer-name.example', type: 'A', class: 'IN' }],
+    answers: [{ name: 'a-much-longer-name.example', type: 'A', class: 'IN', ttl: 60, data: '192.0.2.44' }],
+  });
+  const renderer = definePlugin({
+    name: 'renderer',
+    options: Type.Object({}),
+    setup(api) {
+      api.hooks.query.tap('renderer', () => {
+        const room = Buffer.alloc(rendered.length + 512);
+        rendered.copy(room);
+        return DnsResponse.fromRender(room, rendered.length);
+      });
+    },
+  });
+  const renderCatalog: PluginCatalog = {
+    get: (name) => (name === 'renderer' ? (renderer as unknown as AnyPluginDefinition) : builtinCatalog.get(name)),
+    names: () => [...builtinCatalog.names(), 'renderer'],
+  };
+
+  test('answering a question of another length gives a whole reply, the client question and the records', async () => {
+    const s = await startServer('servers:\n  - listen: [udp://127.0.0.1:0]\n    plugins:\n      - renderer: {}\n', { catalog: renderCatalog });
+    try {
+      for (const edns of [undefined, 1232]) {
+        const r = await s.query('q.test', 'A', edns === undefined ? {} : { edns });
+        assert.equal(r.rcode, 'NOERROR');
+        assert.equal(r.questions?.[0]?.name, 'q.test');
+        assert.deepEqual((r.answers ?? []).map((a) => [a.name, (a as { data?: unknown }).data]), [['a-much-longer-name.example', '192.0.2.44']]);
+      }
+    } finally {
+      await s.stop();
+    }
+  });
+});

@@ -68,10 +68,11 @@ export function writeForClient(res: DnsResponse, q: ParsedQuery, raw: Buffer, li
   }
 
   const size = q.questionEnd + (cut - layout.questionEnd) + optLen;
-  // A response with room of its own (a cache hit's fresh copy) becomes the reply where it lies: its question
-  // is as long as the client's (checked above), so the records are already in place and only the header, the
-  // question's letter case and the OPT are written. Otherwise the records are copied into a new buffer.
-  const inPlace = cut === bodyEnd ? res.replyBuffer(size) : null;
+  // A response with room of its own (a cache hit's fresh copy) becomes the reply where it lies, when nothing was
+  // cut and it was not reshaped (its question is then as long as the client's): the records are already in place
+  // and only the header, the question's letter case and the OPT are written. A reshaped response's records sit
+  // in the new `wire`, not in its own buffer. Otherwise the records are copied into a new buffer.
+  const inPlace = cut === bodyEnd && wire === res.wire ? res.replyBuffer(size) : null;
   const out = inPlace ?? Buffer.allocUnsafe(size);
   out.writeUInt16BE(q.id, 0);
   out.writeUInt16BE(flags, 2);
