@@ -237,7 +237,7 @@ export interface SourceMetricsFactory extends MetricsFactory {
 }
 
 export function forSource(factory: MetricsFactory, source: string): SourceMetricsFactory {
-  const made: Array<{ release(): void }> = [];
+  const made: Array<{ update(): void; release(): void }> = [];
   return {
     ...factory,
     mirrorCounter: <L extends string>(cfg: MirroredCounterConfiguration<L>): Mirror<Counter<L>> => {
@@ -251,7 +251,12 @@ export function forSource(factory: MetricsFactory, source: string): SourceMetric
       return m;
     },
     release: () => {
-      for (const m of made) m.release();
+      // A reload sets up the successor before this instance shuts down: what was counted since the last scrape is
+      // reported now, or it would be lost with the reader.
+      for (const m of made) {
+        m.update();
+        m.release();
+      }
     },
   };
 }

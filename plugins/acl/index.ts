@@ -102,6 +102,7 @@ export default definePlugin({
       name: 'decisions_cached',
       help: 'Client addresses whose allow/refuse decision is remembered (at most cache_size; the least recently seen is forgotten).',
       labelNames: ['server'] as const,
+      reset: true,
       levels: () => [{ labels: { server: block }, value: decisions.size }],
     });
     api.hooks.shutdown.tap('acl', () => cached.release());

@@ -75,7 +75,7 @@ export function registerFilterMetrics(shared: MetricsFactory, server: string, st
   perSource('source_age_seconds', 'Seconds since a source was last refreshed successfully (-1: never)', (s) => (s.lastRefresh === null ? -1 : Math.max(0, (Date.now() - s.lastRefresh) / 1000)));
   perSource('source_bytes', 'Memory held by a source\'s tables', (s) => s.byteLength);
   const simple = (name: string, help: string, read: () => number): void => {
-    factory.mirrorGauge({ subsystem: SUBSYSTEM, name, help, labelNames: ['server'] as const, levels: () => [{ labels: { server }, value: read() }] });
+    factory.mirrorGauge({ subsystem: SUBSYSTEM, name, help, labelNames: ['server'] as const, reset: true, levels: () => [{ labels: { server }, value: read() }] });
   };
   simple('names', 'Names in all tables (after dropping duplicates and names under a listed parent)', () => state().engine.names);
   simple('table_bytes', 'Memory held by all name tables', () => state().engine.byteLength);

@@ -136,6 +136,7 @@ export default definePlugin({
       name: 'buffered_lines',
       help: 'Query lines waiting to be written',
       labelNames: ['server'] as const,
+      reset: true,
       levels: () => [...depthOf].map(([server, depth]) => ({ labels: { server }, value: depth() })),
     });
     // A full buffer can drop a line per query: say so at most once per 10 s, with the count.

@@ -38,6 +38,7 @@ export function registerRatelimitMetrics(shared: MetricsFactory, server: string,
     name: 'buckets',
     help: 'Clients (or client networks) with a query bucket in memory',
     labelNames: ['server'] as const,
+    reset: true,
     levels: () => {
       const q = queries();
       return q === undefined ? [] : [{ labels: { server }, value: q.size }];
