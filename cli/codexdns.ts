@@ -9,8 +9,6 @@ import { configJsonSchema, type CustomPluginSchema } from '../config/schemaExpor
 import { parse as parseYaml } from 'yaml';
 import { CodexServer } from '../server/server';
 import { builtinCatalog } from '../server/catalog';
-import { registerClientsMigrations } from '../plugins/clienttrack/store';
-import { migrationsDir as querylogMigrationsDir } from '../plugins/querylog';
 
 const USAGE = `Usage:
   codexdns [--conf FILE]              run the server (default ./Corefile.yaml)
@@ -71,8 +69,11 @@ async function migrate(action: string | undefined, set: string | undefined, file
   // Built-in plugins that own tables migrate them as their own sets (the server registers them at first use):
   // `migrate up` prepares every table the configuration will use.
   const used = new Set(cfg.servers.flatMap((b) => b.plugins.map((p) => p.name)));
-  if (used.has('clienttrack')) registerClientsMigrations(storage);
-  if (used.has('querylog')) storage.migrate.addPlugin('querylog', querylogMigrationsDir());
+  // Loaded here, not at the top: the server itself must not load plugins its configuration does not name.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  if (used.has('clienttrack')) (require('../plugins/clienttrack/store') as typeof import('../plugins/clienttrack/store')).registerClientsMigrations(storage);
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  if (used.has('querylog')) storage.migrate.addPlugin('querylog', (require('../plugins/querylog') as typeof import('../plugins/querylog')).migrationsDir());
   try {
     if (action === 'up') {
       const done = await storage.migrate.latest(set);
