@@ -10,6 +10,9 @@ export { CacheStore, CacheEntry, EntryKind, cacheKey, variantOf, entryCost, DEFA
 export { CacheHandler } from './handler';
 export { CacheStats } from './metrics';
 
+/** The TTL options are written as durations; the store counts whole seconds. */
+const seconds = (ms: number): number => Math.floor(ms / 1000);
+
 const PrefetchOptions = Type.Object(
   {
     enabled: Type.Boolean({ default: true, description: 'Set false to keep the block but switch prefetching off.' }),
@@ -54,12 +57,10 @@ export const cachePlugin = definePlugin({
   role: 'answers',
   // Here, not in setup: `codexdns validate` runs it too, and each is reported at its option's line.
   check(o) {
-    const seconds = (ms: number): number => Math.floor(ms / 1000);
     if (seconds(o.min_ttl) > seconds(o.max_ttl)) throw new OptionError('min_ttl', `min_ttl (${seconds(o.min_ttl)}s) is above max_ttl (${seconds(o.max_ttl)}s)`);
     if (entryCost(o.max_entry_bytes, 0, 0) > o.max_bytes) throw new OptionError('max_bytes', `${o.max_bytes} cannot hold one answer of max_entry_bytes (${o.max_entry_bytes}) and its overhead`);
   },
   setup(api, o) {
-    const seconds = (ms: number): number => Math.floor(ms / 1000);
     const prefetch: PrefetchConfig | null =
       o.prefetch !== undefined && o.prefetch.enabled ? { amount: o.prefetch.amount, withinMs: o.prefetch.within, percentage: o.prefetch.percentage } : null;
     const stale: StaleConfig | null =
