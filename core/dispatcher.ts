@@ -175,8 +175,10 @@ export class Dispatcher {
         reply(out);
       }
       done();
+      const served = chain.hooks.served;
+      if (served.taps.length === 0) return;
       try {
-        chain.hooks.served.call(ctx, res);
+        served.call(ctx, res);
       } catch {
         this.servedFailure.hit();
       }

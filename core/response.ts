@@ -51,7 +51,7 @@ export class DnsResponse {
    * answer is copied once on its way out instead of twice. Nothing else may hold `buffer`.
    */
   static fromRender(buffer: Buffer, length: number, layout?: MessageLayout): DnsResponse {
-    const r = new DnsResponse(buffer.subarray(0, length), undefined, layout);
+    const r = new DnsResponse(length === buffer.length ? buffer : buffer.subarray(0, length), undefined, layout);
     r.ownBuffer = buffer;
     return r;
   }
@@ -95,7 +95,7 @@ export class DnsResponse {
   replyBuffer(size: number): Buffer | null {
     const own = this.ownBuffer;
     if (own === undefined || size > own.length) return null;
-    return own.subarray(0, size);
+    return size === own.length ? own : own.subarray(0, size);
   }
 
   /** The reply was written over this response's bytes: from now on it holds exactly what was sent. */

@@ -8,7 +8,8 @@ import { layoutOf } from '../core/wire/message';
 import { writeForClient } from '../core/wire/finalize';
 import { buildQuery } from '../testing/client';
 import { recordA as a, recordSoa as soa } from '../testing/fakeUpstream';
-import { CacheStore, EntryKind, cacheKey, type StoreLimits } from '../plugins/cache/store';
+import { CacheStore, EntryKind, cacheKey, nameHash, wireNameHash, type StoreLimits } from '../plugins/cache/store';
+import { lowerAscii } from '../core/wire/names';
 
 const LIMITS: StoreLimits = { capacity: 100, maxTtl: 3600, minTtl: 0, denialTtl: 1800, servfailMs: 5000, maxStaleMs: 0 };
 
@@ -261,6 +262,8 @@ describe('cache store: TTL math (ManualClock)', () => {
     const { store } = setup();
     put(store, q('WWW.Example.COM'), reply('WWW.Example.COM', 'A', { answers: [a('www.example.com', 300, '192.0.2.1')] }));
     assert.ok(store.get(q('www.example.com')));
+    assert.ok(store.get(q('wWw.EXAMPLE.coM')), "found from the client's bytes in any letter case");
+    assert.equal(store.get(q('www.example.co')), undefined);
     assert.ok(store.get(q('www.example.com', 'A', { edns: 1232 })), 'EDNS without DO shares the entry');
     assert.equal(store.get(q('www.example.com', 'AAAA')), undefined);
     assert.equal(store.get(q('www.example.com', 'A', { edns: 1232, dnssecOk: true })), undefined);
@@ -269,6 +272,13 @@ describe('cache store: TTL math (ManualClock)', () => {
     assert.equal(store.get(chaos as ParsedQuery), undefined);
     const keys = new Set([cacheKey(q('www.example.com')), cacheKey(q('www.example.com', 'AAAA')), cacheKey(q('www.example.com', 'A', { edns: 1232, dnssecOk: true })), cacheKey(q('www.example.com', 'A', { checkingDisabled: true }))]);
     assert.equal(keys.size, 4);
+  });
+
+  test('the hash of a name read from the wire is the hash of its wireKey (ASCII letters folded, other bytes kept)', () => {
+    const wire = Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0x41, 0x62, 0xc9, 0x5a, 3, 0x63, 0x4f, 0x4d, 0]);
+    const key = lowerAscii(wire.toString('latin1', 12));
+    assert.equal(key, '\x04ab\xc9z\x03com\x00');
+    assert.equal(wireNameHash(wire, 12, wire.length), nameHash(key));
   });
 
   test('a stale render sets every TTL to the stale TTL', () => {

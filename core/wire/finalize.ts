@@ -77,7 +77,7 @@ export function writeForClient(res: DnsResponse, q: ParsedQuery, raw: Buffer, li
   out.writeUInt16BE(q.id, 0);
   out.writeUInt16BE(flags, 2);
   out.writeUInt16BE(1, 4);
-  raw.copy(out, HEADER_LEN, HEADER_LEN, q.questionEnd);
+  copyQuestion(raw, out, q.questionEnd);
   out.writeUInt16BE(an, 6);
   out.writeUInt16BE(ns, 8);
   out.writeUInt16BE(ar + (optLen === 0 ? 0 : 1), 10);
@@ -85,6 +85,18 @@ export function writeForClient(res: DnsResponse, q: ParsedQuery, raw: Buffer, li
   if (optLen !== 0) writeOpt(out, pos, limits.ourUdpSize, extRcode, (q.edns as NonNullable<ParsedQuery['edns']>).dnssecOk, res.ede);
   if (inPlace !== null) res.wroteReply(out);
   return out;
+}
+
+/**
+ * The client's question (its letter case) into the reply. Most questions are a few dozen bytes, where a loop
+ * beats Buffer.copy, which makes a view of the source for any copy that does not start at 0.
+ */
+function copyQuestion(raw: Buffer, out: Buffer, questionEnd: number): void {
+  if (questionEnd - HEADER_LEN > 32) {
+    raw.copy(out, HEADER_LEN, HEADER_LEN, questionEnd);
+    return;
+  }
+  for (let i = HEADER_LEN; i < questionEnd; i++) out[i] = raw[i];
 }
 
 /** What fits of a message cut at an RRset boundary: record counts per section and where the kept bytes end. */

@@ -12,6 +12,8 @@ export interface EdnsInfo {
 /** A query that passed the header and question checks. Offsets refer to `raw`. */
 export interface ParsedQuery {
   readonly kind: 'query';
+  /** The query's bytes, as received. */
+  readonly raw: Buffer;
   readonly id: number;
   readonly flags: number;
   readonly opcode: number;
@@ -89,7 +91,31 @@ export function parseQuery(raw: Buffer, tcp = false): ParsedQuery | QueryProblem
     }
     pos = next;
   }
-  return { kind: 'query', id, flags, opcode, questionEnd, qtype, qclass, wireKey: lowerAscii(raw.toString('latin1', HEADER_LEN, nameEnd)), edns };
+  return new Question(raw, id, flags, opcode, questionEnd, qtype, qclass, edns);
+}
+
+/**
+ * A parsed query. Its `wireKey` is made on first read: a cache hit finds its entry from the bytes themselves
+ * (`raw`), and the string (a copy and a case fold) would be garbage on every hit.
+ */
+class Question implements ParsedQuery {
+  readonly kind = 'query' as const;
+  private key: string | undefined = undefined;
+  constructor(
+    readonly raw: Buffer,
+    readonly id: number,
+    readonly flags: number,
+    readonly opcode: number,
+    readonly questionEnd: number,
+    readonly qtype: number,
+    readonly qclass: number,
+    readonly edns: EdnsInfo | null,
+  ) {}
+
+  get wireKey(): string {
+    if (this.key === undefined) this.key = lowerAscii(this.raw.toString('latin1', HEADER_LEN, this.questionEnd - 4));
+    return this.key;
+  }
 }
 
 /**

@@ -324,10 +324,21 @@ function layoutFromChunk(buf: Buffer, off: number): MessageLayout {
   };
 }
 
-/** FNV-1a of the lower-cased wire name, kept a small integer (31 bits) so the map's keys stay unboxed. */
+/** FNV-1a of the lower-cased wire name, kept a small integer (30 bits) so the map's keys stay unboxed. */
 export function nameHash(name: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193);
+  return (h >>> 1) & 0x3fffffff;
+}
+
+/** `nameHash` of the wire name in buf[start, end), its ASCII letters folded to lower case as `wireKey` folds them. */
+export function wireNameHash(buf: Buffer, start: number, end: number): number {
+  let h = 0x811c9dc5;
+  for (let i = start; i < end; i++) {
+    let c = buf[i];
+    if (c >= 65 && c <= 90) c += 32;
+    h = Math.imul(h ^ c, 0x01000193);
+  }
   return (h >>> 1) & 0x3fffffff;
 }
 
@@ -447,9 +458,36 @@ export class CacheStore {
 
   /** The entry for a query, marked used (whatever its age: the caller decides fresh / stale / dead). */
   get(q: ParsedQuery): CacheEntry | undefined {
-    const e = this.find(q.wireKey, q.qtype, (q.qclass << 3) | ((q.flags & FLAG_AD) !== 0 ? 4 : 0) | ((q.flags & FLAG_CD) !== 0 ? 2 : 0) | (q.edns !== null && q.edns.dnssecOk ? 1 : 0));
+    const e = this.findAsked(q, (q.qclass << 3) | ((q.flags & FLAG_AD) !== 0 ? 4 : 0) | ((q.flags & FLAG_CD) !== 0 ? 2 : 0) | (q.edns !== null && q.edns.dnssecOk ? 1 : 0));
     if (e !== undefined) e.used = true;
     return e;
+  }
+
+  /** `find` for a query, read from the client's bytes: a hit makes no name string. */
+  private findAsked(q: ParsedQuery, variant: number): CacheEntry | undefined {
+    const raw = q.raw;
+    const nameEnd = q.questionEnd - 4;
+    const qtype = q.qtype;
+    let e = this.names.get(wireNameHash(raw, HEADER_LEN, nameEnd));
+    while (e !== undefined && (e.qtype !== qtype || e.variant !== variant || !this.sameWireName(e, raw, nameEnd))) e = e.next;
+    return e;
+  }
+
+  /** The entry's question name equals raw[HEADER_LEN, nameEnd), letters compared without case. */
+  private sameWireName(e: CacheEntry, raw: Buffer, nameEnd: number): boolean {
+    const buf = e.chunkBuffer();
+    const off = e.chunkOffset();
+    const n = nameEnd - HEADER_LEN;
+    if (buf[off + 4] + (buf[off + 5] << 8) - 4 - HEADER_LEN !== n) return false;
+    const w = off + CHUNK_HEADER + HEADER_LEN;
+    for (let i = 0; i < n; i++) {
+      let a = buf[w + i];
+      let b = raw[HEADER_LEN + i];
+      if (a >= 65 && a <= 90) a += 32;
+      if (b >= 65 && b <= 90) b += 32;
+      if (a !== b) return false;
+    }
+    return true;
   }
 
   /** Reads without marking the entry used. */
@@ -694,31 +732,32 @@ export class CacheStore {
 
   /**
    * A response from the entry with every TTL counted down: max(base − elapsed whole seconds, 0).
-   * The copy keeps the stored bytes pristine and is the only one a hit makes: it leaves room for our OPT
-   * record, and the core writer turns it into the client's reply where it lies (ID, flags, question case,
-   * OPT), copying again only when the client needs it truncated.
+   * The copy keeps the stored bytes pristine and is the only one a hit makes: it leaves `room` bytes for our
+   * OPT record, and the core writer turns it into the client's reply where it lies (ID, flags, question case,
+   * OPT), copying again only when the client needs it truncated or the room is short. A room of exactly the
+   * OPT's size (none for a client without EDNS) makes the reply the buffer itself, with no view of it made.
    */
-  render(e: CacheEntry, now: number): DnsResponse {
+  render(e: CacheEntry, now: number, room = REPLY_ROOM): DnsResponse {
     // `now` may be a query's arrival time, a little before an entry stored while the query waited its turn.
     const elapsed = now > e.storedAt ? Math.floor((now - e.storedAt) / 1000) : 0;
-    return this.renderWith(e, elapsed, -1);
+    return this.renderWith(e, elapsed, -1, room);
   }
 
   /** A stale response (RFC 8767 §4): every TTL set to `ttl` seconds. The caller adds the EDE. */
   renderStale(e: CacheEntry, ttl: number): DnsResponse {
-    const res = this.renderWith(e, 0, ttl);
+    const res = this.renderWith(e, 0, ttl, REPLY_ROOM);
     res.ede = undefined;
     return res;
   }
 
   /** The entry's bytes copied out with TTLs of base − elapsed (≥ 0), or all `fixed` when fixed ≥ 0. */
-  private renderWith(e: CacheEntry, elapsed: number, fixed: number): DnsResponse {
+  private renderWith(e: CacheEntry, elapsed: number, fixed: number, room: number): DnsResponse {
     const src = e.chunkBuffer();
     const off = e.chunkOffset();
     const len = src[off] | (src[off + 1] << 8);
     const n = src[off + 2] | (src[off + 3] << 8);
     const w = off + CHUNK_HEADER;
-    const out = Buffer.allocUnsafe(len + REPLY_ROOM);
+    const out = Buffer.allocUnsafe(len + room);
     src.copy(out, 0, w, w + len);
     let layout = e.keptLayout();
     if (layout === undefined) {
