@@ -8,8 +8,8 @@ import { layoutOf } from '../core/wire/message';
 import { writeForClient } from '../core/wire/finalize';
 import { buildQuery } from '../testing/client';
 import { recordA as a, recordSoa as soa } from '../testing/fakeUpstream';
-import { CacheStore, EntryKind, cacheKey, nameHash, wireNameHash, type StoreLimits } from '../plugins/cache/store';
-import { lowerAscii } from '../core/wire/names';
+import { CacheStore, EntryKind, cacheKey, nameHash, type StoreLimits } from '../plugins/cache/store';
+import { lowerAscii, wireNameHash } from '../core/wire/names';
 
 const LIMITS: StoreLimits = { capacity: 100, maxTtl: 3600, minTtl: 0, denialTtl: 1800, servfailMs: 5000, maxStaleMs: 0 };
 

@@ -7,6 +7,8 @@ import { parseResolvConf, readResolvConf } from '../plugins/pkg/resolvconf';
 import { parseUpstream } from '../plugins/forward/upstream';
 import { createPolicy } from '../plugins/forward/policy';
 import { buildQuery, mismatch, nextId, questionEndOf } from '../plugins/forward/exchange';
+import { FlightTable, questionHash } from '../plugins/forward/flightTable';
+import { encodeName } from '../core/wire/names';
 import { localAnswer, maybePrivate, privateZoneOf, PRIVATE_ZONES } from '../plugins/forward/private';
 import { parseQuery, type ParsedQuery } from '../core/wire/query';
 
@@ -190,5 +192,49 @@ describe('forward: RFC 6303 zones', () => {
     assert.equal(nodata.rcode, 'NOERROR');
     assert.equal(nodata.answers?.length, 0);
     assert.equal(nodata.authorities?.[0].type, 'SOA');
+  });
+});
+
+describe('forward: the table of questions in flight', () => {
+  interface F { hash: number; bits: number; query: Buffer; qEnd: number; name: string }
+  const flight = (name: string, type = 'A', bits = 0, hash?: number): F => {
+    const query = buildQuery(encodeName(name.toLowerCase()).toString('latin1'), type === 'AAAA' ? 28 : 1, 1, false, false, 1232);
+    const qEnd = questionEndOf(query);
+    return { hash: hash ?? questionHash(query, qEnd, bits), bits, query, qEnd, name };
+  };
+  const asked = (name: string, type = 'A'): Buffer => dnsPacket.encode({ type: 'query', id: 7, questions: [{ name, type: type as dnsPacket.RecordType, class: 'IN' }] });
+  const find = (t: FlightTable<F>, name: string, type = 'A', bits = 0, hash?: number): string | undefined => {
+    const raw = asked(name, type);
+    const end = raw.length;
+    return t.find(hash ?? questionHash(raw, end, bits), raw, end, bits)?.name;
+  };
+
+  test('found by the client question in any letter case; type, class and bits tell questions apart', () => {
+    const t = new FlightTable<F>(10);
+    t.add(flight('www.example.com'));
+    t.add(flight('www.example.com', 'AAAA'));
+    t.add(flight('www.example.com', 'A', 1));
+    assert.equal(find(t, 'WWW.Example.COM'), 'www.example.com');
+    assert.equal(find(t, 'www.example.com', 'AAAA'), 'www.example.com');
+    assert.equal(find(t, 'www.example.co'), undefined);
+    assert.equal(find(t, 'www.example.com', 'A', 4), undefined);
+    assert.equal(t.size, 3);
+  });
+
+  test('equal hashes of different questions are told apart, and a removal keeps the others findable', () => {
+    const t = new FlightTable<F>(4);
+    const names = ['a.test', 'b.test', 'c.test', 'd.test'];
+    const fs = names.map((n) => flight(n, 'A', 0, 42));
+    for (const f of fs) t.add(f);
+    for (const n of names) assert.equal(find(t, n, 'A', 0, 42), n);
+    t.remove(fs[1]);
+    t.remove(fs[1]);
+    assert.equal(t.size, 3);
+    assert.equal(find(t, 'b.test', 'A', 0, 42), undefined);
+    for (const n of ['a.test', 'c.test', 'd.test']) assert.equal(find(t, n, 'A', 0, 42), n);
+    assert.deepEqual(t.values().map((f) => f.name).sort(), ['a.test', 'c.test', 'd.test']);
+    t.clear();
+    assert.equal(t.size, 0);
+    assert.equal(find(t, 'a.test', 'A', 0, 42), undefined);
   });
 });

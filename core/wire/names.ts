@@ -55,6 +55,21 @@ export function readName(buf: Buffer, off: number): string {
   return labels.join('.');
 }
 
+/**
+ * FNV-1a of the wire name in buf[start, end) with its ASCII letters folded to lower case, as `lowerAscii` folds a
+ * wire key: a name's hash straight from a packet, without making its string. 30 bits, so a Map keyed by it keeps
+ * its keys unboxed.
+ */
+export function wireNameHash(buf: Buffer, start: number, end: number): number {
+  let h = 0x811c9dc5;
+  for (let i = start; i < end; i++) {
+    let c = buf[i];
+    if (c >= 65 && c <= 90) c += 32;
+    h = Math.imul(h ^ c, 0x01000193);
+  }
+  return (h >>> 1) & 0x3fffffff;
+}
+
 /** DNS compares names case-insensitively for ASCII only (RFC 4343): never fold bytes above 0x7f. */
 export function lowerAscii(s: string): string {
   for (let i = 0; i < s.length; i++) {

@@ -4,6 +4,7 @@ import { Flag, Rcode } from '../../core/wire/constants';
 import type { MessageLayout } from '../../core/wire/message';
 import type { ParsedQuery } from '../../core/wire/query';
 import { HEADER_LEN } from '../../core/wire/constants';
+import { wireNameHash } from '../../core/wire/names';
 import { DetachedChunk, Slab, type ChunkSource } from './slab';
 
 /** What an entry holds, for metrics (`success` / `denial`) and for the rules on what may replace what. */
@@ -324,21 +325,10 @@ function layoutFromChunk(buf: Buffer, off: number): MessageLayout {
   };
 }
 
-/** FNV-1a of the lower-cased wire name, kept a small integer (30 bits) so the map's keys stay unboxed. */
+/** `wireNameHash` of a wire key (already lower case): the same number for the same name, from a string. */
 export function nameHash(name: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193);
-  return (h >>> 1) & 0x3fffffff;
-}
-
-/** `nameHash` of the wire name in buf[start, end), its ASCII letters folded to lower case as `wireKey` folds them. */
-export function wireNameHash(buf: Buffer, start: number, end: number): number {
-  let h = 0x811c9dc5;
-  for (let i = start; i < end; i++) {
-    let c = buf[i];
-    if (c >= 65 && c <= 90) c += 32;
-    h = Math.imul(h ^ c, 0x01000193);
-  }
   return (h >>> 1) & 0x3fffffff;
 }
 

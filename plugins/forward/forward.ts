@@ -2,8 +2,8 @@
  * The forwarding engine of one `forward` instance: identical questions in flight merged into one upstream
  * exchange, failover in policy order within a deadline, health accounting, `max_concurrent` and `client_share`.
  *
- * Per query the hot path allocates the merge key, one Flight (shared by every identical query) with the list of
- * its waiters' addresses and the upstream query bytes; the try's timer is the Flight's own place in the
+ * Per query the hot path allocates one Flight (shared by every identical query, found in a fixed table by the
+ * client's question bytes: no key string) with the list of its waiters' addresses and the upstream query bytes; the try's timer is the Flight's own place in the
  * forwarder's deadline queue, and the UDP try takes a slot in the upstream's socket pool (a fixed-size table, no
  * socket per query). Listeners are shared functions that find their state on the socket — no closures per query.
  */
@@ -17,6 +17,7 @@ import { Flag, Rcode } from '../../core/wire/constants';
 import { layoutOf, type MessageLayout } from '../../core/wire/message';
 import type { UdpTryOwner } from '../pkg/udpPool';
 import { buildQuery, edeOf, isTruncated, mismatch, questionEndOf, type RejectReason } from './exchange';
+import { FlightTable, questionHash } from './flightTable';
 import type { ForwardMetrics, RejectReasonLabel } from './metrics';
 import type { Policy } from './policy';
 import type { HealthOptions, TcpConnection, TcpOwner, Upstream } from './upstream';
@@ -87,7 +88,7 @@ export class Forwarder {
   inFlight = 0;
   /** Client queries waiting on a question already in flight (bounded by max_concurrent too). */
   merging = 0;
-  readonly flights = new Map<string, Flight>();
+  readonly flights: FlightTable<Flight>;
   /** Every flight's try timer, on one Node timer. */
   readonly tryTimers = new DeadlineQueue();
   /** Queries each client address has waiting here (its own questions and merged copies); absent when 0. */
@@ -107,6 +108,7 @@ export class Forwarder {
   private closed = false;
 
   constructor(readonly block: string, readonly opts: ForwarderOptions, readonly metrics: ForwardMetrics, readonly log: Logger) {
+    this.flights = new FlightTable<Flight>(opts.maxConcurrent);
     this.clientLimit = Math.max(1, Math.ceil((opts.maxConcurrent * opts.clientShare) / 100));
     this.contended = Math.ceil(opts.maxConcurrent / 2);
     this.refusedWarning = new RepeatingWarning({
@@ -137,8 +139,8 @@ export class Forwarder {
     const held = this.perClient.get(addr) ?? 0;
     if (held >= this.clientLimit && this.inFlight + this.merging >= this.contended) return this.refuse(ctx, cb, 'client_share');
     const bits = (client.dnssecOk ? 1 : 0) | (client.checkingDisabled ? 2 : 0) | ((q.flags & Flag.AD) !== 0 ? 4 : 0);
-    const key = q.wireKey + String.fromCharCode(q.qtype, q.qclass, bits);
-    const existing = this.flights.get(key);
+    const hash = questionHash(q.raw, q.questionEnd, bits);
+    const existing = this.flights.find(hash, q.raw, q.questionEnd, bits);
     if (existing !== undefined) {
       if (this.merging >= this.opts.maxConcurrent) return this.refuse(ctx, cb, 'merged');
       existing.join(cb, addr, client.transport === 'tcp');
@@ -164,8 +166,8 @@ export class Forwarder {
       trial = true;
     }
     const query = buildQuery(q.wireKey, q.qtype, q.qclass, client.checkingDisabled, client.dnssecOk, this.opts.ednsSize, (q.flags & Flag.AD) !== 0);
-    const flight = new Flight(this, key, query, group, ctx, cb, trial);
-    this.flights.set(key, flight);
+    const flight = new Flight(this, hash, bits, query, group, ctx, cb, trial);
+    this.flights.add(flight);
     this.inFlight++;
     this.perClient.set(addr, held + 1);
     flight.start();
@@ -187,7 +189,7 @@ export class Forwarder {
   /** Fails whatever is still in flight (after the chain drained) and accepts nothing more. */
   close(): void {
     this.closed = true;
-    for (const f of [...this.flights.values()]) f.abort();
+    for (const f of this.flights.values()) f.abort();
     this.flights.clear();
   }
 
@@ -198,7 +200,7 @@ export class Forwarder {
 
   /** Gives back what `flight` and its waiters held. */
   settle(flight: Flight): void {
-    if (this.flights.get(flight.key) === flight) this.flights.delete(flight.key);
+    this.flights.remove(flight);
     this.inFlight--;
     this.merging -= flight.waiters - 1;
     const clients = flight.clients;
@@ -275,7 +277,9 @@ export class Flight implements UdpTryOwner<RejectReason>, TcpOwner, DeadlineEntr
 
   constructor(
     private readonly fwd: Forwarder,
-    readonly key: string,
+    /** The question's key in the forwarder's FlightTable. */
+    readonly hash: number,
+    readonly bits: number,
     query: Buffer,
     private readonly group: UpstreamGroup,
     /** The first client's context: failure replies are built from it. */
