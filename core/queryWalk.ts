@@ -42,15 +42,33 @@ function position(tap: QueryTap, below: Handler): Handler {
       }),
     { viaCallback },
   );
+  const settle = (ctx: QueryContext, done: WalkDone, err: unknown, result: unknown): void => {
+    if (err) return done(err, undefined, plugin);
+    if (result === undefined) return below(ctx, done);
+    const res = result as DnsResponse;
+    if (res.plugin === '') res.plugin = plugin;
+    done(null, res, plugin);
+  };
+  if (tap.type === 'sync') {
+    // A plain `tap` (acl, filter, ratelimit: most of a chain) is called directly while it is not timed: no
+    // callback closure per query. Only its own call is guarded, as in the callback form.
+    const fn = tap.fn as (ctx: QueryContext) => unknown;
+    const slot = tap.timing;
+    return (ctx, done) => {
+      ctx.below = next;
+      if (slot.observe !== null) return call(ctx, undefined, (err, result) => settle(ctx, done, err, result));
+      let result: unknown;
+      try {
+        result = fn(ctx);
+      } catch (err) {
+        return done(err, undefined, plugin);
+      }
+      settle(ctx, done, null, result);
+    };
+  }
   return (ctx, done) => {
     ctx.below = next;
-    call(ctx, undefined, (err, result) => {
-      if (err) return done(err, undefined, plugin);
-      if (result === undefined) return below(ctx, done);
-      const res = result as DnsResponse;
-      if (res.plugin === '') res.plugin = plugin;
-      done(null, res, plugin);
-    });
+    call(ctx, undefined, (err, result) => settle(ctx, done, err, result));
   };
 }
 
