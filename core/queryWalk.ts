@@ -1,7 +1,7 @@
 import type { FullTap } from 'tapable';
 import type { NextCallback, NextFn, QueryContext } from './context';
 import type { DnsResponse } from './response';
-import { type CallbackTap, callbackForm, timed } from './tapForm';
+import { type CallbackTap, type TapCallback, callbackForm, timed } from './tapForm';
 import type { TapTiming } from './timing';
 import { Rcode } from './wire/constants';
 
@@ -64,6 +64,27 @@ function position(tap: QueryTap, below: Handler): Handler {
         return done(err, undefined, plugin);
       }
       settle(ctx, done, null, result);
+    };
+  }
+  if (tap.type === 'async') {
+    // The cache's and forward's form: called directly while untimed, guarded as the callback form guards it.
+    const fn = tap.fn as (ctx: QueryContext, cb: TapCallback) => void;
+    const slot = tap.timing;
+    return (ctx, done) => {
+      ctx.below = next;
+      if (slot.observe !== null) return call(ctx, undefined, (err, result) => settle(ctx, done, err, result));
+      let answered = false;
+      const cb: TapCallback = (err, result) => {
+        if (answered) return;
+        answered = true;
+        settle(ctx, done, err, result);
+      };
+      try {
+        fn(ctx, cb);
+      } catch (err) {
+        if (answered) throw err;
+        cb(err || new Error(`tap ${plugin}: threw ${String(err)}`), undefined);
+      }
     };
   }
   return (ctx, done) => {

@@ -12,13 +12,29 @@ type AnyFn = (...args: unknown[]) => unknown;
  * A tap's function in the callback form, whatever way it was tapped (`tap`, `tapAsync`, `tapPromise`), with
  * tapable's own rules: a throw or a rejection is the tap's error, a falsy rejection reason becomes an Error.
  * `arity` is the hook's number of arguments (query: 1, response: 2), so an async tap gets its callback where
- * it expects it. Only the tap's own call is guarded: an exception from `cb` is never taken for the tap's.
+ * it expects it. Only the tap's own call is guarded: an exception from `cb` is never taken for the tap's (an async
+ * tap that throws after it answered rethrows it).
  */
 export function callbackForm(tap: FullTap, arity: 1 | 2): CallbackTap {
   const fn = tap.fn as AnyFn;
   if (tap.type === 'async') {
-    if (arity === 1) return (a, _b, cb) => void fn(a, cb);
-    return (a, b, cb) => void fn(a, b, cb);
+    // A throw before the tap answered is its failure (tapable does not catch it, and it would end the process);
+    // a second answer from the tap is ignored.
+    return (a, b, cb) => {
+      let answered = false;
+      const once: TapCallback = (err, r) => {
+        if (answered) return;
+        answered = true;
+        cb(err, r);
+      };
+      try {
+        if (arity === 1) fn(a, once);
+        else fn(a, b, once);
+      } catch (err) {
+        if (answered) throw err;
+        once(err || new Error(`tap ${tap.name}: threw ${String(err)}`), undefined);
+      }
+    };
   }
   if (tap.type === 'promise') {
     return (a, b, cb) => {

@@ -111,6 +111,66 @@ module.exports = definePlugin({ name: 'early', options: Type.Object({}), setup(a
     });
   });
 
+  test('a plain (sync) tap: its throw is its own failure, a failure below it is not, and its answer ends the walk', async () => {
+    const sync = `const { definePlugin, Type, DnsResponse } = require('codexdns');
+${txt}
+module.exports = definePlugin({ name: 'sync', options: Type.Object({}), setup(api) {
+  api.hooks.query.tap('sync', (ctx) => {
+    if (ctx.qname === 'own.test') throw new Error('sync tap broke');
+    if (ctx.qname === 'mine.test') return txt(DnsResponse, ctx, 'sync');
+    return undefined;
+  });
+} });
+`;
+    const boom = `const { definePlugin, Type } = require('codexdns');
+module.exports = definePlugin({ name: 'boom', options: Type.Object({}), setup(api) {
+  api.hooks.query.tap('boom', (ctx) => { if (ctx.qname === 'below.test') throw new Error('below broke'); return undefined; });
+} });
+`;
+    const files = { 'sync.js': sync, 'boom.js': boom, 'answer.js': answer };
+    const firstWarning = async (s: { logs: string[] }): Promise<string> => {
+      let line: string | undefined;
+      for (let i = 0; i < 50 && line === undefined; i++) {
+        line = s.logs.find((l) => l.includes('queries failed in the chain'));
+        if (line === undefined) await new Promise((r) => setTimeout(r, 20));
+      }
+      return line ?? s.logs.join('\n');
+    };
+    // The first failure of an interval is logged at once, naming its plugin: one server per failure.
+    await withServer(corefile('      - use: ./sync.js\n      - use: ./boom.js\n      - use: ./answer.js\n'), files, async (s) => {
+      assert.equal(txtOf(await s.query('mine.test', 'TXT')), 'sync');
+      assert.equal((await s.query('through.test', 'A')).rcode, 'NOERROR');
+      assert.equal((await s.query('below.test', 'A')).rcode, 'SERVFAIL');
+      assert.match(await firstWarning(s), /boom: below broke/);
+    });
+    await withServer(corefile('      - use: ./sync.js\n      - use: ./boom.js\n      - use: ./answer.js\n'), files, async (s) => {
+      assert.equal((await s.query('own.test', 'A')).rcode, 'SERVFAIL');
+      assert.match(await firstWarning(s), /sync: sync tap broke/);
+    });
+  });
+
+  test('an async tap (query or response) that throws before answering fails that query only; the server goes on', async () => {
+    const thrower = `const { definePlugin, Type } = require('codexdns');
+module.exports = definePlugin({ name: 'thrower', options: Type.Object({}), setup(api) {
+  api.hooks.query.tapAsync('thrower', (ctx, cb) => { if (ctx.qname === 'query.test') throw new Error('query tap threw'); cb(); });
+  api.hooks.response.tapAsync('thrower', (res, ctx, cb) => { if (ctx.qname === 'response.test') throw new Error('response tap threw'); cb(null, res); });
+} });
+`;
+    await withServer(corefile('      - use: ./thrower.js\n      - use: ./answer.js\n'), { 'thrower.js': thrower, 'answer.js': answer }, async (s) => {
+      assert.equal((await s.query('query.test', 'A')).rcode, 'SERVFAIL');
+      // The response tap failed: the unmodified response goes out.
+      assert.equal((await s.query('response.test', 'A')).rcode, 'NOERROR');
+      assert.equal((await s.query('after.test', 'A')).rcode, 'NOERROR');
+      let line: string | undefined;
+      for (let i = 0; i < 50 && line === undefined; i++) {
+        line = s.logs.find((l) => l.includes('queries failed in the chain'));
+        if (line === undefined) await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.match(line ?? s.logs.join('\n'), /thrower: query tap threw/);
+      assert.ok(s.logs.some((l) => /response hook failed/.test(l)), s.logs.join('\n'));
+    });
+  });
+
   test('a failing tap answers SERVFAIL and the warning names that plugin', async () => {
     const boom = `const { definePlugin, Type } = require('codexdns');
 module.exports = definePlugin({ name: 'boom', options: Type.Object({}), setup(api) {
