@@ -9,6 +9,7 @@ import { Flag, Rcode } from './wire/constants';
 import { errorReply, writeForClient } from './wire/finalize';
 import { wireKeyInZone, zoneWireKey } from './wire/names';
 import { parseQuery, type ParsedQuery } from './wire/query';
+import { u16 } from './wire/bytes';
 
 /** A server block's chain as reachable from one listen address. */
 export interface Route {
@@ -171,7 +172,7 @@ export class Dispatcher {
           out = errorReply(raw, q.id, q.flags, q.questionEnd, Rcode.SERVFAIL, q.edns !== null ? route.ednsSize : 0, false);
         }
         ctx.replySize = out.length;
-        ctx.replyFlags = out.readUInt16BE(2);
+        ctx.replyFlags = u16(out, 2);
         reply(out);
       }
       done();

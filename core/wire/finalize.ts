@@ -5,6 +5,7 @@ import type { MessageLayout } from './message';
 import type { ParsedQuery } from './query';
 import { layoutOf } from './message';
 import { readName, skipName } from './names';
+import { put16, put32, u16 } from './bytes';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { toString: typeToString } = require('dns-packet/types') as { toString(type: number): string };
 
@@ -45,14 +46,14 @@ export function writeForClient(res: DnsResponse, q: ParsedQuery, raw: Buffer, li
   const optLen = q.edns !== null ? optLength(res.ede) : 0;
   const total = q.questionEnd + (bodyEnd - layout.questionEnd) + optLen;
   const limit = limits.tcp ? 65535 : udpLimit(q, limits.ourUdpSize);
-  const respFlags = wire.readUInt16BE(2);
+  const respFlags = u16(wire, 2);
   let flags = Flag.QR | (q.flags & OPCODE_RD_CD) | Flag.RA | (respFlags & Flag.AD) | (rcode & 0x0f);
   if (res.authoritative) flags |= Flag.AA;
   if ((respFlags & Flag.TC) !== 0) flags |= Flag.TC;
 
   let an = layout.answerCount;
   let ns = layout.authorityCount;
-  let ar = wire.readUInt16BE(10) - (layout.optStart === -1 ? 0 : 1);
+  let ar = u16(wire, 10) - (layout.optStart === -1 ? 0 : 1);
   let cut = bodyEnd;
   if (total > limit) {
     const fit = fitRrsets(wire, layout, bodyEnd, limit - q.questionEnd - optLen, (rcode & 0x0f) === 3 || layout.answerCount === 0, q.edns !== null && q.edns.dnssecOk);
@@ -74,13 +75,13 @@ export function writeForClient(res: DnsResponse, q: ParsedQuery, raw: Buffer, li
   // in the new `wire`, not in its own buffer. Otherwise the records are copied into a new buffer.
   const inPlace = cut === bodyEnd && wire === res.wire ? res.replyBuffer(size) : null;
   const out = inPlace ?? Buffer.allocUnsafe(size);
-  out.writeUInt16BE(q.id, 0);
-  out.writeUInt16BE(flags, 2);
-  out.writeUInt16BE(1, 4);
+  put16(out, 0, q.id);
+  put16(out, 2, flags);
+  put16(out, 4, 1);
   copyQuestion(raw, out, q.questionEnd);
-  out.writeUInt16BE(an, 6);
-  out.writeUInt16BE(ns, 8);
-  out.writeUInt16BE(ar + (optLen === 0 ? 0 : 1), 10);
+  put16(out, 6, an);
+  put16(out, 8, ns);
+  put16(out, 10, ar + (optLen === 0 ? 0 : 1));
   const pos = inPlace !== null ? bodyEnd : q.questionEnd + wire.copy(out, q.questionEnd, layout.questionEnd, cut);
   if (optLen !== 0) writeOpt(out, pos, limits.ourUdpSize, extRcode, (q.edns as NonNullable<ParsedQuery['edns']>).dnssecOk, res.ede);
   if (inPlace !== null) res.wroteReply(out);
@@ -170,14 +171,14 @@ export function writeOpt(out: Buffer, pos: number, udpSize: number, extRcode: nu
   const textLen = ede?.text ? Buffer.byteLength(ede.text, 'utf8') : 0;
   const rdlen = ede ? 6 + textLen : 0;
   out[pos] = 0;
-  out.writeUInt16BE(RrType.OPT, pos + 1);
-  out.writeUInt16BE(udpSize, pos + 3);
-  out.writeUInt32BE(((extRcode & 0xff) << 24 | (dnssecOk ? EDNS_DO : 0)) >>> 0, pos + 5);
-  out.writeUInt16BE(rdlen, pos + 9);
+  put16(out, pos + 1, RrType.OPT);
+  put16(out, pos + 3, udpSize);
+  put32(out, pos + 5, ((extRcode & 0xff) << 24 | (dnssecOk ? EDNS_DO : 0)) >>> 0);
+  put16(out, pos + 9, rdlen);
   if (ede) {
-    out.writeUInt16BE(OPT_EDE, pos + 11);
-    out.writeUInt16BE(2 + textLen, pos + 13);
-    out.writeUInt16BE(ede.code, pos + 15);
+    put16(out, pos + 11, OPT_EDE);
+    put16(out, pos + 13, 2 + textLen);
+    put16(out, pos + 15, ede.code);
     if (textLen > 0) out.write(ede.text as string, pos + 17, 'utf8');
   }
 }
@@ -189,11 +190,11 @@ export function writeOpt(out: Buffer, pos: number, udpSize: number, extRcode: nu
 export function errorReply(raw: Buffer, id: number, qflags: number, questionEnd: number, rcode: number, udpSize: number, dnssecOk: boolean, ede?: { code: number; text?: string }): Buffer {
   const opt = udpSize > 0 ? optRecord(udpSize, rcode >> 4, dnssecOk, ede) : null;
   const out = Buffer.allocUnsafe(questionEnd + (opt === null ? 0 : opt.length));
-  out.writeUInt16BE(id, 0);
-  out.writeUInt16BE(Flag.QR | (qflags & OPCODE_RD_CD) | Flag.RA | (rcode & 0x0f), 2);
-  out.writeUInt16BE(questionEnd > HEADER_LEN ? 1 : 0, 4);
-  out.writeUInt32BE(0, 6);
-  out.writeUInt16BE(opt === null ? 0 : 1, 10);
+  put16(out, 0, id);
+  put16(out, 2, Flag.QR | (qflags & OPCODE_RD_CD) | Flag.RA | (rcode & 0x0f));
+  put16(out, 4, questionEnd > HEADER_LEN ? 1 : 0);
+  put32(out, 6, 0);
+  put16(out, 10, opt === null ? 0 : 1);
   raw.copy(out, HEADER_LEN, HEADER_LEN, questionEnd);
   if (opt !== null) opt.copy(out, questionEnd);
   return out;

@@ -1,5 +1,6 @@
 import { HEADER_LEN, RrType } from './constants';
 import { skipName } from './names';
+import { u16, u32 } from './bytes';
 
 /** Where things are inside an encoded DNS message; computed once per message by walking its records. */
 export interface MessageLayout {
@@ -22,10 +23,10 @@ export interface MessageLayout {
 /** Walks an encoded message; returns null when it is malformed. */
 export function layoutOf(buf: Buffer): MessageLayout | null {
   if (buf.length < HEADER_LEN) return null;
-  const qd = buf.readUInt16BE(4);
-  const an = buf.readUInt16BE(6);
-  const ns = buf.readUInt16BE(8);
-  const ar = buf.readUInt16BE(10);
+  const qd = u16(buf, 4);
+  const an = u16(buf, 6);
+  const ns = u16(buf, 8);
+  const ar = u16(buf, 10);
   let pos = HEADER_LEN;
   for (let i = 0; i < qd; i++) {
     const end = skipName(buf, pos);
@@ -44,9 +45,9 @@ export function layoutOf(buf: Buffer): MessageLayout | null {
     const start = pos;
     const end = skipName(buf, pos);
     if (typeof end !== 'number' || end + 10 > buf.length) return null;
-    const type = buf.readUInt16BE(end);
-    const ttl = buf.readUInt32BE(end + 4);
-    const rdlen = buf.readUInt16BE(end + 8);
+    const type = u16(buf, end);
+    const ttl = u32(buf, end + 4);
+    const rdlen = u16(buf, end + 8);
     const next = end + 10 + rdlen;
     if (next > buf.length) return null;
     if (type === RrType.OPT && i >= an + ns) {
@@ -71,7 +72,7 @@ function soaMinimum(buf: Buffer, rdata: number, end: number, ttl: number): numbe
   if (typeof mname !== 'number') return -1;
   const rname = skipName(buf, mname);
   if (typeof rname !== 'number' || rname + 20 > end) return -1;
-  return Math.min(ttl, buf.readUInt32BE(rname + 16));
+  return Math.min(ttl, u32(buf, rname + 16));
 }
 
 /** Returns the message without its OPT record (ARCOUNT adjusted), or the same buffer when it has none at the end. */
@@ -81,6 +82,6 @@ export function stripOpt(buf: Buffer, layout: MessageLayout): Buffer | null {
   if (layout.optEnd !== buf.length) return null;
   const out = Buffer.allocUnsafe(layout.optStart);
   buf.copy(out, 0, 0, layout.optStart);
-  out.writeUInt16BE(buf.readUInt16BE(10) - 1, 10);
+  out.writeUInt16BE(u16(buf, 10) - 1, 10);
   return out;
 }

@@ -1,5 +1,6 @@
 import { EDNS_DO, Flag, HEADER_LEN, MAX_LABEL_LEN, MAX_NAME_LEN, RrType } from './constants';
 import { NameError, lowerAscii, skipName, wireKeyToText } from './names';
+import { u16, u32 } from './bytes';
 
 /** EDNS(0) information taken from a query's OPT record. */
 export interface EdnsInfo {
@@ -48,11 +49,11 @@ const QTYPE_MAILA = 254;
  */
 export function parseQuery(raw: Buffer, tcp = false): ParsedQuery | QueryProblem {
   if (raw.length < HEADER_LEN) return { kind: 'drop', reason: 'short' };
-  const id = raw.readUInt16BE(0);
-  const flags = raw.readUInt16BE(2);
+  const id = u16(raw, 0);
+  const flags = u16(raw, 2);
   if (flags & Flag.QR) return { kind: 'drop', reason: 'response' };
   const opcode = (flags >> 11) & 0xf;
-  const qdcount = raw.readUInt16BE(4);
+  const qdcount = u16(raw, 4);
   // The question is echoed only when it is one well-formed question; otherwise the reply is the header alone.
   const nameEnd = qdcount === 1 ? questionNameEnd(raw) : 'truncated';
   const echoEnd = typeof nameEnd === 'number' && nameEnd + 4 <= raw.length ? nameEnd + 4 : HEADER_LEN;
@@ -61,8 +62,8 @@ export function parseQuery(raw: Buffer, tcp = false): ParsedQuery | QueryProblem
   if (typeof nameEnd !== 'number') return formerr(describe(nameEnd), id, flags, HEADER_LEN);
   if (nameEnd + 4 > raw.length) return formerr('truncated question', id, flags, HEADER_LEN);
   const questionEnd = nameEnd + 4;
-  const qtype = raw.readUInt16BE(nameEnd);
-  const qclass = raw.readUInt16BE(nameEnd + 2);
+  const qtype = u16(raw, nameEnd);
+  const qclass = u16(raw, nameEnd + 2);
   if (qtype === RrType.OPT) return formerr('QTYPE OPT', id, flags, questionEnd);
   if (qtype === QTYPE_MAILA || qtype === QTYPE_MAILB) return { kind: 'notimp', reason: 'QTYPE MAILA/MAILB', id, flags, questionEnd };
   if (qtype === QTYPE_AXFR || qtype === QTYPE_IXFR) {
@@ -71,23 +72,23 @@ export function parseQuery(raw: Buffer, tcp = false): ParsedQuery | QueryProblem
   }
 
   let edns: EdnsInfo | null = null;
-  const records = raw.readUInt16BE(6) + raw.readUInt16BE(8);
-  const additional = raw.readUInt16BE(10);
+  const records = u16(raw, 6) + u16(raw, 8);
+  const additional = u16(raw, 10);
   let pos = questionEnd;
   for (let i = 0; i < records + additional; i++) {
     const end = skipName(raw, pos);
     if (typeof end !== 'number') return formerr(describe(end), id, flags, questionEnd);
     if (end + 10 > raw.length) return formerr('truncated record', id, flags, questionEnd);
-    const type = raw.readUInt16BE(end);
-    const rdlen = raw.readUInt16BE(end + 8);
+    const type = u16(raw, end);
+    const rdlen = u16(raw, end + 8);
     const next = end + 10 + rdlen;
     if (next > raw.length) return formerr('truncated record data', id, flags, questionEnd);
     if (i >= records && type === RrType.OPT) {
       if (edns !== null) return formerr('two OPT records', id, flags, questionEnd);
       if (end !== pos + 1) return formerr('OPT owner is not the root', id, flags, questionEnd);
       if (!optionsFit(raw, end + 10, next)) return formerr('OPT option overruns its data', id, flags, questionEnd);
-      const ttl = raw.readUInt32BE(end + 4);
-      edns = { udpSize: raw.readUInt16BE(end + 2), version: (ttl >>> 16) & 0xff, dnssecOk: (ttl & EDNS_DO) !== 0 };
+      const ttl = u32(raw, end + 4);
+      edns = { udpSize: u16(raw, end + 2), version: (ttl >>> 16) & 0xff, dnssecOk: (ttl & EDNS_DO) !== 0 };
     }
     pos = next;
   }
@@ -141,7 +142,7 @@ function optionsFit(raw: Buffer, start: number, end: number): boolean {
   let p = start;
   while (p < end) {
     if (p + 4 > end) return false;
-    p += 4 + raw.readUInt16BE(p + 2);
+    p += 4 + u16(raw, p + 2);
   }
   return p === end;
 }

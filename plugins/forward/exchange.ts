@@ -6,6 +6,7 @@
 import { EDNS_DO, Flag, HEADER_LEN, OPT_EDE, RrType } from '../../core/wire/constants';
 import type { MessageLayout } from '../../core/wire/message';
 import { QUESTIONLESS_REFUSALS, nextId, replyMismatch, type RejectReason } from '../pkg/dnsReply';
+import { put16, put32 } from '../../core/wire/bytes';
 
 // ---------------------------------------------------------------------------------------------- query IDs
 
@@ -26,19 +27,19 @@ export function buildQuery(wireKey: string, qtype: number, qclass: number, check
   const nameLen = wireKey.length;
   const qEnd = HEADER_LEN + nameLen + 4;
   const out = Buffer.allocUnsafe(qEnd + OPT_LEN);
-  out.writeUInt16BE(0, 0);
-  out.writeUInt16BE(Flag.RD | (checkingDisabled ? Flag.CD : 0) | (authenticData ? Flag.AD : 0), 2);
-  out.writeUInt16BE(1, 4);
-  out.writeUInt32BE(0, 6);
-  out.writeUInt16BE(1, 10);
+  put16(out, 0, 0);
+  put16(out, 2, Flag.RD | (checkingDisabled ? Flag.CD : 0) | (authenticData ? Flag.AD : 0));
+  put16(out, 4, 1);
+  put32(out, 6, 0);
+  put16(out, 10, 1);
   out.write(wireKey, HEADER_LEN, nameLen, 'latin1');
-  out.writeUInt16BE(qtype, qEnd - 4);
-  out.writeUInt16BE(qclass, qEnd - 2);
+  put16(out, qEnd - 4, qtype);
+  put16(out, qEnd - 2, qclass);
   out[qEnd] = 0;
-  out.writeUInt16BE(RrType.OPT, qEnd + 1);
-  out.writeUInt16BE(ednsSize, qEnd + 3);
-  out.writeUInt32BE(dnssecOk ? EDNS_DO : 0, qEnd + 5);
-  out.writeUInt16BE(0, qEnd + 9);
+  put16(out, qEnd + 1, RrType.OPT);
+  put16(out, qEnd + 3, ednsSize);
+  put32(out, qEnd + 5, dnssecOk ? EDNS_DO : 0);
+  put16(out, qEnd + 9, 0);
   return out;
 }
 

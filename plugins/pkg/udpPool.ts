@@ -8,6 +8,7 @@
 import * as dgram from 'node:dgram';
 import { performance } from 'node:perf_hooks';
 import { nextId } from './dnsReply';
+import { put16 } from '../../core/wire/bytes';
 
 /** DNS, mDNS and NetBIOS name service messages all start with a 12-byte header whose first two bytes are the ID. */
 const HEADER_LEN = 12;
@@ -182,7 +183,7 @@ export class UdpPool<R extends string = string> {
     this.insert(key, owner);
     sock.live++;
     sock.sends++;
-    owner.query.writeUInt16BE(id, 0);
+    put16(owner.query, 0, id);
     if (sock.ready) sock.send(owner.query);
     else if (sock.queued === null) sock.queued = [key];
     else sock.queued.push(key);
