@@ -763,7 +763,9 @@ export class CacheStore {
     for (let i = 0; i < n; i++) {
       let v = fixed;
       if (v < 0) {
-        v = src.readUInt32LE(t + 4 * i) - elapsed;
+        const p = t + 4 * i;
+        v = (src[p] | (src[p + 1] << 8) | (src[p + 2] << 16) | (src[p + 3] << 24)) >>> 0;
+        v -= elapsed;
         if (v < 0) v = 0;
       }
       writeTtl(out, offsets[i], v);
