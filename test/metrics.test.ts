@@ -854,12 +854,32 @@ describe('prom-client, file by file', () => {
       const { collectDefaultMetrics, Registry } = require(${JSON.stringify(require.resolve('../core/promClient'))});
       collectDefaultMetrics({ register: new Registry() });
       const loaded = Object.keys(require.cache).filter((f) => /node_modules[\\/]prom-client[\\/]/.test(f));
-      console.log(JSON.stringify({ index: loaded.some((f) => /prom-client[\\/]index\.js$/.test(f)), pushgateway: loaded.some((f) => f.endsWith('pushgateway.js')), files: loaded.length, registry: typeof MetricsHub }));
+      const otel = Object.keys(require.cache).some((f) => /node_modules[\\/]@opentelemetry[\\/]/.test(f));
+      console.log(JSON.stringify({ index: loaded.some((f) => /prom-client[\\/]index\.js$/.test(f)), pushgateway: loaded.some((f) => f.endsWith('pushgateway.js')), files: loaded.length, registry: typeof MetricsHub, otel }));
     `;
-    const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8' })) as { index: boolean; pushgateway: boolean; files: number; registry: string };
+    const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8' })) as { index: boolean; pushgateway: boolean; files: number; registry: string; otel: boolean };
     assert.equal(out.registry, 'function');
     assert.ok(out.files > 5, 'prom-client was loaded');
     assert.equal(out.index, false);
     assert.equal(out.pushgateway, false);
+    assert.equal(out.otel, false, '@opentelemetry/api (prom-client loads it for exemplars) stays unloaded');
+  });
+
+  test("the default metrics are prom-client's: the same series, help and types in the same order, CPU seconds counted", async () => {
+    const ours = new promClient.Registry();
+    promClient.collectDefaultMetrics({ register: ours, prefix: 'x_', labels: { box: 'nas' } });
+    const theirs = new promClientIndex.Registry();
+    promClientIndex.collectDefaultMetrics({ register: theirs, prefix: 'x_', labels: { box: 'nas' } });
+    const shape = (ms: { name: string; help: string; type: string; aggregator: string }[]): string[] => ms.map((m) => `${m.name} ${m.type} ${m.aggregator} ${m.help}`);
+    const [a, b] = await Promise.all([ours.getMetricsAsJSON(), theirs.getMetricsAsJSON()]);
+    assert.deepEqual(shape(a as never), shape(b as never));
+    const end = Date.now() + 20;
+    while (Date.now() < end); // some CPU time to count
+    const cpu = (await ours.getMetricsAsJSON()).filter((m) => m.name.startsWith('x_process_cpu_'));
+    assert.deepEqual(cpu.map((m) => m.name), ['x_process_cpu_user_seconds_total', 'x_process_cpu_system_seconds_total', 'x_process_cpu_seconds_total']);
+    for (const m of cpu) assert.deepEqual(m.values.map((v) => v.labels), [{ box: 'nas' }]);
+    const value = (name: string): number => cpu.find((m) => m.name === name)!.values[0].value;
+    assert.ok(value('x_process_cpu_seconds_total') > 0);
+    assert.ok(Math.abs(value('x_process_cpu_seconds_total') - value('x_process_cpu_user_seconds_total') - value('x_process_cpu_system_seconds_total')) < 1e-9);
   });
 });
