@@ -628,6 +628,27 @@ describe('LruMap', () => {
     assert.equal(m.get('x'), 1);
     assert.deepEqual([...m.keys()], ['y', 'x']);
   });
+
+  it('the newest entry read again without a lookup gives its current value, for a key equal by content', () => {
+    const m = new LruMap<string, number | undefined>(2);
+    const key = (): string => ['192.0.2', '7'].join('.'); // a fresh string each time, as a packet's source is
+    m.set(key(), 1);
+    assert.equal(m.get(key()), 1);
+    m.set(key(), 2);
+    assert.equal(m.get(key()), 2);
+    assert.equal(m.delete(key()), true);
+    assert.equal(m.get(key()), undefined);
+    assert.equal(m.has(key()), false);
+    m.set(key(), undefined);
+    assert.equal(m.get(key()), undefined);
+    assert.equal(m.has(key()), true);
+    m.set('other', 3);
+    m.set('third', 4); // evicts the oldest: 192.0.2.7
+    assert.equal(m.get(key()), undefined);
+    assert.equal(m.get('third'), 4);
+    m.clear();
+    assert.equal(m.get('third'), undefined);
+  });
 });
 
 describe('RepeatingWarning', () => {

@@ -13,6 +13,7 @@ export class LruMap<K, V> implements Iterable<[K, V]> {
    * hit this and skip the delete + set.
    */
   private newest: K | undefined = undefined;
+  private newestValue: V | undefined = undefined;
   private newestSet = false;
 
   constructor(capacity: number) {
@@ -31,13 +32,16 @@ export class LruMap<K, V> implements Iterable<[K, V]> {
 
   /** Reads and marks the entry as most recently used. */
   get(key: K): V | undefined {
+    // The newest key again (the client that just asked): no lookup at all. A per-client map's key is a fresh
+    // string per packet, so the Map would hash it every time.
+    if (this.newestSet && this.newest === key) return this.newestValue;
     const value = this.map.get(key);
     // `has` only on a miss: a stored `undefined` value is still an entry and must be refreshed.
     if (value === undefined && !this.map.has(key)) return undefined;
-    if (this.newestSet && this.newest === key) return value;
     this.map.delete(key);
     this.map.set(key, value as V);
     this.newest = key;
+    this.newestValue = value;
     this.newestSet = true;
     return value;
   }
@@ -57,6 +61,7 @@ export class LruMap<K, V> implements Iterable<[K, V]> {
    */
   set(key: K, value: V): [K, V] | undefined {
     this.newest = key;
+    this.newestValue = value;
     this.newestSet = true;
     if (this.map.has(key)) {
       this.map.delete(key);
@@ -86,6 +91,7 @@ export class LruMap<K, V> implements Iterable<[K, V]> {
     if (this.newestSet && this.newest === key) {
       this.newestSet = false;
       this.newest = undefined;
+      this.newestValue = undefined;
     }
     return this.map.delete(key);
   }
@@ -94,6 +100,7 @@ export class LruMap<K, V> implements Iterable<[K, V]> {
     this.evictCursor = undefined;
     this.newestSet = false;
     this.newest = undefined;
+    this.newestValue = undefined;
     this.map.clear();
   }
 
