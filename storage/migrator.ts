@@ -183,7 +183,9 @@ export class Migrator {
         const [, log] = (await this.run(set, 'latest', (m, cfg) => m.latest(cfg))) as [number, string[]];
         for (const name of log) applied.push(set.name === CORE_SET || setName !== undefined ? name : `${set.name}:${name}`);
       }
-      if (applied.length > 0) this.log.info('storage: migrations applied', { migrations: applied });
+      // Named with their set: the core set's two clients migrations are empty stubs kept for old databases, and
+      // a fresh database logs them once for `core` and once for `clienttrack`, which does the work.
+      if (applied.length > 0) this.log.info('storage: migrations applied', { set: setName ?? (sets.length === 1 ? sets[0].name : 'all'), migrations: applied });
       return applied;
     });
   }

@@ -23,7 +23,7 @@ import {
   type StorageConfig,
   type StorageLogger,
 } from '../storage';
-import { ClientStore, registerClientsMigrations, type ClientUpdate } from '../plugins/clienttrack/store';
+import { ClientStore, clientsMigrationsDir, registerClientsMigrations, type ClientUpdate } from '../plugins/clienttrack/store';
 
 const PG_URL = process.env.CODEXDNS_TEST_PG;
 const CHILD_DIR = process.env.CODEXDNS_STORAGE_CHILD;
@@ -432,6 +432,18 @@ function commonTests(backend: Backend): void {
       assert.equal(idx[0]?.mac, 'de:ad:be:ef:00:07');
       assert.equal(typeof idx[0]?.lastSeen, 'number');
       assert.equal(typeof idx[0]?.queryCount, 'number');
+    }));
+
+  test('the "migrations applied" line names its set: a fresh database logs the core stubs and clienttrack apart', () =>
+    withEnv(backend, async (env) => {
+      const s = await env.open();
+      const infos: Array<{ msg: string; fields?: Record<string, unknown> }> = [];
+      const m = new Migrator(s.writer, { client: s.client, log: { info: (msg, fields) => void infos.push({ msg, fields }), warn() {}, error() {} } });
+      m.addPlugin('clienttrack', clientsMigrationsDir());
+      await m.latest('core');
+      await m.latest('clienttrack');
+      const applied = infos.filter((i) => i.msg === 'storage: migrations applied').map((i) => i.fields?.set);
+      assert.deepEqual(applied, ['core', 'clienttrack']);
     }));
 
   test('migration lock held by another process: retried until released, bounded otherwise', () =>
