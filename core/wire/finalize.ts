@@ -43,7 +43,7 @@ export function writeForClient(res: DnsResponse, q: ParsedQuery, raw: Buffer, li
   const rcode = res.rcode;
   const bodyEnd = layout.optStart === -1 ? wire.length : layout.optStart;
   const extRcode = rcode >> 4;
-  const optLen = q.edns !== null ? optLength(res.ede) : 0;
+  const optLen = replyOptLength(q, res.ede);
   const total = q.questionEnd + (bodyEnd - layout.questionEnd) + optLen;
   const limit = limits.tcp ? 65535 : udpLimit(q, limits.ourUdpSize);
   const respFlags = u16(wire, 2);
@@ -159,6 +159,11 @@ export function optRecord(udpSize: number, extRcode: number, dnssecOk: boolean, 
   const out = Buffer.allocUnsafe(optLength(ede));
   writeOpt(out, 0, udpSize, extRcode, dnssecOk, ede);
   return out;
+}
+
+/** Bytes of the OPT record a reply to `q` carries: ours with this EDE when the client sent EDNS, else none. */
+export function replyOptLength(q: ParsedQuery, ede?: { code: number; text?: string }): number {
+  return q.edns !== null ? optLength(ede) : 0;
 }
 
 /** Bytes of our OPT record with this EDE (or none). */

@@ -12,7 +12,7 @@ import { monotonicClock } from '../../core/clock';
 import { RepeatingWarning } from '../../core/primitives/rateLimitedLog';
 import type { ParsedQuery } from '../../core/wire/query';
 import { Flag } from '../../core/wire/constants';
-import { optLength } from '../../core/wire/finalize';
+import { replyOptLength } from '../../core/wire/finalize';
 
 const FLAG_RD = Flag.RD;
 
@@ -59,7 +59,7 @@ export class CacheHandler implements CacheCore {
       if (now < e.storedAt + e.ttlMs) {
         if (e.kind === EntryKind.Success) this.stats.hitsSuccess++;
         else this.stats.hitsDenial++;
-        const res = store.render(e, now, ctx.query.edns === null ? 0 : optLength(e.ede));
+        const res = store.render(e, now, replyOptLength(ctx.query, e.ede));
         // RD=0 reads what is held; it never makes the server recurse, not even a prefetch.
         if (this.prefetch === null || (ctx.query.flags & FLAG_RD) === 0 || !wantsPrefetch(this, e, now)) {
           cb(null, res);

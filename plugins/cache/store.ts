@@ -325,13 +325,6 @@ function layoutFromChunk(buf: Buffer, off: number): MessageLayout {
   };
 }
 
-/** `wireNameHash` of a wire key (already lower case): the same number for the same name, from a string. */
-export function nameHash(name: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193);
-  return (h >>> 1) & 0x3fffffff;
-}
-
 /** Why a response was not stored (or `stored`). */
 export type PutOutcome =
   | 'stored'
@@ -448,13 +441,13 @@ export class CacheStore {
 
   /** The entry for a query, marked used (whatever its age: the caller decides fresh / stale / dead). */
   get(q: ParsedQuery): CacheEntry | undefined {
-    const e = this.findAsked(q, (q.qclass << 3) | ((q.flags & FLAG_AD) !== 0 ? 4 : 0) | ((q.flags & FLAG_CD) !== 0 ? 2 : 0) | (q.edns !== null && q.edns.dnssecOk ? 1 : 0));
+    const e = this.find(q, (q.qclass << 3) | ((q.flags & FLAG_AD) !== 0 ? 4 : 0) | ((q.flags & FLAG_CD) !== 0 ? 2 : 0) | (q.edns !== null && q.edns.dnssecOk ? 1 : 0));
     if (e !== undefined) e.used = true;
     return e;
   }
 
-  /** `find` for a query, read from the client's bytes: a hit makes no name string. */
-  private findAsked(q: ParsedQuery, variant: number): CacheEntry | undefined {
+  /** The entry for the query's name (read from the client's bytes: a hit makes no name string), type and variant. */
+  private find(q: ParsedQuery, variant: number): CacheEntry | undefined {
     const raw = q.raw;
     const nameEnd = q.questionEnd - 4;
     const qtype = q.qtype;
@@ -482,29 +475,9 @@ export class CacheStore {
 
   /** Reads without marking the entry used. */
   peek(q: ParsedQuery): CacheEntry | undefined {
-    return this.find(q.wireKey, q.qtype, variantOf(q));
+    return this.find(q, variantOf(q));
   }
 
-  private find(name: string, qtype: number, variant: number): CacheEntry | undefined {
-    let e = this.names.get(nameHash(name));
-    while (e !== undefined && (e.qtype !== qtype || e.variant !== variant || !this.sameName(e, name))) e = e.next;
-    return e;
-  }
-
-  /** The entry's question name equals `name` (lower-case wire form), letters compared without case. */
-  private sameName(e: CacheEntry, name: string): boolean {
-    const buf = e.chunkBuffer();
-    const off = e.chunkOffset();
-    const n = name.length;
-    if (buf[off + 4] + (buf[off + 5] << 8) - 4 - HEADER_LEN !== n) return false;
-    const w = off + CHUNK_HEADER + HEADER_LEN;
-    for (let i = 0; i < n; i++) {
-      let c = buf[w + i];
-      if (c >= 65 && c <= 90) c += 32;
-      if (c !== name.charCodeAt(i)) return false;
-    }
-    return true;
-  }
 
   isFresh(e: CacheEntry, now: number): boolean {
     return now < e.storedAt + e.ttlMs;
@@ -586,7 +559,7 @@ export class CacheStore {
       cap = ttl;
     } else if (rcode === Rcode.SERVFAIL) {
       if (lim.servfailMs <= 0) return 'servfail-disabled';
-      const existing = this.find(q.wireKey, q.qtype, variant);
+      const existing = this.find(q, variant);
       if (existing !== undefined && existing.kind !== EntryKind.Servfail && this.isUsable(existing, now)) return 'servfail-behind-good-entry';
       kind = EntryKind.Servfail;
       // A SERVFAIL made here because nothing answered in time is no upstream's verdict on the name.
@@ -627,14 +600,15 @@ export class CacheStore {
       buf.writeUInt32LE(Math.min(Math.max(v, lim.minTtl), cap), t + 2 * n + 4 * i);
     }
     const bits = (variant << VARIANT_SHIFT) | (res.authoritative ? AUTHORITATIVE : 0) | kind;
-    const entry = new CacheEntry(slab, nameHash(q.wireKey), ref, q.qtype, bits, Math.floor(now), ttlMs);
+    const entry = new CacheEntry(slab, wireNameHash(q.raw, HEADER_LEN, q.questionEnd - 4), ref, q.qtype, bits, Math.floor(now), ttlMs);
     if (res.ede !== undefined) entry.ede = res.ede;
-    this.insert(entry, q.wireKey);
+    this.insert(entry, q);
     return 'stored';
   }
 
   /** Puts the entry in place of any with the same key, at the back of the eviction order, then evicts if full. */
-  private insert(entry: CacheEntry, name: string): void {
+  private insert(entry: CacheEntry, q: ParsedQuery): void {
+    const nameEnd = q.questionEnd - 4;
     const hash = entry.hash;
     const head = this.names.get(hash);
     if (head !== undefined) {
@@ -642,7 +616,7 @@ export class CacheStore {
       let tail = entry;
       for (let e: CacheEntry | undefined = head; e !== undefined; ) {
         const next: CacheEntry | undefined = e.next;
-        if (e.qtype === entry.qtype && e.variant === entry.variant && this.sameName(e, name)) {
+        if (e.qtype === entry.qtype && e.variant === entry.variant && this.sameWireName(e, q.raw, nameEnd)) {
           this.forget(e);
         } else {
           tail.next = e;
