@@ -9,6 +9,7 @@ import * as dgram from 'node:dgram';
 import { performance } from 'node:perf_hooks';
 import { nextId } from './dnsReply';
 import { put16 } from '../../core/wire/bytes';
+import { ProbeTable } from './probeTable';
 
 /** DNS, mDNS and NetBIOS name service messages all start with a 12-byte header whose first two bytes are the ID. */
 const HEADER_LEN = 12;
@@ -78,7 +79,6 @@ interface PoolSocket extends dgram.Socket {
   queued: number[] | null;
 }
 
-const EMPTY = -1;
 /** Tries of another ID after a collision on the same socket before the query is counted as exhausted. */
 const ID_TRIES = 8;
 
@@ -89,8 +89,8 @@ const ID_TRIES = 8;
  * never share a port — with a random ID unique on that socket. Sockets are opened on first use, and retired
  * (closed once their last try is over) after `maxQueries` tries or `maxAgeMs`, so ports keep changing.
  *
- * Tries in flight are found by (socket, ID) in a fixed-size open-addressing table (linear probing, deletion by
- * backward shift): no per-query allocation. A datagram is taken only when it arrived on the socket its query
+ * Tries in flight are found by (socket, ID) in a fixed-size table (`probeTable.ts`: open addressing, linear
+ * probing, deletion by backward shift): no per-query allocation. A datagram is taken only when it arrived on the socket its query
  * left from, from the peer's address and port, with the ID of that query, and its owner's `check` passes.
  */
 export class UdpPool<R extends string = string> {
@@ -102,11 +102,8 @@ export class UdpPool<R extends string = string> {
   private readonly freeSids: number[] = [];
   private readonly order: Uint8Array | Uint16Array;
   private orderPos: number;
-  private readonly keys: Int32Array;
-  private readonly owners: (UdpTryOwner<R> | null)[];
-  private readonly mask: number;
-  private readonly shift: number;
-  private count = 0;
+  /** Tries in flight by (sid << 16) | ID. */
+  private readonly tries: ProbeTable<UdpTryOwner<R>>;
   private closed = false;
 
   constructor(
@@ -126,17 +123,12 @@ export class UdpPool<R extends string = string> {
     this.order = size <= 256 ? new Uint8Array(size) : new Uint16Array(size);
     for (let i = 0; i < size; i++) this.order[i] = i;
     this.orderPos = size;
-    let cap = 16;
-    while (cap < 2 * opts.maxInFlight) cap *= 2;
-    this.keys = new Int32Array(cap).fill(EMPTY);
-    this.owners = new Array<UdpTryOwner<R> | null>(cap).fill(null);
-    this.mask = cap - 1;
-    this.shift = 32 - Math.log2(cap);
+    this.tries = new ProbeTable<UdpTryOwner<R>>(opts.maxInFlight);
   }
 
   /** Tries in flight. */
   get inFlight(): number {
-    return this.count;
+    return this.tries.size;
   }
 
   /** Sockets open (active and draining). */
@@ -155,7 +147,7 @@ export class UdpPool<R extends string = string> {
    * the caller treats it as its own shortage, like EMFILE).
    */
   send(owner: UdpTryOwner<R>, fixedId = -1): number {
-    if (this.closed || this.count >= this.opts.maxInFlight) {
+    if (this.closed || this.tries.size >= this.opts.maxInFlight) {
       this.stats.exhausted++;
       this.sink.exhausted.inc();
       return -1;
@@ -169,7 +161,7 @@ export class UdpPool<R extends string = string> {
     let id = fixedId < 0 ? nextId() : fixedId & 0xffff;
     let key = (sock.sid << 16) | id;
     let tries = fixedId < 0 ? 0 : ID_TRIES - 1;
-    while (this.slotOf(key) !== -1) {
+    while (this.tries.first(key) !== -1) {
       this.stats.idCollisions++;
       this.sink.idCollisions.inc();
       if (++tries >= ID_TRIES) {
@@ -180,7 +172,7 @@ export class UdpPool<R extends string = string> {
       id = nextId();
       key = (sock.sid << 16) | id;
     }
-    this.insert(key, owner);
+    this.tries.add(key, owner);
     sock.live++;
     sock.sends++;
     put16(owner.query, 0, id);
@@ -193,9 +185,9 @@ export class UdpPool<R extends string = string> {
   /** Ends a try: no more events reach its owner (a no-op when it already ended). */
   cancel(key: number, owner: UdpTryOwner<R>): void {
     if (key < 0) return;
-    const slot = this.slotOf(key);
-    if (slot === -1 || this.owners[slot] !== owner) return;
-    this.removeSlot(slot);
+    const slot = this.tries.slotOf(key, owner);
+    if (slot === -1) return;
+    this.tries.removeAt(slot);
     this.release(this.bySid[key >>> 16]);
   }
 
@@ -206,9 +198,7 @@ export class UdpPool<R extends string = string> {
       if (sock !== null) this.closeSocket(sock);
     }
     this.active.fill(null);
-    this.keys.fill(EMPTY);
-    this.owners.fill(null);
-    this.count = 0;
+    this.tries.clear();
   }
 
   // ------------------------------------------------------------------------------------------- sockets
@@ -306,12 +296,13 @@ export class UdpPool<R extends string = string> {
     }
     const sidBits = sock.sid;
     const failed: UdpTryOwner<R>[] = [];
-    for (let slot = 0; slot <= this.mask; ) {
-      const k = this.keys[slot];
-      if (k !== EMPTY && k >>> 16 === sidBits) {
-        failed.push(this.owners[slot] as UdpTryOwner<R>);
+    const tries = this.tries;
+    for (let slot = 0; slot < tries.capacity; ) {
+      const owner = tries.at(slot);
+      if (owner !== null && tries.keyAt(slot) >>> 16 === sidBits) {
+        failed.push(owner);
         // The backward shift may move another key into this slot: look at it again.
-        this.removeSlot(slot);
+        tries.removeAt(slot);
         sock.live--;
         continue;
       }
@@ -328,8 +319,8 @@ export class UdpPool<R extends string = string> {
     sock.queued = null;
     if (q === null) return;
     for (const key of q) {
-      const slot = this.slotOf(key);
-      if (slot !== -1) sock.send((this.owners[slot] as UdpTryOwner<R>).query);
+      const slot = this.tries.first(key);
+      if (slot !== -1) sock.send((this.tries.at(slot) as UdpTryOwner<R>).query);
     }
   }
 
@@ -343,71 +334,21 @@ export class UdpPool<R extends string = string> {
       this.sink.stray('short');
       return;
     }
-    const slot = this.slotOf((sock.sid << 16) | (msg[0] << 8) | msg[1]);
+    const slot = this.tries.first((sock.sid << 16) | (msg[0] << 8) | msg[1]);
     if (slot === -1) {
       this.stats.unmatched++;
       this.sink.stray('id');
       return;
     }
-    const owner = this.owners[slot] as UdpTryOwner<R>;
+    const owner = this.tries.at(slot) as UdpTryOwner<R>;
     const why = owner.check(msg);
     if (why !== undefined) {
       owner.onUdpIgnored(why);
       return;
     }
-    this.removeSlot(slot);
+    this.tries.removeAt(slot);
     this.release(sock);
     owner.onUdpReply(msg);
-  }
-
-  // ------------------------------------------------------------------------------------------- the table
-
-  private home(key: number): number {
-    return Math.imul(key, 0x9e3779b1) >>> this.shift;
-  }
-
-  private slotOf(key: number): number {
-    const keys = this.keys;
-    const mask = this.mask;
-    for (let i = this.home(key); ; i = (i + 1) & mask) {
-      const k = keys[i];
-      if (k === key) return i;
-      if (k === EMPTY) return -1;
-    }
-  }
-
-  private insert(key: number, owner: UdpTryOwner<R>): void {
-    const keys = this.keys;
-    const mask = this.mask;
-    let i = this.home(key);
-    while (keys[i] !== EMPTY) i = (i + 1) & mask;
-    keys[i] = key;
-    this.owners[i] = owner;
-    this.count++;
-  }
-
-  /** Linear-probing deletion by backward shift: no tombstones, so the table never needs rebuilding. */
-  private removeSlot(slot: number): void {
-    const keys = this.keys;
-    const owners = this.owners;
-    const mask = this.mask;
-    let hole = slot;
-    let i = slot;
-    for (;;) {
-      i = (i + 1) & mask;
-      const k = keys[i];
-      if (k === EMPTY) break;
-      const h = this.home(k);
-      // Move k into the hole when its home is not cyclically within (hole, i].
-      if (hole <= i ? h <= hole || h > i : h <= hole && h > i) {
-        keys[hole] = k;
-        owners[hole] = owners[i];
-        hole = i;
-      }
-    }
-    keys[hole] = EMPTY;
-    owners[hole] = null;
-    this.count--;
   }
 }
 
