@@ -76,6 +76,13 @@ export class Chain {
   /** A failing plugin can fail every query: say so once per interval, with the count, not once per query. */
   private readonly queryFailures: RepeatingWarning;
   private readonly responseFailures: RepeatingWarning;
+  /** A tap that called its callback again: the later answers are dropped, counted in this warning. */
+  private readonly secondAnswers: RepeatingWarning;
+  private lastSecondAnswer = '';
+  private readonly answeredTwice = (plugin: string): void => {
+    this.lastSecondAnswer = plugin;
+    this.secondAnswers.hit();
+  };
   private lastFailure = '';
 
   constructor(block: BlockInfo, entries: readonly ChainEntry[], private readonly services: ChainServices, previous?: RetainedState) {
@@ -84,6 +91,7 @@ export class Chain {
     this.log = services.log;
     this.queryFailures = new RepeatingWarning({ intervalMs: 10_000, emit: (count) => this.log.warn('queries failed in the chain (answered SERVFAIL)', { count, last: this.lastFailure }) });
     this.responseFailures = new RepeatingWarning({ intervalMs: 10_000, emit: (count) => this.log.warn('response hook failed (the unmodified response was sent)', { count, last: this.lastFailure }) });
+    this.secondAnswers = new RepeatingWarning({ intervalMs: 10_000, emit: (count) => this.log.warn('a plugin answered a query twice (the later answers were dropped)', { count, plugin: this.lastSecondAnswer }) });
     this.retained = new RetainedState(previous);
     this.shared = services.shared ?? new SharedState();
     this.hooks.query.intercept({ register: (tap) => this.registerQueryTap(tap) });
@@ -194,7 +202,7 @@ export class Chain {
   /** A `response` tap stays in tapable's waterfall, called in the callback form and timed like a query tap. */
   private registerResponseTap(tap: FullTap): FullTap {
     const { name, index } = this.currentRegistration(tap);
-    const fn = timed(callbackForm(tap, 2), this.timingSlot(name, 'response'));
+    const fn = timed(callbackForm(tap, 2, this.answeredTwice), this.timingSlot(name, 'response'));
     this.respond = true;
     return Object.assign({}, tap, { type: 'async' as const, fn, stage: index });
   }
@@ -206,7 +214,7 @@ export class Chain {
   }
 
   private compile(): Handler {
-    const walk = compileQueryWalk(this.hooks.query.taps as QueryTap[]);
+    const walk = compileQueryWalk(this.hooks.query.taps as QueryTap[], this.answeredTwice);
     this.walk = walk;
     return walk;
   }

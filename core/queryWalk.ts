@@ -19,14 +19,14 @@ export type Handler = (ctx: QueryContext, done: WalkDone) => void;
  * (CoreDNS's `Next`). Entering position i points `ctx.next()` at the walk from i + 1; a walk started by
  * `next()` points it back at i when it ends, so a tap may call `next()` again (a retry) and get the same rest.
  */
-export function compileQueryWalk(taps: readonly QueryTap[]): Handler {
+export function compileQueryWalk(taps: readonly QueryTap[], answeredTwice: (plugin: string) => void): Handler {
   let below: Handler = endOfChain;
-  for (let i = taps.length - 1; i >= 0; i--) below = position(taps[i], below);
+  for (let i = taps.length - 1; i >= 0; i--) below = position(taps[i], below, answeredTwice);
   return below;
 }
 
-function position(tap: QueryTap, below: Handler): Handler {
-  const call: CallbackTap = timed(callbackForm(tap, 1), tap.timing);
+function position(tap: QueryTap, below: Handler, answeredTwice: (plugin: string) => void): Handler {
+  const call: CallbackTap = timed(callbackForm(tap, 1, answeredTwice), tap.timing);
   const plugin = tap.plugin;
   const viaCallback = (ctx: QueryContext, cb: NextCallback): void => {
     below(ctx, (err, res) => {
@@ -75,7 +75,7 @@ function position(tap: QueryTap, below: Handler): Handler {
       if (slot.observe !== null) return call(ctx, undefined, (err, result) => settle(ctx, done, err, result));
       let answered = false;
       const cb: TapCallback = (err, result) => {
-        if (answered) return;
+        if (answered) return answeredTwice(plugin);
         answered = true;
         settle(ctx, done, err, result);
       };

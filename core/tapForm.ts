@@ -15,15 +15,15 @@ type AnyFn = (...args: unknown[]) => unknown;
  * it expects it. Only the tap's own call is guarded: an exception from `cb` is never taken for the tap's (an async
  * tap that throws after it answered rethrows it).
  */
-export function callbackForm(tap: FullTap, arity: 1 | 2): CallbackTap {
+export function callbackForm(tap: FullTap, arity: 1 | 2, answeredTwice: (plugin: string) => void = ignore): CallbackTap {
   const fn = tap.fn as AnyFn;
   if (tap.type === 'async') {
     // A throw before the tap answered is its failure (tapable does not catch it, and it would end the process);
-    // a second answer from the tap is ignored.
+    // a second answer from the tap is ignored and reported.
     return (a, b, cb) => {
       let answered = false;
       const once: TapCallback = (err, r) => {
-        if (answered) return;
+        if (answered) return answeredTwice(tap.name);
         answered = true;
         cb(err, r);
       };
@@ -81,3 +81,5 @@ export function timed(call: CallbackTap, slot: TapTiming): CallbackTap {
 function isThenable(v: unknown): v is PromiseLike<unknown> {
   return v !== null && typeof v === 'object' && typeof (v as { then?: unknown }).then === 'function';
 }
+
+function ignore(): void {}

@@ -152,7 +152,11 @@ module.exports = definePlugin({ name: 'boom', options: Type.Object({}), setup(ap
   test('an async tap (query or response) that throws before answering fails that query only; the server goes on', async () => {
     const thrower = `const { definePlugin, Type } = require('codexdns');
 module.exports = definePlugin({ name: 'thrower', options: Type.Object({}), setup(api) {
-  api.hooks.query.tapAsync('thrower', (ctx, cb) => { if (ctx.qname === 'query.test') throw new Error('query tap threw'); cb(); });
+  api.hooks.query.tapAsync('thrower', (ctx, cb) => {
+    if (ctx.qname === 'query.test') throw new Error('query tap threw');
+    cb();
+    if (ctx.qname === 'twice.test') cb();
+  });
   api.hooks.response.tapAsync('thrower', (res, ctx, cb) => { if (ctx.qname === 'response.test') throw new Error('response tap threw'); cb(null, res); });
 } });
 `;
@@ -161,6 +165,9 @@ module.exports = definePlugin({ name: 'thrower', options: Type.Object({}), setup
       // The response tap failed: the unmodified response goes out.
       assert.equal((await s.query('response.test', 'A')).rcode, 'NOERROR');
       assert.equal((await s.query('after.test', 'A')).rcode, 'NOERROR');
+      // A tap answering twice: the client gets one answer; the second is dropped and said.
+      assert.equal((await s.query('twice.test', 'A')).rcode, 'NOERROR');
+      assert.equal((await s.query('after2.test', 'A')).rcode, 'NOERROR');
       let line: string | undefined;
       for (let i = 0; i < 50 && line === undefined; i++) {
         line = s.logs.find((l) => l.includes('queries failed in the chain'));
@@ -168,6 +175,7 @@ module.exports = definePlugin({ name: 'thrower', options: Type.Object({}), setup
       }
       assert.match(line ?? s.logs.join('\n'), /thrower: query tap threw/);
       assert.ok(s.logs.some((l) => /response hook failed/.test(l)), s.logs.join('\n'));
+      assert.ok(s.logs.some((l) => /answered a query twice .*plugin=thrower/.test(l)), s.logs.join('\n'));
     });
   });
 
