@@ -1,6 +1,6 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { put16, put32, u16, u32 } from '../core/wire/bytes';
+import { put16, put32, u16, u32, u32le } from '../core/wire/bytes';
 
 describe('wire bytes: unchecked big-endian reads and writes', () => {
   test('agree with Buffer’s checked methods over the whole range', () => {
@@ -18,6 +18,8 @@ describe('wire bytes: unchecked big-endian reads and writes', () => {
       assert.deepEqual(b, a);
       assert.equal(u32(b, 2), a.readUInt32BE(2));
       assert.equal(u32(b, 2), v);
+      a.writeUInt32LE(v, 2);
+      assert.equal(u32le(a, 2), a.readUInt32LE(2));
     }
   });
 });

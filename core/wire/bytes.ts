@@ -13,6 +13,11 @@ export function u32(b: Uint8Array, off: number): number {
   return ((b[off] << 24) | (b[off + 1] << 16) | (b[off + 2] << 8) | b[off + 3]) >>> 0;
 }
 
+/** Little-endian, for our own stored formats (the cache's slab chunks), not for DNS messages. */
+export function u32le(b: Uint8Array, off: number): number {
+  return (b[off] | (b[off + 1] << 8) | (b[off + 2] << 16) | (b[off + 3] << 24)) >>> 0;
+}
+
 export function put16(b: Uint8Array, off: number, v: number): void {
   b[off] = v >>> 8;
   b[off + 1] = v;

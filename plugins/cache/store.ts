@@ -5,6 +5,7 @@ import type { MessageLayout } from '../../core/wire/message';
 import type { ParsedQuery } from '../../core/wire/query';
 import { HEADER_LEN } from '../../core/wire/constants';
 import { wireNameHash } from '../../core/wire/names';
+import { put32, u32le } from '../../core/wire/bytes';
 import { DetachedChunk, Slab, type ChunkSource } from './slab';
 
 /** What an entry holds, for metrics (`success` / `denial`) and for the rules on what may replace what. */
@@ -737,12 +738,10 @@ export class CacheStore {
     for (let i = 0; i < n; i++) {
       let v = fixed;
       if (v < 0) {
-        const p = t + 4 * i;
-        v = (src[p] | (src[p + 1] << 8) | (src[p + 2] << 16) | (src[p + 3] << 24)) >>> 0;
-        v -= elapsed;
+        v = u32le(src, t + 4 * i) - elapsed;
         if (v < 0) v = 0;
       }
-      writeTtl(out, offsets[i], v);
+      put32(out, offsets[i], v);
     }
     const res = DnsResponse.fromRender(out, len, layout);
     if (e.authoritative) res.authoritative = true;
@@ -759,10 +758,3 @@ export class CacheStore {
 
 /** Room after a rendered answer for the OPT record the writer adds: 11 bytes, 17 with a stale answer's EDE. */
 const REPLY_ROOM = 32;
-
-function writeTtl(buf: Buffer, off: number, v: number): void {
-  buf[off] = v >>> 24;
-  buf[off + 1] = (v >>> 16) & 0xff;
-  buf[off + 2] = (v >>> 8) & 0xff;
-  buf[off + 3] = v & 0xff;
-}
